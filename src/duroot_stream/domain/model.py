@@ -1,0 +1,198 @@
+"""The du-root workflow's vocabulary: states, commands, events, replies.
+
+Pure values (frozen dataclasses and enums). Nothing here knows Kafka, Avro,
+the clock or randomness; ids and times come in from outside.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum, IntEnum
+
+# Sentinel vids (26-character ULID text), as in nog's `events` package.
+EVENT_EPOCH = "00000000000000000000000000"  # the vid of an empty history
+NO_VC = "00000000000000000000000001"  # expected vid: no version check
+RETRY_NO_VC = "00000000000000000000000002"  # expected vid: no check; a retry
+
+STATUS_CODE_OK = 0
+STATUS_CODE_EXPIRED = 104  # nog's StatusCodeExpired
+STATUS_MESSAGE_EXPIRED = "expired"
+
+
+class StateCode(IntEnum):
+    """nog's `durootwf.StateCode`, same order and values."""
+
+    UNINITIALIZED = 0
+    INITIALIZED = 1
+    APPENDING = 2
+    COMPLETED = 3
+    TERMINATED = 4
+
+
+class ErrorCode(Enum):
+    """Why a command was rejected (the Avro enum `ErrorCode`)."""
+
+    CONFLICT_INIT = "CONFLICT_INIT"
+    CONFLICT_STATE = "CONFLICT_STATE"
+    CONFLICT_STATE_ADVANCED = "CONFLICT_STATE_ADVANCED"
+    INVALID_COMMAND = "INVALID_COMMAND"
+    UNINITIALIZED = "UNINITIALIZED"
+    VERSION_CONFLICT = "VERSION_CONFLICT"
+    INVALID_ARGUMENT = "INVALID_ARGUMENT"
+    MALFORMED = "MALFORMED"
+
+
+# --- commands -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PathUsage:
+    path: str
+    usage: int  # bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Init:
+    registry_id: str  # UUID text
+    global_root: str
+    host: str
+    host_root: str
+
+
+@dataclass(frozen=True, slots=True)
+class Append:
+    paths: tuple[PathUsage, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Fail:
+    code: int
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class AbortExpired:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class End:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    pass
+
+
+CommandBody = Init | Append | Commit | Fail | AbortExpired | End | Delete
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    command_id: str  # ULID text, chosen by the sender
+    workflow_id: str  # UUID text
+    expected_vid: str  # a real vid, NO_VC or RETRY_NO_VC
+    issued_at: int  # ms since the Unix epoch
+    body: CommandBody
+
+
+# --- workflow events ----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DuRootStarted:
+    registry_id: str
+    global_root: str
+    host: str
+    host_root: str
+
+
+@dataclass(frozen=True, slots=True)
+class DuUpdated:
+    path: str
+    usage: int
+
+
+@dataclass(frozen=True, slots=True)
+class DuRootCompleted:
+    status_code: int
+    status_message: str
+
+
+@dataclass(frozen=True, slots=True)
+class DuRootCommitted:
+    pass
+
+
+EventPayload = DuRootStarted | DuUpdated | DuRootCompleted | DuRootCommitted
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowEvent:
+    event_id: str  # the vid after this event (ULID text)
+    parent: str  # the vid before it
+    workflow_id: str
+    seq: int  # 0, 1, 2, ... within the workflow's history
+    command_id: str  # the command that caused it
+    payload: EventPayload
+
+    @property
+    def key(self) -> str:
+        return event_key(self.workflow_id, self.seq)
+
+
+def event_key(workflow_id: str, seq: int) -> str:
+    """The events topic key: `<workflow-id>/<seq>`, unique per event."""
+    return f"{workflow_id}/{seq}"
+
+
+# --- index events -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class IndexStarted:
+    global_root: str
+    host: str
+    host_root: str
+
+
+@dataclass(frozen=True, slots=True)
+class IndexCompleted:
+    status_code: int
+    status_message: str
+
+
+@dataclass(frozen=True, slots=True)
+class IndexDeleted:
+    pass
+
+
+IndexPayload = IndexStarted | IndexCompleted | IndexDeleted
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowIndexEvent:
+    event_id: str  # ULID of this index event
+    registry_id: str
+    workflow_id: str
+    workflow_event_id: str  # vid of the workflow event it mirrors
+    payload: IndexPayload
+
+
+# --- replies ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    command_id: str | None  # None when a malformed input did not reveal it
+    workflow_id: str | None
+    ok: bool
+    vid: str | None  # head after the command; None on error
+    error: ErrorCode | None
+    message: str = field(default="")
