@@ -1,0 +1,53 @@
+# duroot-stream — every target works on a fresh clone: it makes the virtual
+# environment, installs what is missing and fetches the broker jars once.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+DIR    ?= .
+PYTEST_ARGS ?=
+
+.PHONY: run test test-reliability bench bench-quick lint broker deps jars clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	rm -f $(VENV)/.installed-* && touch $@
+
+deps:
+	@scripts/system-deps.sh
+
+jars: $(STAMP) deps
+	@$(BIN)/python -c "from duroot_stream.broker import fetch_jars; fetch_jars()"
+
+## make run [DIR=path]: local broker, processor, runner, a du of DIR, results printed
+run: jars
+	$(BIN)/duroot-stream run $(DIR)
+
+## make test: the whole suite (minus the long reliability runs) against a real broker
+test: jars
+	@scripts/system-deps.sh --test
+	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
+
+## make test-reliability: crash storms, broker restart, bad input, rebalances (slow)
+test-reliability: jars
+	$(BIN)/pytest -m slow $(PYTEST_ARGS)
+
+## make bench: benchmarks, figures printed and written to bench-results/*.json
+bench: jars
+	$(BIN)/python -m benchmarks
+
+bench-quick: jars
+	$(BIN)/python -m benchmarks --quick
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy
+
+broker: jars
+	$(BIN)/duroot-stream broker
+
+clean:
+	rm -rf $(VENV) bench-results .pytest_cache .mypy_cache .ruff_cache

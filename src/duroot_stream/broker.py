@@ -1,0 +1,282 @@
+"""A single-node Apache Kafka broker (KRaft) from Maven Central jars, for development and tests.
+
+The jars are fetched once with Maven (`deploy/kafka/pom.xml`) into a cache outside
+the repository; each start formats a storage directory and runs `kafka.Kafka` on
+127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from types import TracebackType
+from typing import IO
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
+
+log = logging.getLogger(__name__)
+
+START_TIMEOUT_S = 180.0
+STOP_TIMEOUT_S = 30.0
+
+
+class BrokerError(RuntimeError):
+    """The local broker could not be fetched, formatted or started; the message says what to do."""
+
+
+def _pom_path() -> Path:
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "kafka" / "pom.xml", here.parents[1] / "deploy" / "kafka" / "pom.xml"):
+        if candidate.is_file():
+            return candidate
+    raise BrokerError("deploy/kafka/pom.xml not found: reinstall duroot-stream")
+
+
+def kafka_version(pom: Path | None = None) -> str:
+    text = (pom or _pom_path()).read_text()
+    match = re.search(r"<kafka\.version>([^<]+)</kafka\.version>", text)
+    if not match:
+        raise BrokerError(f"{pom}: no <kafka.version> property")
+    return match.group(1)
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("DUROOT_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "duroot-stream"
+    )
+    return Path(base) / f"kafka-{kafka_version()}"
+
+
+def _require(tool: str, install: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        raise BrokerError(
+            f"{tool} not found: the local Kafka broker needs Java 17+ and Maven "
+            f"({install}). Without them, run the whole stack with `docker compose up`."
+        )
+    return path
+
+
+def fetch_jars(progress: IO[str] | None = sys.stderr) -> Path:
+    """Download the broker's jars into the cache once; later calls return at once."""
+    target = cache_dir()
+    marker = target / ".complete"
+    if marker.exists():
+        return target
+    mvn = _require("mvn", "Debian: apt-get install maven")
+    _require("java", "Debian: apt-get install openjdk-17-jre-headless")
+    if progress:
+        print(f"fetching Kafka {kafka_version()} jars with Maven into {target} ...", file=progress)
+    partial = target.with_name(target.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    result = subprocess.run(
+        [
+            mvn, "-q", "-B", "-f", str(_pom_path()), "dependency:copy-dependencies",
+            "-DincludeScope=runtime", f"-DoutputDirectory={partial}",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        raise BrokerError(
+            f"mvn dependency:copy-dependencies failed (exit {result.returncode}); "
+            f"check that Maven Central is reachable.\n{result.stdout[-2000:]}{result.stderr[-2000:]}"
+        )
+    shutil.rmtree(target, ignore_errors=True)
+    partial.rename(target)
+    marker.touch()
+    return target
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _cluster_id() -> str:
+    # Kafka's Uuid text: URL-safe base64 of 16 random bytes, no padding; like
+    # Kafka's own generator, never one starting with "-" (it reads as an option).
+    while True:
+        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not text.startswith("-"):
+            return text
+
+
+LOG4J2 = """\
+status = warn
+shutdownHook = disable
+appender.stderr.type = Console
+appender.stderr.name = STDERR
+appender.stderr.target = SYSTEM_ERR
+appender.stderr.layout.type = PatternLayout
+appender.stderr.layout.pattern = [%d] %p [kafka] %c{1}: %m%n
+rootLogger.level = WARN
+rootLogger.appenderRef.stderr.ref = STDERR
+"""
+
+
+def server_properties(port: int, controller_port: int, log_dir: Path) -> str:
+    settings = {
+        "process.roles": "broker,controller",
+        "node.id": "1",
+        "controller.quorum.voters": f"1@127.0.0.1:{controller_port}",
+        "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
+        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}",
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        "log.dirs": str(log_dir),
+        "num.partitions": "1",
+        "auto.create.topics.enable": "false",
+        # One replica and one partition for the internal topics: first use is fast.
+        "offsets.topic.replication.factor": "1",
+        "offsets.topic.num.partitions": "1",
+        "transaction.state.log.replication.factor": "1",
+        "transaction.state.log.min.isr": "1",
+        "transaction.state.log.num.partitions": "1",
+        "share.coordinator.state.topic.replication.factor": "1",
+        "share.coordinator.state.topic.min.isr": "1",
+        "group.initial.rebalance.delay.ms": "0",
+        # Compaction observable within a test's patience.
+        "log.cleaner.backoff.ms": "500",
+        "log.cleaner.dedupe.buffer.size": str(32 * 1024 * 1024),
+        "transaction.abort.timed.out.transaction.cleanup.interval.ms": "5000",
+    }
+    return "".join(f"{k}={v}\n" for k, v in settings.items())
+
+
+class LocalBroker:
+    """Start, wait for and stop one local broker. Use as a context manager."""
+
+    def __init__(
+        self,
+        port: int | None = None,
+        data_dir: Path | None = None,
+        log_file: Path | None = None,
+        heap: str = "1g",
+    ) -> None:
+        self.port = port or free_port()
+        self._keep_data = data_dir is not None
+        self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="duroot-kafka-"))
+        self.log_file = log_file
+        self.heap = heap
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log_handle: IO[bytes] | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _java(self, jars: Path, *args: str, **kwargs: object) -> list[str]:
+        return [
+            _require("java", "Debian: apt-get install openjdk-17-jre-headless"),
+            f"-Xms256m", f"-Xmx{self.heap}",
+            f"-Dlog4j2.configurationFile={self.data_dir / 'log4j2.properties'}",
+            f"-Dkafka.logs.dir={self.data_dir / 'app-logs'}",
+            "-cp", f"{jars}/*",
+            *args,
+        ]
+
+    def start(self, timeout: float = START_TIMEOUT_S) -> LocalBroker:
+        jars = fetch_jars()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        props = self.data_dir / "server.properties"
+        log_dirs = self.data_dir / "kraft"
+        controller_port = self._controller_port(props)
+        props.write_text(server_properties(self.port, controller_port, log_dirs))
+        (self.data_dir / "log4j2.properties").write_text(LOG4J2)
+        if not (log_dirs / "meta.properties").exists():
+            fmt = subprocess.run(
+                self._java(jars, "kafka.tools.StorageTool", "format", "-t", _cluster_id(),
+                           "-c", str(props)),
+                capture_output=True, text=True,
+            )
+            if fmt.returncode != 0:
+                raise BrokerError(
+                    f"kafka.tools.StorageTool format failed for {log_dirs} "
+                    f"(exit {fmt.returncode}): {fmt.stderr[-2000:] or fmt.stdout[-2000:]}"
+                )
+        stderr: IO[bytes] | None = None
+        if self.log_file is not None:
+            self._log_handle = stderr = open(self.log_file, "ab")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            self._java(jars, "kafka.Kafka", str(props)),
+            stdout=stderr or subprocess.DEVNULL,
+            stderr=stderr,
+            start_new_session=True,  # Ctrl-C reaches us, and we stop the broker in order
+        )
+        self._wait_ready(timeout)
+        return self
+
+    def _controller_port(self, props: Path) -> int:
+        # A restarted broker on the same data dir must keep its controller address.
+        if props.exists():
+            match = re.search(r"controller\.quorum\.voters=1@127\.0\.0\.1:(\d+)", props.read_text())
+            if match:
+                return int(match.group(1))
+        return free_port()
+
+    def _wait_ready(self, timeout: float) -> None:
+        assert self.process is not None
+        client = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 0})
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise BrokerError(
+                    f"the Kafka broker exited with code {self.process.returncode} during start"
+                    + (f"; see {self.log_file}" if self.log_file else "")
+                )
+            try:
+                client.list_topics(timeout=2)
+                return
+            except KafkaException:
+                continue
+        self.stop()
+        raise BrokerError(f"the Kafka broker on {self.bootstrap} did not answer within {timeout:.0f} s")
+
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
+        """SIGTERM (a controlled shutdown), SIGKILL if it hangs; remove temporary data."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+        if self._log_handle is not None:
+            self._log_handle.close()
+            self._log_handle = None
+        if not self._keep_data:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def kill(self) -> None:
+        """SIGKILL without cleanup, for failure tests; `start()` again reuses the data."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+    def __enter__(self) -> LocalBroker:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
