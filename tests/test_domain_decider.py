@@ -675,6 +675,19 @@ def test_evolve_rejects_unknown_events() -> None:
         evolve(state, "STARTED")  # type: ignore[arg-type]
 
 
+def test_evolve_reads_only_the_type_of_payloads_other_than_started() -> None:
+    # The processor's restore relies on this to skip decoding those bodies.
+    state = given(STARTED)
+    pairs: list[tuple[EventPayload, EventPayload]] = [
+        (DuUpdated("a/b", 99), DuUpdated("", 0)),
+        (DuRootCompleted(7, "du failed"), DuRootCompleted(0, "")),
+        (DuRootCommitted(), DuRootCommitted()),
+    ]
+    for real, stub in pairs:
+        event = WorkflowEvent(ulid(T0, 50), state.vid, WF, state.seq, "c", real)
+        assert evolve(state, event) == evolve(state, replace(event, payload=stub))
+
+
 def test_evolve_deleted_returns_to_the_initial_state() -> None:
     assert evolve(given(*HISTORIES[StateCode.TERMINATED]), WorkflowDeleted(WF)) == initial_state(WF)
 

@@ -192,7 +192,7 @@ def _init(state: WorkflowState, cmd: Init, emit: _Emitter) -> Decision:
             differs = [
                 name
                 for name, mine, theirs in (
-                    ("registry id", state.registry_id, registry_id),
+                    ("registry id", state.registry_id.lower(), registry_id),
                     ("global root", state.global_root, cmd.global_root),
                     ("host", state.host, cmd.host),
                     ("host root", state.host_root, cmd.host_root),
@@ -410,7 +410,10 @@ def evolve(state: WorkflowState, event: WorkflowEvent | WorkflowDeleted) -> Work
     """Fold one event into the state; trusts the history (no checks).
 
     Runs once per event when a partition is restored, so it only sets fields:
-    one new state per event, and a bounded `recent_commands` update.
+    one new state per event, and a bounded `recent_commands` update. Of the
+    payload it reads the fields of DuRootStarted only; of the other events
+    just the type, so a restore may skip decoding their bodies (the event
+    headers carry the rest).
     """
     if isinstance(event, WorkflowDeleted):
         return initial_state(state.workflow_id)
