@@ -359,44 +359,56 @@ def _next_id(new_id: IdSource, previous: str) -> str:
 
 def _invalid_argument(body: CommandBody) -> Rejected | None:
     """Step 2: the fields nog checks, and what the Avro schema cannot carry."""
-    problem: str | None = None
     match body:
         case Init():
-            if not isinstance(body.registry_id, str) or not _UUID_RE.fullmatch(body.registry_id):
-                problem = f"command Init: registry id {body.registry_id!r} is not a UUID"
-            elif body.registry_id == _NIL_UUID:
-                problem = "command Init: registry id is the nil UUID"
-            else:
-                for name, value in (
-                    ("global root", body.global_root),
-                    ("host", body.host),
-                    ("host root", body.host_root),
-                ):
-                    if not isinstance(value, str) or value == "":
-                        problem = f"command Init: {name} is empty"
-                        break
+            problem = _init_problem(body)
         case Append():
-            if len(body.paths) == 0:
-                problem = "command Append: no paths"
-            for p in body.paths:
-                if not isinstance(p.path, str):
-                    problem = f"command Append: path {p.path!r} is not a string"
-                elif not _is_int(p.usage) or not 0 <= p.usage <= _AVRO_LONG_MAX:
-                    problem = f"command Append: usage {p.usage!r} of path {p.path!r} is invalid"
-                if problem is not None:
-                    break
+            problem = _append_problem(body)
         case Fail():
-            if not _is_int(body.code) or not -_AVRO_INT_MAX - 1 <= body.code <= _AVRO_INT_MAX:
-                problem = f"command Fail: code {body.code!r} is not a 32-bit integer"
-            elif body.code == 0:
-                problem = "command Fail: code is 0 (a failure needs a non-zero code)"
-            elif not isinstance(body.message, str):
-                problem = "command Fail: message is not a string"
+            problem = _fail_problem(body)
         case Commit() | AbortExpired() | End() | Delete():
-            pass
+            problem = None
         case _:
             return Rejected(ErrorCode.INVALID_COMMAND, f"unknown command {type(body).__name__}")
     return None if problem is None else Rejected(ErrorCode.INVALID_ARGUMENT, problem)
+
+
+def _init_problem(cmd: Init) -> str | None:
+    if not isinstance(cmd.registry_id, str) or not _UUID_RE.fullmatch(cmd.registry_id):
+        return f"command Init: registry id {cmd.registry_id!r} is not a UUID"
+    if cmd.registry_id == _NIL_UUID:
+        return "command Init: registry id is the nil UUID"
+    for name, value in (
+        ("global root", cmd.global_root),
+        ("host", cmd.host),
+        ("host root", cmd.host_root),
+    ):
+        if not isinstance(value, str):
+            return f"command Init: {name} is not text"
+        if value == "":
+            return f"command Init: {name} is empty"
+    return None
+
+
+def _append_problem(cmd: Append) -> str | None:
+    if len(cmd.paths) == 0:
+        return "command Append: no paths"
+    for p in cmd.paths:
+        if not isinstance(p.path, str):
+            return f"command Append: path {p.path!r} is not text"
+        if not _is_int(p.usage) or not 0 <= p.usage <= _AVRO_LONG_MAX:
+            return f"command Append: usage {p.usage!r} of path {p.path!r} is invalid"
+    return None
+
+
+def _fail_problem(cmd: Fail) -> str | None:
+    if not _is_int(cmd.code) or not -_AVRO_INT_MAX - 1 <= cmd.code <= _AVRO_INT_MAX:
+        return f"command Fail: code {cmd.code!r} is not a 32-bit integer"
+    if cmd.code == 0:
+        return "command Fail: code is 0 (a failure needs a non-zero code)"
+    if not isinstance(cmd.message, str):
+        return "command Fail: message is not text"
+    return None
 
 
 def _is_int(value: object) -> bool:
