@@ -12,8 +12,12 @@ from confluent_kafka import Consumer, Message, TopicPartition
 T = TypeVar("T")
 
 
-def wait_until(condition: Callable[[], T], timeout: float = 30.0, interval: float = 0.1,
-               what: str = "condition") -> T:
+def wait_until(
+    condition: Callable[[], T],
+    timeout: float = 30.0,
+    interval: float = 0.1,
+    what: str = "condition",
+) -> T:
     """Poll `condition` until it returns something truthy; fail with `what` after `timeout`."""
     deadline = time.monotonic() + timeout
     while True:
@@ -25,16 +29,19 @@ def wait_until(condition: Callable[[], T], timeout: float = 30.0, interval: floa
         time.sleep(interval)
 
 
-def read_all(bootstrap: str, topic: str, timeout: float = 30.0,
-             read_committed: bool = True) -> list[Message]:
+def read_all(
+    bootstrap: str, topic: str, timeout: float = 30.0, read_committed: bool = True
+) -> list[Message]:
     """Every record of every partition of `topic`, from the beginning to the end as of now."""
-    consumer = Consumer({
-        "bootstrap.servers": bootstrap,
-        "group.id": f"test-reader-{uuid.uuid4().hex}",
-        "enable.auto.commit": False,
-        "isolation.level": "read_committed" if read_committed else "read_uncommitted",
-        "enable.partition.eof": True,
-    })
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"test-reader-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed" if read_committed else "read_uncommitted",
+            "enable.partition.eof": True,
+        }
+    )
     try:
         md = consumer.list_topics(topic, timeout=10)
         parts = [TopicPartition(topic, p, 0) for p in md.topics[topic].partitions]

@@ -25,7 +25,9 @@ def test_session_broker_answers_admin_calls(bootstrap: str) -> None:
 def test_cli_broker_prints_bootstrap_and_stops_on_sigterm(tmp_path) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "duroot_stream.cli", "broker"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
     )
     try:
         assert proc.stdout is not None

@@ -14,7 +14,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_compose_file_is_valid() -> None:
     tool = shutil.which("docker-compose")
     if tool is None:
-        pytest.fail("docker-compose not installed: `make test` installs it (scripts/system-deps.sh)")
+        pytest.fail(
+            "docker-compose not installed: `make test` installs it (scripts/system-deps.sh)"
+        )
     result = subprocess.run([tool, "config", "-q"], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
 
@@ -23,6 +25,8 @@ def test_compose_has_the_whole_stack() -> None:
     tool = shutil.which("docker-compose")
     if tool is None:
         pytest.fail("docker-compose not installed")
-    result = subprocess.run([tool, "config", "--services"], cwd=ROOT, capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [tool, "config", "--services"], cwd=ROOT, capture_output=True, text=True, check=True
+    )
     services = set(result.stdout.split())
     assert {"kafka", "topics", "processor", "runner", "prometheus", "grafana"} <= services

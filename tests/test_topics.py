@@ -11,7 +11,13 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from duroot_stream import cli
 from duroot_stream.config import KafkaConfig
-from duroot_stream.topics import TopicCheckError, Topics, check_topics, create_topics
+from duroot_stream.topics import (
+    TopicCheckError,
+    Topics,
+    check_topics,
+    create_topics,
+    wait_visible,
+)
 
 from .kafka_helpers import wait_until
 
@@ -28,7 +34,9 @@ def test_create_twice_is_idempotent(kafka: KafkaConfig) -> None:
     assert counts[topics.dlq] == 1
 
 
-def test_cli_topics_create_and_check(kafka: KafkaConfig, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_topics_create_and_check(
+    kafka: KafkaConfig, capsys: pytest.CaptureFixture[str]
+) -> None:
     args = ["-b", kafka.bootstrap_servers, "--topic-prefix", kafka.topic_prefix]
     assert cli.main(["topics", "create", "--partitions", "2", *args]) == 0
     assert cli.main(["topics", "check", *args]) == 0
@@ -41,13 +49,18 @@ def _create(kafka: KafkaConfig, name: str, partitions: int, policy: str) -> None
     fs = admin.create_topics([NewTopic(name, partitions, 1, config={"cleanup.policy": policy})])
     for f in fs.values():
         f.result()
+    wait_visible(admin, [name])
 
 
 def _create_all_but(kafka: KafkaConfig, skip: str) -> None:
     topics = Topics(kafka.topic_prefix)
-    for name, policy in [(topics.commands, "delete"), (topics.events, "compact"),
-                         (topics.index, "compact"), (topics.replies, "delete"),
-                         (topics.dlq, "delete")]:
+    for name, policy in [
+        (topics.commands, "delete"),
+        (topics.events, "compact"),
+        (topics.index, "compact"),
+        (topics.replies, "delete"),
+        (topics.dlq, "delete"),
+    ]:
         if name != skip:
             _create(kafka, name, 4, policy)
 
@@ -56,17 +69,26 @@ def test_check_detects_partition_mismatch(kafka: KafkaConfig) -> None:
     topics = Topics(kafka.topic_prefix)
     _create_all_but(kafka, topics.events)
     _create(kafka, topics.events, 2, "compact")
-    with pytest.raises(TopicCheckError, match=rf"partitions: {topics.commands} has 4 but {topics.events} has 2"):
+    with pytest.raises(
+        TopicCheckError, match=rf"partitions: {topics.commands} has 4 but {topics.events} has 2"
+    ):
         check_topics(kafka)
 
 
-def test_check_detects_wrong_cleanup_policy(kafka: KafkaConfig, capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_detects_wrong_cleanup_policy(
+    kafka: KafkaConfig, capsys: pytest.CaptureFixture[str]
+) -> None:
     topics = Topics(kafka.topic_prefix)
     _create_all_but(kafka, topics.events)
     _create(kafka, topics.events, 4, "delete")
-    with pytest.raises(TopicCheckError, match=rf"cleanup.policy: topic {topics.events} has 'delete', expected 'compact'"):
+    with pytest.raises(
+        TopicCheckError,
+        match=rf"cleanup.policy: topic {topics.events} has 'delete', expected 'compact'",
+    ):
         check_topics(kafka)
-    rc = cli.main(["topics", "check", "-b", kafka.bootstrap_servers, "--topic-prefix", kafka.topic_prefix])
+    rc = cli.main(
+        ["topics", "check", "-b", kafka.bootstrap_servers, "--topic-prefix", kafka.topic_prefix]
+    )
     assert rc == cli.EXIT_FAILED
     assert "cleanup.policy" in capsys.readouterr().err
 
@@ -80,10 +102,22 @@ def test_compaction_removes_a_tombstoned_key(kafka: KafkaConfig) -> None:
     """The cleaner really drops a key whose last record is a tombstone (events topic settings)."""
     name = f"{kafka.topic_prefix}compaction"
     admin = AdminClient({"bootstrap.servers": kafka.bootstrap_servers})
-    for f in admin.create_topics([NewTopic(name, 1, 1, config={
-        "cleanup.policy": "compact", "segment.ms": "100", "min.cleanable.dirty.ratio": "0.01",
-        "delete.retention.ms": "100", "min.compaction.lag.ms": "0",
-    })]).values():
+    for f in admin.create_topics(
+        [
+            NewTopic(
+                name,
+                1,
+                1,
+                config={
+                    "cleanup.policy": "compact",
+                    "segment.ms": "100",
+                    "min.cleanable.dirty.ratio": "0.01",
+                    "delete.retention.ms": "100",
+                    "min.compaction.lag.ms": "0",
+                },
+            )
+        ]
+    ).values():
         f.result()
     producer = Producer({"bootstrap.servers": kafka.bootstrap_servers})
     producer.produce(name, key=b"gone", value=b"v1")
@@ -92,8 +126,13 @@ def test_compaction_removes_a_tombstoned_key(kafka: KafkaConfig) -> None:
     producer.flush(10)
 
     def keys_in_topic() -> list[bytes]:
-        consumer = Consumer({"bootstrap.servers": kafka.bootstrap_servers,
-                             "group.id": uuid.uuid4().hex, "enable.partition.eof": True})
+        consumer = Consumer(
+            {
+                "bootstrap.servers": kafka.bootstrap_servers,
+                "group.id": uuid.uuid4().hex,
+                "enable.partition.eof": True,
+            }
+        )
         consumer.assign([TopicPartition(name, 0, -2)])
         keys = []
         try:

@@ -83,8 +83,14 @@ def fetch_jars(progress: IO[str] | None = sys.stderr) -> Path:
     shutil.rmtree(partial, ignore_errors=True)
     result = subprocess.run(
         [
-            mvn, "-q", "-B", "-f", str(_pom_path()), "dependency:copy-dependencies",
-            "-DincludeScope=runtime", f"-DoutputDirectory={partial}",
+            mvn,
+            "-q",
+            "-B",
+            "-f",
+            str(_pom_path()),
+            "dependency:copy-dependencies",
+            "-DincludeScope=runtime",
+            f"-DoutputDirectory={partial}",
         ],
         capture_output=True,
         text=True,
@@ -92,7 +98,8 @@ def fetch_jars(progress: IO[str] | None = sys.stderr) -> Path:
     if result.returncode != 0:
         raise BrokerError(
             f"mvn dependency:copy-dependencies failed (exit {result.returncode}); "
-            f"check that Maven Central is reachable.\n{result.stdout[-2000:]}{result.stderr[-2000:]}"
+            "check that Maven Central is reachable.\n"
+            f"{result.stdout[-2000:]}{result.stderr[-2000:]}"
         )
     shutil.rmtree(target, ignore_errors=True)
     partial.rename(target)
@@ -183,10 +190,12 @@ class LocalBroker:
     def _java(self, jars: Path, *args: str, **kwargs: object) -> list[str]:
         return [
             _require("java", "Debian: apt-get install openjdk-17-jre-headless"),
-            f"-Xms256m", f"-Xmx{self.heap}",
+            "-Xms256m",
+            f"-Xmx{self.heap}",
             f"-Dlog4j2.configurationFile={self.data_dir / 'log4j2.properties'}",
             f"-Dkafka.logs.dir={self.data_dir / 'app-logs'}",
-            "-cp", f"{jars}/*",
+            "-cp",
+            f"{jars}/*",
             *args,
         ]
 
@@ -200,9 +209,11 @@ class LocalBroker:
         (self.data_dir / "log4j2.properties").write_text(LOG4J2)
         if not (log_dirs / "meta.properties").exists():
             fmt = subprocess.run(
-                self._java(jars, "kafka.tools.StorageTool", "format", "-t", _cluster_id(),
-                           "-c", str(props)),
-                capture_output=True, text=True,
+                self._java(
+                    jars, "kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(props)
+                ),
+                capture_output=True,
+                text=True,
             )
             if fmt.returncode != 0:
                 raise BrokerError(
@@ -245,7 +256,9 @@ class LocalBroker:
             except KafkaException:
                 continue
         self.stop()
-        raise BrokerError(f"the Kafka broker on {self.bootstrap} did not answer within {timeout:.0f} s")
+        raise BrokerError(
+            f"the Kafka broker on {self.bootstrap} did not answer within {timeout:.0f} s"
+        )
 
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
         """SIGTERM (a controlled shutdown), SIGKILL if it hangs; remove temporary data."""

@@ -42,7 +42,9 @@ def _kafka_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "-X", action="append", metavar="KEY=VALUE", help="librdkafka setting (repeatable)"
     )
-    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
     parser.add_argument("--log-format", default="text", choices=["text", "json"])
 
 
@@ -116,13 +118,14 @@ def build_parser() -> argparse.ArgumentParser:
     _kafka_options(p)
     p.set_defaults(handler=cmd_topics)
 
-    for register in EXTRA_COMMANDS:
-        register(sub)
+    p = sub.add_parser("processor", help="run the command processor (exactly-once)")
+    _kafka_options(p)
+    from duroot_stream import processor
+
+    processor.add_arguments(p)
+    p.set_defaults(handler=processor.cli_main)
+
     return parser
-
-
-# Later modules (processor, runner, client commands) register their subcommands here.
-EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = []
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
 
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AdminClient,
+    ConfigResource,
+    NewTopic,
+)
 
 from duroot_stream.config import KafkaConfig
 
@@ -111,12 +116,26 @@ def create_topics(
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise
+    wait_visible(client, [t.topic for t in new])
     return created
+
+
+def wait_visible(client: AdminClient, names: list[str]) -> None:
+    """Creation returns before every broker's metadata shows the topic: wait for it."""
+    deadline = time.monotonic() + ADMIN_TIMEOUT_S
+    while len(partition_counts(client, names)) < len(names):
+        if time.monotonic() > deadline:
+            raise TopicCheckError(
+                f"topics {names} not visible {ADMIN_TIMEOUT_S:.0f} s after creation"
+            )
+        time.sleep(0.1)
 
 
 def partition_counts(client: AdminClient, names: list[str]) -> dict[str, int]:
     md = client.list_topics(timeout=ADMIN_TIMEOUT_S)
-    return {n: len(md.topics[n].partitions) for n in names if n in md.topics and not md.topics[n].error}
+    return {
+        n: len(md.topics[n].partitions) for n in names if n in md.topics and not md.topics[n].error
+    }
 
 
 def check_topics(config: KafkaConfig) -> dict[str, int]:
@@ -131,13 +150,12 @@ def check_topics(config: KafkaConfig) -> dict[str, int]:
         for n in names
         if n not in counts
     ]
-    if topics.commands in counts and topics.events in counts:
-        if counts[topics.commands] != counts[topics.events]:
-            problems.append(
-                f"partitions: {topics.commands} has {counts[topics.commands]} but "
-                f"{topics.events} has {counts[topics.events]}; they must be equal "
-                "(events are co-partitioned with commands)"
-            )
+    commands, events = counts.get(topics.commands), counts.get(topics.events)
+    if commands is not None and events is not None and commands != events:
+        problems.append(
+            f"partitions: {topics.commands} has {commands} but {topics.events} has {events}; "
+            "they must be equal (events are co-partitioned with commands)"
+        )
     present = [spec for spec in SPECS if topics.name(spec.role) in counts]
     resources = [ConfigResource("topic", topics.name(spec.role)) for spec in present]
     if resources:

@@ -1,0 +1,162 @@
+"""Prometheus metrics of the processor and the runner (`duroot_` prefix, bounded labels).
+
+Each service gets its own `CollectorRegistry`, so several instances can live in
+one process (tests) without counting into each other.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+BATCH_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000)
+DU_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600)
+
+
+class ProcessorMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.commands = Counter(
+            "duroot_processor_commands",
+            "Commands handled, by command type and outcome "
+            "(ok, duplicate, or the ErrorCode in lower case).",
+            ["command", "outcome"],
+            registry=r,
+        )
+        self.events = Counter(
+            "duroot_processor_events",
+            "Workflow events emitted, by event type.",
+            ["event_type"],
+            registry=r,
+        )
+        self.index_events = Counter(
+            "duroot_processor_index_events",
+            "Index events emitted, by event type.",
+            ["event_type"],
+            registry=r,
+        )
+        self.tombstones = Counter(
+            "duroot_processor_tombstones",
+            "Tombstones written, by topic (events, index).",
+            ["topic"],
+            registry=r,
+        )
+        self.dead_letters = Counter(
+            "duroot_processor_dead_letters",
+            "Messages sent to the dead-letter topic, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.transactions = Counter(
+            "duroot_processor_transactions",
+            "Kafka transactions, by result (committed, aborted).",
+            ["result"],
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "duroot_processor_batch_size_commands",
+            "Commands per transaction.",
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.batch_duration = Histogram(
+            "duroot_processor_batch_duration_seconds",
+            "Time from a transaction's first command to its commit.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.command_latency = Histogram(
+            "duroot_processor_command_latency_seconds",
+            "Time from a command's issued_at to the commit of its transaction.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.restore_duration = Gauge(
+            "duroot_processor_restore_duration_seconds",
+            "Duration of the last state restore, by partition.",
+            ["partition"],
+            registry=r,
+        )
+        self.restore_events = Counter(
+            "duroot_processor_restore_events",
+            "Events read while restoring state, by partition.",
+            ["partition"],
+            registry=r,
+        )
+        self.restore_in_progress = Gauge(
+            "duroot_processor_restore_in_progress",
+            "1 while a partition's state is being restored.",
+            ["partition"],
+            registry=r,
+        )
+        self.workflows = Gauge(
+            "duroot_processor_workflows",
+            "Workflows held in memory, by state.",
+            ["state"],
+            registry=r,
+        )
+        self.partitions = Gauge(
+            "duroot_processor_partitions_owned",
+            "Command partitions this instance owns.",
+            registry=r,
+        )
+        self.consumer_lag = Gauge(
+            "duroot_processor_consumer_lag_messages",
+            "Commands not yet consumed, by partition (librdkafka statistics).",
+            ["partition"],
+            registry=r,
+        )
+        self.gc_commands = Counter(
+            "duroot_processor_gc_commands",
+            "Garbage-collection commands issued, by command.",
+            ["command"],
+            registry=r,
+        )
+
+    def on_statistics(self, stats_json: str) -> None:
+        """librdkafka `stats_cb`: consumer lag per partition of the consumed topic."""
+        stats: dict[str, Any] = json.loads(stats_json)
+        for topic in stats.get("topics", {}).values():
+            for pid, part in topic.get("partitions", {}).items():
+                lag = part.get("consumer_lag", -1)
+                if pid != "-1" and lag >= 0 and part.get("fetch_state") == "active":
+                    self.consumer_lag.labels(pid).set(lag)
+
+
+class RunnerMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.du_runs = Counter(
+            "duroot_runner_du_runs",
+            "du runs, by outcome (ok, failed, timeout, interrupted).",
+            ["outcome"],
+            registry=r,
+        )
+        self.du_duration = Histogram(
+            "duroot_runner_du_duration_seconds",
+            "Duration of du runs.",
+            buckets=DU_BUCKETS,
+            registry=r,
+        )
+        self.lines_published = Counter(
+            "duroot_runner_lines_published", "du lines published as Append paths.", registry=r
+        )
+        self.refusals = Counter(
+            "duroot_runner_refusals",
+            "Workflows refused (root outside the configured roots, "
+            "symlink escape, relative path...), by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.active_runs = Gauge("duroot_runner_active_du_runs", "du runs in progress.", registry=r)
+
+
+def serve(registry: CollectorRegistry, port: int, addr: str = "127.0.0.1") -> int:
+    """Expose `/metrics` on `addr:port` (0 = a free port); returns the port."""
+    server, _thread = start_http_server(port, addr=addr, registry=registry)
+    return int(server.server_address[1])

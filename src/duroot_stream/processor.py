@@ -1,0 +1,836 @@
+"""The processor: commands in, events + index updates + replies out, exactly once.
+
+One consumer (group `duroot-processor`) reads the command topic; one
+transactional producer writes everything a batch of commands causes. Per
+batch, in one Kafka transaction:
+
+1. consume commands until the batch is full or the commit interval has passed;
+2. per command: decode, `decide` against the workflow's state, apply the new
+   state (remembering the old one for an abort), and produce the workflow
+   events, index events, tombstones and the reply (or the dead letter);
+3. garbage collection, when its timer is due: `AbortExpired` and `Delete`
+   for old workflows of the owned partitions, through the same path;
+4. send the consumed offsets to the transaction and commit it.
+
+State per owned partition is rebuilt from the compacted event topic when the
+partition is assigned (restore), read to its last stable offset before any of
+its commands is handled.
+
+Kafka errors are triaged in one place, `_triage`: retriable → retry;
+`txn_requires_abort` → abort, rewind and undo the batch's state changes;
+anything else (fenced, fatal) → `ProcessorFatal`, the process exits non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+
+from duroot_stream import metrics as metrics_mod
+from duroot_stream.codec import Codec, CodecError, event_headers, parse_event_headers
+from duroot_stream.config import KafkaConfig
+from duroot_stream.domain.decider import (
+    Accepted,
+    Rejected,
+    WorkflowDeleted,
+    WorkflowState,
+    decide,
+    evolve,
+    expiry_command,
+    initial_state,
+    reply_for,
+)
+from duroot_stream.domain.model import (
+    NO_VC,
+    Command,
+    DuRootCommitted,
+    DuRootCompleted,
+    DuUpdated,
+    ErrorCode,
+    EventPayload,
+    Reply,
+    StateCode,
+    WorkflowEvent,
+)
+from duroot_stream.ids import MonotonicUlids, new_ulid, now_ms
+from duroot_stream.partitioning import partition_for
+from duroot_stream.topics import TopicCheckError, Topics
+
+log = logging.getLogger("duroot.processor")
+
+T = TypeVar("T")
+
+KAFKA_TIMEOUT_S = 30.0
+RESTORE_BATCH = 10_000
+
+# Header names of the request-reply convention (Spring Kafka's ReplyingKafkaTemplate).
+REPLY_TOPIC = "reply-topic"
+REPLY_PARTITION = "reply-partition"
+CORRELATION_ID = "correlation-id"
+
+# Payload stand-ins for restore: evolve needs only the type of these events.
+_STUB_PAYLOADS: dict[str, EventPayload] = {
+    "UPDATED": DuUpdated("", 0),
+    "COMPLETED": DuRootCompleted(0, ""),
+    "COMMITTED": DuRootCommitted(),
+}
+
+
+class ProcessorFatal(RuntimeError):
+    """The processor cannot go on (fenced by a newer instance, fatal Kafka error)."""
+
+
+@dataclass(frozen=True)
+class ProcessorSettings:
+    kafka: KafkaConfig
+    instance_id: str = field(default_factory=socket.gethostname)
+    group_id: str = "duroot-processor"
+    batch_size: int = 1000  # commands per transaction, at most
+    commit_interval_s: float = 0.1  # like Kafka Streams under exactly-once
+    gc_interval_s: float = 60.0
+    max_active_s: float = 24 * 3600.0  # AbortExpired after this long active
+    delete_after_s: float = 5 * 24 * 3600.0  # Delete this long after completion
+    metrics_port: int | None = None
+
+
+@dataclass
+class _Batch:
+    """The open transaction: what to commit, and what to undo on abort."""
+
+    started: float
+    next_offsets: dict[int, int] = field(default_factory=dict)  # partition -> offset to commit
+    first_offsets: dict[int, int] = field(default_factory=dict)  # partition -> rewind target
+    undo: dict[tuple[int, str], WorkflowState | None] = field(default_factory=dict)
+    commands: int = 0
+    issued_at: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _ReplyRoute:
+    topic: str
+    partition: int
+    correlation_id: bytes | None
+
+
+class Processor:
+    def __init__(
+        self,
+        settings: ProcessorSettings,
+        metrics: metrics_mod.ProcessorMetrics | None = None,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics or metrics_mod.ProcessorMetrics()
+        self.topics = Topics(settings.kafka.topic_prefix)
+        self.codec = Codec(settings.kafka.schema_registry_url)
+        self._new_id = MonotonicUlids()
+        self._stop = threading.Event()
+        self._fatal = False
+        self._batch: _Batch | None = None
+        self._workflows: dict[int, dict[str, WorkflowState]] = {}  # partition -> workflows
+        self._partition_counts: dict[str, int] = {}
+        self._next_gc = time.monotonic() + settings.gc_interval_s
+        self.ready = threading.Event()  # set once the first assignment is restored
+        self._consumer: Consumer | None = None
+        self._producer: Producer | None = None
+
+    # --- life cycle -------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Finish the batch, commit, leave the group (from any thread or a signal handler)."""
+        self._stop.set()
+
+    def run(self) -> None:
+        """Process until `stop()`; raises `ProcessorFatal` when it cannot go on."""
+        self._connect()
+        assert self._consumer is not None
+        try:
+            while not self._stop.is_set():
+                self._run_batch()
+            if self._batch is not None:
+                self._commit()
+        except ProcessorFatal:
+            self._fatal = True
+            raise
+        finally:
+            self._close()
+
+    def _connect(self) -> None:
+        kafka = self.settings.kafka
+        self._producer = Producer(
+            kafka.client(
+                **{
+                    # Stable per instance: a restarted instance aborts what its
+                    # predecessor left open (init_transactions) instead of letting it
+                    # hold back the last stable offset until the timeout.
+                    "transactional.id": f"{self.settings.group_id}-{self.settings.instance_id}",
+                    "transaction.timeout.ms": 10_000,
+                    "linger.ms": 5,
+                    "queue.buffering.max.messages": 1_000_000,
+                    "queue.buffering.max.kbytes": 1_048_576,
+                }
+            )
+        )
+        self._consumer = Consumer(
+            kafka.client(
+                **{
+                    "group.id": self.settings.group_id,
+                    "enable.auto.commit": False,
+                    "enable.auto.offset.store": False,
+                    "isolation.level": "read_committed",
+                    "auto.offset.reset": "earliest",
+                    "partition.assignment.strategy": "cooperative-sticky",
+                    "session.timeout.ms": 10_000,
+                    "heartbeat.interval.ms": 1_000,
+                    "statistics.interval.ms": 5_000,
+                    "stats_cb": self.metrics.on_statistics,
+                }
+            )
+        )
+        self._partition_counts = self._check_topics()
+        self._retry("init_transactions", lambda: self._producer.init_transactions(KAFKA_TIMEOUT_S))  # type: ignore[union-attr]
+        self._consumer.subscribe(
+            [self.topics.commands],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
+        log.info(
+            "processor started",
+            extra={
+                "instance": self.settings.instance_id,
+                "group": self.settings.group_id,
+                "commands_topic": self.topics.commands,
+            },
+        )
+
+    def _check_topics(self) -> dict[str, int]:
+        assert self._consumer is not None
+        md = self._consumer.list_topics(timeout=KAFKA_TIMEOUT_S)
+        counts: dict[str, int] = {}
+        for name in (
+            self.topics.commands,
+            self.topics.events,
+            self.topics.index,
+            self.topics.replies,
+            self.topics.dlq,
+        ):
+            topic = md.topics.get(name)
+            if topic is None or topic.error is not None:
+                raise TopicCheckError(
+                    f"topic {name} is missing (create it with `duroot-stream topics create`)"
+                )
+            counts[name] = len(topic.partitions)
+        if counts[self.topics.commands] != counts[self.topics.events]:
+            raise TopicCheckError(
+                f"partitions: {self.topics.commands} has {counts[self.topics.commands]} but "
+                f"{self.topics.events} has {counts[self.topics.events]}; they must be equal "
+                "(events are co-partitioned with commands); refusing to start"
+            )
+        return counts
+
+    def _close(self) -> None:
+        if self._consumer is not None:
+            # Leaves the group; on_revoke runs and finds nothing to commit.
+            self._consumer.close()
+            self._consumer = None
+        if self._producer is not None:
+            self._producer.flush(5)
+            self._producer = None
+        log.info("processor stopped", extra={"instance": self.settings.instance_id})
+
+    # --- the batch loop ---------------------------------------------------------
+
+    def _run_batch(self) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        try:
+            self._fill_batch(consumer)
+        except _AbortNeeded as exc:
+            self._abort(str(exc))
+            return
+        # 4. Commit offsets and outputs together.
+        self._commit()
+
+    def _fill_batch(self, consumer: Consumer) -> None:
+        # 1. Consume until the batch is full or its commit interval has passed.
+        while True:
+            batch = self._batch
+            if batch is None:
+                timeout = 0.2 if not self._stop.is_set() else 0.0
+                wanted = self.settings.batch_size
+            else:
+                timeout = batch.started + self.settings.commit_interval_s - time.monotonic()
+                wanted = self.settings.batch_size - batch.commands
+                if timeout <= 0 or wanted <= 0:
+                    break
+            messages = consumer.consume(num_messages=wanted, timeout=timeout)
+            for message in messages:
+                # 2. Decide and produce, per command.
+                self._handle(message)
+            # 3. Garbage collection when due.
+            if time.monotonic() >= self._next_gc:
+                self._collect_garbage()
+            if self._batch is None and (not messages or self._stop.is_set()):
+                return
+            if self._stop.is_set():
+                return
+
+    def _begin(self) -> _Batch:
+        if self._batch is None:
+            assert self._producer is not None
+            producer = self._producer
+            self._retry("begin_transaction", producer.begin_transaction)
+            self._batch = _Batch(started=time.monotonic())
+        return self._batch
+
+    def _handle(self, message: Message) -> None:
+        error = message.error()
+        if error is not None:
+            if error.fatal():
+                raise ProcessorFatal(f"consumer error: {error}")
+            log.warning("consumer error", extra={"error": str(error)})
+            return
+        batch = self._begin()
+        partition, offset = _position(message)
+        batch.first_offsets.setdefault(partition, offset)
+        batch.next_offsets[partition] = offset + 1
+        batch.commands += 1
+        route = self._reply_route(message)
+        try:
+            command = self.codec.decode_command(message.value() or b"")
+        except CodecError as exc:
+            self._reject_malformed(message, route, "undecodable", str(exc))
+            return
+        expected = partition_for(command.workflow_id, self._partition_counts[self.topics.commands])
+        if expected != partition:
+            self._reject_malformed(
+                message,
+                route,
+                "misrouted",
+                f"command for workflow {command.workflow_id} arrived on partition {partition}, "
+                f"but murmur2 partitioning puts it on {expected}: produce with the workflow id "
+                "as key and partitioner=murmur2_random",
+            )
+            return
+        batch.issued_at.append(command.issued_at)
+        reply = self._apply(partition, command)
+        if route is None:
+            route = _ReplyRoute(
+                self.topics.replies,
+                partition_for(command.command_id, self._partition_counts[self.topics.replies]),
+                None,
+            )
+        self._send_reply(route, command.command_id, reply)
+
+    def _apply(self, partition: int, command: Command) -> Reply:
+        """Decide `command`; on acceptance produce its effects and keep the new state."""
+        workflows = self._workflows.setdefault(partition, {})
+        state = workflows.get(command.workflow_id) or initial_state(command.workflow_id)
+        decision = decide(state, command, self._new_id)
+        command_type = type(command.body).__name__
+        match decision:
+            case Rejected(code=code):
+                self.metrics.commands.labels(command_type, code.value.lower()).inc()
+            case Accepted(duplicate=True):
+                self.metrics.commands.labels(command_type, "duplicate").inc()
+            case Accepted():
+                self.metrics.commands.labels(command_type, "ok").inc()
+                self._emit(partition, decision)
+                batch = self._batch
+                assert batch is not None
+                batch.undo.setdefault(
+                    (partition, command.workflow_id), workflows.get(command.workflow_id)
+                )
+                if decision.state.code is StateCode.UNINITIALIZED:
+                    workflows.pop(command.workflow_id, None)  # deleted: nothing to keep
+                else:
+                    workflows[command.workflow_id] = decision.state
+        return reply_for(command, decision)
+
+    def _emit(self, partition: int, decision: Accepted) -> None:
+        for event in decision.events:
+            self._produce(
+                self.topics.events,
+                partition,
+                event.key.encode(),
+                self.codec.encode_event(event),
+                event_headers(event),
+            )
+            self.metrics.events.labels(type(event.payload).__name__).inc()
+        for key in decision.deleted_keys:
+            self._produce(self.topics.events, partition, key.encode(), None, None)
+        if decision.deleted_keys:
+            self.metrics.tombstones.labels("events").inc(len(decision.deleted_keys))
+        workflow_id = decision.state.workflow_id
+        index_partition = partition_for(workflow_id, self._partition_counts[self.topics.index])
+        for index_event in decision.index_events:
+            self._produce(
+                self.topics.index,
+                index_partition,
+                workflow_id.encode(),
+                self.codec.encode_index_event(index_event),
+                None,
+            )
+            self.metrics.index_events.labels(type(index_event.payload).__name__).inc()
+        if decision.index_tombstone:
+            self._produce(self.topics.index, index_partition, workflow_id.encode(), None, None)
+            self.metrics.tombstones.labels("index").inc()
+
+    def _reply_route(self, message: Message) -> _ReplyRoute | None:
+        headers = {k: _as_bytes(v) for k, v in _headers(message)}
+        topic = headers.get(REPLY_TOPIC)
+        correlation = headers.get(CORRELATION_ID)
+        if topic:
+            try:
+                name = topic.decode()
+                reply_partition = int(headers.get(REPLY_PARTITION) or b"0")
+            except (UnicodeDecodeError, ValueError):
+                return None
+            return _ReplyRoute(name, reply_partition, correlation)
+        if correlation:
+            return _ReplyRoute(
+                self.topics.replies,
+                partition_for(correlation, self._partition_counts[self.topics.replies]),
+                correlation,
+            )
+        return None
+
+    def _send_reply(self, route: _ReplyRoute, key: str | None, reply: Reply) -> None:
+        headers: Headers | None = (
+            [(CORRELATION_ID, route.correlation_id)] if route.correlation_id else None
+        )
+        self._produce(
+            route.topic,
+            route.partition,
+            key.encode() if key else route.correlation_id,
+            self.codec.encode_reply(reply),
+            headers,
+        )
+
+    def _reject_malformed(
+        self, message: Message, route: _ReplyRoute | None, reason: str, error: str
+    ) -> None:
+        """Answer MALFORMED where someone waits, and keep the bytes in the dead-letter topic."""
+        log.warning(
+            "malformed command dead-lettered",
+            extra={
+                "reason": reason,
+                "error": error,
+                "partition": message.partition(),
+                "offset": message.offset(),
+            },
+        )
+        headers: Headers = [
+            *_headers(message),
+            ("dlq-error", error.encode()),
+            ("dlq-reason", reason.encode()),
+            ("dlq-topic", (message.topic() or "").encode()),
+            ("dlq-partition", str(message.partition()).encode()),
+            ("dlq-offset", str(message.offset()).encode()),
+        ]
+        self._produce(self.topics.dlq, 0, message.key(), message.value(), headers)
+        self.metrics.dead_letters.labels(reason).inc()
+        self.metrics.commands.labels("unknown", "malformed").inc()
+        if route is not None:
+            reply = Reply(None, None, False, None, ErrorCode.MALFORMED, error)
+            self._send_reply(route, None, reply)
+
+    def _produce(
+        self,
+        topic: str,
+        partition: int,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Sequence[tuple[str, str | bytes | None]] | None,
+    ) -> None:
+        assert self._producer is not None
+        while True:
+            try:
+                self._producer.produce(
+                    topic, value, key, partition=partition, headers=list(headers or ())
+                )
+                return
+            except BufferError:
+                self._producer.poll(0.05)  # the local queue is full: let it drain
+            except KafkaException as exc:
+                self._triage("produce", exc)  # returns only when retriable
+                time.sleep(0.05)
+
+    # --- garbage collection -----------------------------------------------------
+
+    def _collect_garbage(self) -> None:
+        self._next_gc = time.monotonic() + self.settings.gc_interval_s
+        now = now_ms()
+        max_active = int(self.settings.max_active_s * 1000)
+        delete_after = int(self.settings.delete_after_s * 1000)
+        for partition, workflows in list(self._workflows.items()):
+            for state in list(workflows.values()):
+                body = expiry_command(state, now, max_active, delete_after)
+                if body is None:
+                    continue
+                self._begin()
+                command = Command(new_ulid(), state.workflow_id, NO_VC, now, body)
+                reply = self._apply(partition, command)
+                self.metrics.gc_commands.labels(type(body).__name__).inc()
+                log.info(
+                    "garbage collection",
+                    extra={
+                        "workflow": state.workflow_id,
+                        "command": type(body).__name__,
+                        "ok": reply.ok,
+                        "error": reply.error.value if reply.error else None,
+                    },
+                )
+
+    # --- commit, abort, error triage -------------------------------------------
+
+    def _commit(self) -> None:
+        batch = self._batch
+        if batch is None:
+            return
+        assert self._producer is not None and self._consumer is not None
+        producer, consumer = self._producer, self._consumer
+        offsets = [
+            TopicPartition(self.topics.commands, p, o) for p, o in batch.next_offsets.items()
+        ]
+        try:
+            if offsets:
+                self._retry(
+                    "send_offsets_to_transaction",
+                    lambda: producer.send_offsets_to_transaction(
+                        offsets, consumer.consumer_group_metadata(), KAFKA_TIMEOUT_S
+                    ),
+                )
+            self._retry("commit_transaction", lambda: producer.commit_transaction(KAFKA_TIMEOUT_S))
+        except _AbortNeeded as exc:
+            self._abort(str(exc))
+            return
+        self._batch = None
+        now = time.time()
+        self.metrics.transactions.labels("committed").inc()
+        self.metrics.batch_size.observe(batch.commands)
+        self.metrics.batch_duration.observe(time.monotonic() - batch.started)
+        for issued_at in batch.issued_at:
+            self.metrics.command_latency.observe(max(0.0, now - issued_at / 1000))
+        self._update_state_gauges()
+
+    def _abort(self, why: str) -> None:
+        """Abort the open transaction, rewind the consumer, undo the state changes."""
+        batch = self._batch
+        assert batch is not None and self._producer is not None and self._consumer is not None
+        log.warning("aborting transaction", extra={"reason": why, "commands": batch.commands})
+        producer = self._producer
+        try:
+            self._retry("abort_transaction", lambda: producer.abort_transaction(KAFKA_TIMEOUT_S))
+        except _AbortNeeded as exc:
+            raise ProcessorFatal(f"abort_transaction failed: {exc}") from None
+        for (partition, workflow_id), old in batch.undo.items():
+            workflows = self._workflows.get(partition)
+            if workflows is None:
+                continue
+            if old is None:
+                workflows.pop(workflow_id, None)
+            else:
+                workflows[workflow_id] = old
+        assignment = {tp.partition for tp in self._consumer.assignment()}
+        for partition, offset in batch.first_offsets.items():
+            if partition in assignment:
+                self._consumer.seek(TopicPartition(self.topics.commands, partition, offset))
+        self._batch = None
+        self.metrics.transactions.labels("aborted").inc()
+
+    def _retry(self, what: str, call: Callable[[], T]) -> T:
+        """Run a transactional call; retriable errors are retried, the rest triaged."""
+        delay = 0.1
+        while True:
+            try:
+                return call()
+            except KafkaException as exc:
+                self._triage(what, exc)
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    def _triage(self, what: str, exc: KafkaException) -> None:
+        """The one place Kafka errors are sorted: return = retry; raise otherwise."""
+        error: KafkaError = exc.args[0]
+        if error.retriable():
+            log.warning(
+                "retriable Kafka error, retrying", extra={"call": what, "error": str(error)}
+            )
+            return
+        if error.txn_requires_abort():
+            raise _AbortNeeded(f"{what}: {error}")
+        raise ProcessorFatal(
+            f"{what} failed: {error} — fenced by a newer instance with the same "
+            "--instance-id, or a fatal Kafka error; this instance stops"
+            if error.code() == KafkaError._FENCED or "fenced" in str(error).lower()
+            else f"{what} failed: {error}"
+        )
+
+    # --- rebalancing and restore ------------------------------------------------
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        numbers = [tp.partition for tp in partitions]
+        if numbers:
+            self._restore(numbers)
+        self.metrics.partitions.set(len(self._workflows))
+        self.ready.set()
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if self._fatal:
+            return
+        if self._batch is not None:
+            self._commit()  # finish the open transaction while we still own the partitions
+        self._drop(tp.partition for tp in partitions)
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # The group moved on without us: our offsets can no longer be committed.
+        if self._batch is not None and not self._fatal:
+            self._abort("partitions lost")
+        self._drop(tp.partition for tp in partitions)
+
+    def _drop(self, partitions: Any) -> None:
+        dropped = [p for p in partitions if self._workflows.pop(p, None) is not None]
+        if dropped:
+            log.info("partitions revoked", extra={"partitions": dropped})
+        self.metrics.partitions.set(len(self._workflows))
+        self._update_state_gauges()
+
+    def _restore(self, partitions: list[int]) -> None:
+        """Rebuild the partitions' workflows from the event topic, to its last stable offset."""
+        started = time.monotonic()
+        restored = restore_partitions(
+            self.settings.kafka,
+            self.topics.events,
+            partitions,
+            self.codec,
+            on_start=lambda p: self.metrics.restore_in_progress.labels(str(p)).set(1),
+        )
+        for partition, (workflows, events) in restored.items():
+            self._workflows[partition] = workflows
+            label = str(partition)
+            self.metrics.restore_in_progress.labels(label).set(0)
+            self.metrics.restore_events.labels(label).inc(events)
+            self.metrics.restore_duration.labels(label).set(time.monotonic() - started)
+        total_events = sum(events for _, events in restored.values())
+        total_workflows = sum(len(w) for w, _ in restored.values())
+        elapsed = time.monotonic() - started
+        log.info(
+            "partitions restored",
+            extra={
+                "partitions": sorted(partitions),
+                "workflows": total_workflows,
+                "events": total_events,
+                "seconds": round(elapsed, 3),
+                "events_per_s": int(total_events / elapsed) if elapsed > 0 else None,
+            },
+        )
+        self._update_state_gauges()
+
+    def _update_state_gauges(self) -> None:
+        counts = dict.fromkeys(StateCode, 0)
+        for workflows in self._workflows.values():
+            for state in workflows.values():
+                counts[state.code] += 1
+        for code, count in counts.items():
+            self.metrics.workflows.labels(code.name.lower()).set(count)
+
+    # --- introspection for tests and `run` --------------------------------------
+
+    def workflow_count(self) -> int:
+        return sum(len(w) for w in self._workflows.values())
+
+
+class _AbortNeeded(Exception):
+    """A transactional call failed with `txn_requires_abort`."""
+
+
+Headers = list[tuple[str, str | bytes | None]]
+
+
+def _headers(message: Message) -> Headers:
+    headers = message.headers()
+    if headers is None:
+        return []
+    if isinstance(headers, dict):
+        return list(headers.items())
+    return list(headers)
+
+
+def _as_bytes(value: str | bytes | None) -> bytes:
+    if value is None:
+        return b""
+    return value.encode() if isinstance(value, str) else value
+
+
+def _position(message: Message) -> tuple[int, int]:
+    """Partition and offset of a consumed message (always set for those)."""
+    partition, offset = message.partition(), message.offset()
+    assert partition is not None and offset is not None
+    return partition, offset
+
+
+def restore_partitions(
+    kafka: KafkaConfig,
+    events_topic: str,
+    partitions: list[int],
+    codec: Codec,
+    on_start: Callable[[int], None] | None = None,
+) -> dict[int, tuple[dict[str, WorkflowState], int]]:
+    """Fold each partition of the event topic into workflow states.
+
+    Reads from the beginning to the last stable offset (read_committed: the
+    partition EOF fires there). Only `STARTED` bodies are decoded; every other
+    event is rebuilt from its headers. A tombstone drops its workflow.
+    Returns, per partition, the workflows and the number of records read.
+    """
+    consumer = Consumer(
+        kafka.client(
+            **{
+                "group.id": "duroot-restore",  # required; never joined or committed
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+                "enable.partition.eof": True,
+                "fetch.max.bytes": 64 * 1024 * 1024,
+                "max.partition.fetch.bytes": 16 * 1024 * 1024,
+                "queued.max.messages.kbytes": 256 * 1024,
+            }
+        )
+    )
+    result: dict[int, tuple[dict[str, WorkflowState], int]] = {}
+    try:
+        pending: set[int] = set()
+        for p in partitions:
+            result[p] = ({}, 0)
+            low, high = consumer.get_watermark_offsets(
+                TopicPartition(events_topic, p), timeout=KAFKA_TIMEOUT_S
+            )
+            if high > low:
+                pending.add(p)
+                if on_start:
+                    on_start(p)
+        if not pending:
+            return result
+        consumer.assign([TopicPartition(events_topic, p, OFFSET_BEGINNING) for p in pending])
+        counts = dict.fromkeys(pending, 0)
+        while pending:
+            for message in consumer.consume(num_messages=RESTORE_BATCH, timeout=1.0):
+                error = message.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        pending.discard(_position(message)[0])
+                        continue
+                    raise ProcessorFatal(f"restoring {events_topic}: {error}")
+                partition, _ = _position(message)
+                counts[partition] += 1
+                _fold(result[partition][0], message, codec)
+        for p, n in counts.items():
+            result[p] = (result[p][0], n)
+        return result
+    finally:
+        consumer.close()
+
+
+def _fold(workflows: dict[str, WorkflowState], message: Message, codec: Codec) -> None:
+    value = message.value()
+    if value is None:  # tombstone of a deleted history: "<workflow-id>/<seq>"
+        workflow_id = (message.key() or b"").split(b"/", 1)[0].decode()
+        state = workflows.pop(workflow_id, None)
+        if state is not None:
+            evolve(state, WorkflowDeleted(workflow_id))  # keeps the fold honest
+        return
+    h = parse_event_headers([(k, _as_bytes(v)) for k, v in _headers(message)])
+    state = workflows.get(h.workflow_id) or initial_state(h.workflow_id)
+    if h.event_type == "STARTED":
+        event = codec.decode_event(value)
+    else:
+        event = WorkflowEvent(
+            h.vid, h.parent, h.workflow_id, h.seq, h.command_id, _STUB_PAYLOADS[h.event_type]
+        )
+    workflows[h.workflow_id] = evolve(state, event)
+
+
+# --- command line ---------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--instance-id",
+        default=socket.gethostname(),
+        help="stable id of this instance (transactional.id suffix)",
+    )
+    parser.add_argument("--group", default="duroot-processor", help="consumer group id")
+    parser.add_argument(
+        "--batch-size", type=int, default=1000, help="commands per transaction, at most"
+    )
+    parser.add_argument(
+        "--commit-interval-ms",
+        type=int,
+        default=100,
+        help="a transaction commits at the latest this long after its first command",
+    )
+    parser.add_argument(
+        "--gc-interval", type=float, default=60.0, help="seconds between garbage-collection passes"
+    )
+    parser.add_argument(
+        "--max-active",
+        type=float,
+        default=24 * 3600.0,
+        help="seconds a workflow may stay active before AbortExpired",
+    )
+    parser.add_argument(
+        "--delete-after",
+        type=float,
+        default=5 * 24 * 3600.0,
+        help="seconds after completion before Delete",
+    )
+    parser.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
+    parser.add_argument("--metrics-addr", default="127.0.0.1", help="address for /metrics")
+
+
+def cli_main(args: argparse.Namespace) -> int:
+    import signal
+
+    from duroot_stream.cli import kafka_config
+
+    settings = ProcessorSettings(
+        kafka=kafka_config(args),
+        instance_id=args.instance_id,
+        group_id=args.group,
+        batch_size=args.batch_size,
+        commit_interval_s=args.commit_interval_ms / 1000,
+        gc_interval_s=args.gc_interval,
+        max_active_s=args.max_active,
+        delete_after_s=args.delete_after,
+        metrics_port=args.metrics_port,
+    )
+    processor = Processor(settings)
+    if settings.metrics_port is not None:
+        port = metrics_mod.serve(
+            processor.metrics.registry, settings.metrics_port, args.metrics_addr
+        )
+        log.info("metrics", extra={"url": f"http://{args.metrics_addr}:{port}/metrics"})
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: processor.stop())
+    try:
+        processor.run()
+    except (ProcessorFatal, TopicCheckError) as exc:
+        log.error("processor stopped: %s", exc)
+        return 1
+    return 0

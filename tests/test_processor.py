@@ -1,0 +1,294 @@
+"""The processor end to end through a real broker: state machine, replies, index, restore."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from duroot_stream.codec import Codec
+from duroot_stream.config import KafkaConfig
+from duroot_stream.domain.model import (
+    EVENT_EPOCH,
+    AbortExpired,
+    Append,
+    Commit,
+    Delete,
+    DuRootCommitted,
+    DuRootCompleted,
+    DuRootStarted,
+    DuUpdated,
+    End,
+    ErrorCode,
+    Fail,
+    IndexCompleted,
+    IndexDeleted,
+    IndexStarted,
+    Init,
+    PathUsage,
+)
+from duroot_stream.topics import Topics
+
+from .kafka_helpers import read_all, wait_until
+from .processor_harness import (
+    Requester,
+    command,
+    new_workflow_id,
+    running_processor,
+    setup_topics,
+    workflow_events,
+)
+
+pytestmark = pytest.mark.broker
+
+REGISTRY = str(uuid.UUID(int=7))
+INIT = Init(REGISTRY, "/g/root", "files1", "/data/root")
+
+
+@pytest.fixture
+def requester(kafka: KafkaConfig):
+    setup_topics(kafka)
+    r = Requester(kafka)
+    yield r
+    r.close()
+
+
+def test_happy_path_events_index_and_automatic_end(
+    kafka: KafkaConfig, requester: Requester
+) -> None:
+    wf = new_workflow_id()
+    with running_processor(kafka):
+        r1 = requester.request(command(wf, INIT))
+        assert r1.ok and r1.error is None and r1.workflow_id == wf
+        r2 = requester.request(
+            command(wf, Append((PathUsage("a", 1024), PathUsage("b", 2048))), r1.vid)
+        )
+        assert r2.ok and r2.vid > r1.vid
+        r3 = requester.request(command(wf, Commit(), r2.vid))
+        assert r3.ok
+    events = workflow_events(kafka, wf)
+    payloads = [e.payload for _, e in events]
+    assert payloads == [
+        DuRootStarted(REGISTRY, "/g/root", "files1", "/data/root"),
+        DuUpdated("a", 1024),
+        DuUpdated("b", 2048),
+        DuRootCompleted(0, ""),
+        DuRootCommitted(),
+    ]
+    assert [e.seq for _, e in events] == [0, 1, 2, 3, 4]
+    assert [e.parent for _, e in events] == [EVENT_EPOCH] + [e.event_id for _, e in events[:-1]]
+    assert events[-1][1].event_id == r3.vid, "the reply names the head after the automatic End"
+    assert all(h.vid == e.event_id and h.seq == e.seq for h, e in events)
+    # the index mirrors STARTED and COMPLETED
+    codec = Codec()
+    index = [
+        codec.decode_index_event(m.value())
+        for m in read_all(kafka.bootstrap_servers, Topics(kafka.topic_prefix).index)
+        if m.key() == wf.encode()
+    ]
+    assert [type(i.payload) for i in index] == [IndexStarted, IndexCompleted]
+    assert index[0].workflow_event_id == events[0][1].event_id
+    assert index[1].workflow_event_id == events[3][1].event_id
+    assert index[1].registry_id == REGISTRY
+
+
+@pytest.mark.parametrize(
+    ("setup", "cmd", "error"),
+    [
+        ([], Append((PathUsage("x", 1),)), ErrorCode.CONFLICT_STATE),
+        ([], Commit(), ErrorCode.CONFLICT_STATE),
+        ([INIT], Init(REGISTRY, "/other", "files1", "/data/root"), ErrorCode.CONFLICT_INIT),
+        ([INIT], End(), ErrorCode.CONFLICT_STATE),
+        (
+            [INIT, Commit()],
+            Init(REGISTRY, "/g/root", "files1", "/data/root"),
+            ErrorCode.CONFLICT_STATE_ADVANCED,
+        ),
+        ([INIT, Commit()], Append((PathUsage("x", 1),)), ErrorCode.CONFLICT_STATE),
+        ([], Init(REGISTRY, "/g", "", "/r"), ErrorCode.INVALID_ARGUMENT),
+        ([INIT], Fail(0, "no code"), ErrorCode.INVALID_ARGUMENT),
+    ],
+    ids=[
+        "append-uninit",
+        "commit-uninit",
+        "init-different",
+        "end-initialized",
+        "init-terminated",
+        "append-terminated",
+        "init-empty-host",
+        "fail-code-0",
+    ],
+)
+def test_rejections_through_kafka(
+    kafka: KafkaConfig, requester: Requester, setup, cmd, error
+) -> None:
+    wf = new_workflow_id()
+    with running_processor(kafka):
+        for body in setup:
+            assert requester.request(command(wf, body)).ok
+        reply = requester.request(command(wf, cmd))
+    assert not reply.ok and reply.error is error and reply.vid is None
+    assert reply.message
+
+
+def test_idempotent_no_ops_and_fail_abort(kafka: KafkaConfig, requester: Requester) -> None:
+    wf, wf2 = new_workflow_id(), new_workflow_id()
+    with running_processor(kafka):
+        v1 = requester.request(command(wf, INIT)).vid
+        assert requester.request(command(wf, INIT)).vid == v1, "same Init again is a no-op"
+        done = requester.request(command(wf, Fail(3, "disk on fire")))
+        assert requester.request(command(wf, AbortExpired())).vid == done.vid
+        assert requester.request(command(wf, End())).vid == done.vid
+        assert requester.request(command(wf2, INIT)).ok
+        assert requester.request(command(wf2, AbortExpired())).ok
+    completed = [
+        e.payload for _, e in workflow_events(kafka, wf) if isinstance(e.payload, DuRootCompleted)
+    ]
+    assert completed == [DuRootCompleted(3, "disk on fire")]
+    expired = [
+        e.payload for _, e in workflow_events(kafka, wf2) if isinstance(e.payload, DuRootCompleted)
+    ]
+    assert expired == [DuRootCompleted(104, "expired")]
+
+
+def test_version_conflict_names_both_vids(kafka: KafkaConfig, requester: Requester) -> None:
+    wf = new_workflow_id()
+    with running_processor(kafka):
+        v1 = requester.request(command(wf, INIT)).vid
+        v2 = requester.request(command(wf, Append((PathUsage("a", 1),)), v1)).vid
+        stale = requester.request(command(wf, Append((PathUsage("b", 1),)), v1))
+    assert stale.error is ErrorCode.VERSION_CONFLICT
+    assert v1 in stale.message and v2 in stale.message
+
+
+def test_reply_routes_header_and_replies_topic(kafka: KafkaConfig, requester: Requester) -> None:
+    wf = new_workflow_id()
+    with running_processor(kafka):
+        cmd = command(wf, INIT)
+        corr = requester.send(cmd, correlation="corr-42")
+        reply = requester.wait_reply(corr)
+        assert reply.command_id == cmd.command_id
+        assert dict(requester.reply_headers[b"corr-42"])["correlation-id"] == b"corr-42"
+        # Without reply headers the reply goes to the replies topic keyed by command id.
+        bare = command(wf, Append((PathUsage("a", 1),)))
+        requester.send(bare, reply_route=False)
+        codec = Codec()
+
+        def keyed_reply():
+            return [
+                codec.decode_reply(m.value())
+                for m in read_all(kafka.bootstrap_servers, Topics(kafka.topic_prefix).replies)
+                if m.key() == bare.command_id.encode()
+            ]
+
+        replies = wait_until(keyed_reply, timeout=30, what="reply keyed by command id")
+    assert len(replies) == 1 and replies[0].ok and replies[0].command_id == bare.command_id
+
+
+def test_duplicate_command_gets_identical_reply_and_no_new_events(
+    kafka: KafkaConfig, requester: Requester
+) -> None:
+    wf = new_workflow_id()
+    with running_processor(kafka):
+        requester.request(command(wf, INIT))
+        append = command(wf, Append((PathUsage("a", 1),)))
+        first = requester.wait_reply(requester.send(append, correlation="c1"))
+        second = requester.wait_reply(requester.send(append, correlation="c2"))
+    assert first == second and first.ok
+    assert [type(e.payload) for _, e in workflow_events(kafka, wf)] == [DuRootStarted, DuUpdated]
+
+
+def test_restart_restores_state_and_continues_with_last_vid(
+    kafka: KafkaConfig, requester: Requester
+) -> None:
+    wf = new_workflow_id()
+    with running_processor(kafka, instance_id="one"):
+        v1 = requester.request(command(wf, INIT)).vid
+        v2 = requester.request(command(wf, Append((PathUsage("a", 5),)), v1)).vid
+    with running_processor(kafka, instance_id="two") as second:
+        assert second.workflow_count() >= 1
+        assert (
+            requester.request(command(wf, Append((PathUsage("b", 6),)), v1)).error
+            is ErrorCode.VERSION_CONFLICT
+        ), "the restored state knows the head moved on"
+        r = requester.request(command(wf, Commit(), v2))
+    assert r.ok
+    assert [e.seq for _, e in workflow_events(kafka, wf)] == [0, 1, 2, 3]
+
+
+def test_delete_tombstones_every_event_key_and_the_index(
+    kafka: KafkaConfig, requester: Requester
+) -> None:
+    wf = new_workflow_id()
+    with running_processor(kafka):
+        requester.request(command(wf, INIT))
+        requester.request(command(wf, Append((PathUsage("a", 1), PathUsage("b", 2)))))
+        requester.request(command(wf, Commit()))
+        deleted = requester.request(command(wf, Delete()))
+        assert deleted.ok and deleted.vid == EVENT_EPOCH
+        again = requester.request(command(wf, INIT))
+        assert again.ok, "a deleted workflow can be initialized again"
+    topics = Topics(kafka.topic_prefix)
+    records = [
+        m
+        for m in read_all(kafka.bootstrap_servers, topics.events)
+        if m.key().decode().startswith(wf + "/")
+    ]
+    tombstoned = {m.key().decode() for m in records if m.value() is None}
+    assert tombstoned == {f"{wf}/{s}" for s in range(5)}
+    index = [m for m in read_all(kafka.bootstrap_servers, topics.index) if m.key() == wf.encode()]
+    codec = Codec()
+    kinds = [
+        None if m.value() is None else type(codec.decode_index_event(m.value()).payload)
+        for m in index
+    ]
+    assert kinds == [IndexStarted, IndexCompleted, IndexDeleted, None, IndexStarted]
+
+
+def test_bad_input_is_answered_dead_lettered_and_processing_goes_on(
+    kafka: KafkaConfig, requester: Requester
+) -> None:
+    wf = new_workflow_id()
+    good = Codec().encode_command(command(wf, INIT))
+    bad_inputs = {
+        "empty": b"",
+        "random": bytes(range(7, 60)),
+        "truncated": good[:-5],
+        "unknown-fingerprint": b"\xc3\x01" + b"\x00" * 8 + good[10:],
+    }
+    with running_processor(kafka):
+        replies = {
+            name: requester.wait_reply(
+                requester.send(raw=raw, key=wf.encode(), correlation=f"bad-{name}")
+            )
+            for name, raw in bad_inputs.items()
+        }
+        empty_host = requester.request(command(wf, Init(REGISTRY, "/g", "", "/r")))
+        after = requester.request(command(wf, INIT))
+    for name, reply in replies.items():
+        assert reply.error is ErrorCode.MALFORMED and not reply.ok, name
+        assert reply.command_id is None and reply.message, name
+    assert empty_host.error is ErrorCode.INVALID_ARGUMENT
+    assert after.ok, "a valid command after the bad ones is processed"
+    dlq = read_all(kafka.bootstrap_servers, Topics(kafka.topic_prefix).dlq)
+    assert sorted(m.value() or b"" for m in dlq) == sorted(bad_inputs.values())
+    assert all(dict(m.headers())["dlq-error"] for m in dlq)
+
+
+def test_garbage_collection_expires_and_deletes(kafka: KafkaConfig, requester: Requester) -> None:
+    active, done = new_workflow_id(), new_workflow_id()
+    with running_processor(kafka, gc_interval_s=0.5, max_active_s=1.0, delete_after_s=2.0) as proc:
+        requester.request(command(active, INIT))
+        requester.request(command(done, INIT))
+        requester.request(command(done, Commit()))
+
+        def gone() -> bool:
+            return proc.workflow_count() == 0
+
+        wait_until(gone, timeout=30, what="both workflows expired and deleted")
+    expired = [
+        e.payload
+        for _, e in workflow_events(kafka, active)
+        if isinstance(e.payload, DuRootCompleted)
+    ]
+    assert expired == [DuRootCompleted(104, "expired")]
