@@ -1,0 +1,184 @@
+"""Benchmark of the processor's pure core on one core: no Kafka, no I/O.
+
+Figures (per second, best of several rounds, garbage collection paused while
+timing, like `timeit`):
+
+- `decide_evolve_encode_per_s`: an `Append` with one path against an
+  APPENDING workflow: `decide` (which evolves the state) and `encode_event`
+  of its one event; the ids come from the processor's `MonotonicUlids`.
+- `command_round_per_s`: the whole per-command core of the processor:
+  `decode_command`, `decide`, `encode_event` + `event_headers`, `reply_for`
+  and `encode_reply`.
+- `decode_event_per_s`, `encode_event_per_s`, `decode_command_per_s`: the
+  codec alone.
+
+Run: `python benchmarks/core.py [--quick]`; writes bench-results/core.json.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import platform
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from duroot_stream.codec import Codec, event_headers
+from duroot_stream.domain import (
+    NO_VC,
+    Accepted,
+    Append,
+    Command,
+    Init,
+    PathUsage,
+    WorkflowEvent,
+    WorkflowState,
+    decide,
+    initial_state,
+    reply_for,
+)
+from duroot_stream.ids import MonotonicUlids, new_ulid
+
+WORKFLOW_ID = "7f1c0a3e-5b1d-4c2a-9e3f-0123456789ab"
+REGISTRY_ID = "0b0c8d4e-1111-4222-8333-444455556666"
+T0 = 1_700_000_000_000
+
+
+def _best_rate(work: Callable[[], int], rounds: int) -> float:
+    """Items per second of `work` (which returns how many it did), best round."""
+    best = 0.0
+    for _ in range(rounds):
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            start = time.perf_counter()
+            count = work()
+            elapsed = time.perf_counter() - start
+        finally:
+            if enabled:
+                gc.enable()
+        best = max(best, count / elapsed)
+    return best
+
+
+def _appending_workflow() -> tuple[WorkflowState, MonotonicUlids]:
+    """A workflow after Init and a first Append: the state a du run is in."""
+    new_id = MonotonicUlids()
+    state = initial_state(WORKFLOW_ID)
+    for body in (
+        Init(REGISTRY_ID, "/example/data", "files.example.org", "/srv/data"),
+        Append((PathUsage(".", 4096),)),
+    ):
+        decision = decide(state, Command(new_ulid(), WORKFLOW_ID, NO_VC, T0, body), new_id)
+        assert isinstance(decision, Accepted)
+        state = decision.state
+    return state, new_id
+
+
+def _appends(n: int) -> list[Command]:
+    """`n` Appends of one path each, distinct command ids (made before timing)."""
+    return [
+        Command(
+            new_ulid(), WORKFLOW_ID, NO_VC, T0, Append((PathUsage(f"dir/{i % 1000}", i * 4096),))
+        )
+        for i in range(n)
+    ]
+
+
+def run(quick: bool = False) -> dict[str, float]:
+    n = 2_000 if quick else 50_000
+    rounds = 3 if quick else 7
+    codec = Codec()
+    commands = _appends(n)
+
+    def decide_evolve_encode() -> int:
+        state, new_id = _appending_workflow()
+        encode = codec.encode_event
+        for command in commands:
+            decision = decide(state, command, new_id)
+            assert isinstance(decision, Accepted)
+            for event in decision.events:
+                encode(event)
+            state = decision.state
+        return len(commands)
+
+    encoded_commands = [codec.encode_command(c) for c in commands]
+
+    def command_round() -> int:
+        state, new_id = _appending_workflow()
+        for data in encoded_commands:
+            command = codec.decode_command(data)
+            decision = decide(state, command, new_id)
+            assert isinstance(decision, Accepted)
+            for event in decision.events:
+                codec.encode_event(event)
+                event_headers(event)
+            codec.encode_reply(reply_for(command, decision))
+            state = decision.state
+        return len(encoded_commands)
+
+    events: list[WorkflowEvent] = []
+    state, new_id = _appending_workflow()
+    for command in commands:
+        decision = decide(state, command, new_id)
+        assert isinstance(decision, Accepted)
+        events.extend(decision.events)
+        state = decision.state
+    encoded_events = [codec.encode_event(e) for e in events]
+
+    def decode_events() -> int:
+        decode = codec.decode_event
+        for data in encoded_events:
+            decode(data)
+        return len(encoded_events)
+
+    def encode_events() -> int:
+        encode = codec.encode_event
+        for event in events:
+            encode(event)
+        return len(events)
+
+    def decode_commands() -> int:
+        decode = codec.decode_command
+        for data in encoded_commands:
+            decode(data)
+        return len(encoded_commands)
+
+    results = {
+        "decide_evolve_encode_per_s": _best_rate(decide_evolve_encode, rounds),
+        "command_round_per_s": _best_rate(command_round, rounds),
+        "decode_event_per_s": _best_rate(decode_events, rounds),
+        "encode_event_per_s": _best_rate(encode_events, rounds),
+        "decode_command_per_s": _best_rate(decode_commands, rounds),
+    }
+    _print_table(results)
+    return results
+
+
+def _print_table(results: dict[str, float]) -> None:
+    width = max(len(k) for k in results)
+    print(f"{'core benchmark (one core)':<{width}}  {'per second':>12}  {'us each':>8}")
+    for name, rate in results.items():
+        print(f"{name:<{width}}  {rate:>12,.0f}  {1e6 / rate:>8.2f}")
+
+
+def main(argv: Sequence[str] = ()) -> None:
+    quick = "--quick" in argv
+    results = run(quick=quick)
+    out = Path(__file__).resolve().parents[1] / "bench-results" / "core.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    report = {
+        "benchmark": "core",
+        "quick": quick,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "results": results,
+    }
+    out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
