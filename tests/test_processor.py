@@ -292,3 +292,49 @@ def test_garbage_collection_expires_and_deletes(kafka: KafkaConfig, requester: R
         if isinstance(e.payload, DuRootCompleted)
     ]
     assert expired == [DuRootCompleted(104, "expired")]
+
+
+def test_aborted_transaction_leaves_nothing_visible_and_no_state(
+    kafka: KafkaConfig, requester: Requester
+) -> None:
+    """The first transaction holding the Append aborts: its events and reply never become
+    visible, the state forgets it, and the re-consumed command applies exactly once."""
+    wf = new_workflow_id()
+    armed = {"on": False, "aborts": 0}
+
+    def abort_once() -> bool:
+        if armed["on"]:
+            armed["on"] = False
+            armed["aborts"] += 1
+            return True
+        return False
+
+    with running_processor(kafka, abort_before_commit=abort_once) as proc:
+        v1 = requester.request(command(wf, INIT)).vid
+        armed["on"] = True
+        append = command(wf, Append((PathUsage("a", 1),)), v1)
+        reply = requester.request(append)
+        assert armed["aborts"] == 1
+        assert proc.metrics.transactions.labels("aborted")._value.get() == 1
+    assert reply.ok
+    events = workflow_events(kafka, wf)
+    assert [type(e.payload) for _, e in events] == [DuRootStarted, DuUpdated]
+    assert events[1][1].parent == v1 and events[1][1].event_id == reply.vid
+    # Exactly one reply became visible for the aborted-then-retried command.
+    replies = [m for m in read_all(kafka.bootstrap_servers, Topics(kafka.topic_prefix).replies)
+               if dict(m.headers() or [])["correlation-id"] == append.command_id.encode()]
+    assert len(replies) == 1
+
+
+def test_fenced_instance_stops_with_an_error(kafka: KafkaConfig, requester: Requester) -> None:
+    """A second instance with the same --instance-id fences the first; the first exits."""
+    from duroot_stream.processor import ProcessorFatal
+
+    with pytest.raises(ProcessorFatal, match="fenced"):  # noqa: PT012
+        with running_processor(kafka, instance_id="same") as first:
+            with running_processor(kafka, instance_id="same"):
+                # Commands on every partition: the first instance keeps some and
+                # must use its (fenced) producer.
+                for _ in range(12):
+                    requester.send(command(new_workflow_id(), INIT))
+                wait_until(lambda: first.failed, timeout=60, what="the fenced instance to stop")

@@ -107,6 +107,9 @@ class ProcessorSettings:
     max_active_s: float = 24 * 3600.0  # AbortExpired after this long active
     delete_after_s: float = 5 * 24 * 3600.0  # Delete this long after completion
     metrics_port: int | None = None
+    # Fault injection for tests: called before each commit; returning True makes
+    # the processor abort that transaction as if Kafka had required it.
+    abort_before_commit: Callable[[], bool] | None = None
 
 
 @dataclass
@@ -250,7 +253,8 @@ class Processor:
             self._consumer.close()
             self._consumer = None
         if self._producer is not None:
-            self._producer.flush(5)
+            if not self._fatal:  # a fenced producer has nothing left to deliver
+                self._producer.flush(5)
             self._producer = None
         log.info("processor stopped", extra={"instance": self.settings.instance_id})
 
@@ -510,6 +514,8 @@ class Processor:
             TopicPartition(self.topics.commands, p, o) for p, o in batch.next_offsets.items()
         ]
         try:
+            if self.settings.abort_before_commit and self.settings.abort_before_commit():
+                raise _AbortNeeded("injected by abort_before_commit")
             if offsets:
                 self._retry(
                     "send_offsets_to_transaction",
@@ -652,6 +658,11 @@ class Processor:
             self.metrics.workflows.labels(code.name.lower()).set(count)
 
     # --- introspection for tests and `run` --------------------------------------
+
+    @property
+    def failed(self) -> bool:
+        """True once `run` has hit a fatal error."""
+        return self._fatal
 
     def workflow_count(self) -> int:
         return sum(len(w) for w in self._workflows.values())
