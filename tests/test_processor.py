@@ -321,8 +321,11 @@ def test_aborted_transaction_leaves_nothing_visible_and_no_state(
     assert [type(e.payload) for _, e in events] == [DuRootStarted, DuUpdated]
     assert events[1][1].parent == v1 and events[1][1].event_id == reply.vid
     # Exactly one reply became visible for the aborted-then-retried command.
-    replies = [m for m in read_all(kafka.bootstrap_servers, Topics(kafka.topic_prefix).replies)
-               if dict(m.headers() or [])["correlation-id"] == append.command_id.encode()]
+    replies = [
+        m
+        for m in read_all(kafka.bootstrap_servers, Topics(kafka.topic_prefix).replies)
+        if dict(m.headers() or [])["correlation-id"] == append.command_id.encode()
+    ]
     assert len(replies) == 1
 
 
