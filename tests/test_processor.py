@@ -333,11 +333,13 @@ def test_fenced_instance_stops_with_an_error(kafka: KafkaConfig, requester: Requ
     """A second instance with the same --instance-id fences the first; the first exits."""
     from duroot_stream.processor import ProcessorFatal
 
-    with pytest.raises(ProcessorFatal, match="fenced"):  # noqa: PT012
-        with running_processor(kafka, instance_id="same") as first:
-            with running_processor(kafka, instance_id="same"):
-                # Commands on every partition: the first instance keeps some and
-                # must use its (fenced) producer.
-                for _ in range(12):
-                    requester.send(command(new_workflow_id(), INIT))
-                wait_until(lambda: first.failed, timeout=60, what="the fenced instance to stop")
+    with (
+        pytest.raises(ProcessorFatal, match="fenced"),
+        running_processor(kafka, instance_id="same") as first,
+        running_processor(kafka, instance_id="same"),
+    ):
+        # Commands on every partition: the first instance keeps some and must
+        # use its (fenced) producer.
+        for _ in range(12):
+            requester.send(command(new_workflow_id(), INIT))
+        wait_until(lambda: first.failed, timeout=60, what="the fenced instance to stop")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 import uuid
@@ -68,7 +69,7 @@ def test_instances_join_and_leave_during_a_run(kafka: KafkaConfig) -> None:
     for wf in workflows:
         events = [e for _, e in workflow_events(kafka, wf)]
         assert [e.seq for e in events] == list(range(len(events)))
-        assert all(b.parent == a.event_id for a, b in zip(events, events[1:], strict=False))
+        assert all(b.parent == a.event_id for a, b in itertools.pairwise(events))
         paths = [e.payload.path for e in events if isinstance(e.payload, DuUpdated)]
         assert paths == [f"p{i}" for i in range(APPENDS)], wf
         assert len(events) == 1 + APPENDS + 2
