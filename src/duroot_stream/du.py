@@ -1,0 +1,413 @@
+"""Running `du` on a host root and reading its output; no Kafka here.
+
+Three small pieces the runner is built from, each testable on its own:
+
+- `escape_path` / `unescape_path`: file names are bytes, Avro strings are
+  UTF-8. The escape is lossless: valid UTF-8 stays as it is, a backslash
+  becomes `\\\\`, and every byte that is not part of valid UTF-8 becomes
+  `\\xHH` (two lower-case hex digits). `unescape_path(escape_path(b)) == b`
+  for every byte string. A path that is valid UTF-8 and has no backslash is
+  stored unchanged.
+- `check_root`: the safety check. A host root is accepted only if it is
+  absolute, has no NUL, and its real path (symlinks and `..` resolved) lies
+  inside the real path of one of the configured roots. `RootRefused` says
+  why not, with a short `reason` for metrics.
+- `DuRun`: one `du` process (argument list, no shell, `LC_ALL=C.UTF-8`, its
+  own session, a time limit). Its NUL-terminated `<KiB>\\t<path>` records are
+  parsed as they arrive and handed out in batches; stderr is kept up to a
+  limit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import re
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from duroot_stream.domain.model import PathUsage
+
+DEFAULT_THRESHOLD = "10G"
+DEFAULT_MAX_DEPTH = 3
+DEFAULT_STDERR_LIMIT = 4096  # bytes of stderr kept for the Fail message
+READ_SIZE = 256 * 1024
+# Parsed chunks waiting for the publisher; bounds memory when publishing is slower
+# than du (du then blocks on its full pipe).
+QUEUE_CHUNKS = 16
+# Estimated Avro bytes of one PathUsage besides the path (length prefix, usage).
+PATH_OVERHEAD = 12
+
+_THRESHOLD_RE = re.compile(r"-?[0-9]+([KMGTPEZYRQ](iB|B)?|B)?")
+
+
+# --- the path escape ----------------------------------------------------------------
+
+
+def escape_path(raw: bytes) -> str:
+    """File name bytes -> UTF-8-safe text, losslessly (see the module docstring)."""
+    if b"\\" not in raw:
+        try:
+            return raw.decode()
+        except UnicodeDecodeError:
+            pass
+    # surrogateescape maps each byte that is not valid UTF-8 to U+DC80..U+DCFF;
+    # valid UTF-8 never decodes to a surrogate, so those mark exactly the bad bytes.
+    text = raw.decode("utf-8", "surrogateescape").replace("\\", "\\\\")
+    return _SURROGATE_RE.sub(_hex_escape, text)
+
+
+def unescape_path(text: str) -> bytes:
+    """The inverse of `escape_path`. A backslash followed by anything other than
+    `\\` or `xHH` (which `escape_path` never writes) is kept as it is."""
+    if "\\" not in text:
+        return text.encode()
+    out = bytearray()
+    pos = 0
+    for match in _ESCAPE_RE.finditer(text):
+        out += text[pos : match.start()].encode()
+        hex_digits = match.group(1)
+        out += b"\\" if hex_digits is None else bytes((int(hex_digits, 16),))
+        pos = match.end()
+    out += text[pos:].encode()
+    return bytes(out)
+
+
+_SURROGATE_RE = re.compile("[\udc80-\udcff]")
+_ESCAPE_RE = re.compile(r"\\(?:\\|x([0-9a-f]{2}))")
+
+
+def _hex_escape(match: re.Match[str]) -> str:
+    return f"\\x{ord(match.group()) - 0xDC00:02x}"
+
+
+# --- parsing du output ---------------------------------------------------------------
+
+
+class DuOutputError(ValueError):
+    """du printed a record that is not `<KiB>\\t<path>`."""
+
+
+def parse_record(record: bytes) -> PathUsage:
+    """One NUL-terminated du record (without the NUL) -> PathUsage: usage = KiB x 1024,
+    a leading `./` stripped, an empty path becomes `.`."""
+    size, tab, path = record.partition(b"\t")
+    if not tab or not size.isdigit():
+        shown = record[:80].decode("utf-8", "backslashreplace")
+        raise DuOutputError(f"unexpected du output {shown!r}: expected <KiB>\\t<path>")
+    if path.startswith(b"./"):
+        path = path[2:]
+    return PathUsage(escape_path(path) if path else ".", int(size) * 1024)
+
+
+def parse_output(output: bytes) -> list[PathUsage]:
+    """All records of a complete `du -0` output."""
+    records = output.split(b"\0")
+    if records and records[-1] == b"":
+        records.pop()
+    return [parse_record(r) for r in records]
+
+
+def du_argv(
+    du_command: Sequence[str],
+    threshold: str = DEFAULT_THRESHOLD,
+    max_depth: int = DEFAULT_MAX_DEPTH,
+) -> list[str]:
+    """`du -0 --threshold=T --max-depth=D .`, after `du_command` (the du executable,
+    possibly behind a wrapper such as `setpriv --reuid=…`)."""
+    return [*du_command, "-0", f"--threshold={threshold}", f"--max-depth={max_depth}", "."]
+
+
+def summarize_argv(du_command: Sequence[str]) -> list[str]:
+    """`du -0 --summarize .`: the one line used when du printed nothing."""
+    return [*du_command, "-0", "--summarize", "."]
+
+
+def check_threshold(threshold: str) -> str:
+    """`threshold` if du would take it as a SIZE (e.g. `10G`, `0`, `-1M`); ValueError else."""
+    if _THRESHOLD_RE.fullmatch(threshold) is None:
+        raise ValueError(f"threshold {threshold!r} is not a du SIZE such as 10G, 512M or 0")
+    return threshold
+
+
+# --- the safety check -----------------------------------------------------------------
+
+
+class RootRefused(Exception):
+    """A host root the runner will not run du in. `reason` is one of
+    nul, relative, dotdot, symlink, outside (a bounded metric label)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        self.reason = reason
+        super().__init__(message)
+
+
+def check_root(host_root: str, roots: Sequence[str]) -> str:
+    """The real path of `host_root` if it lies inside the real path of one of `roots`;
+    `RootRefused` otherwise. Nothing here runs anything; a root that does not exist
+    passes if its path does (du then fails to enter it)."""
+    if "\0" in host_root:
+        raise RootRefused("nul", f"host root {host_root!r} contains a NUL byte")
+    if not os.path.isabs(host_root):
+        raise RootRefused("relative", f"host root {host_root!r} is not an absolute path")
+    real = os.path.realpath(host_root)
+    allowed = [os.path.realpath(r) for r in roots]
+    if any(_inside(real, root) for root in allowed):
+        return real
+    lexical = os.path.normpath(host_root)  # `..` applied to the text, no symlinks followed
+    if any(_inside(lexical, os.path.normpath(r)) for r in roots):
+        reason, how = "symlink", f"is a symlink (or lies below one) that resolves to {real!r}"
+    elif ".." in host_root.split("/"):
+        reason, how = "dotdot", f"resolves through '..' to {real!r}"
+    else:
+        reason, how = "outside", f"resolves to {real!r}"
+    raise RootRefused(
+        reason,
+        f"host root {host_root!r} {how}, which is not inside a root this runner serves",
+    )
+
+
+def _inside(path: str, root: str) -> bool:
+    return os.path.commonpath([path, root]) == root
+
+
+# --- one du process ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DuOutcome:
+    """How a du process ended."""
+
+    returncode: int | None  # None: it could not be started
+    stderr: str  # at most the stderr limit, then "…[N more bytes]"
+    duration_s: float
+    timed_out: bool = False
+    error: str = ""  # why it failed, when that is not just the exit code
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0 and not self.timed_out and not self.error
+
+    def describe(self) -> str:
+        """The `<error>` of `du failed: <error>; stderr: <stderr>`."""
+        if self.error:
+            return self.error
+        if self.timed_out:
+            return f"timed out after {self.duration_s:.0f} s"
+        if self.returncode is not None and self.returncode < 0:
+            try:
+                name = signal.Signals(-self.returncode).name
+            except ValueError:
+                name = f"signal {-self.returncode}"
+            return f"killed by {name}"
+        return f"exit status {self.returncode}"
+
+
+def du_environment() -> dict[str, str]:
+    """du's whole environment: `LC_ALL=C.UTF-8` and `PATH`. Nothing else, so that
+    `BLOCK_SIZE`, `DU_BLOCK_SIZE` or `POSIXLY_CORRECT` cannot change the units."""
+    return {"LC_ALL": "C.UTF-8", "PATH": os.environ.get("PATH", os.defpath)}
+
+
+class DuRun:
+    """One du process whose output is parsed while it runs.
+
+        run = DuRun(argv, cwd, timeout=3600)
+        for batch in run.batches(max_lines=1000, max_bytes=512 * 1024):
+            publish(batch)
+        outcome = run.wait()
+
+    `batches` hands out everything parsed so far (up to the limits) each time it
+    is resumed, and blocks only when nothing is waiting: the slower the consumer,
+    the larger the batches. The time limit kills du's whole process group.
+    """
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        cwd: str,
+        *,
+        timeout: float,
+        stderr_limit: int = DEFAULT_STDERR_LIMIT,
+    ) -> None:
+        self.argv = list(argv)
+        self.cwd = cwd
+        self.timeout = timeout
+        self.stderr_limit = stderr_limit
+        self._chunks: queue.Queue[list[tuple[PathUsage, int]] | None] = queue.Queue(QUEUE_CHUNKS)
+        self._stderr = bytearray()
+        self._stderr_dropped = 0
+        self._error = ""
+        self._timed_out = False
+        self._started = time.monotonic()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._threads: list[threading.Thread] = []
+        self._timer: threading.Timer | None = None
+        self.lines = 0
+
+    def start(self) -> DuRun:
+        """Start du; if that fails, the outcome says why (returncode None)."""
+        self._started = time.monotonic()
+        try:
+            self._proc = subprocess.Popen(
+                self.argv,
+                cwd=self.cwd,
+                env=du_environment(),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                close_fds=True,
+                start_new_session=True,  # its own process group, killed as a whole
+            )
+        except OSError as exc:
+            what = f"enter {self.cwd!r}" if exc.filename == self.cwd else f"run {self.argv[0]!r}"
+            self._error = f"cannot {what}: {exc.strerror or exc}"
+            self._chunks.put(None)
+            return self
+        self._timer = threading.Timer(self.timeout, self._on_timeout)
+        self._timer.daemon = True
+        self._timer.start()
+        for target, name in ((self._read_stdout, "du-stdout"), (self._read_stderr, "du-stderr")):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def batches(self, max_lines: int, max_bytes: int) -> Iterator[list[PathUsage]]:
+        """Parsed lines in order, in batches of at most `max_lines` lines and about
+        `max_bytes` bytes of encoded paths (a single longer path is a batch alone)."""
+        carry: list[tuple[PathUsage, int]] = []
+        done = False
+        while not done or carry:
+            if not carry and not done:
+                chunk = self._chunks.get()  # wait for something to publish
+                if chunk is None:
+                    done = True
+                    continue
+                carry = chunk
+            while not done and len(carry) < max_lines:  # take what else is ready
+                try:
+                    chunk = self._chunks.get_nowait()
+                except queue.Empty:
+                    break
+                if chunk is None:
+                    done = True
+                else:
+                    carry.extend(chunk)
+            batch: list[PathUsage] = []
+            size = 0
+            taken = 0
+            for usage, nbytes in carry:
+                if batch and (len(batch) >= max_lines or size + nbytes > max_bytes):
+                    break
+                batch.append(usage)
+                size += nbytes
+                taken += 1
+            carry = carry[taken:]
+            if batch:
+                self.lines += len(batch)
+                yield batch
+
+    def kill(self) -> None:
+        """Stop du (its process group) now; the outcome then reports the signal."""
+        self._signal_group()
+
+    def wait(self) -> DuOutcome:
+        """Wait for du (and the readers) to finish; the outcome."""
+        for thread in self._threads:
+            thread.join()
+        returncode: int | None = None
+        if self._proc is not None:
+            returncode = self._proc.wait()
+        if self._timer is not None:
+            self._timer.cancel()
+        stderr = bytes(self._stderr).decode("utf-8", "backslashreplace")
+        if self._stderr_dropped:
+            stderr += f"…[{self._stderr_dropped} more bytes]"
+        return DuOutcome(
+            returncode=returncode,
+            stderr=stderr,
+            duration_s=time.monotonic() - self._started,
+            timed_out=self._timed_out,
+            error=self._error,
+        )
+
+    def close(self) -> None:
+        """Kill du if it still runs and drain the readers (after an abandoned iteration)."""
+        if self._proc is not None and self._proc.poll() is None:
+            self.kill()
+        while any(t.is_alive() for t in self._threads):
+            with contextlib.suppress(queue.Empty):  # unblock the reader if the queue is full
+                self._chunks.get(timeout=0.05)
+        self.wait()
+
+    # -- threads
+
+    def _read_stdout(self) -> None:
+        assert self._proc is not None and self._proc.stdout is not None
+        fd = self._proc.stdout.fileno()
+        rest = b""
+        try:
+            while True:
+                data = os.read(fd, READ_SIZE)
+                if not data:
+                    break
+                records = (rest + data).split(b"\0")
+                rest = records.pop()
+                if records:
+                    self._chunks.put([_parsed(r) for r in records])
+            if rest:  # a last record without its NUL
+                self._chunks.put([_parsed(rest)])
+        except DuOutputError as exc:
+            self._error = str(exc)
+            self._signal_group()
+        finally:
+            self._proc.stdout.close()
+            self._chunks.put(None)
+
+    def _read_stderr(self) -> None:
+        assert self._proc is not None and self._proc.stderr is not None
+        fd = self._proc.stderr.fileno()
+        while data := os.read(fd, 65536):
+            room = self.stderr_limit - len(self._stderr)
+            self._stderr += data[: max(room, 0)]
+            self._stderr_dropped += max(len(data) - max(room, 0), 0)
+        self._proc.stderr.close()
+
+    def _on_timeout(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._timed_out = True
+            self._signal_group()
+
+    def _signal_group(self) -> None:
+        proc = self._proc
+        if proc is None or proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _parsed(record: bytes) -> tuple[PathUsage, int]:
+    """A PathUsage and the bytes its path takes in UTF-8 (for batch limits)."""
+    usage = parse_record(record)
+    path = usage.path
+    nbytes = len(record) if path.isascii() else len(path.encode())
+    return usage, nbytes + PATH_OVERHEAD
+
+
+def run_to_end(
+    argv: Sequence[str], cwd: str, *, timeout: float, stderr_limit: int = DEFAULT_STDERR_LIMIT
+) -> tuple[list[PathUsage], DuOutcome]:
+    """Run du to the end: all its lines and the outcome (for `du --summarize`)."""
+    run = DuRun(argv, cwd, timeout=timeout, stderr_limit=stderr_limit).start()
+    lines = [line for batch in run.batches(1 << 30, 1 << 62) for line in batch]
+    return lines, run.wait()

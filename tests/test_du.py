@@ -1,0 +1,345 @@
+"""du.py without Kafka: the path escape, parsing, the safety check, running du."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from duroot_stream import du
+from duroot_stream.domain.model import PathUsage
+
+# --- the path escape ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "text"),
+    [
+        (b"plain/dir", "plain/dir"),
+        ("grüße/日本".encode(), "grüße/日本"),
+        (b"new\nline", "new\nline"),
+        (b"tab\there", "tab\there"),
+        (b"back\\slash", "back\\\\slash"),
+        (b"bad\xffbyte", "bad\\xffbyte"),
+        (b"\x80", "\\x80"),
+        (b"latin1-\xe9t\xe9", "latin1-\\xe9t\\xe9"),
+        (b"\xed\xa0\x80", "\\xed\\xa0\\x80"),  # an encoded surrogate is not UTF-8
+        (b"\\xff", "\\\\xff"),  # a literal backslash-x-f-f stays distinguishable
+        (b"", ""),
+    ],
+)
+def test_escape_examples(raw: bytes, text: str) -> None:
+    assert du.escape_path(raw) == text
+    assert du.unescape_path(text) == raw
+
+
+@given(st.binary(max_size=200))
+def test_escape_round_trips_any_bytes(raw: bytes) -> None:
+    text = du.escape_path(raw)
+    text.encode("utf-8")  # always valid UTF-8 (no lone surrogates): an Avro string
+    assert du.unescape_path(text) == raw
+
+
+@given(st.text(alphabet=st.characters(blacklist_categories=["Cs"], blacklist_characters="\\")))
+def test_valid_utf8_without_backslash_is_unchanged(text: str) -> None:
+    assert du.escape_path(text.encode()) == text
+
+
+@given(st.binary(max_size=50), st.binary(max_size=50))
+def test_escape_is_injective(a: bytes, b: bytes) -> None:
+    if a != b:
+        assert du.escape_path(a) != du.escape_path(b)
+
+
+def test_unescape_keeps_unknown_escapes() -> None:
+    assert du.unescape_path("a\\nb\\x4") == b"a\\nb\\x4"
+
+
+# --- parsing ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("record", "expected"),
+    [
+        (b"4\t./a", PathUsage("a", 4096)),
+        (b"12\t.", PathUsage(".", 12 * 1024)),
+        (b"8\t./", PathUsage(".", 8192)),
+        (b"8\t", PathUsage(".", 8192)),
+        (b"0\t./a/b", PathUsage("a/b", 0)),
+        (b"3\t././x", PathUsage("./x", 3072)),  # only one leading ./ is stripped
+        (b"5\t./with\ttab", PathUsage("with\ttab", 5120)),
+        (b"7\t./new\nline", PathUsage("new\nline", 7168)),
+        (b"1\t./\xff", PathUsage("\\xff", 1024)),
+    ],
+)
+def test_parse_record(record: bytes, expected: PathUsage) -> None:
+    assert du.parse_record(record) == expected
+
+
+@pytest.mark.parametrize("record", [b"", b"no tab", b"-1\ta", b"1.5\ta", b"x\ta", b" 4\ta"])
+def test_parse_record_rejects(record: bytes) -> None:
+    with pytest.raises(du.DuOutputError, match="unexpected du output"):
+        du.parse_record(record)
+
+
+def test_parse_output() -> None:
+    assert du.parse_output(b"4\t./a\x008\t.\x00") == [PathUsage("a", 4096), PathUsage(".", 8192)]
+    assert du.parse_output(b"") == []
+
+
+def test_argv() -> None:
+    assert du.du_argv(["du"]) == ["du", "-0", "--threshold=10G", "--max-depth=3", "."]
+    assert du.du_argv(["sudo", "du"], "0", 100) == [
+        "sudo",
+        "du",
+        "-0",
+        "--threshold=0",
+        "--max-depth=100",
+        ".",
+    ]
+    assert du.summarize_argv(["du"]) == ["du", "-0", "--summarize", "."]
+
+
+@pytest.mark.parametrize("good", ["10G", "0", "-1M", "512KiB", "100KB", "1B"])
+def test_threshold_accepted(good: str) -> None:
+    assert du.check_threshold(good) == good
+
+
+@pytest.mark.parametrize("bad", ["", "G", "10 G", "1;rm", "--all", "1e9"])
+def test_threshold_rejected(bad: str) -> None:
+    with pytest.raises(ValueError, match="not a du SIZE"):
+        du.check_threshold(bad)
+
+
+# --- the safety check -----------------------------------------------------------------
+
+
+@pytest.fixture
+def layout(tmp_path: Path) -> Path:
+    """tmp/served/{data/sub, data-sibling, link-in -> data/sub, link-out -> /etc},
+    tmp/outside, tmp/served-alias -> served."""
+    served = tmp_path / "served"
+    (served / "data" / "sub").mkdir(parents=True)
+    (served / "data-sibling").mkdir()
+    (served / "link-in").symlink_to(served / "data" / "sub")
+    (served / "link-out").symlink_to("/etc")
+    (served / "data" / "up").symlink_to("../..")  # a relative link out of served
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "served-alias").symlink_to(served)
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("host_root", "resolved"),
+    [
+        ("served", "served"),
+        ("served/data", "served/data"),
+        ("served/data/sub/", "served/data/sub"),
+        ("served/link-in", "served/data/sub"),
+        ("served/data/../data-sibling", "served/data-sibling"),
+        ("served-alias/data", "served/data"),  # the host root's symlink stays inside
+        ("served/not-yet-there", "served/not-yet-there"),  # du will fail to enter it
+    ],
+)
+def test_check_root_accepts(layout: Path, host_root: str, resolved: str) -> None:
+    assert du.check_root(f"{layout}/{host_root}", [f"{layout}/served"]) == f"{layout}/{resolved}"
+
+
+def test_check_root_compares_real_paths_of_configured_roots(layout: Path) -> None:
+    assert du.check_root(f"{layout}/served/data", [f"{layout}/served-alias"]) == (
+        f"{layout}/served/data"
+    )
+
+
+@pytest.mark.parametrize(
+    ("host_root", "reason"),
+    [
+        ("{t}/outside", "outside"),
+        ("/etc", "outside"),
+        ("{t}/served-sibling-prefix", "outside"),
+        ("{t}/servedx", "outside"),  # a name prefix is not a path prefix
+        ("{t}/served/link-out", "symlink"),
+        ("{t}/served/link-out/ssl", "symlink"),
+        ("{t}/served/data/up", "symlink"),
+        ("{t}/served/data/up/outside", "symlink"),
+        ("{t}/served/../outside", "dotdot"),
+        ("{t}/served/data/../../outside", "dotdot"),
+        ("{t}/served/../../../../etc", "dotdot"),
+        ("served/data", "relative"),
+        ("./served", "relative"),
+        ("", "relative"),
+        ("{t}/served/data\0/../../x", "nul"),
+        ("{t}/served/\0", "nul"),
+    ],
+)
+def test_check_root_refuses(layout: Path, host_root: str, reason: str) -> None:
+    path = host_root.replace("{t}", str(layout))
+    with pytest.raises(du.RootRefused) as refused:
+        du.check_root(path, [f"{layout}/served"])
+    assert refused.value.reason == reason
+    assert "host root" in str(refused.value)
+
+
+def test_check_root_any_of_several_roots(layout: Path) -> None:
+    roots = [f"{layout}/served/data", f"{layout}/outside"]
+    assert du.check_root(f"{layout}/outside", roots) == f"{layout}/outside"
+    with pytest.raises(du.RootRefused):
+        du.check_root(f"{layout}/served/data-sibling", roots)
+
+
+# --- running du ---------------------------------------------------------------------------
+
+
+def make_tree(root: Path, dirs: int = 60) -> None:
+    for i in range(dirs):
+        d = root / f"a{i % 7}" / f"b{i % 5}" / f"c{i}"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "f").write_bytes(b"x" * (i * 300))
+
+
+def direct_du(args: list[str], cwd: Path) -> list[PathUsage]:
+    """What the same du invocation prints when run directly."""
+    out = subprocess.run(
+        ["du", *args], cwd=cwd, env={"LC_ALL": "C.UTF-8", "PATH": os.environ["PATH"]},
+        capture_output=True, check=True,
+    ).stdout  # fmt: skip
+    return du.parse_output(out)
+
+
+def script(path: Path, body: str) -> Path:
+    path.write_text("#!/bin/sh\n" + body)
+    path.chmod(0o755)
+    return path
+
+
+def test_run_matches_direct_du(tmp_path: Path) -> None:
+    make_tree(tmp_path)
+    run = du.DuRun(du.du_argv(["du"], "0", 100), str(tmp_path), timeout=30).start()
+    batches = list(run.batches(max_lines=7, max_bytes=1 << 20))
+    outcome = run.wait()
+    assert outcome.ok and outcome.returncode == 0 and outcome.stderr == ""
+    assert all(1 <= len(b) <= 7 for b in batches)
+    lines = [line for b in batches for line in b]
+    assert lines == direct_du(["-0", "--threshold=0", "--max-depth=100", "."], tmp_path)
+    assert run.lines == len(lines) > 60
+    assert lines[-1].path == "."
+
+
+def test_run_batches_bounded_by_bytes(tmp_path: Path) -> None:
+    for i in range(20):
+        (tmp_path / (f"{i:02d}" + "n" * 200)).mkdir()
+    run = du.DuRun(du.du_argv(["du"], "0", 5), str(tmp_path), timeout=30).start()
+    batches = list(run.batches(max_lines=1000, max_bytes=1000))
+    assert run.wait().ok
+    assert sum(map(len, batches)) == 21
+    sizes = [sum(len(p.path) + 1 + du.PATH_OVERHEAD for p in b) for b in batches]
+    assert max(sizes) <= 1000
+    assert max(map(len, batches)) >= 2
+
+
+def test_threshold_leaves_nothing_then_summary(tmp_path: Path) -> None:
+    make_tree(tmp_path, 5)
+    lines, outcome = du.run_to_end(du.du_argv(["du"]), str(tmp_path), timeout=30)
+    assert outcome.ok and lines == []
+    lines, outcome = du.run_to_end(du.summarize_argv(["du"]), str(tmp_path), timeout=30)
+    assert outcome.ok
+    assert lines == direct_du(["-0", "--summarize", "."], tmp_path)
+    assert [line.path for line in lines] == ["."]
+
+
+def test_run_environment_is_minimal(tmp_path: Path) -> None:
+    env_dump = script(tmp_path / "env.sh", "env | sort >&2; exit 3\n")
+    _, outcome = du.run_to_end([str(env_dump)], str(tmp_path), timeout=30)
+    assert outcome.returncode == 3 and not outcome.ok
+    names = {line.split("=", 1)[0] for line in outcome.stderr.splitlines()}
+    assert "LC_ALL=C.UTF-8" in outcome.stderr.splitlines()
+    assert names <= {"LC_ALL", "PATH", "PWD", "SHLVL", "_"}  # what sh itself adds
+
+
+def test_failing_du_stderr_is_kept_and_truncated(tmp_path: Path) -> None:
+    noisy = script(
+        tmp_path / "noisy.sh",
+        "printf '4\\t./a\\0'\nhead -c 10000 /dev/zero | tr '\\0' e >&2\nexit 1\n",
+    )
+    lines, outcome = du.run_to_end([str(noisy)], str(tmp_path), timeout=30, stderr_limit=100)
+    assert lines == [PathUsage("a", 4096)]
+    assert not outcome.ok and outcome.returncode == 1
+    assert outcome.stderr == "e" * 100 + "…[9900 more bytes]"
+    assert outcome.describe() == "exit status 1"
+
+
+def test_unreadable_directory(tmp_path: Path) -> None:
+    if os.geteuid() == 0:
+        pytest.skip("root reads everything; the broker test runs du through setpriv")
+    (tmp_path / "secret").mkdir()
+    (tmp_path / "secret").chmod(0)
+    try:
+        _, outcome = du.run_to_end(du.du_argv(["du"]), str(tmp_path), timeout=30)
+    finally:
+        (tmp_path / "secret").chmod(stat.S_IRWXU)
+    assert outcome.returncode == 1
+    assert "Permission denied" in outcome.stderr
+
+
+def test_timeout_kills_the_process_group(tmp_path: Path) -> None:
+    pidfile = tmp_path / "child.pid"
+    slow = script(tmp_path / "slow.sh", f"sleep 60 &\necho $! > {pidfile}\nwait\n")
+    start = time.monotonic()
+    lines, outcome = du.run_to_end([str(slow)], str(tmp_path), timeout=0.5)
+    assert time.monotonic() - start < 10
+    assert outcome.timed_out and not outcome.ok and lines == []
+    assert outcome.describe().startswith("timed out after")
+    child = int(pidfile.read_text())
+    deadline = time.monotonic() + 5
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not _alive(child), "the wrapper's child (du behind a wrapper) survived"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_kill(tmp_path: Path) -> None:
+    slow = script(tmp_path / "slow.sh", "printf '1\\t./a\\0'\nexec sleep 60\n")
+    run = du.DuRun([str(slow)], str(tmp_path), timeout=60).start()
+    batches = run.batches(10, 1000)
+    assert next(batches) == [PathUsage("a", 1024)]
+    run.kill()
+    assert list(batches) == []
+    outcome = run.wait()
+    assert outcome.describe() == "killed by SIGKILL" and not outcome.timed_out
+
+
+def test_close_after_abandoned_iteration(tmp_path: Path) -> None:
+    make_tree(tmp_path, 300)
+    run = du.DuRun(du.du_argv(["du"], "0", 100), str(tmp_path), timeout=30).start()
+    next(run.batches(1, 1000))
+    run.close()  # must not hang on a full queue or pipe
+
+
+def test_missing_root_and_missing_du(tmp_path: Path) -> None:
+    _, outcome = du.run_to_end(du.du_argv(["du"]), str(tmp_path / "gone"), timeout=5)
+    assert outcome.returncode is None
+    assert outcome.describe() == f"cannot enter '{tmp_path}/gone': No such file or directory"
+    _, outcome = du.run_to_end([str(tmp_path / "no-du")], str(tmp_path), timeout=5)
+    assert outcome.describe().startswith(f"cannot run '{tmp_path}/no-du'")
+
+
+def test_garbage_output_fails(tmp_path: Path) -> None:
+    liar = script(tmp_path / "liar.sh", "printf 'hello\\0'\nexec sleep 60\n")
+    start = time.monotonic()
+    lines, outcome = du.run_to_end([str(liar)], str(tmp_path), timeout=30)
+    assert time.monotonic() - start < 10, "du must be killed after garbage"
+    assert lines == [] and not outcome.ok
+    assert "unexpected du output 'hello'" in outcome.describe()
