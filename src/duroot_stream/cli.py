@@ -17,6 +17,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1  # the thing asked for failed (e.g. a failed workflow, a rejected command)
 EXIT_USAGE = 2  # bad arguments or configuration
 EXIT_UNAVAILABLE = 3  # Kafka or the processor did not answer in time
+EXIT_INCOMPLETE = 4  # `get`: the workflow has not completed (yet, or within --wait TIMEOUT)
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -124,6 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     processor.add_arguments(p)
     p.set_defaults(handler=processor.cli_main)
+
+    from duroot_stream import client_cli  # begin, send, get, status, index, events
+
+    client_cli.add_commands(sub)
 
     return parser
 

@@ -1,0 +1,134 @@
+"""The client library's pure parts: error mapping, command building, line checks."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from duroot_stream.client import (
+    REJECTIONS,
+    CommandRejected,
+    ConflictInit,
+    ConflictState,
+    ConflictStateAdvanced,
+    DuRootError,
+    InvalidArgument,
+    InvalidCommand,
+    MalformedCommand,
+    Uninitialized,
+    VersionConflict,
+    WorkflowConflict,
+    WorkflowFailed,
+    canonical_uuid,
+    check_reply,
+    make_command,
+    path_usages,
+    rejection,
+)
+from duroot_stream.domain.model import NO_VC, Commit, ErrorCode, PathUsage, Reply, StateCode
+from duroot_stream.ids import new_ulid
+from duroot_stream.readers import DuResult
+
+WF = "6f1c0a3e-5b1d-4c2a-9e3f-0123456789ab"
+
+
+def _rejected(code: ErrorCode, message: str = "no") -> Reply:
+    return Reply(new_ulid(), WF, False, None, code, message)
+
+
+@pytest.mark.parametrize(
+    ("code", "cls"),
+    [
+        (ErrorCode.CONFLICT_INIT, ConflictInit),
+        (ErrorCode.CONFLICT_STATE, ConflictState),
+        (ErrorCode.CONFLICT_STATE_ADVANCED, ConflictStateAdvanced),
+        (ErrorCode.INVALID_COMMAND, InvalidCommand),
+        (ErrorCode.UNINITIALIZED, Uninitialized),
+        (ErrorCode.VERSION_CONFLICT, VersionConflict),
+        (ErrorCode.INVALID_ARGUMENT, InvalidArgument),
+        (ErrorCode.MALFORMED, MalformedCommand),
+    ],
+)
+def test_every_error_code_has_its_exception(code: ErrorCode, cls: type[CommandRejected]) -> None:
+    reply = _rejected(code, "what went wrong")
+    exc = rejection(reply)
+    assert type(exc) is cls
+    assert isinstance(exc, CommandRejected) and isinstance(exc, DuRootError)
+    assert exc.error_code is code and exc.reply is reply
+    assert str(exc) == "what went wrong"
+    with pytest.raises(cls):
+        check_reply(reply)
+
+
+def test_the_table_covers_every_error_code() -> None:
+    assert set(REJECTIONS) == set(ErrorCode)
+
+
+def test_conflicts_share_a_base_class() -> None:
+    for cls in (ConflictInit, ConflictState, ConflictStateAdvanced, VersionConflict):
+        assert issubclass(cls, WorkflowConflict)
+    for cls in (InvalidArgument, InvalidCommand, MalformedCommand, Uninitialized):
+        assert not issubclass(cls, WorkflowConflict)
+
+
+def test_version_conflict_carries_both_vids() -> None:
+    stored, expected = new_ulid(), new_ulid()
+    reply = _rejected(
+        ErrorCode.VERSION_CONFLICT,
+        f"version conflict: stored vid {stored}, expected vid {expected}",
+    )
+    exc = rejection(reply)
+    assert isinstance(exc, VersionConflict)
+    assert (exc.stored_vid, exc.expected_vid) == (stored, expected)
+
+
+def test_version_conflict_with_an_unexpected_message_falls_back_to_the_command() -> None:
+    command = make_command(WF, Commit(), expected_vid=new_ulid())
+    exc = rejection(_rejected(ErrorCode.VERSION_CONFLICT, "odd"), command)
+    assert isinstance(exc, VersionConflict)
+    assert exc.stored_vid is None and exc.expected_vid == command.expected_vid
+
+
+def test_check_reply_returns_the_vid_of_an_accepting_reply() -> None:
+    vid = new_ulid()
+    assert check_reply(Reply(new_ulid(), WF, True, vid, None, "")) == vid
+    with pytest.raises(DuRootError, match="no vid"):
+        check_reply(Reply(new_ulid(), WF, True, None, None, ""))
+
+
+def test_make_command_canonicalises_the_workflow_id() -> None:
+    command = make_command(WF.upper(), Commit())
+    assert command.workflow_id == WF
+    assert command.expected_vid == NO_VC
+    assert len(command.command_id) == 26
+    assert command.issued_at > 1_600_000_000_000
+    assert make_command(WF, Commit()).command_id != command.command_id
+
+
+def test_canonical_uuid_rejects_what_is_not_a_uuid() -> None:
+    assert canonical_uuid(str(uuid.UUID(WF)).replace("-", "")) == WF
+    with pytest.raises(ValueError, match="registry id 'nope' is not a UUID"):
+        canonical_uuid("nope", "registry id")
+
+
+def test_path_usages_accepts_pairs_and_keeps_paths_as_given() -> None:
+    odd = "new\nline/ü/\t tab"
+    assert path_usages([(odd, 1), PathUsage("x", 0)]) == (PathUsage(odd, 1), PathUsage("x", 0))
+
+
+@pytest.mark.parametrize("usage", [-1, 1.5, True, "7"])
+def test_path_usages_rejects_bad_usages_before_anything_is_sent(usage: object) -> None:
+    with pytest.raises(ValueError, match="is not a byte count"):
+        path_usages([("a", usage)])  # type: ignore[list-item]
+
+
+def test_du_result_raise_for_status() -> None:
+    ok = DuResult(WF, [], new_ulid(), True, 0, "", StateCode.TERMINATED)
+    assert ok.raise_for_status() is ok and not ok.failed
+    running = DuResult(WF, [], new_ulid(), False, None, "", StateCode.APPENDING)
+    assert not running.failed
+    failed = DuResult(WF, [], new_ulid(), True, 1, "du failed: boom", StateCode.TERMINATED)
+    with pytest.raises(WorkflowFailed, match=r"status 1.*du failed: boom") as info:
+        failed.raise_for_status()
+    assert info.value.status_code == 1
