@@ -126,6 +126,13 @@ def build_parser() -> argparse.ArgumentParser:
     processor.add_arguments(p)
     p.set_defaults(handler=processor.cli_main)
 
+    p = sub.add_parser("runner", help="run du for one host's workflows (nogfsostad's role)")
+    _kafka_options(p)
+    from duroot_stream import runner
+
+    runner.add_arguments(p)
+    p.set_defaults(handler=runner.cli_main)
+
     from duroot_stream import client_cli  # begin, send, get, status, index, events
 
     client_cli.add_commands(sub)

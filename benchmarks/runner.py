@@ -1,0 +1,176 @@
+"""Benchmark of the du runner end to end: du lines per second into the events topic.
+
+A local broker (`LocalBroker`), the topics, a processor in a thread and a runner
+in a thread (one process, as `duroot-stream run` has them), and a generated tree
+of directories (100,000; 5,000 with `--quick`) with `--threshold=0
+--max-depth=100`, so every directory is one du line. One workflow is begun;
+the clock runs from the Init reply until the workflow's last event (COMMITTED)
+can be read from the events topic.
+
+Figures:
+
+- `lines_per_s`: du lines (DuUpdated events) per second, end to end, with the
+  runner's defaults except threshold and depth (`batch_size` in the report);
+- `du_alone_lines_per_s`: the same du invocation alone, for scale;
+- `lines`, `seconds`, `appends` (Append commands sent).
+
+Run: `python benchmarks/runner.py [--quick] [--batch-size N]`; writes
+bench-results/runner.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import random
+import shutil
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+from duroot_stream import du
+from duroot_stream.broker import LocalBroker
+from duroot_stream.client import DuRootClient
+from duroot_stream.config import KafkaConfig
+from duroot_stream.processor import Processor, ProcessorSettings
+from duroot_stream.readers import DuRootReader
+from duroot_stream.runner import Runner, RunnerSettings
+from duroot_stream.topics import Topics, create_topics
+
+HOST = "bench.example.org"
+REGISTRY_ID = "0b0c8d4e-1111-4222-8333-444455556666"
+PARTITIONS = 3
+
+
+def make_tree(root: Path, dirs: int, seed: int = 1) -> None:
+    """`dirs` directories below `root`: each new one under a random earlier one
+    (or the root), so depths vary like a real tree's (about 2 ln n on average)."""
+    rng = random.Random(seed)
+    made: list[str] = [str(root)]
+    for i in range(dirs):
+        path = os.path.join(made[rng.randrange(len(made))], f"d{i:06d}")
+        os.mkdir(path)
+        made.append(path)
+
+
+def _wait_for_leaders(kafka: KafkaConfig, timeout: float = 60.0) -> None:
+    """Topics just created may not have a leader yet; wait until every partition answers."""
+    topics = Topics(kafka.topic_prefix)
+    consumer = Consumer({"bootstrap.servers": kafka.bootstrap_servers, "group.id": "bench-wait"})
+    deadline = time.monotonic() + timeout
+    try:
+        for topic in (topics.commands, topics.events, topics.index, topics.replies):
+            for partition in range(PARTITIONS):
+                while True:
+                    try:
+                        consumer.get_watermark_offsets(TopicPartition(topic, partition), 5)
+                        break
+                    except KafkaException:
+                        if time.monotonic() > deadline:
+                            raise
+                        time.sleep(0.1)
+    finally:
+        consumer.close()
+
+
+def _start(target: object, name: str) -> threading.Thread:
+    thread = threading.Thread(target=target, name=name, daemon=True)  # type: ignore[arg-type]
+    thread.start()
+    return thread
+
+
+def run(quick: bool = False, batch_size: int | None = None) -> dict[str, float]:
+    dirs = 5_000 if quick else 100_000
+    work = Path(tempfile.mkdtemp(prefix="duroot-bench-"))
+    tree = work / "tree"
+    tree.mkdir()
+    try:
+        t0 = time.monotonic()
+        make_tree(tree, dirs)
+        print(f"made {dirs:,} directories in {time.monotonic() - t0:.1f} s", file=sys.stderr)
+
+        argv = du.du_argv(["du"], "0", 100)
+        t0 = time.monotonic()
+        du_lines, outcome = du.run_to_end(argv, str(tree), timeout=600)
+        du_seconds = time.monotonic() - t0
+        assert outcome.ok, outcome
+
+        with LocalBroker(log_file=work / "broker.log") as broker:
+            kafka = KafkaConfig(bootstrap_servers=broker.bootstrap, topic_prefix="bench.")
+            create_topics(kafka, partitions=PARTITIONS)
+            _wait_for_leaders(kafka)
+            processor = Processor(ProcessorSettings(kafka=kafka, instance_id="bench"))
+            processor_thread = _start(processor.run, "processor")
+            settings = RunnerSettings(
+                kafka, host=HOST, roots=(str(work),), threshold="0", max_depth=100
+            )
+            if batch_size is not None:
+                settings = replace(settings, batch_size=batch_size)
+            runner = Runner(settings)
+            runner_thread = _start(runner.run, "runner")
+            try:
+                if not (processor.ready.wait(60) and runner.ready.wait(60)):
+                    raise RuntimeError("the processor or the runner did not start")
+                with DuRootClient(kafka) as client:
+                    workflow_id = str(uuid.uuid4())
+                    client.init(workflow_id, REGISTRY_ID, "/bench/tree", HOST, str(tree))
+                    t0 = time.monotonic()
+                    result = DuRootReader(kafka).get_du(workflow_id, wait=True, timeout=1800)
+                    seconds = time.monotonic() - t0
+                result.raise_for_status()
+            finally:
+                runner.stop()
+                processor.stop()
+                runner_thread.join(60)
+                processor_thread.join(60)
+        lines = len(result.lines)
+        if sorted((p.path, p.usage) for p in result.lines) != sorted(
+            (p.path, p.usage) for p in du_lines
+        ):
+            raise RuntimeError("the published lines differ from what du prints")
+        published = runner.metrics.registry.get_sample_value("duroot_runner_lines_published_total")
+        results = {
+            "directories": float(dirs),
+            "lines": float(lines),
+            "seconds": round(seconds, 3),
+            "lines_per_s": round(lines / seconds, 1),
+            "du_alone_lines_per_s": round(len(du_lines) / du_seconds, 1),
+            "batch_size": float(settings.batch_size),
+            "lines_published": float(published or 0),
+        }
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    for name, value in results.items():
+        print(f"{name:<22} {value:>14,.1f}")
+    return results
+
+
+def main(argv: Sequence[str] = ()) -> None:
+    args = list(argv)
+    quick = "--quick" in args
+    batch_size = int(args[args.index("--batch-size") + 1]) if "--batch-size" in args else None
+    results = run(quick=quick, batch_size=batch_size)
+    out = Path(__file__).resolve().parents[1] / "bench-results" / "runner.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    report = {
+        "benchmark": "runner",
+        "quick": quick,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "results": results,
+    }
+    out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,195 @@
+"""Runner pieces without Kafka: which index offsets may be committed, settings, CLI."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from duroot_stream.cli import build_parser
+from duroot_stream.client import ConflictState, WorkflowNotFound
+from duroot_stream.config import ConfigError, KafkaConfig
+from duroot_stream.domain.model import (
+    NO_VC,
+    Commit,
+    ErrorCode,
+    Fail,
+    IndexStarted,
+    Reply,
+    StateCode,
+    WorkflowIndexEvent,
+)
+from duroot_stream.runner import (
+    INTERRUPTED,
+    OffsetTracker,
+    Runner,
+    RunnerSettings,
+    settings_from_args,
+)
+
+REGISTRY = str(uuid.UUID(int=42))
+
+
+def test_offsets_commit_only_a_settled_prefix() -> None:
+    t = OffsetTracker()
+    for offset in (10, 11, 12, 13):
+        t.add(0, offset)
+    t.add(1, 5)
+    assert t.committable() == {}
+    t.settle(0, 11)  # a later run finished first
+    t.settle(0, 13)
+    assert t.committable() == {}
+    t.settle(1, 5)
+    assert t.committable() == {1: 6}
+    t.committed(1, 6)
+    t.settle(0, 10)
+    assert t.committable() == {0: 12}  # 10 and 11; 12 is still running
+    t.committed(0, 12)
+    assert t.committable() == {}
+    t.settle(0, 12)
+    assert t.committable() == {0: 14}
+    assert t.unsettled() == 0
+
+
+def test_offsets_unknown_and_dropped_partitions_are_ignored() -> None:
+    t = OffsetTracker()
+    t.add(0, 1)
+    t.settle(0, 99)
+    t.settle(7, 1)
+    t.drop([0])
+    t.settle(0, 1)  # a run of a revoked partition finishing late
+    assert t.committable() == {}
+    t.add(0, 1)  # assigned again: delivered again
+    t.settle(0, 1)
+    assert t.committable() == {0: 2}
+
+
+def test_offsets_not_committed_twice() -> None:
+    t = OffsetTracker()
+    t.add(0, 4)
+    t.settle(0, 4)
+    assert t.committable() == {0: 5}
+    t.committed(0, 5)
+    assert t.committable() == {}
+
+
+@given(st.permutations(list(range(30))), st.integers(0, 30))
+def test_offsets_commit_point_is_first_unsettled(order: list[int], settled: int) -> None:
+    t = OffsetTracker()
+    for offset in range(30):
+        t.add(2, offset)
+    done = set(order[:settled])
+    for offset in order[:settled]:
+        t.settle(2, offset)
+    first_open = next((o for o in range(30) if o not in done), 30)
+    assert t.committable() == ({2: first_open} if first_open > 0 else {})
+
+
+KAFKA = KafkaConfig()
+
+
+def test_settings_defaults() -> None:
+    s = RunnerSettings(KAFKA, host="files1", roots=("/srv",))
+    assert s.group == "duroot-runner-files1"
+    assert (s.threshold, s.max_depth, s.concurrency, s.timeout_s) == ("10G", 3, 2, 3600.0)
+    assert s.du_command == ("du",)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "problem"),
+    [
+        ({"host": ""}, "--host is empty"),
+        ({"roots": ()}, "no --root"),
+        ({"roots": ("srv",)}, "not an absolute path"),
+        ({"threshold": "1;x"}, "not a du SIZE"),
+        ({"concurrency": 0}, "concurrency 0 is too small"),
+        ({"batch_size": 0}, "batch_size 0"),
+        ({"max_depth": -1}, "max_depth -1"),
+        ({"timeout_s": 0}, "timeouts must be positive"),
+        ({"du_command": ()}, "du command is empty"),
+    ],
+)
+def test_settings_checked(kwargs: dict[str, object], problem: str) -> None:
+    base: dict[str, object] = {"host": "h", "roots": ("/srv",)}
+    with pytest.raises(ConfigError, match=problem):
+        RunnerSettings(KAFKA, **{**base, **kwargs})  # type: ignore[arg-type]
+
+
+def test_cli_arguments() -> None:
+    args = build_parser().parse_args(
+        [
+            "runner",
+            "--host",
+            "files1",
+            "--root",
+            "/srv/a",
+            "--root",
+            "/srv/b",
+            "--du-command",
+            "setpriv --reuid=nobody '/usr/bin/du'",
+            "--threshold",
+            "1G",
+            "--max-depth",
+            "5",
+            "--concurrency",
+            "4",
+        ]
+    )
+    s = settings_from_args(args)
+    assert s.roots == ("/srv/a", "/srv/b")
+    assert s.du_command == ("setpriv", "--reuid=nobody", "/usr/bin/du")
+    assert (s.threshold, s.max_depth, s.concurrency) == ("1G", 5, 4)
+
+
+def test_cli_bad_du_command() -> None:
+    args = build_parser().parse_args(["runner", "--host", "h", "--root", "/", "--du-command", "'"])
+    with pytest.raises(ConfigError, match="--du-command"):
+        settings_from_args(args)
+
+
+def test_state_dispatch_without_kafka() -> None:
+    """What a delivered DuRootStarted does in each state (the COMPLETED-but-not-
+    COMMITTED case cannot be produced through this processor, which ends atomically)."""
+    wf = str(uuid.uuid4())
+    event = WorkflowIndexEvent(
+        "0" * 26, REGISTRY, wf, "0" * 26, IndexStarted("/g", "h", "/nowhere")
+    )
+
+    class FakeReader:
+        def __init__(self, state: StateCode | None) -> None:
+            self.state = state
+
+        def status(self, workflow_id: str) -> object:
+            if self.state is None:
+                raise WorkflowNotFound(workflow_id)
+            return type("S", (), {"state": self.state, "vid": "01ARZ3NDEKTSV4RRFFQ69G5FAV"})()
+
+    class FakeClient:
+        def __init__(self, reject: bool) -> None:
+            self.sent: list[object] = []
+            self.reject = reject
+
+        def send(self, command: object) -> str:
+            self.sent.append(command)
+            if self.reject:
+                raise ConflictState(Reply(None, wf, False, None, ErrorCode.CONFLICT_STATE, "no"))
+            return "01ARZ3NDEKTSV4RRFFQ69G5FAW"
+
+    def handle(state: StateCode | None, reject: bool = False) -> tuple[bool, list[object]]:
+        runner = Runner(RunnerSettings(KafkaConfig(), host="h", roots=("/srv",)))
+        runner._reader = FakeReader(state)  # type: ignore[assignment]
+        client = FakeClient(reject)
+        runner._client = client  # type: ignore[assignment]
+        return runner._handle(event), client.sent
+
+    settled, sent = handle(StateCode.APPENDING)
+    assert settled and [(c.body, c.expected_vid) for c in sent] == [  # type: ignore[attr-defined]
+        (Fail(1, INTERRUPTED), "01ARZ3NDEKTSV4RRFFQ69G5FAV")
+    ]
+    settled, sent = handle(StateCode.COMPLETED, reject=True)  # errors ignored
+    assert settled and [(c.body, c.expected_vid) for c in sent] == [(Commit(), NO_VC)]  # type: ignore[attr-defined]
+    for state in (StateCode.TERMINATED, None):
+        settled, sent = handle(state)
+        assert settled and sent == []
