@@ -25,24 +25,28 @@ import os
 import platform
 import random
 import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Sequence
-from dataclasses import replace
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from duroot_stream import du
 from duroot_stream.broker import LocalBroker
+from duroot_stream.cli import build_parser
 from duroot_stream.client import DuRootClient
 from duroot_stream.config import KafkaConfig
+from duroot_stream.domain.model import PathUsage
 from duroot_stream.processor import Processor, ProcessorSettings
 from duroot_stream.readers import DuRootReader
-from duroot_stream.runner import Runner, RunnerSettings
+from duroot_stream.runner import Runner, settings_from_args
 from duroot_stream.topics import Topics, create_topics
 
 HOST = "bench.example.org"
@@ -87,6 +91,51 @@ def _start(target: object, name: str) -> threading.Thread:
     return thread
 
 
+@contextmanager
+def _runner_process(
+    kafka: KafkaConfig, host: str, root: Path, options: list[str]
+) -> Iterator[subprocess.Popen[str]]:
+    """`duroot-stream runner` in a process of its own, ready (partitions assigned)."""
+    argv = [
+        sys.executable, "-m", "duroot_stream.cli", "runner",
+        "--bootstrap-servers", kafka.bootstrap_servers, "--topic-prefix", kafka.topic_prefix,
+        "--host", host, "--root", str(root), *options,
+    ]  # fmt: skip
+    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    try:
+        for line in proc.stderr:  # wait for the assignment, then keep the pipe drained
+            if "index partitions assigned" in line:
+                break
+        else:
+            raise RuntimeError(f"the runner process exited ({proc.wait()})")
+        _start(proc.stderr.read, "runner-stderr")
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+
+
+def _measure(
+    kafka: KafkaConfig, host: str, tree: Path, du_lines: list[PathUsage]
+) -> tuple[int, float]:
+    """Begin a du of `tree` on `host`: (lines, seconds from the Init reply until the
+    workflow's last event is readable from the events topic)."""
+    with DuRootClient(kafka) as client:
+        workflow_id = str(uuid.uuid4())
+        client.init(workflow_id, REGISTRY_ID, "/bench/tree", host, str(tree))
+        t0 = time.monotonic()
+        result = DuRootReader(kafka).get_du(workflow_id, wait=True, timeout=1800)
+        seconds = time.monotonic() - t0
+    result.raise_for_status()
+    if sorted((p.path, p.usage) for p in result.lines) != sorted(
+        (p.path, p.usage) for p in du_lines
+    ):
+        raise RuntimeError("the published lines differ from what du prints")
+    print(f"{host}: {len(result.lines):,} lines in {seconds:.1f} s", file=sys.stderr)
+    return len(result.lines), seconds
+
+
 def run(quick: bool = False, batch_size: int | None = None) -> dict[str, float]:
     dirs = 5_000 if quick else 100_000
     work = Path(tempfile.mkdtemp(prefix="duroot-bench-"))
@@ -109,42 +158,45 @@ def run(quick: bool = False, batch_size: int | None = None) -> dict[str, float]:
             _wait_for_leaders(kafka)
             processor = Processor(ProcessorSettings(kafka=kafka, instance_id="bench"))
             processor_thread = _start(processor.run, "processor")
-            settings = RunnerSettings(
-                kafka, host=HOST, roots=(str(work),), threshold="0", max_depth=100
-            )
-            if batch_size is not None:
-                settings = replace(settings, batch_size=batch_size)
-            runner = Runner(settings)
-            runner_thread = _start(runner.run, "runner")
             try:
-                if not (processor.ready.wait(60) and runner.ready.wait(60)):
-                    raise RuntimeError("the processor or the runner did not start")
-                with DuRootClient(kafka) as client:
-                    workflow_id = str(uuid.uuid4())
-                    client.init(workflow_id, REGISTRY_ID, "/bench/tree", HOST, str(tree))
-                    t0 = time.monotonic()
-                    result = DuRootReader(kafka).get_du(workflow_id, wait=True, timeout=1800)
-                    seconds = time.monotonic() - t0
-                result.raise_for_status()
+                if not processor.ready.wait(60):
+                    raise RuntimeError("the processor did not start")
+                options = ["--threshold", "0", "--max-depth", "100"]
+                if batch_size is not None:
+                    options += ["--batch-size", str(batch_size)]
+                # As deployed: the runner is a program of its own (on the file server).
+                with _runner_process(kafka, "bench-process", work, options):
+                    process = _measure(kafka, "bench-process", tree, du_lines)
+                # As `duroot-stream run` has it: runner and processor share one process.
+                settings = settings_from_args(
+                    build_parser().parse_args(
+                        ["runner", "--bootstrap-servers", kafka.bootstrap_servers,
+                         "--topic-prefix", kafka.topic_prefix, "--host", "bench-thread",
+                         "--root", str(work), *options]
+                    )
+                )  # fmt: skip
+                runner = Runner(settings)
+                runner_thread = _start(runner.run, "runner")
+                try:
+                    if not runner.ready.wait(60):
+                        raise RuntimeError("the runner did not start")
+                    thread = _measure(kafka, "bench-thread", tree, du_lines)
+                finally:
+                    runner.stop()
+                    runner_thread.join(60)
             finally:
-                runner.stop()
                 processor.stop()
-                runner_thread.join(60)
                 processor_thread.join(60)
-        lines = len(result.lines)
-        if sorted((p.path, p.usage) for p in result.lines) != sorted(
-            (p.path, p.usage) for p in du_lines
-        ):
-            raise RuntimeError("the published lines differ from what du prints")
-        published = runner.metrics.registry.get_sample_value("duroot_runner_lines_published_total")
+        lines, seconds = process
         results = {
             "directories": float(dirs),
             "lines": float(lines),
             "seconds": round(seconds, 3),
             "lines_per_s": round(lines / seconds, 1),
+            "lines_per_s_one_process": round(thread[0] / thread[1], 1),
             "du_alone_lines_per_s": round(len(du_lines) / du_seconds, 1),
             "batch_size": float(settings.batch_size),
-            "lines_published": float(published or 0),
+            "batch_bytes": float(settings.batch_bytes),
         }
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -238,7 +238,7 @@ def test_run_batches_bounded_by_bytes(tmp_path: Path) -> None:
     batches = list(run.batches(max_lines=1000, max_bytes=1000))
     assert run.wait().ok
     assert sum(map(len, batches)) == 21
-    sizes = [sum(len(p.path) + 1 + du.PATH_OVERHEAD for p in b) for b in batches]
+    sizes = [sum(len(p.path) + du.PATH_OVERHEAD for p in b) for b in batches]
     assert max(sizes) <= 1000
     assert max(map(len, batches)) >= 2
 
@@ -343,3 +343,37 @@ def test_garbage_output_fails(tmp_path: Path) -> None:
     assert time.monotonic() - start < 10, "du must be killed after garbage"
     assert lines == [] and not outcome.ok
     assert "unexpected du output 'hello'" in outcome.describe()
+
+
+def test_a_slow_consumer_gets_full_batches(tmp_path: Path) -> None:
+    for i in range(3000):
+        (tmp_path / f"a{i % 10}" / f"b{i}").mkdir(parents=True)
+    run = du.DuRun(du.du_argv(["du"], "0", 100), str(tmp_path), timeout=30).start()
+    batches = run.batches(max_lines=1000, max_bytes=1 << 20)
+    first = next(batches)
+    time.sleep(0.5)  # du prints everything meanwhile; the buffer keeps it
+    assert len(next(batches)) == 1000
+    assert len(first) + 1000 + sum(map(len, batches)) == run.lines
+    assert run.wait().ok
+
+
+@pytest.mark.parametrize("name", [b"n" * 200, "ü".encode() * 100, b"\xff" * 60, b"\\" * 80, b"x"])
+def test_a_full_batch_stays_below_kafkas_message_limit(tmp_path: Path, name: bytes) -> None:
+    """The byte estimate never undercounts: an Append of `batch_bytes` worth of paths
+    encodes to at most that (plus the command's own fields), below librdkafka's
+    default message.max.bytes (1,000,000)."""
+    from duroot_stream.codec import Codec
+    from duroot_stream.domain.model import Append, Command
+    from duroot_stream.runner import DEFAULT_BATCH_BYTES
+
+    output = tmp_path / "du-output"
+    output.write_bytes(b"".join(b"99999999999\t./%d/%s\0" % (i, name) for i in range(40_000)))
+    fake = script(tmp_path / "fake-du.sh", f"exec cat {output}\n")
+    run = du.DuRun([str(fake)], str(tmp_path), timeout=60).start()
+    batches = run.batches(max_lines=1_000_000, max_bytes=DEFAULT_BATCH_BYTES)
+    time.sleep(0.3)  # let the buffer fill, so that the first batch is a full one
+    batch = next(batches)
+    run.close()
+    wf = "00000000-0000-0000-0000-000000000000"
+    size = len(Codec().encode_command(Command("0" * 26, wf, "0" * 26, 0, Append(tuple(batch)))))
+    assert DEFAULT_BATCH_BYTES * 0.5 < size <= DEFAULT_BATCH_BYTES + 200, size

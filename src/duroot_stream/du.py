@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import queue
 import re
 import signal
 import subprocess
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -37,11 +37,12 @@ DEFAULT_THRESHOLD = "10G"
 DEFAULT_MAX_DEPTH = 3
 DEFAULT_STDERR_LIMIT = 4096  # bytes of stderr kept for the Fail message
 READ_SIZE = 256 * 1024
-# Parsed chunks waiting for the publisher; bounds memory when publishing is slower
-# than du (du then blocks on its full pipe).
-QUEUE_CHUNKS = 16
-# Estimated Avro bytes of one PathUsage besides the path (length prefix, usage).
-PATH_OVERHEAD = 12
+# Parsed lines waiting for the publisher, at most about this many bytes of paths;
+# when publishing is slower than du, du then blocks on its full pipe.
+BUFFER_BYTES = 8 * 1024 * 1024
+# Avro bytes of one PathUsage besides the path, at most: the path's length
+# (a varint, 3 bytes up to 2 MiB) and the usage (a varint, up to 10 bytes).
+PATH_OVERHEAD = 13
 
 _THRESHOLD_RE = re.compile(r"-?[0-9]+([KMGTPEZYRQ](iB|B)?|B)?")
 
@@ -234,12 +235,19 @@ class DuRun:
         *,
         timeout: float,
         stderr_limit: int = DEFAULT_STDERR_LIMIT,
+        buffer_bytes: int = BUFFER_BYTES,
     ) -> None:
         self.argv = list(argv)
         self.cwd = cwd
         self.timeout = timeout
         self.stderr_limit = stderr_limit
-        self._chunks: queue.Queue[list[tuple[PathUsage, int]] | None] = queue.Queue(QUEUE_CHUNKS)
+        self.buffer_bytes = buffer_bytes
+        # Parsed lines with their sizes, shared by the stdout reader and `batches`.
+        self._lock = threading.Condition()
+        self._buffer: deque[tuple[PathUsage, int]] = deque()
+        self._buffered = 0  # bytes in _buffer
+        self._eof = False  # the reader is done: no more lines will come
+        self._abandoned = False  # nobody takes lines any more (close)
         self._stderr = bytearray()
         self._stderr_dropped = 0
         self._error = ""
@@ -267,7 +275,7 @@ class DuRun:
         except OSError as exc:
             what = f"enter {self.cwd!r}" if exc.filename == self.cwd else f"run {self.argv[0]!r}"
             self._error = f"cannot {what}: {exc.strerror or exc}"
-            self._chunks.put(None)
+            self._finish_reading()
             return self
         self._timer = threading.Timer(self.timeout, self._on_timeout)
         self._timer.daemon = True
@@ -285,37 +293,26 @@ class DuRun:
     def batches(self, max_lines: int, max_bytes: int) -> Iterator[list[PathUsage]]:
         """Parsed lines in order, in batches of at most `max_lines` lines and about
         `max_bytes` bytes of encoded paths (a single longer path is a batch alone)."""
-        carry: list[tuple[PathUsage, int]] = []
-        done = False
-        while not done or carry:
-            if not carry and not done:
-                chunk = self._chunks.get()  # wait for something to publish
-                if chunk is None:
-                    done = True
-                    continue
-                carry = chunk
-            while not done and len(carry) < max_lines:  # take what else is ready
-                try:
-                    chunk = self._chunks.get_nowait()
-                except queue.Empty:
-                    break
-                if chunk is None:
-                    done = True
-                else:
-                    carry.extend(chunk)
-            batch: list[PathUsage] = []
-            size = 0
-            taken = 0
-            for usage, nbytes in carry:
-                if batch and (len(batch) >= max_lines or size + nbytes > max_bytes):
-                    break
-                batch.append(usage)
-                size += nbytes
-                taken += 1
-            carry = carry[taken:]
-            if batch:
-                self.lines += len(batch)
-                yield batch
+        while True:
+            with self._lock:
+                while not self._buffer and not self._eof:
+                    self._lock.wait()
+                if not self._buffer:
+                    return
+                batch: list[PathUsage] = []
+                size = 0
+                buffer = self._buffer
+                while buffer and len(batch) < max_lines:
+                    usage, nbytes = buffer[0]
+                    if batch and size + nbytes > max_bytes:
+                        break
+                    buffer.popleft()
+                    batch.append(usage)
+                    size += nbytes
+                self._buffered -= size
+                self._lock.notify_all()
+            self.lines += len(batch)
+            yield batch
 
     def kill(self) -> None:
         """Stop du (its process group) now; the outcome then reports the signal."""
@@ -342,12 +339,12 @@ class DuRun:
         )
 
     def close(self) -> None:
-        """Kill du if it still runs and drain the readers (after an abandoned iteration)."""
+        """Kill du if it still runs and wait for it (after an abandoned iteration too)."""
         if self._proc is not None and self._proc.poll() is None:
             self.kill()
-        while any(t.is_alive() for t in self._threads):
-            with contextlib.suppress(queue.Empty):  # unblock the reader if the queue is full
-                self._chunks.get(timeout=0.05)
+        with self._lock:
+            self._abandoned = True
+            self._lock.notify_all()
         self.wait()
 
     # -- threads
@@ -357,22 +354,37 @@ class DuRun:
         fd = self._proc.stdout.fileno()
         rest = b""
         try:
-            while True:
-                data = os.read(fd, READ_SIZE)
-                if not data:
-                    break
+            while data := os.read(fd, READ_SIZE):
                 records = (rest + data).split(b"\0")
                 rest = records.pop()
-                if records:
-                    self._chunks.put([_parsed(r) for r in records])
+                if records and not self._put([_parsed(r) for r in records]):
+                    break
             if rest:  # a last record without its NUL
-                self._chunks.put([_parsed(rest)])
+                self._put([_parsed(rest)])
         except DuOutputError as exc:
             self._error = str(exc)
             self._signal_group()
         finally:
             self._proc.stdout.close()
-            self._chunks.put(None)
+            self._finish_reading()
+
+    def _put(self, lines: list[tuple[PathUsage, int]]) -> bool:
+        """Add parsed lines, waiting while the buffer is full; False if abandoned."""
+        size = sum(nbytes for _, nbytes in lines)
+        with self._lock:
+            while self._buffered >= self.buffer_bytes and not self._abandoned:
+                self._lock.wait()
+            if self._abandoned:
+                return False
+            self._buffer.extend(lines)
+            self._buffered += size
+            self._lock.notify_all()
+        return True
+
+    def _finish_reading(self) -> None:
+        with self._lock:
+            self._eof = True
+            self._lock.notify_all()
 
     def _read_stderr(self) -> None:
         assert self._proc is not None and self._proc.stderr is not None
@@ -397,11 +409,11 @@ class DuRun:
 
 
 def _parsed(record: bytes) -> tuple[PathUsage, int]:
-    """A PathUsage and the bytes its path takes in UTF-8 (for batch limits)."""
+    """A PathUsage and, for batch limits, an upper bound of its encoded size: the
+    escaped path in UTF-8 plus PATH_OVERHEAD."""
     usage = parse_record(record)
     path = usage.path
-    nbytes = len(record) if path.isascii() else len(path.encode())
-    return usage, nbytes + PATH_OVERHEAD
+    return usage, (len(path) if path.isascii() else len(path.encode())) + PATH_OVERHEAD
 
 
 def run_to_end(

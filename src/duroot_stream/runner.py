@@ -88,7 +88,7 @@ INTERRUPTED = "du was interrupted"
 # Appends are chained (each waits for the previous reply), so their size sets the pace;
 # the byte bound keeps an Append well below Kafka's 1 MB message limit.
 DEFAULT_BATCH_SIZE = 10_000
-DEFAULT_BATCH_BYTES = 512 * 1024
+DEFAULT_BATCH_BYTES = 900 * 1024
 POLL_TIMEOUT_S = 0.2
 CONSUME_BATCH = 100
 RETRY_BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0)
