@@ -330,16 +330,22 @@ def test_aborted_transaction_leaves_nothing_visible_and_no_state(
 
 
 def test_fenced_instance_stops_with_an_error(kafka: KafkaConfig, requester: Requester) -> None:
-    """A second instance with the same --instance-id fences the first; the first exits."""
+    """A newer producer with the instance's transactional id fences it; the instance stops."""
+    from confluent_kafka import Producer
+
     from duroot_stream.processor import ProcessorFatal
 
     with (
         pytest.raises(ProcessorFatal, match="fenced"),
-        running_processor(kafka, instance_id="same") as first,
-        running_processor(kafka, instance_id="same"),
+        running_processor(kafka, instance_id="same") as proc,
     ):
-        # Commands on every partition: the first instance keeps some and must
-        # use its (fenced) producer.
-        for _ in range(12):
-            requester.send(command(new_workflow_id(), INIT))
-        wait_until(lambda: first.failed, timeout=60, what="the fenced instance to stop")
+        assert requester.request(command(new_workflow_id(), INIT)).ok
+        successor = Producer(
+            {
+                "bootstrap.servers": kafka.bootstrap_servers,
+                "transactional.id": f"{proc.settings.group_id}-same",
+            }
+        )
+        successor.init_transactions(30)  # bumps the epoch: the running instance is a zombie now
+        requester.send(command(new_workflow_id(), INIT))
+        wait_until(lambda: proc.failed, timeout=60, what="the fenced instance to stop")

@@ -144,6 +144,7 @@ class Processor:
         self._new_id = MonotonicUlids()
         self._stop = threading.Event()
         self._fatal = False
+        self._fatal_cause = ""
         self._batch: _Batch | None = None
         self._workflows: dict[int, dict[str, WorkflowState]] = {}  # partition -> workflows
         self._partition_counts: dict[str, int] = {}
@@ -167,8 +168,8 @@ class Processor:
                 self._run_batch()
             if self._batch is not None:
                 self._commit()
-        except ProcessorFatal:
-            self._fatal = True
+        except BaseException:
+            self._fatal = True  # leave without committing: the open transaction is abandoned
             raise
         finally:
             self._close()
@@ -186,6 +187,7 @@ class Processor:
                     "linger.ms": 5,
                     "queue.buffering.max.messages": 1_000_000,
                     "queue.buffering.max.kbytes": 1_048_576,
+                    "error_cb": self._on_producer_error,
                 }
             )
         )
@@ -221,6 +223,12 @@ class Processor:
                 "commands_topic": self.topics.commands,
             },
         )
+
+    def _on_producer_error(self, error: KafkaError) -> None:
+        # A fatal error reaches later calls only as a generic _FATAL: keep the cause.
+        if error.fatal():
+            self._fatal_cause = str(error)
+        log.warning("producer error", extra={"error": str(error)})
 
     def _check_topics(self) -> dict[str, int]:
         assert self._consumer is not None
@@ -582,11 +590,16 @@ class Processor:
             return
         if error.txn_requires_abort():
             raise _AbortNeeded(f"{what}: {error}")
+        if self._producer is not None and not self._fatal_cause:
+            try:
+                self._producer.poll(0)  # serves error_cb, which records the fatal cause
+            except KafkaException as fatal:
+                self._fatal_cause = str(fatal.args[0])
+        cause = self._fatal_cause
+        cause = f" (cause: {cause})" if cause and cause != str(error) else ""
         raise ProcessorFatal(
-            f"{what} failed: {error} — fenced by a newer instance with the same "
-            "--instance-id, or a fatal Kafka error; this instance stops"
-            if error.code() == KafkaError._FENCED or "fenced" in str(error).lower()
-            else f"{what} failed: {error}"
+            f"{what} failed: {error}{cause}; this instance stops (another instance with "
+            "the same --instance-id took over, or Kafka reported a fatal error)"
         )
 
     # --- rebalancing and restore ------------------------------------------------
@@ -661,7 +674,7 @@ class Processor:
 
     @property
     def failed(self) -> bool:
-        """True once `run` has hit a fatal error."""
+        """True once `run` has stopped on an error."""
         return self._fatal
 
     def workflow_count(self) -> int:
