@@ -77,6 +77,8 @@ log = logging.getLogger("duroot.processor")
 T = TypeVar("T")
 
 KAFKA_TIMEOUT_S = 30.0
+IDLE_POLL_S = 0.2  # how long to wait for a first command before checking the stop flag
+CONSUME_CHUNK = 500  # commands taken from the fetch queue at a time
 RESTORE_BATCH = 10_000
 
 # Header names of the request-reply convention (Spring Kafka's ReplyingKafkaTemplate).
@@ -280,28 +282,31 @@ class Processor:
         self._commit()
 
     def _fill_batch(self, consumer: Consumer) -> None:
-        # 1. Consume until the batch is full or its commit interval has passed.
-        while True:
-            batch = self._batch
-            if batch is None:
-                timeout = 0.2 if not self._stop.is_set() else 0.0
-                wanted = self.settings.batch_size
-            else:
-                timeout = batch.started + self.settings.commit_interval_s - time.monotonic()
-                wanted = self.settings.batch_size - batch.commands
-                if timeout <= 0 or wanted <= 0:
-                    break
-            messages = consumer.consume(num_messages=wanted, timeout=timeout)
+        # 1. Wait for a first command, then take what is already fetched, until the
+        #    batch is full, the commit interval has passed, or we have caught up.
+        #    Caught up means commit now: small batches at low load (latency), full
+        #    ones when behind (throughput). `consume(n, timeout)` would wait for all
+        #    n, so waiting is done by `poll`, and `consume` only with timeout 0.
+        if self._batch is None:
+            first = consumer.poll(0.0 if self._stop.is_set() else IDLE_POLL_S)
+            if first is not None:
+                self._handle(first)
+        while self._batch is not None and not self._stop.is_set():
+            wanted = self.settings.batch_size - self._batch.commands
+            if (
+                wanted <= 0
+                or time.monotonic() >= self._batch.started + self.settings.commit_interval_s
+            ):
+                break
+            messages = consumer.consume(num_messages=min(wanted, CONSUME_CHUNK), timeout=0)
             for message in messages:
                 # 2. Decide and produce, per command.
                 self._handle(message)
-            # 3. Garbage collection when due.
-            if time.monotonic() >= self._next_gc:
-                self._collect_garbage()
-            if self._batch is None and (not messages or self._stop.is_set()):
-                return
-            if self._stop.is_set():
-                return
+            if len(messages) < min(wanted, CONSUME_CHUNK):
+                break
+        # 3. Garbage collection when due.
+        if time.monotonic() >= self._next_gc:
+            self._collect_garbage()
 
     def _begin(self) -> _Batch:
         if self._batch is None:
@@ -742,9 +747,7 @@ def restore_partitions(
         pending: set[int] = set()
         for p in partitions:
             result[p] = ({}, 0)
-            low, high = consumer.get_watermark_offsets(
-                TopicPartition(events_topic, p), timeout=KAFKA_TIMEOUT_S
-            )
+            low, high = _watermarks(consumer, TopicPartition(events_topic, p))
             if high > low:
                 pending.add(p)
                 if on_start:
@@ -769,6 +772,22 @@ def restore_partitions(
         return result
     finally:
         consumer.close()
+
+
+def _watermarks(consumer: Consumer, tp: TopicPartition) -> tuple[int, int]:
+    """Low and high (last stable) offsets; retried while a fresh topic has no leader yet."""
+    deadline = time.monotonic() + KAFKA_TIMEOUT_S
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(tp, timeout=KAFKA_TIMEOUT_S)
+            return int(low), int(high)
+        except KafkaException as exc:
+            error: KafkaError = exc.args[0]
+            if time.monotonic() > deadline or not (
+                error.retriable() or error.code() == KafkaError.NOT_LEADER_FOR_PARTITION
+            ):
+                raise ProcessorFatal(f"offsets of {tp.topic} [{tp.partition}]: {error}") from exc
+            time.sleep(0.2)
 
 
 def _fold(workflows: dict[str, WorkflowState], message: Message, codec: Codec) -> None:
