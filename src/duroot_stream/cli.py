@@ -137,6 +137,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     client_cli.add_commands(sub)
 
+    p = sub.add_parser(
+        "run", help="the whole pipeline end to end: local broker, processor, runner, du of PATH"
+    )
+    _kafka_options(p)
+    from duroot_stream import run
+
+    run.add_arguments(p)
+    # Progress lines tell the story; the services' own logs only when something is wrong.
+    p.set_defaults(handler=run.cli_main, log_level="warning")
+
     return parser
 
 
