@@ -349,3 +349,44 @@ def test_fenced_instance_stops_with_an_error(kafka: KafkaConfig, requester: Requ
         successor.init_transactions(30)  # bumps the epoch: the running instance is a zombie now
         requester.send(command(new_workflow_id(), INIT))
         wait_until(lambda: proc.failed, timeout=60, what="the fenced instance to stop")
+
+
+def test_deleted_history_is_compacted_away(kafka: KafkaConfig) -> None:
+    """After Delete and a cleaner run, no key of the workflow is left in the event topic."""
+    from confluent_kafka import Producer
+
+    from duroot_stream.partitioning import partition_for
+    from duroot_stream.topics import create_topics
+
+    from .processor_harness import PARTITIONS
+
+    create_topics(
+        kafka,
+        partitions=PARTITIONS,
+        extra_configs={
+            "segment.ms": "100",
+            "min.cleanable.dirty.ratio": "0.01",
+            "delete.retention.ms": "100",
+            "min.compaction.lag.ms": "0",
+        },
+    )
+    requester = Requester(kafka)
+    wf = new_workflow_id()
+    with running_processor(kafka):
+        requester.request(command(wf, INIT))
+        requester.request(command(wf, Append((PathUsage("a", 1),))))
+        requester.request(command(wf, Commit()))
+        assert requester.request(command(wf, Delete())).ok
+    requester.close()
+    events_topic = Topics(kafka.topic_prefix).events
+    partition = partition_for(wf, PARTITIONS)
+    producer = Producer({"bootstrap.servers": kafka.bootstrap_servers})
+
+    def compacted() -> bool:
+        # Segments roll only on an append after segment.ms: append harmless tombstones.
+        producer.produce(events_topic, None, f"{uuid.uuid4()}/0".encode(), partition=partition)
+        producer.flush(10)
+        keys = [m.key().decode() for m in read_all(kafka.bootstrap_servers, events_topic)]
+        return not any(k.startswith(wf + "/") for k in keys)
+
+    wait_until(compacted, timeout=120, interval=1, what=f"the cleaner to remove {wf}'s keys")
