@@ -610,11 +610,21 @@ class Processor:
     # --- rebalancing and restore ------------------------------------------------
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        started = time.monotonic()
         numbers = [tp.partition for tp in partitions]
         if numbers:
             self._restore(numbers)
         self.metrics.partitions.set(len(self._workflows))
-        self.ready.set()
+        if not self.ready.is_set():
+            log.info(
+                "processor ready",
+                extra={
+                    "partitions": sorted(self._workflows),
+                    "workflows": self.workflow_count(),
+                    "restore_s": round(time.monotonic() - started, 3),
+                },
+            )
+            self.ready.set()
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if self._fatal:
