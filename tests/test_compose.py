@@ -30,3 +30,12 @@ def test_compose_has_the_whole_stack() -> None:
     )
     services = set(result.stdout.split())
     assert {"kafka", "topics", "processor", "runner", "prometheus", "grafana"} <= services
+
+
+def test_compose_services_expose_metrics_to_prometheus() -> None:
+    """Prometheus scrapes from another container: the services must listen beyond loopback."""
+    compose = (ROOT / "docker-compose.yml").read_text()
+    scrape = (ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text()
+    for service, port in (("processor", "9464"), ("runner", "9465")):
+        assert f'"--metrics-port", "{port}", "--metrics-addr", "0.0.0.0"' in compose, service
+        assert f"{service}:{port}" in scrape, service
