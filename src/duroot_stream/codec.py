@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
@@ -66,6 +67,7 @@ from duroot_stream.domain.model import (
     DuUpdated,
     End,
     ErrorCode,
+    EventPayload,
     Fail,
     IndexCompleted,
     IndexDeleted,
@@ -82,6 +84,7 @@ __all__ = [
     "NAMESPACE",
     "Codec",
     "CodecError",
+    "EventFacts",
     "EventHeaders",
     "event_headers",
     "parse_event_headers",
@@ -461,10 +464,7 @@ def _read_command(buf: bytes, pos: int) -> tuple[Command, int]:
         paths, pos = _read_paths(buf, pos)
         body = Append(paths)
     elif branch == 0:
-        registry_id, pos = _rstr(buf, pos)
-        global_root, pos = _rstr(buf, pos)
-        host, pos = _rstr(buf, pos)
-        host_root, pos = _rstr(buf, pos)
+        registry_id, global_root, host, host_root, pos = _read_root(buf, pos)
         body = Init(registry_id, global_root, host, host_root)
     elif branch == 2:
         body = _COMMIT
@@ -481,6 +481,20 @@ def _read_command(buf: bytes, pos: int) -> tuple[Command, int]:
     else:
         raise _bad_branch("Command.command", branch)
     return Command(command_id, workflow_id, expected_vid, issued_at, body), pos
+
+
+def _read_root(buf: bytes, pos: int) -> tuple[str, str, str, str, int]:
+    """registry_id, global_root, host, host_root of Init or DuRootStarted.
+
+    Interned: many workflows name the same registry, host and root (a root is
+    du'ed again and again), and the processor holds one state per workflow.
+    """
+    registry_id, pos = _rstr(buf, pos)
+    global_root, pos = _rstr(buf, pos)
+    host, pos = _rstr(buf, pos)
+    host_root, pos = _rstr(buf, pos)
+    intern = sys.intern
+    return intern(registry_id), intern(global_root), intern(host), intern(host_root), pos
 
 
 def _read_paths(buf: bytes, pos: int) -> tuple[tuple[PathUsage, ...], int]:
@@ -513,10 +527,7 @@ def _read_event(buf: bytes, pos: int) -> tuple[WorkflowEvent, int]:
         usage, pos = _rlong(buf, pos)
         payload = DuUpdated(path, usage)
     elif branch == 0:
-        registry_id, pos = _rstr(buf, pos)
-        global_root, pos = _rstr(buf, pos)
-        host, pos = _rstr(buf, pos)
-        host_root, pos = _rstr(buf, pos)
+        registry_id, global_root, host, host_root, pos = _read_root(buf, pos)
         payload = DuRootStarted(registry_id, global_root, host, host_root)
     elif branch == 2:
         code, pos = _rint(buf, pos)
@@ -527,6 +538,28 @@ def _read_event(buf: bytes, pos: int) -> tuple[WorkflowEvent, int]:
     else:
         raise _bad_branch("WorkflowEvent.payload", branch)
     return WorkflowEvent(event_id, parent, workflow_id, seq, command_id, payload), pos
+
+
+# (event_id, workflow_id, seq, command_id, payload type): see Codec.event_facts.
+EventFacts = tuple[str, str, int, str, type[EventPayload]]
+_PAYLOAD_TYPES: tuple[type[EventPayload], ...] = (
+    DuRootStarted,
+    DuUpdated,
+    DuRootCompleted,
+    DuRootCommitted,
+)  # union branches in schema order
+
+
+def _read_event_facts(buf: bytes, pos: int) -> EventFacts:
+    event_id, pos = _rstr(buf, pos)
+    _, pos = _rstr(buf, pos)  # parent
+    workflow_id, pos = _rstr(buf, pos)
+    seq, pos = _rlong(buf, pos)
+    command_id, pos = _rstr(buf, pos)
+    branch = buf[pos]  # a one-byte varint: 0, 2, 4 or 6
+    if branch & 1 or branch >= 2 * len(_PAYLOAD_TYPES):
+        raise _bad_branch("WorkflowEvent.payload", branch)
+    return event_id, workflow_id, seq, command_id, _PAYLOAD_TYPES[branch >> 1]
 
 
 def _read_index_event(buf: bytes, pos: int) -> tuple[WorkflowIndexEvent, int]:
@@ -726,6 +759,14 @@ class Codec:
                 self._prefix[name] = SINGLE_OBJECT_MAGIC + current.fingerprint
         else:
             self._registry = _registry_client(schema_registry_url)
+        # What a message in the current schema and single-object framing starts
+        # with, by record name: the common case of `_writer`, and what
+        # `event_facts` reads in place (whatever framing the codec writes).
+        self._current: dict[str, tuple[bytes, _Writer]] = {
+            name: (SINGLE_OBJECT_MAGIC + c.fingerprint, self._catalog.writers[c.fingerprint])
+            for name, c in self._catalog.current.items()
+        }
+        self._event_prefix = self._current["WorkflowEvent"][0]
 
     # -- public API
 
@@ -735,30 +776,47 @@ class Codec:
     def decode_command(self, data: bytes | None) -> Command:
         return self._decode(_COMMAND, data)
 
-    def encode_event(self, e: WorkflowEvent) -> bytes:
-        return self._encode(_EVENT, e)
+    def encode_event(self, e: WorkflowEvent, *, validate: bool = True) -> bytes:
+        """`validate=False` skips the id checks, for events made by `decide` from
+        a decoded (so checked) command and the processor's own ULIDs."""
+        return self._encode(_EVENT, e, validate)
 
     def decode_event(self, data: bytes | None) -> WorkflowEvent:
         return self._decode(_EVENT, data)
 
-    def encode_index_event(self, e: WorkflowIndexEvent) -> bytes:
-        return self._encode(_INDEX_EVENT, e)
+    def encode_index_event(self, e: WorkflowIndexEvent, *, validate: bool = True) -> bytes:
+        return self._encode(_INDEX_EVENT, e, validate)
 
     def decode_index_event(self, data: bytes | None) -> WorkflowIndexEvent:
         return self._decode(_INDEX_EVENT, data)
 
-    def encode_reply(self, r: Reply) -> bytes:
-        return self._encode(_REPLY, r)
+    def encode_reply(self, r: Reply, *, validate: bool = True) -> bytes:
+        return self._encode(_REPLY, r, validate)
 
     def decode_reply(self, data: bytes | None) -> Reply:
         return self._decode(_REPLY, data)
 
+    def event_facts(self, data: bytes) -> EventFacts:
+        """What a restore needs of an event, read from the first fields of its body:
+        (event_id, workflow_id, seq, command_id, payload type); the payload itself
+        is not decoded. Bodies in the current schema and single-object framing
+        are read in place and, unlike `decode_event`, without the id checks (the
+        restore trusts its own topic); any other is decoded in full."""
+        if data.startswith(self._event_prefix):
+            try:
+                return _read_event_facts(data, len(self._event_prefix))
+            except (IndexError, _Truncated, UnicodeDecodeError):
+                raise CodecError("truncated or invalid Avro body for WorkflowEvent") from None
+        e = self.decode_event(data)
+        return e.event_id, e.workflow_id, e.seq, e.command_id, type(e.payload)
+
     # -- encoding
 
-    def _encode(self, coder: _Coder[T], value: T) -> bytes:
+    def _encode(self, coder: _Coder[T], value: T, validate: bool = True) -> bytes:
         prefix = self._prefix.get(coder.name) or self._register(coder.name)
         try:
-            coder.check(value)
+            if validate:
+                coder.check(value)
             return coder.write(prefix, value)
         except _WRITE_ERRORS as e:
             raise CodecError(f"cannot encode {coder.name}: {e}") from e
@@ -804,6 +862,9 @@ class Codec:
 
     def _writer(self, name: str, data: bytes) -> tuple[_Writer, int]:
         """The writer schema named by the framing, and where the body starts."""
+        prefix, current = self._current[name]
+        if data.startswith(prefix):
+            return current, len(prefix)
         magic = data[0]
         writer: _Writer | None
         if magic == 0xC3:

@@ -3,7 +3,7 @@
 The domain asks for "a new id greater than this vid"; this is the clock- and
 randomness-backed answer the processor injects. It runs once per event, so the
 Crockford base32 text is built from a table of two-character pairs (10 bits
-each).
+each), and mostly only the last pair is new.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _VALUE = {c: i for i, c in enumerate(_CROCKFORD)}
 _PAIRS = [a + b for a in _CROCKFORD for b in _CROCKFORD]  # 10 bits -> 2 characters
 _MAX = (1 << 128) - 1
-_LOW_SHIFTS = (50, 40, 30, 20, 10, 0)  # the last 12 characters
 _RANDOM_BITS = 80
 # Event ids need uniqueness, not secrecy; SystemRandom would cost a syscall each.
 _random = random.Random()
@@ -45,13 +44,17 @@ def now_ms() -> int:
 
 class MonotonicUlids:
     """`new_id(floor)`: a ULID of now, one more than the last id within the same
-    millisecond (so ids never go backwards), and above `floor` if the clock lags."""
+    millisecond (so ids never go backwards), and above `floor` if the clock lags.
+
+    Within a millisecond consecutive ids differ in the last character pair, so
+    the text of everything above the last 10 bits is kept and reused.
+    """
 
     def __init__(self) -> None:
         self._ms = -1
         self._value = 0
-        self._high = -1  # the top 70 bits last encoded, and their 14 characters
-        self._high_text = ""
+        self._stem = -1  # value >> 10 last encoded, and its 24 characters
+        self._stem_text = ""
 
     def __call__(self, floor: str) -> str:
         ms = now_ms()
@@ -60,9 +63,9 @@ class MonotonicUlids:
             value = (ms << _RANDOM_BITS) | _random.getrandbits(_RANDOM_BITS)
         else:
             value = self._value + 1
-        if value >> 60 != self._high:
-            self._high, self._high_text = value >> 60, encode_ulid(value)[:14]
-        text = self._high_text + "".join([_PAIRS[(value >> s) & 1023] for s in _LOW_SHIFTS])
+        if value >> 10 != self._stem:
+            self._stem, self._stem_text = value >> 10, encode_ulid(value)[:24]
+        text = self._stem_text + _PAIRS[value & 1023]
         if text <= floor:  # same length, upper case: text order is numeric order
             value = decode_ulid(floor) + 1
             if value > _MAX:

@@ -30,10 +30,9 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from confluent_kafka import (
-    OFFSET_BEGINNING,
     Consumer,
     KafkaError,
     KafkaException,
@@ -41,17 +40,16 @@ from confluent_kafka import (
     Producer,
     TopicPartition,
 )
+from prometheus_client import Counter
 
 from duroot_stream import metrics as metrics_mod
-from duroot_stream.codec import Codec, CodecError, event_headers, parse_event_headers
+from duroot_stream.codec import Codec, CodecError, event_headers
 from duroot_stream.config import KafkaConfig
 from duroot_stream.domain.decider import (
     Accepted,
     Rejected,
-    WorkflowDeleted,
     WorkflowState,
     decide,
-    evolve,
     expiry_command,
     initial_state,
     reply_for,
@@ -59,15 +57,12 @@ from duroot_stream.domain.decider import (
 from duroot_stream.domain.model import (
     NO_VC,
     Command,
-    DuRootCommitted,
-    DuRootCompleted,
-    DuUpdated,
+    DuRootStarted,
     ErrorCode,
-    EventPayload,
     Reply,
     StateCode,
-    WorkflowEvent,
 )
+from duroot_stream.domain.replay import WorkflowReplay
 from duroot_stream.ids import MonotonicUlids, new_ulid, now_ms
 from duroot_stream.partitioning import partition_for
 from duroot_stream.topics import TopicCheckError, Topics
@@ -85,13 +80,6 @@ RESTORE_BATCH = 10_000
 REPLY_TOPIC = "reply-topic"
 REPLY_PARTITION = "reply-partition"
 CORRELATION_ID = "correlation-id"
-
-# Payload stand-ins for restore: evolve needs only the type of these events.
-_STUB_PAYLOADS: dict[str, EventPayload] = {
-    "UPDATED": DuUpdated("", 0),
-    "COMPLETED": DuRootCompleted(0, ""),
-    "COMMITTED": DuRootCommitted(),
-}
 
 
 class ProcessorFatal(RuntimeError):
@@ -126,8 +114,7 @@ class _Batch:
     issued_at: list[int] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class _ReplyRoute:
+class _ReplyRoute(NamedTuple):
     topic: str
     partition: int
     correlation_id: bytes | None
@@ -150,6 +137,12 @@ class Processor:
         self._batch: _Batch | None = None
         self._workflows: dict[int, dict[str, WorkflowState]] = {}  # partition -> workflows
         self._partition_counts: dict[str, int] = {}
+        # Per command, counted as they change and published at each commit:
+        # recounting 100,000 workflows at every commit would take longer than it.
+        self._state_counts = dict.fromkeys(StateCode, 0)
+        # Labelled metric children by (metric, labels): `labels()` takes a lock and
+        # validates the values, several microseconds per command otherwise.
+        self._children: dict[tuple[object, tuple[str, ...]], Any] = {}
         self._next_gc = time.monotonic() + settings.gc_interval_s
         self.ready = threading.Event()  # set once the first assignment is restored
         self._consumer: Consumer | None = None
@@ -334,7 +327,14 @@ class Processor:
         except CodecError as exc:
             self._reject_malformed(message, route, "undecodable", str(exc))
             return
-        expected = partition_for(command.workflow_id, self._partition_counts[self.topics.commands])
+        workflows = self._workflows.setdefault(partition, {})
+        # A workflow with state here was routed here before; murmur2 (pure Python,
+        # ~10 us) only for the others.
+        expected = (
+            partition
+            if command.workflow_id in workflows
+            else partition_for(command.workflow_id, self._partition_counts[self.topics.commands])
+        )
         if expected != partition:
             self._reject_malformed(
                 message,
@@ -346,7 +346,7 @@ class Processor:
             )
             return
         batch.issued_at.append(command.issued_at)
-        reply = self._apply(partition, command)
+        reply = self._apply(partition, workflows, command)
         if route is None:
             route = _ReplyRoute(
                 self.topics.replies,
@@ -355,45 +355,62 @@ class Processor:
             )
         self._send_reply(route, command.command_id, reply)
 
-    def _apply(self, partition: int, command: Command) -> Reply:
+    def _apply(
+        self, partition: int, workflows: dict[str, WorkflowState], command: Command
+    ) -> Reply:
         """Decide `command`; on acceptance produce its effects and keep the new state."""
-        workflows = self._workflows.setdefault(partition, {})
-        state = workflows.get(command.workflow_id) or initial_state(command.workflow_id)
+        old = workflows.get(command.workflow_id)
+        state = old or initial_state(command.workflow_id)
         decision = decide(state, command, self._new_id)
         command_type = type(command.body).__name__
         match decision:
             case Rejected(code=code):
-                self.metrics.commands.labels(command_type, code.value.lower()).inc()
+                self._count(self.metrics.commands, command_type, code.value.lower())
             case Accepted(duplicate=True):
-                self.metrics.commands.labels(command_type, "duplicate").inc()
+                self._count(self.metrics.commands, command_type, "duplicate")
             case Accepted():
-                self.metrics.commands.labels(command_type, "ok").inc()
+                self._count(self.metrics.commands, command_type, "ok")
                 self._emit(partition, decision)
                 batch = self._batch
                 assert batch is not None
-                batch.undo.setdefault(
-                    (partition, command.workflow_id), workflows.get(command.workflow_id)
-                )
-                if decision.state.code is StateCode.UNINITIALIZED:
+                batch.undo.setdefault((partition, command.workflow_id), old)
+                new = decision.state
+                if new.code is StateCode.UNINITIALIZED:
                     workflows.pop(command.workflow_id, None)  # deleted: nothing to keep
                 else:
-                    workflows[command.workflow_id] = decision.state
+                    workflows[command.workflow_id] = new
+                    self._state_counts[new.code] += 1
+                if old is not None:
+                    self._state_counts[old.code] -= 1
         return reply_for(command, decision)
 
+    def _count(self, counter: Counter, *labels: str, amount: float = 1) -> None:
+        """`counter.labels(*labels).inc(amount)`, with the labelled child cached."""
+        key = (counter, labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = counter.labels(*labels)
+        child.inc(amount)
+
     def _emit(self, partition: int, decision: Accepted) -> None:
+        # Events, index events and replies are made from a decoded (so checked)
+        # command and this processor's ULIDs: encoded without checking the ids again.
+        events_topic = self.topics.events
         for event in decision.events:
             self._produce(
-                self.topics.events,
+                events_topic,
                 partition,
                 event.key.encode(),
-                self.codec.encode_event(event),
+                self.codec.encode_event(event, validate=False),
                 event_headers(event),
             )
-            self.metrics.events.labels(type(event.payload).__name__).inc()
+            self._count(self.metrics.events, type(event.payload).__name__)
         for key in decision.deleted_keys:
-            self._produce(self.topics.events, partition, key.encode(), None, None)
+            self._produce(events_topic, partition, key.encode(), None, None)
         if decision.deleted_keys:
-            self.metrics.tombstones.labels("events").inc(len(decision.deleted_keys))
+            self._count(self.metrics.tombstones, "events", amount=len(decision.deleted_keys))
+        if not decision.index_events and not decision.index_tombstone:
+            return
         workflow_id = decision.state.workflow_id
         index_partition = partition_for(workflow_id, self._partition_counts[self.topics.index])
         for index_event in decision.index_events:
@@ -401,13 +418,13 @@ class Processor:
                 self.topics.index,
                 index_partition,
                 workflow_id.encode(),
-                self.codec.encode_index_event(index_event),
+                self.codec.encode_index_event(index_event, validate=False),
                 None,
             )
-            self.metrics.index_events.labels(type(index_event.payload).__name__).inc()
+            self._count(self.metrics.index_events, type(index_event.payload).__name__)
         if decision.index_tombstone:
             self._produce(self.topics.index, index_partition, workflow_id.encode(), None, None)
-            self.metrics.tombstones.labels("index").inc()
+            self._count(self.metrics.tombstones, "index")
 
     def _reply_route(self, message: Message) -> _ReplyRoute | None:
         headers = {k: _as_bytes(v) for k, v in _headers(message)}
@@ -436,7 +453,7 @@ class Processor:
             route.topic,
             route.partition,
             key.encode() if key else route.correlation_id,
-            self.codec.encode_reply(reply),
+            self.codec.encode_reply(reply, validate=False),  # ids from a decoded command
             headers,
         )
 
@@ -480,7 +497,11 @@ class Processor:
         while True:
             try:
                 self._producer.produce(
-                    topic, value, key, partition=partition, headers=list(headers or ())
+                    topic,
+                    value,
+                    key,
+                    partition=partition,
+                    headers=list(headers) if headers else None,
                 )
                 return
             except BufferError:
@@ -503,7 +524,7 @@ class Processor:
                     continue
                 self._begin()
                 command = Command(new_ulid(), state.workflow_id, NO_VC, now, body)
-                reply = self._apply(partition, command)
+                reply = self._apply(partition, workflows, command)
                 self.metrics.gc_commands.labels(type(body).__name__).inc()
                 log.info(
                     "garbage collection",
@@ -545,9 +566,10 @@ class Processor:
         self.metrics.transactions.labels("committed").inc()
         self.metrics.batch_size.observe(batch.commands)
         self.metrics.batch_duration.observe(time.monotonic() - batch.started)
+        observe = self.metrics.command_latency.observe
         for issued_at in batch.issued_at:
-            self.metrics.command_latency.observe(max(0.0, now - issued_at / 1000))
-        self._update_state_gauges()
+            observe(max(0.0, now - issued_at / 1000))
+        self._publish_state_gauges()
 
     def _abort(self, why: str) -> None:
         """Abort the open transaction, rewind the consumer, undo the state changes."""
@@ -573,6 +595,7 @@ class Processor:
                 self._consumer.seek(TopicPartition(self.topics.commands, partition, offset))
         self._batch = None
         self.metrics.transactions.labels("aborted").inc()
+        self._update_state_gauges()
 
     def _retry(self, what: str, call: Callable[[], T]) -> T:
         """Run a transactional call; retriable errors are retried, the rest triaged."""
@@ -678,11 +701,16 @@ class Processor:
         self._update_state_gauges()
 
     def _update_state_gauges(self) -> None:
+        """Recount the workflows by state (after a restore, revocation or abort); publish."""
         counts = dict.fromkeys(StateCode, 0)
         for workflows in self._workflows.values():
             for state in workflows.values():
                 counts[state.code] += 1
-        for code, count in counts.items():
+        self._state_counts = counts
+        self._publish_state_gauges()
+
+    def _publish_state_gauges(self) -> None:
+        for code, count in self._state_counts.items():
             self.metrics.workflows.labels(code.name.lower()).set(count)
 
     # --- introspection for tests and `run` --------------------------------------
@@ -735,9 +763,16 @@ def restore_partitions(
     """Fold each partition of the event topic into workflow states.
 
     Reads from the beginning to the last stable offset (read_committed: the
-    partition EOF fires there). Only `STARTED` bodies are decoded; every other
-    event is rebuilt from its headers. A tombstone drops its workflow.
-    Returns, per partition, the workflows and the number of records read.
+    partition EOF fires there) and folds each workflow's events into a
+    `WorkflowReplay`, which makes one state per workflow at the end. A
+    tombstone drops its workflow. Returns, per partition, the workflows and
+    the number of records read.
+
+    Per event only the first fields of the Avro body are read (id, workflow,
+    seq, cause, payload type: `Codec.event_facts`), and only STARTED payloads
+    are decoded. Not the headers, though they carry the same: confluent-kafka
+    builds a message's header list on first access, which costs more (about
+    9 us for the six on a 2-core test machine) than all the rest of the fold.
     """
     consumer = Consumer(
         kafka.client(
@@ -749,25 +784,33 @@ def restore_partitions(
                 "fetch.max.bytes": 64 * 1024 * 1024,
                 "max.partition.fetch.bytes": 16 * 1024 * 1024,
                 "queued.max.messages.kbytes": 256 * 1024,
+                # The EOF comes with the first fetch that finds nothing new, which
+                # the broker holds back this long (default 500 ms).
+                "fetch.wait.max.ms": 10,
             }
         )
     )
-    result: dict[int, tuple[dict[str, WorkflowState], int]] = {}
+    replays: dict[int, dict[str, WorkflowReplay]] = {p: {} for p in partitions}
+    counts = dict.fromkeys(partitions, 0)
     try:
-        pending: set[int] = set()
+        starts: list[TopicPartition] = []
         for p in partitions:
-            result[p] = ({}, 0)
             low, high = _watermarks(consumer, TopicPartition(events_topic, p))
             if high > low:
-                pending.add(p)
+                starts.append(TopicPartition(events_topic, p, low))  # no offset lookup
                 if on_start:
                     on_start(p)
-        if not pending:
-            return result
-        consumer.assign([TopicPartition(events_topic, p, OFFSET_BEGINNING) for p in pending])
-        counts = dict.fromkeys(pending, 0)
+        pending = {tp.partition for tp in starts}
+        if starts:
+            consumer.assign(starts)
         while pending:
-            for message in consumer.consume(num_messages=RESTORE_BATCH, timeout=1.0):
+            # Take what is fetched (`consume(n, timeout)` would wait for all n);
+            # wait with `poll` only when nothing is.
+            messages = consumer.consume(num_messages=RESTORE_BATCH, timeout=0)
+            if not messages:
+                message = consumer.poll(1.0)
+                messages = [message] if message is not None else []
+            for message in messages:
                 error = message.error()
                 if error is not None:
                     if error.code() == KafkaError._PARTITION_EOF:
@@ -776,12 +819,13 @@ def restore_partitions(
                     raise ProcessorFatal(f"restoring {events_topic}: {error}")
                 partition, _ = _position(message)
                 counts[partition] += 1
-                _fold(result[partition][0], message, codec)
-        for p, n in counts.items():
-            result[p] = (result[p][0], n)
-        return result
+                _fold(replays[partition], message, codec)
     finally:
         consumer.close()
+    return {
+        p: ({wf: replay.state() for wf, replay in replays[p].items()}, counts[p])
+        for p in partitions
+    }
 
 
 def _watermarks(consumer: Consumer, tp: TopicPartition) -> tuple[int, int]:
@@ -800,23 +844,21 @@ def _watermarks(consumer: Consumer, tp: TopicPartition) -> tuple[int, int]:
             time.sleep(0.2)
 
 
-def _fold(workflows: dict[str, WorkflowState], message: Message, codec: Codec) -> None:
+def _fold(replays: dict[str, WorkflowReplay], message: Message, codec: Codec) -> None:
     value = message.value()
     if value is None:  # tombstone of a deleted history: "<workflow-id>/<seq>"
-        workflow_id = (message.key() or b"").split(b"/", 1)[0].decode()
-        state = workflows.pop(workflow_id, None)
-        if state is not None:
-            evolve(state, WorkflowDeleted(workflow_id))  # keeps the fold honest
+        replays.pop((message.key() or b"").split(b"/", 1)[0].decode(), None)
         return
-    h = parse_event_headers([(k, _as_bytes(v)) for k, v in _headers(message)])
-    state = workflows.get(h.workflow_id) or initial_state(h.workflow_id)
-    if h.event_type == "STARTED":
-        event = codec.decode_event(value)
-    else:
-        event = WorkflowEvent(
-            h.vid, h.parent, h.workflow_id, h.seq, h.command_id, _STUB_PAYLOADS[h.event_type]
-        )
-    workflows[h.workflow_id] = evolve(state, event)
+    vid, workflow_id, seq, command_id, event_type = codec.event_facts(value)
+    replay = replays.get(workflow_id)
+    if replay is None:
+        replay = replays[workflow_id] = WorkflowReplay(workflow_id)
+    started = None
+    if event_type is DuRootStarted:
+        payload = codec.decode_event(value).payload
+        assert isinstance(payload, DuRootStarted)
+        started = payload
+    replay.add(event_type, vid, seq, command_id, started)
 
 
 # --- command line ---------------------------------------------------------------

@@ -1,0 +1,1 @@
+"""The benchmarks: `python -m benchmarks [--quick]` runs them all (see __main__.py)."""

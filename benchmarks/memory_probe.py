@@ -1,0 +1,88 @@
+"""Resident memory of restored workflow state, measured in a process of its own.
+
+Run by `benchmarks/processor.py` (memory figure): imports the processor,
+restores an empty events topic (so librdkafka, the codec and the imports are
+all loaded: the empty process), reads VmRSS from /proc/self/status, then
+restores the loaded topic, keeps the workflows, collects garbage and reads
+VmRSS again. glibc keeps freed heap (the fetched records of the restore) in
+the process, so it is asked to give it back (`malloc_trim(0)`) before the
+last reading. Prints one JSON object.
+
+`python -m benchmarks.memory_probe --bootstrap-servers B --events-topic T
+--partitions N --empty-topic E`
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import gc
+import json
+import sys
+import time
+from collections.abc import Sequence
+
+from duroot_stream.codec import Codec
+from duroot_stream.config import KafkaConfig
+from duroot_stream.processor import restore_partitions
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def trim() -> None:
+    """Hand freed heap back to the kernel (glibc), so RSS shows what is held."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.memory_probe")
+    parser.add_argument("--bootstrap-servers", required=True)
+    parser.add_argument("--events-topic", required=True)
+    parser.add_argument("--empty-topic", required=True)
+    parser.add_argument("--partitions", type=int, required=True)
+    args = parser.parse_args(argv)
+    kafka = KafkaConfig(bootstrap_servers=args.bootstrap_servers)
+    codec = Codec()
+    partitions = list(range(args.partitions))
+
+    restore_partitions(kafka, args.empty_topic, partitions, codec)
+    gc.collect()
+    trim()
+    empty = rss_bytes()
+
+    started = time.monotonic()
+    restored = restore_partitions(kafka, args.events_topic, partitions, codec)
+    seconds = time.monotonic() - started
+    gc.collect()
+    untrimmed = rss_bytes()
+    trim()
+    held = rss_bytes()
+    workflows = sum(len(w) for w, _ in restored.values())
+    events = sum(n for _, n in restored.values())
+    print(
+        json.dumps(
+            {
+                "workflows": workflows,
+                "events": events,
+                "restore_s": round(seconds, 3),
+                "rss_empty_bytes": empty,
+                "rss_bytes_before_trim": untrimmed,
+                "rss_bytes": held,
+                "bytes_per_workflow": (held - empty) / workflows,
+                "bytes_per_workflow_before_trim": (untrimmed - empty) / workflows,
+            }
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

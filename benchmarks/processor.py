@@ -1,0 +1,387 @@
+"""Benchmarks of the processor on a real broker (issue 8, items 1-5).
+
+One local broker for all five; each comparison is measured side by side in
+the same run, because the machine (2 shared cores) is too noisy for figures
+from different runs to be compared.
+
+1. Throughput: N `Append` commands (one path each) over M workflows, held
+   behind an open transaction and released at once, drained by
+   `duroot-stream processor` (a subprocess, exactly-once) and by the
+   pass-through (`benchmarks/passthrough.py`: the same loop and batching, one
+   event-sized and one reply record per command, no domain work). Rates from
+   the group's committed offsets, between 10 % and 90 % drained.
+2. Restore: `restore_partitions` over an events topic of 1,000,000 events
+   (10,000 workflows of 100 events) with one partition and with six, versus a
+   raw consume of the same partitions (same consumer settings; per record
+   only `error()` and `value()`).
+3. Latency: command → reply at half the processor's measured maximum, open
+   loop (commands sent on a schedule, not waiting for replies), replies
+   routed by the request-reply headers to one partition. `visible`: until
+   the benchmark's read_committed consumer has the reply (what a client
+   sees); `produced`: until the reply record's own timestamp (when the
+   processor produced it, before its transaction committed).
+4. Memory: VmRSS of a process holding 100,000 restored workflows (each
+   Init, one Append of 7 lines, Commit: 10 events) minus the same process
+   after restoring an empty topic (`benchmarks/memory_probe.py`).
+5. Scale-out: the throughput drain with two processor instances in one
+   group on the six partitions, next to one instance.
+
+Quick (`--quick`): 30,000 commands, 100,000 events, 20,000 workflows,
+6 s of latency. Run: `python -m benchmarks.processor [--quick] [SECTION...]`
+(sections: throughput, latency, restore, memory); writes
+bench-results/processor.json.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, TopicPartition
+
+from benchmarks.workload import (
+    REPO,
+    HeldCommands,
+    HistoryShape,
+    ProcessSet,
+    append_commands,
+    bootstrap,
+    fresh_topics,
+    log,
+    watch_drain,
+    workflow_ids,
+    write_histories,
+)
+from duroot_stream.codec import Codec
+from duroot_stream.config import KafkaConfig
+from duroot_stream.domain import NO_VC, Append, Command, PathUsage
+from duroot_stream.ids import new_ulid, now_ms
+from duroot_stream.partitioning import partition_for
+from duroot_stream.processor import RESTORE_BATCH, restore_partitions
+from duroot_stream.topics import Topics
+
+PARTITIONS = 6
+WORKFLOWS = 1_000  # for the command benchmarks
+Results = dict[str, float]
+
+
+# --- 1 and 5: throughput and scale-out ----------------------------------------------
+
+
+def _drain(
+    bootstrap_servers: str,
+    commands: list[tuple[str, bytes]],
+    workflows: list[str],
+    start: Callable[[ProcessSet], None],
+    name: str,
+) -> float:
+    """Hold `commands`, start the consumers, release, and time the drain: sustained rate."""
+    config = fresh_topics(bootstrap_servers, PARTITIONS)
+    events = Topics(config.topic_prefix).events
+    write_histories([(events, PARTITIONS)], config, workflows, HistoryShape(1, 1, completed=False))
+    held = HeldCommands(config, PARTITIONS, commands)
+    group = f"{config.topic_prefix}group"
+    with ProcessSet(config, group) as procs:
+        start(procs)
+        procs.wait_stable(PARTITIONS)
+        drain = watch_drain(config, group, PARTITIONS, held)
+    log(
+        f"{name}: {drain.total:,} commands in {drain.seconds:.1f} s, "
+        f"sustained {drain.sustained_rate:,.0f}/s"
+    )
+    return drain.sustained_rate
+
+
+def throughput(bootstrap_servers: str, quick: bool) -> Results:
+    n = 30_000 if quick else 200_000
+    workflows = workflow_ids(WORKFLOWS)
+    commands = append_commands(workflows, n)
+    passthrough = _drain(
+        bootstrap_servers,
+        commands,
+        workflows,
+        lambda p: p.start_passthrough(PARTITIONS),
+        "pass-through",
+    )
+    one = _drain(
+        bootstrap_servers, commands, workflows, lambda p: p.start_processors(1), "processor x1"
+    )
+    two = _drain(
+        bootstrap_servers, commands, workflows, lambda p: p.start_processors(2), "processor x2"
+    )
+    return {
+        "commands": float(n),
+        "workflows": float(WORKFLOWS),
+        "passthrough_per_s": round(passthrough),
+        "processor_per_s": round(one),
+        "ratio": round(one / passthrough, 3),
+        "processor_2_instances_per_s": round(two),
+        "scale_out_ratio": round(two / one, 3),
+    }
+
+
+# --- 3: latency ---------------------------------------------------------------------------
+
+
+def _percentile(values: list[float], q: float) -> float:
+    return values[min(len(values) - 1, max(0, math.ceil(q * len(values)) - 1))]
+
+
+def latency(bootstrap_servers: str, quick: bool, rate: float) -> Results:
+    seconds = 6.0 if quick else 20.0
+    config = fresh_topics(bootstrap_servers, PARTITIONS)
+    topics = Topics(config.topic_prefix)
+    workflows = workflow_ids(WORKFLOWS, seed=1)
+    write_histories(
+        [(topics.events, PARTITIONS)], config, workflows, HistoryShape(1, 1, completed=False)
+    )
+    codec = Codec()
+    count = int(rate * seconds)
+    commands = []
+    for i in range(count):
+        wf = workflows[i % len(workflows)]
+        command_id = new_ulid()
+        body = Append((PathUsage(f"l{i}", 4096),))
+        value = codec.encode_command(Command(command_id, wf, NO_VC, now_ms(), body))
+        commands.append((wf, command_id, value))
+    sent: dict[bytes, float] = {}
+    visible: dict[bytes, float] = {}
+    produced: dict[bytes, float] = {}
+
+    from confluent_kafka import Producer
+
+    producer = Producer(config.client(**{"enable.idempotence": True, "linger.ms": 5}))
+    replies = Consumer(
+        config.client(
+            **{"group.id": "bench-latency", "isolation.level": "read_committed", "log_level": 0}
+        )
+    )
+    replies.assign([TopicPartition(topics.replies, 0, OFFSET_END)])
+    replies.consume(num_messages=1, timeout=1.0)  # resolve the end offset before sending
+    done = threading.Event()
+
+    def receive() -> None:
+        while not done.is_set():
+            for message in replies.consume(num_messages=1000, timeout=0.05):
+                now = time.time()
+                key = message.key()
+                if message.error() is None and key is not None:
+                    visible[key] = now
+                    produced[key] = message.timestamp()[1] / 1000
+            if len(visible) >= count:
+                done.set()
+
+    with ProcessSet(config, f"{config.topic_prefix}group") as procs:
+        procs.start_processors(1)
+        procs.wait_stable(PARTITIONS)
+        receiver = threading.Thread(target=receive, daemon=True)
+        receiver.start()
+        log(f"latency: {count:,} commands at {rate:,.0f}/s for {seconds:.0f} s, open loop")
+        headers = [("reply-topic", topics.replies.encode()), ("reply-partition", b"0")]
+        start = time.monotonic() + 0.2
+        for i, (wf, command_id, value) in enumerate(commands):
+            due = start + i / rate
+            pause = due - time.monotonic()
+            if pause > 0.001:
+                time.sleep(pause)
+            key = command_id.encode()
+            sent[key] = time.time()
+            producer.produce(
+                topics.commands,
+                value,
+                wf.encode(),
+                partition_for(wf, PARTITIONS),
+                headers=[*headers, ("correlation-id", key)],
+            )
+            producer.poll(0)
+        producer.flush(30)
+        offered_s = time.monotonic() - start
+        done.wait(60)
+        done.set()
+        receiver.join(10)
+    replies.close()
+    warm = count // 20  # the first 5 % are start-up
+    keys = [c.encode() for _, c, _ in commands[warm:]]
+    missing = sum(1 for k in keys if k not in visible)
+    seen = sorted((visible[k] - sent[k]) * 1000 for k in keys if k in visible)
+    early = sorted((produced[k] - sent[k]) * 1000 for k in keys if k in produced)
+    return {
+        "offered_per_s": round(rate),
+        "achieved_offered_per_s": round(count / offered_s),
+        "commands": float(count),
+        "missing_replies": float(missing),
+        "visible_p50_ms": round(_percentile(seen, 0.5), 1),
+        "visible_p99_ms": round(_percentile(seen, 0.99), 1),
+        "visible_p999_ms": round(_percentile(seen, 0.999), 1),
+        "produced_p50_ms": round(_percentile(early, 0.5), 1),
+        "produced_p99_ms": round(_percentile(early, 0.99), 1),
+        "produced_p999_ms": round(_percentile(early, 0.999), 1),
+    }
+
+
+# --- 2: restore -----------------------------------------------------------------------------
+
+
+def raw_consume(kafka: KafkaConfig, topic: str, partitions: list[int]) -> int:
+    """Read the partitions to their end as restore does, touching only each value."""
+    consumer = Consumer(
+        kafka.client(
+            **{
+                "group.id": "bench-raw",
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+                "enable.partition.eof": True,
+                "fetch.max.bytes": 64 * 1024 * 1024,
+                "max.partition.fetch.bytes": 16 * 1024 * 1024,
+                "queued.max.messages.kbytes": 256 * 1024,
+            }
+        )
+    )
+    count = 0
+    try:
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        pending = set(partitions)
+        while pending:
+            for message in consumer.consume(num_messages=RESTORE_BATCH, timeout=1.0):
+                error = message.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        pending.discard(message.partition())
+                    continue
+                message.value()
+                count += 1
+    finally:
+        consumer.close()
+    return count
+
+
+def _best_rate(work: Callable[[], int], rounds: int) -> float:
+    best = 0.0
+    for _ in range(rounds):
+        started = time.monotonic()
+        count = work()
+        best = max(best, count / (time.monotonic() - started))
+    return best
+
+
+def restore(bootstrap_servers: str, quick: bool) -> Results:
+    workflows = workflow_ids(1_000 if quick else 10_000, seed=2)
+    one = fresh_topics(bootstrap_servers, 1)
+    six = fresh_topics(bootstrap_servers, PARTITIONS)
+    targets = [(Topics(one.topic_prefix).events, 1), (Topics(six.topic_prefix).events, PARTITIONS)]
+    started = time.monotonic()
+    events = write_histories(targets, one, workflows, HistoryShape(100, 10))
+    log(f"restore: wrote 2 x {events:,} events in {time.monotonic() - started:.0f} s")
+    codec = Codec()
+    rounds = 1 if quick else 2
+    results: Results = {"events": float(events), "workflows": float(len(workflows))}
+    for label, config, partitions in (("1p", one, [0]), ("6p", six, list(range(PARTITIONS)))):
+        topic = Topics(config.topic_prefix).events
+
+        def work(
+            config: KafkaConfig = config, topic: str = topic, partitions: list[int] = partitions
+        ) -> int:
+            restored = restore_partitions(config, topic, partitions, codec)
+            assert sum(len(w) for w, _ in restored.values()) == len(workflows)
+            return sum(n for _, n in restored.values())
+
+        def raw(
+            config: KafkaConfig = config, topic: str = topic, partitions: list[int] = partitions
+        ) -> int:
+            return raw_consume(config, topic, partitions)
+
+        restore_rate = _best_rate(work, rounds)
+        raw_rate = _best_rate(raw, rounds)
+        log(f"restore {label}: {restore_rate:,.0f} events/s, raw consume {raw_rate:,.0f}/s")
+        results[f"restore_{label}_events_per_s"] = round(restore_rate)
+        results[f"raw_consume_{label}_events_per_s"] = round(raw_rate)
+        results[f"restore_{label}_ratio"] = round(restore_rate / raw_rate, 3)
+    return results
+
+
+# --- 4: memory ------------------------------------------------------------------------------
+
+
+def memory(bootstrap_servers: str, quick: bool) -> Results:
+    workflows = workflow_ids(20_000 if quick else 100_000, seed=3)
+    config = fresh_topics(bootstrap_servers, PARTITIONS)
+    empty = fresh_topics(bootstrap_servers, PARTITIONS)
+    events_topic = Topics(config.topic_prefix).events
+    started = time.monotonic()
+    write_histories([(events_topic, PARTITIONS)], config, workflows, HistoryShape(10, 7))
+    log(f"memory: wrote {len(workflows):,} workflows in {time.monotonic() - started:.0f} s")
+    out = subprocess.run(
+        [
+            sys.executable, "-m", "benchmarks.memory_probe",
+            "--bootstrap-servers", bootstrap_servers, "--events-topic", events_topic,
+            "--empty-topic", Topics(empty.topic_prefix).events,
+            "--partitions", str(PARTITIONS),
+        ],
+        cwd=REPO, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    probe: dict[str, Any] = json.loads(out.stdout)
+    assert probe["workflows"] == len(workflows), probe
+    log(f"memory: {probe['bytes_per_workflow']:,.0f} bytes per workflow")
+    return {
+        "workflows": float(probe["workflows"]),
+        "events": float(probe["events"]),
+        "rss_empty_mib": round(probe["rss_empty_bytes"] / 2**20, 1),
+        "rss_mib": round(probe["rss_bytes"] / 2**20, 1),
+        "bytes_per_workflow": round(probe["bytes_per_workflow"]),
+        "bytes_per_workflow_before_trim": round(probe["bytes_per_workflow_before_trim"]),
+    }
+
+
+# --- all of them ----------------------------------------------------------------------------
+
+SECTIONS = ("throughput", "latency", "restore", "memory")
+
+
+def run(quick: bool = False, sections: Sequence[str] = SECTIONS) -> dict[str, Results]:
+    results: dict[str, Results] = {}
+    with bootstrap() as servers:
+        if "throughput" in sections or "latency" in sections:
+            log("throughput: pass-through, one processor, two processors")
+            results["throughput"] = throughput(servers, quick)
+        if "latency" in sections:
+            rate = results["throughput"]["processor_per_s"] / 2
+            results["latency"] = latency(servers, quick, rate)
+        if "restore" in sections:
+            results["restore"] = restore(servers, quick)
+        if "memory" in sections:
+            results["memory"] = memory(servers, quick)
+    for section, figures in results.items():
+        for name, value in figures.items():
+            print(f"{section:<11} {name:<34} {value:>14,.3f}")
+    return results
+
+
+def main(argv: Sequence[str] = ()) -> None:
+    args = list(argv)
+    quick = "--quick" in args
+    sections = [a for a in args if a in SECTIONS] or list(SECTIONS)
+    results = run(quick=quick, sections=sections)
+    out = REPO / "bench-results" / "processor.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    report = {
+        "benchmark": "processor",
+        "quick": quick,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "results": results,
+    }
+    out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

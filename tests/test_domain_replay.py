@@ -1,0 +1,111 @@
+"""The restore-only `WorkflowReplay` builds the same state as folding with `evolve`,
+and the packed recent-commands form keeps what the tuple of pairs held."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from duroot_stream.domain import (
+    RECENT_COMMANDS,
+    DuRootCommitted,
+    DuRootCompleted,
+    DuRootStarted,
+    DuUpdated,
+    EventPayload,
+    WorkflowDeleted,
+    WorkflowEvent,
+    WorkflowState,
+    evolve,
+    initial_state,
+    recent,
+)
+from duroot_stream.domain.replay import WorkflowReplay
+
+WF = "11111111-1111-4111-8111-111111111111"
+CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+PAYLOADS = st.one_of(
+    st.builds(
+        DuRootStarted,
+        st.sampled_from(["aaaaaaaa-0000-4000-8000-000000000001", "r2"]),
+        st.sampled_from(["/g/a", "/g/b"]),
+        st.sampled_from(["h1", "h2"]),
+        st.sampled_from(["/a", "/b"]),
+    ),
+    st.just(DuUpdated("", 0)),
+    st.builds(DuUpdated, st.text(max_size=4), st.integers(0, 10)),
+    st.just(DuRootCompleted(0, "")),
+    st.just(DuRootCompleted(104, "expired")),
+    st.just(DuRootCommitted()),
+)
+# Command ids: a few that repeat (as a command's events do), and arbitrary text.
+COMMAND_IDS = st.sampled_from(["a", "b", "c", "d"]) | st.text(max_size=3)
+STEPS = st.lists(
+    st.one_of(st.tuples(PAYLOADS, COMMAND_IDS), st.just("deleted")),
+    max_size=120,
+)
+
+
+def ulid(ms: int, entropy: int) -> str:
+    value = (ms << 80) | entropy
+    return "".join(CROCKFORD[(value >> (5 * i)) & 31] for i in reversed(range(26)))
+
+
+def fold_both(steps: list[tuple[EventPayload, str] | str]) -> tuple[WorkflowState, WorkflowState]:
+    """The state by `evolve` and by `WorkflowReplay` after the same history."""
+    state = initial_state(WF)
+    replay = WorkflowReplay(WF)
+    for n, step in enumerate(steps):
+        if step == "deleted":  # tombstones: the restore starts a new replay
+            state = evolve(state, WorkflowDeleted(WF))
+            replay = WorkflowReplay(WF)
+            continue
+        assert not isinstance(step, str)
+        payload, command_id = step
+        event = WorkflowEvent(
+            ulid(1_700_000_000_000 + n, n), state.vid, WF, state.seq, command_id, payload
+        )
+        state = evolve(state, event)
+        started = payload if isinstance(payload, DuRootStarted) else None
+        replay.add(type(payload), event.event_id, event.seq, command_id, started)
+    return state, replay.state()
+
+
+@settings(max_examples=400, deadline=None)
+@given(STEPS)
+def test_replay_equals_the_fold_of_evolve(steps: list[tuple[EventPayload, str] | str]) -> None:
+    by_evolve, by_replay = fold_both(steps)
+    assert by_replay == by_evolve
+    assert by_replay.recent_commands == by_evolve.recent_commands
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(COMMAND_IDS, min_size=RECENT_COMMANDS * 5, max_size=RECENT_COMMANDS * 12))
+def test_replay_equals_evolve_over_long_histories(command_ids: list[str]) -> None:
+    steps: list[tuple[EventPayload, str] | str] = [(DuUpdated("", 0), c) for c in command_ids]
+    by_evolve, by_replay = fold_both(steps)
+    assert by_replay == by_evolve
+
+
+def test_replay_needs_the_started_payload() -> None:
+    with pytest.raises(ValueError):
+        WorkflowReplay(WF).add(DuRootStarted, ulid(1, 1), 0, "c")
+
+
+@given(
+    st.lists(
+        st.tuples(st.text(max_size=40), st.text(max_size=40)),
+        max_size=RECENT_COMMANDS,
+        unique_by=lambda e: e[0],
+    )
+)
+def test_packed_recent_commands_round_trip(entries: list[tuple[str, str]]) -> None:
+    packed = recent.pack(tuple(entries))
+    assert recent.unpack(packed) == tuple(entries)
+    for command_id, vid in entries:
+        assert recent.lookup(packed, command_id) == vid
+    assert recent.lookup(packed, "\x00not there\x00") is None or any(
+        c == "\x00not there\x00" for c, _ in entries
+    )
+    assert WorkflowState(WF, recent_commands=tuple(entries)).recent_commands == tuple(entries)
