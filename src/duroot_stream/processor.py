@@ -75,6 +75,13 @@ KAFKA_TIMEOUT_S = 30.0
 IDLE_POLL_S = 0.2  # how long to wait for a first command before checking the stop flag
 CONSUME_CHUNK = 500  # commands taken from the fetch queue at a time
 RESTORE_BATCH = 10_000
+# Records must fit librdkafka's message.max.bytes (1,000,000), or producing them
+# fails, and the processor would stop on that command after every restart. An
+# event is at most a few hundred bytes bigger than the command that caused it:
+# bigger commands are dead-lettered. A dead letter is the malformed record plus
+# headers, so one of a record near the limit is cut to fit.
+MAX_COMMAND_BYTES = 990_000
+DEAD_LETTER_MAX_BYTES = 990_000
 
 # Header names of the request-reply convention (Spring Kafka's ReplyingKafkaTemplate).
 REPLY_TOPIC = "reply-topic"
@@ -322,8 +329,13 @@ class Processor:
         batch.next_offsets[partition] = offset + 1
         batch.commands += 1
         route = self._reply_route(message)
+        value = message.value() or b""
+        if len(value) > MAX_COMMAND_BYTES:
+            why = f"command of {len(value)} bytes, more than {MAX_COMMAND_BYTES}"
+            self._reject_malformed(message, route, "too-large", why)
+            return
         try:
-            command = self.codec.decode_command(message.value() or b"")
+            command = self.codec.decode_command(value)
         except CodecError as exc:
             self._reject_malformed(message, route, "undecodable", str(exc))
             return
@@ -470,15 +482,23 @@ class Processor:
                 "offset": message.offset(),
             },
         )
+        key, value, original = message.key(), message.value(), _headers(message)
         headers: Headers = [
-            *_headers(message),
             ("dlq-error", error.encode()),
             ("dlq-reason", reason.encode()),
             ("dlq-topic", (message.topic() or "").encode()),
             ("dlq-partition", str(message.partition()).encode()),
             ("dlq-offset", str(message.offset()).encode()),
         ]
-        self._produce(self.topics.dlq, 0, message.key(), message.value(), headers)
+        if _size(key, value, original + headers) > DEAD_LETTER_MAX_BYTES:
+            # Too big to produce (and failing would stop us on every restart): cut it;
+            # the whole record stays in the commands topic at dlq-partition/offset.
+            headers.append(("dlq-truncated", f"{_size(key, value, original)} bytes".encode()))
+            original = []
+            key = key[:1024] if key else key
+            room = max(0, DEAD_LETTER_MAX_BYTES - _size(key, None, headers))
+            value = value[:room] if value else value
+        self._produce(self.topics.dlq, 0, key, value, [*original, *headers])
         self.metrics.dead_letters.labels(reason).inc()
         self.metrics.commands.labels("unknown", "malformed").inc()
         if route is not None:
@@ -738,6 +758,11 @@ def _headers(message: Message) -> Headers:
     if isinstance(headers, dict):
         return list(headers.items())
     return list(headers)
+
+
+def _size(key: bytes | None, value: bytes | None, headers: Headers) -> int:
+    """Bytes of a record's key, value and headers."""
+    return len(key or b"") + len(value or b"") + sum(len(k) + len(_as_bytes(v)) for k, v in headers)
 
 
 def _as_bytes(value: str | bytes | None) -> bytes:
