@@ -1,0 +1,38 @@
+"""Fixtures of the reliability suite (`make test-reliability`, all marked slow)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from duroot_stream.broker import LocalBroker, free_port
+from duroot_stream.config import KafkaConfig
+
+from .harness import Scale, prepare
+
+
+@pytest.fixture(scope="session")
+def scale() -> Scale:
+    return Scale.from_env()
+
+
+@pytest.fixture
+def reliability_kafka(kafka: KafkaConfig) -> KafkaConfig:
+    """The session broker, topics of this test's own, six partitions."""
+    prepare(kafka)
+    return kafka
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[LocalBroker]:
+    """A broker of this test's own, on a data dir and port that survive a restart."""
+    broker = LocalBroker(
+        port=free_port(), data_dir=tmp_path / "kafka", log_file=tmp_path / "broker.log"
+    )
+    try:
+        broker.start()
+        yield broker
+    finally:
+        broker.stop()

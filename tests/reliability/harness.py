@@ -1,0 +1,165 @@
+"""What the four reliability scenarios share: sizes, the run, the settle, the verdict."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pytest
+
+from duroot_stream.config import KafkaConfig
+from duroot_stream.topics import Topics, create_topics
+
+from ..kafka_helpers import wait_until
+from .supervisor import Supervisor
+from .verify import Report, open_transactions, replay, unconsumed_commands
+from .workload import Driver, MalformedFactory, Walker
+
+PARTITIONS = 6
+RESULTS_DIR = Path(__file__).resolve().parents[2] / "bench-results"
+
+
+@dataclass(frozen=True)
+class Scale:
+    """Sizes of a run: `DUROOT_RELIABILITY_SCALE=full|small`, each figure overridable."""
+
+    name: str
+    commands: int
+    workflows: int
+    malformed: int
+    kill_interval: tuple[float, float]  # seconds between SIGKILLs, uniform
+    churn_interval: tuple[float, float]  # seconds between joins/leaves, uniform
+    seed: int
+
+    @classmethod
+    def from_env(cls) -> Scale:
+        name = os.environ.get("DUROOT_RELIABILITY_SCALE", "full")
+        if name not in ("full", "small"):
+            raise pytest.UsageError(f"DUROOT_RELIABILITY_SCALE={name!r}: full or small")
+        full = name == "full"
+        env = os.environ.get
+
+        def interval(var: str, default: str) -> tuple[float, float]:
+            low, _, high = env(var, default).partition(",")
+            return float(low), float(high or low)
+
+        return cls(
+            name=name,
+            commands=int(env("DUROOT_RELIABILITY_COMMANDS", 100_000 if full else 6_000)),
+            workflows=int(env("DUROOT_RELIABILITY_WORKFLOWS", 1_000 if full else 150)),
+            malformed=int(env("DUROOT_RELIABILITY_MALFORMED", 10_000)),
+            kill_interval=interval("DUROOT_RELIABILITY_KILL_INTERVAL", "5,15"),
+            churn_interval=interval("DUROOT_RELIABILITY_CHURN_INTERVAL", "3,10"),
+            seed=int(env("DUROOT_RELIABILITY_SEED", random.randrange(1 << 32))),
+        )
+
+    @property
+    def deadline_s(self) -> float:
+        """The longest a run may take before the test gives up (a stuck processor)."""
+        return 600.0 + self.commands / 50
+
+
+def make_walkers(scale: Scale, rng: random.Random, commands: int | None = None) -> list[Walker]:
+    """`commands` spread over `scale.workflows` walkers (budgets differ by at most one)."""
+    total = scale.commands if commands is None else commands
+    base, extra = divmod(total, scale.workflows)
+    return [
+        Walker(str(uuid.UUID(int=rng.getrandbits(128), version=4)), rng, base + (i < extra))
+        for i in range(scale.workflows)
+    ]
+
+
+def prepare(kafka: KafkaConfig) -> None:
+    create_topics(kafka, partitions=PARTITIONS)
+
+
+@dataclass
+class Run:
+    """One scenario's moving parts; `go` drives the load to the end under the chaos."""
+
+    kafka: KafkaConfig
+    scale: Scale
+    log_dir: Path
+    malformed: int = 0  # malformed records to interleave
+    commands: int | None = None  # valid commands, if not the scale's
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.scale.seed)
+        self.supervisor = Supervisor(
+            self.kafka.bootstrap_servers, self.kafka.topic_prefix, self.log_dir, self.rng
+        )
+        factory = MalformedFactory(random.Random(self.scale.seed + 1), PARTITIONS)
+        self.malformed_factory = factory if self.malformed else None
+        self.driver = Driver(
+            self.kafka,
+            make_walkers(self.scale, self.rng, self.commands),
+            PARTITIONS,
+            malformed=self.malformed_factory,
+            malformed_total=self.malformed,
+        )
+        self.started = time.monotonic()
+        self.seconds = 0.0
+
+    def go(self, chaos: Callable[[Supervisor], None] | None = None) -> None:
+        """Drive the load; `chaos(supervisor)` starts whatever disturbs it."""
+        if chaos is not None:
+            chaos(self.supervisor)
+        try:
+            self.driver.run(self.scale.deadline_s)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{self.supervisor.diagnostics()}") from None
+        self.supervisor.stop_chaos()
+        self.seconds = time.monotonic() - self.started
+        self.supervisor.stop_all()
+
+    def settle_and_verify(self) -> Report:
+        """No transaction left open, every command consumed, then the replay."""
+        topics = Topics(self.kafka.topic_prefix)
+        names = [topics.commands, topics.events, topics.index, topics.replies, topics.dlq]
+        wait_until(
+            lambda: not open_transactions(self.kafka, names),
+            timeout=60,
+            interval=1,
+            what=f"no open transactions ({open_transactions(self.kafka, names)})",
+        )
+        behind = unconsumed_commands(self.kafka)
+        assert not behind, f"the processors' committed offsets are not at the end: {behind}"
+        return replay(self.kafka)
+
+    def verdict(self, name: str, report: Report, capsys: pytest.CaptureFixture[str]) -> None:
+        """Print and save the figures, then assert the guarantees."""
+        sup, driver = self.supervisor, self.driver
+        figures = {
+            "scenario": name,
+            "scale": self.scale.name,
+            "seed": self.scale.seed,
+            "seconds": round(self.seconds, 1),
+            "kills": sup.kills,
+            "joins": sup.joins,
+            "leaves": sup.leaves,
+            "unexpected_exits": len(sup.unexpected_exits),
+            "sent": driver.sent,
+            "malformed_kinds": self.malformed_factory.counts if self.malformed_factory else {},
+            **{k: v for k, v in asdict(report).items() if k not in ("problems", "errors")},
+            "outcomes": dict(report.errors),
+        }
+        RESULTS_DIR.mkdir(exist_ok=True)
+        (RESULTS_DIR / f"reliability-{name}.json").write_text(json.dumps(figures, indent=2))
+        with capsys.disabled():
+            print(
+                f"\n[reliability {name}] seed={self.scale.seed} {self.seconds:.0f} s "
+                f"kills={sup.kills} joins={sup.joins} leaves={sup.leaves} "
+                f"{report.summary()}"
+            )
+        problems = "\n".join(report.problems)
+        assert not sup.unexpected_exits, f"processors exited unasked: {sup.unexpected_exits}"
+        assert not driver.unexpected_replies, driver.unexpected_replies[:10]
+        assert report.commands == driver.sent, "the commands topic lost or gained records"
+        assert report.lost == 0 and report.duplicated == 0, problems
+        assert report.problem_count == 0, f"{report.problem_count} problems:\n{problems}"

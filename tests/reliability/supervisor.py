@@ -1,0 +1,288 @@
+"""Processor instances as real processes (the `duroot-stream processor` CLI), and the chaos.
+
+`Supervisor` owns every process it starts and kills what is left in `close()`, so a
+failing test never leaves a processor behind. It runs one chaos policy at a time in
+a thread:
+
+- `kill_storm`: every few seconds SIGKILL a random instance and start it again with
+  the same `--instance-id` (so it aborts what its predecessor left open);
+- `churn`: instances join (start) and leave (SIGTERM, a clean shutdown) at random.
+
+A watcher thread notices exits nobody asked for (a crash, a fatal error) and records
+them in `unexpected_exits`; with `restart_crashed` it starts the instance again so
+the run can finish and the test can still report everything else.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+CLI = str(Path(sys.executable).with_name("duroot-stream"))
+TERM_TIMEOUT_S = 60.0
+# Exit 0 after SIGTERM; or killed by it when it came before the handler was installed
+# (an instance still importing, just restarted by the storm, has nothing to finish).
+CLEAN_EXITS = (0, -signal.SIGTERM)
+
+
+@dataclass
+class ProcessorProcess:
+    """One `duroot-stream processor --instance-id ID` process, restartable."""
+
+    instance_id: str
+    bootstrap: str
+    topic_prefix: str
+    log_dir: Path
+    extra_args: tuple[str, ...] = ()
+    process: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+    expected_exit: bool = False  # we killed or stopped it (reset by start)
+    reported: bool = False  # the watcher has seen this exit (reset by start)
+    _log: IO[bytes] | None = None
+
+    @property
+    def log_path(self) -> Path:
+        return self.log_dir / f"processor-{self.instance_id}.log"
+
+    def start(self) -> None:
+        assert not self.running, f"{self.instance_id} is already running"
+        if self._log is None:
+            self._log = open(self.log_path, "ab")  # noqa: SIM115 (closed in close())
+        self._log.write(f"--- start {self.starts + 1} at {time.strftime('%X')}\n".encode())
+        self._log.flush()
+        self.process = subprocess.Popen(
+            [
+                CLI,
+                "processor",
+                "--instance-id",
+                self.instance_id,
+                "-b",
+                self.bootstrap,
+                "--topic-prefix",
+                self.topic_prefix,
+                *self.extra_args,
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # our signals only, never the terminal's
+        )
+        self.starts += 1
+        self.expected_exit = self.reported = False
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: no commit, no leaving the group, an open transaction left behind."""
+        self.expected_exit = True
+        if self.process is not None:
+            if self.process.poll() is None:
+                self.process.send_signal(signal.SIGKILL)
+            self.process.wait()
+
+    def terminate(self, timeout: float = TERM_TIMEOUT_S) -> int | None:
+        """SIGTERM and wait; the exit code, or None if it hung (it is killed then)."""
+        self.expected_exit = True
+        if self.process is None:
+            return 0
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return None
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        return "\n".join(text[-lines:])
+
+    def close(self) -> None:
+        self.kill()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+@dataclass
+class Exit:
+    instance_id: str
+    returncode: int | None
+    at: float  # seconds since the supervisor started
+    what: str  # "crashed" | "SIGTERM exit code N" | "hung on SIGTERM"
+
+
+@dataclass
+class Supervisor:
+    bootstrap: str
+    topic_prefix: str
+    log_dir: Path
+    rng: random.Random
+    restart_crashed: bool = True
+    extra_args: tuple[str, ...] = ()
+    instances: dict[str, ProcessorProcess] = field(default_factory=dict)
+    kills: int = 0
+    joins: int = 0
+    leaves: int = 0
+    unexpected_exits: list[Exit] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._started = time.monotonic()
+        self._threads: list[threading.Thread] = []
+        self._chaos_stop = threading.Event()
+        self._chaos: threading.Thread | None = None
+        self.chaos_errors: list[BaseException] = []
+        watcher = threading.Thread(target=self._watch, name="supervisor-watch", daemon=True)
+        watcher.start()
+        self._threads.append(watcher)
+
+    # --- instances --------------------------------------------------------------
+
+    def start(self, instance_id: str) -> ProcessorProcess:
+        with self._lock:
+            proc = self.instances.get(instance_id)
+            if proc is None:
+                proc = ProcessorProcess(
+                    instance_id, self.bootstrap, self.topic_prefix, self.log_dir, self.extra_args
+                )
+                self.instances[instance_id] = proc
+            proc.start()
+            return proc
+
+    def running(self) -> list[ProcessorProcess]:
+        with self._lock:
+            return [p for p in self.instances.values() if p.running]
+
+    def kill_and_restart(self, proc: ProcessorProcess) -> None:
+        with self._lock:
+            proc.kill()
+            self.kills += 1
+            proc.start()
+
+    def leave(self, proc: ProcessorProcess) -> None:
+        """SIGTERM: the instance commits, leaves the group and must exit 0."""
+        with self._lock:
+            code = proc.terminate()
+            self.leaves += 1
+            if code not in CLEAN_EXITS:
+                what = "hung on SIGTERM" if code is None else f"SIGTERM exit code {code}"
+                self.unexpected_exits.append(Exit(proc.instance_id, code, self._now(), what))
+
+    def stop_all(self) -> None:
+        """Clean shutdown of every running instance (SIGTERM, in parallel)."""
+        self.stop_chaos()
+        with self._lock:
+            running = self.running()
+            for proc in running:
+                assert proc.process is not None
+                proc.expected_exit = True
+                proc.process.send_signal(signal.SIGTERM)
+            for proc in running:
+                code = proc.terminate()
+                if code not in CLEAN_EXITS:
+                    what = "hung on SIGTERM" if code is None else f"SIGTERM exit code {code}"
+                    self.unexpected_exits.append(Exit(proc.instance_id, code, self._now(), what))
+
+    def close(self) -> None:
+        self.stop_chaos()
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(10)
+        with self._lock:
+            for proc in self.instances.values():
+                proc.close()
+
+    def _now(self) -> float:
+        return round(time.monotonic() - self._started, 1)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.2):
+            with self._lock:
+                for proc in self.instances.values():
+                    if proc.process is None or proc.process.poll() is None:
+                        continue
+                    if proc.expected_exit or proc.reported:
+                        continue
+                    proc.reported = True
+                    self.unexpected_exits.append(
+                        Exit(proc.instance_id, proc.process.returncode, self._now(), "crashed")
+                    )
+                    if self.restart_crashed and not self._stop.is_set():
+                        proc.start()
+
+    # --- chaos ------------------------------------------------------------------
+
+    def run_chaos(self, policy: Callable[[threading.Event], None]) -> None:
+        """Run `policy(stop_event)` in a thread until `stop_chaos()`."""
+        assert self._chaos is None, "one chaos policy at a time"
+
+        def target() -> None:
+            try:
+                policy(self._chaos_stop)
+            except BaseException as exc:  # surfaced by stop_chaos
+                self.chaos_errors.append(exc)
+
+        self._chaos = threading.Thread(target=target, name="chaos", daemon=True)
+        self._chaos.start()
+
+    def stop_chaos(self) -> None:
+        self._chaos_stop.set()
+        if self._chaos is not None:
+            self._chaos.join(TERM_TIMEOUT_S + 10)
+            self._chaos = None
+        if self.chaos_errors:
+            raise self.chaos_errors[0]
+
+    def kill_storm(self, interval: tuple[float, float]) -> Callable[[threading.Event], None]:
+        """Every uniform(*interval) seconds: SIGKILL a random instance, start it again."""
+
+        def policy(stop: threading.Event) -> None:
+            while not stop.wait(self.rng.uniform(*interval)):
+                candidates = self.running()
+                if candidates:
+                    self.kill_and_restart(self.rng.choice(candidates))
+
+        return policy
+
+    def churn(
+        self, interval: tuple[float, float], ids: list[str], low: int = 1, high: int = 3
+    ) -> Callable[[threading.Event], None]:
+        """Instances from `ids` join and leave (SIGTERM), keeping between `low` and
+        `high` of them running."""
+
+        def policy(stop: threading.Event) -> None:
+            while not stop.wait(self.rng.uniform(*interval)):
+                running = self.running()
+                idle = [i for i in ids if i not in {p.instance_id for p in running}]
+                join = idle and (len(running) <= low or self.rng.random() < 0.5)
+                if join and len(running) < high:
+                    self.start(self.rng.choice(idle))
+                    self.joins += 1
+                elif len(running) > low:
+                    self.leave(self.rng.choice(running))
+
+        return policy
+
+    def diagnostics(self) -> str:
+        parts = [
+            f"kills={self.kills} joins={self.joins} leaves={self.leaves} "
+            f"unexpected_exits={self.unexpected_exits}"
+        ]
+        for proc in self.instances.values():
+            parts.append(f"--- {proc.log_path} (tail)\n{proc.log_tail()}")
+        return "\n".join(parts)

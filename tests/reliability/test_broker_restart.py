@@ -1,0 +1,54 @@
+"""Broker restart: the broker is killed once mid-run and started again on the same
+port and data dir; the processors reconnect on their own and nothing is lost or
+duplicated."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from duroot_stream.broker import LocalBroker
+from duroot_stream.config import KafkaConfig
+
+from .harness import Run, Scale, prepare
+from .supervisor import Supervisor
+
+pytestmark = [pytest.mark.slow, pytest.mark.broker, pytest.mark.timeout(7200)]
+
+OUTAGE_S = 5.0  # how long the broker stays down, on purpose
+RESTART_AT = 0.3  # share of the load answered when the broker is killed
+
+
+def test_broker_restart(
+    own_broker: LocalBroker, scale: Scale, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    kafka = KafkaConfig(bootstrap_servers=own_broker.bootstrap, topic_prefix="reliability.")
+    prepare(kafka)
+    run = Run(kafka, scale, tmp_path)
+    outage: dict[str, float] = {}
+
+    def restart_once(stop: threading.Event) -> None:
+        while run.driver.progress < RESTART_AT:
+            if stop.wait(0.2):
+                return
+        down = time.monotonic()
+        own_broker.kill()
+        stop.wait(OUTAGE_S)
+        own_broker.start()
+        outage["seconds"] = time.monotonic() - down
+
+    def chaos(sup: Supervisor) -> None:
+        sup.start("a")
+        sup.start("b")
+        sup.run_chaos(restart_once)
+
+    try:
+        run.go(chaos)
+        report = run.settle_and_verify()
+    finally:
+        run.supervisor.close()
+    run.verdict("broker-restart", report, capsys)
+    assert outage, "the run ended before the broker restart"

@@ -1,0 +1,34 @@
+"""Rebalance under load: instances join and leave (SIGTERM, a clean shutdown) at
+random while the load runs, between one and three of them at a time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from duroot_stream.config import KafkaConfig
+
+from .harness import Run, Scale
+from .supervisor import Supervisor
+
+pytestmark = [pytest.mark.slow, pytest.mark.broker, pytest.mark.timeout(7200)]
+
+
+def test_rebalance_under_load(
+    reliability_kafka: KafkaConfig, scale: Scale, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = Run(reliability_kafka, scale, tmp_path)
+
+    def chaos(sup: Supervisor) -> None:
+        sup.start("a")
+        sup.start("b")
+        sup.run_chaos(sup.churn(scale.churn_interval, ["a", "b", "c"], low=1, high=3))
+
+    try:
+        run.go(chaos)
+        report = run.settle_and_verify()
+    finally:
+        run.supervisor.close()
+    run.verdict("rebalance", report, capsys)
+    assert run.supervisor.joins > 0 and run.supervisor.leaves > 0, "no membership change"

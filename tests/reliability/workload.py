@@ -1,0 +1,561 @@
+"""The load: per workflow a random walk of commands, one in flight at a time.
+
+Each `Walker` is a requester that believes it knows its workflow's state from the
+replies it got, and usually sends what fits (Init, Appends, Commit, Delete, Init
+again), but also every other command type, invalid arguments, no version check,
+the vid of its last reply, a stale vid, a vid that never existed, and now and
+then one of its recent commands again with the same command id. Whether the
+belief is right does not matter: the verifier replays what the processor
+consumed through the domain core, which decides what was right.
+
+`Driver` runs all walkers from one thread: it sends each walker's next command
+as soon as the previous one is answered, so up to one command per workflow is in
+flight, and (for the bad input storm) interleaves malformed records. Every record
+carries the request-reply headers with a correlation id of its own, so each send
+can be matched with exactly one reply.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+
+from duroot_stream.codec import Codec
+from duroot_stream.config import KafkaConfig
+from duroot_stream.domain.model import (
+    NO_VC,
+    RETRY_NO_VC,
+    AbortExpired,
+    Append,
+    Command,
+    CommandBody,
+    Commit,
+    Delete,
+    End,
+    ErrorCode,
+    Fail,
+    Init,
+    PathUsage,
+    Reply,
+    StateCode,
+)
+from duroot_stream.ids import encode_ulid, new_ulid, now_ms
+from duroot_stream.partitioning import partition_for
+from duroot_stream.topics import Topics
+
+log = logging.getLogger("duroot.reliability")
+
+_STATE_IN_MESSAGE = re.compile(r"(?:state|advanced to) ([A-Z]+)$")
+
+
+def random_ulid(rng: random.Random) -> str:
+    """A well-formed ULID that no event has (the run's ids are of today)."""
+    return encode_ulid((rng.getrandbits(40) << 80) | rng.getrandbits(80))
+
+
+@dataclass
+class Walker:
+    """One workflow's requester: a random walk over the commands."""
+
+    workflow_id: str
+    rng: random.Random
+    budget: int  # commands still to send
+    registry_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    belief: StateCode = StateCode.UNINITIALIZED
+    last_vid: str | None = None
+    vids: list[str] = field(default_factory=list)  # every vid a reply gave, oldest first
+    recent: deque[Command] = field(default_factory=lambda: deque(maxlen=4))
+    resent: int = 0
+
+    def next_command(self) -> Command:
+        rng = self.rng
+        if self.recent and rng.random() < 0.05:
+            self.resent += 1
+            return rng.choice(self.recent)  # the same command id again
+        body = self._body()
+        command = Command(new_ulid(), self.workflow_id, self._expected_vid(), now_ms(), body)
+        self.recent.append(command)
+        return command
+
+    def on_reply(self, command: Command, reply: Reply) -> None:
+        if reply.ok:
+            assert reply.vid is not None
+            self.last_vid = reply.vid
+            self.vids.append(reply.vid)
+            match command.body:
+                case Init():
+                    self.belief = StateCode.INITIALIZED
+                case Append():
+                    self.belief = StateCode.APPENDING
+                case Commit() | Fail() | AbortExpired() if self.belief < StateCode.COMPLETED:
+                    self.belief = StateCode.TERMINATED  # completion ends at once
+                case Delete():
+                    self.belief = StateCode.UNINITIALIZED
+        elif reply.error in (ErrorCode.CONFLICT_STATE, ErrorCode.CONFLICT_STATE_ADVANCED):
+            match = _STATE_IN_MESSAGE.search(reply.message)
+            if match and match.group(1) in StateCode.__members__:
+                self.belief = StateCode[match.group(1)]
+
+    def _expected_vid(self) -> str:
+        r = self.rng.random()
+        if r < 0.45 and self.last_vid is not None:
+            return self.last_vid
+        if r < 0.57 and len(self.vids) > 1:
+            return self.rng.choice(self.vids[:-1])  # stale
+        if r < 0.62:
+            return random_ulid(self.rng)  # never existed
+        if r < 0.67:
+            return RETRY_NO_VC
+        return NO_VC
+
+    def _init(self) -> Init:
+        return Init(self.registry_id, f"/g/{self.workflow_id}", "files.example.org", "/srv/data")
+
+    def _body(self) -> CommandBody:
+        rng = self.rng
+        r = rng.random()
+        if r < 0.03:  # an invalid argument
+            return rng.choice(
+                [
+                    Init(self.registry_id, "/g", "", "/r"),
+                    Init("00000000-0000-0000-0000-000000000000", "/g", "h", "/r"),
+                    Fail(0, "zero is not a failure code"),
+                    Append(()),
+                ]
+            )
+        if r < 0.10:  # any command type at all
+            return rng.choice(
+                [
+                    self._init(),
+                    Init(self.registry_id, "/elsewhere", "h", "/r"),  # CONFLICT_INIT
+                    self._append(),
+                    Commit(),
+                    Fail(rng.randint(1, 200), "failed on purpose"),
+                    AbortExpired(),
+                    End(),
+                    Delete(),
+                ]
+            )
+        match self.belief:
+            case StateCode.UNINITIALIZED:
+                return self._init()
+            case StateCode.INITIALIZED | StateCode.APPENDING:
+                if r < 0.80:
+                    return self._append()
+                if r < 0.88:
+                    return Commit()
+                if r < 0.92:
+                    return Fail(rng.randint(1, 200), "du failed: on purpose")
+                if r < 0.94:
+                    return AbortExpired()
+                return self._init()  # the same Init again: a no-op
+            case _:
+                if r < 0.60:
+                    return Delete()
+                if r < 0.75:
+                    return End()  # a no-op on TERMINATED
+                return Commit()  # CONFLICT_STATE
+        raise AssertionError("unreachable")
+
+    def _append(self) -> Append:
+        rng = self.rng
+        n = rng.randint(100, 300) if rng.random() < 0.01 else rng.randint(1, 3)
+        return Append(
+            tuple(
+                PathUsage(f"d{rng.randrange(100)}/f{rng.randrange(10_000)}", rng.getrandbits(40))
+                for _ in range(n)
+            )
+        )
+
+
+@dataclass
+class Malformed:
+    kind: str
+    value: bytes | None
+    partition: int
+
+
+@dataclass
+class _Pending:
+    walker: Walker | None  # None for a malformed record
+    command: Command | None
+    sent_at: float
+
+
+class DriverError(AssertionError):
+    pass
+
+
+@dataclass
+class Driver:
+    """Sends every walker's commands (and malformed records) and collects the replies."""
+
+    kafka: KafkaConfig
+    walkers: list[Walker]
+    partitions: int
+    malformed: Callable[[], Malformed] | None = None  # makes one malformed record
+    malformed_total: int = 0
+    stall_timeout_s: float = 240.0
+    sent: int = 0
+    replied: int = 0
+    malformed_sent: int = 0
+    unexpected_replies: list[str] = field(default_factory=list)  # duplicates, strangers
+
+    def __post_init__(self) -> None:
+        self.topics = Topics(self.kafka.topic_prefix)
+        self.codec = Codec()
+        self.total = sum(w.budget for w in self.walkers) + self.malformed_total
+        self._pending: dict[bytes, _Pending] = {}
+        self._answered: set[bytes] = set()
+        self._delivery_errors: list[str] = []
+
+    @property
+    def progress(self) -> float:
+        """Share of all records answered, 0..1."""
+        return self.replied / self.total if self.total else 1.0
+
+    def run(self, deadline_s: float) -> None:
+        producer = Producer(
+            self.kafka.client(
+                **{
+                    "enable.idempotence": True,
+                    "linger.ms": 5,
+                    "message.max.bytes": 1_048_576,
+                }
+            )
+        )
+        consumer = Consumer(
+            self.kafka.client(
+                **{
+                    "group.id": f"reliability-{uuid.uuid4().hex}",  # assigned, never joined
+                    "enable.auto.commit": False,
+                    "isolation.level": "read_committed",
+                }
+            )
+        )
+        consumer.assign(
+            [
+                TopicPartition(self.topics.replies, p, OFFSET_BEGINNING)
+                for p in range(self.partitions)
+            ]
+        )
+        ready = deque(w for w in self.walkers if w.budget > 0)
+        malformed_per_valid = self.malformed_total / max(1, self.total - self.malformed_total)
+        owed = 0.0
+        deadline = time.monotonic() + deadline_s
+        last_reply = started = time.monotonic()
+        next_report = started + 10
+        try:
+            while self.replied < self.total:
+                while ready:
+                    walker = ready.popleft()
+                    walker.budget -= 1
+                    self._send_command(producer, walker)
+                    owed += malformed_per_valid
+                    while owed >= 1 and self.malformed_sent < self.malformed_total:
+                        owed -= 1
+                        self._send_malformed(producer)
+                if self.malformed_sent < self.malformed_total and not any(
+                    w.budget for w in self.walkers
+                ):
+                    while self.malformed_sent < self.malformed_total:
+                        self._send_malformed(producer)  # the rest, once the walkers are done
+                producer.poll(0)
+                if self._delivery_errors:
+                    raise DriverError(f"commands not delivered: {self._delivery_errors[:5]}")
+                for message in consumer.consume(1000, 0.05):
+                    if message.error():
+                        if message.error().code() != KafkaError._PARTITION_EOF:
+                            raise DriverError(f"reading replies: {message.error()}")
+                        continue
+                    walker = self._on_reply(message)
+                    last_reply = time.monotonic()
+                    if walker is not None and walker.budget > 0:
+                        ready.append(walker)
+                now = time.monotonic()
+                if now >= next_report:
+                    next_report = now + 10
+                    log.info(
+                        "%.0f s: %d/%d answered, %d waiting",
+                        now - started,
+                        self.replied,
+                        self.total,
+                        len(self._pending),
+                    )
+                if now > deadline or now - last_reply > self.stall_timeout_s:
+                    raise DriverError(self._stalled(now > deadline, now - last_reply))
+            producer.flush(60)
+        finally:
+            consumer.close()
+
+    def _send_command(self, producer: Producer, walker: Walker) -> None:
+        command = walker.next_command()
+        partition = partition_for(command.workflow_id, self.partitions)
+        self._produce(
+            producer, partition, command.workflow_id.encode(), self.codec.encode_command(command)
+        )
+        self._pending[self._last] = _Pending(walker, command, time.monotonic())
+
+    def _send_malformed(self, producer: Producer) -> None:
+        assert self.malformed is not None
+        bad = self.malformed()
+        self._produce(producer, bad.partition, f"bad-{bad.kind}".encode(), bad.value)
+        self._pending[self._last] = _Pending(None, None, time.monotonic())
+        self.malformed_sent += 1
+
+    def _produce(self, producer: Producer, partition: int, key: bytes, value: bytes | None) -> None:
+        correlation = new_ulid().encode()
+        headers = [
+            ("reply-topic", self.topics.replies.encode()),
+            ("reply-partition", str(partition).encode()),
+            ("correlation-id", correlation),
+        ]
+        while True:
+            try:
+                producer.produce(
+                    self.topics.commands,
+                    value,
+                    key,
+                    partition=partition,
+                    headers=headers,
+                    on_delivery=self._delivered,
+                )
+                break
+            except BufferError:
+                producer.poll(0.1)
+        self._last = correlation
+        self.sent += 1
+
+    def _delivered(self, error: KafkaError | None, _message: object) -> None:
+        if error is not None:
+            self._delivery_errors.append(str(error))
+
+    def _on_reply(self, message: object) -> Walker | None:
+        headers = dict(message.headers() or [])  # type: ignore[attr-defined]
+        correlation = headers.get("correlation-id")
+        pending = self._pending.pop(correlation, None)
+        if pending is None:
+            what = "second reply" if correlation in self._answered else "reply to nothing sent"
+            self.unexpected_replies.append(f"{what}: correlation {correlation!r}")
+            return None
+        self._answered.add(correlation)
+        self.replied += 1
+        if pending.walker is None or pending.command is None:
+            return None
+        reply = self.codec.decode_reply(message.value())  # type: ignore[attr-defined]
+        pending.walker.on_reply(pending.command, reply)
+        return pending.walker
+
+    def _stalled(self, past_deadline: bool, quiet_s: float) -> str:
+        oldest = sorted(self._pending.values(), key=lambda p: p.sent_at)[:5]
+        stuck = sorted(
+            {partition_for(p.command.workflow_id, self.partitions) for p in oldest if p.command}
+        )
+        why = "deadline passed" if past_deadline else f"no reply for {quiet_s:.0f} s"
+        return (
+            f"{why}: {self.replied}/{self.total} answered, {len(self._pending)} waiting; "
+            f"oldest waiting on partitions {stuck}"
+        )
+
+
+# --- malformed records --------------------------------------------------------------
+#
+# Hand-made Avro, so that records the codec would refuse to write can be made too.
+
+
+def _zigzag(n: int) -> bytes:
+    z = (n << 1) ^ (n >> 63)
+    z &= (1 << 64) - 1
+    out = bytearray()
+    while z >= 0x80:
+        out.append((z & 0x7F) | 0x80)
+        z >>= 7
+    out.append(z)
+    return bytes(out)
+
+
+def _avro_str(s: str | bytes) -> bytes:
+    data = s.encode() if isinstance(s, str) else s
+    return _zigzag(len(data)) + data
+
+
+def raw_command(
+    prefix: bytes,
+    command_id: str | bytes,
+    workflow_id: str | bytes,
+    expected_vid: str | bytes,
+    branch: int,
+    body: bytes = b"",
+) -> bytes:
+    """A Command record written field by field: no checks at all."""
+    return (
+        prefix
+        + _avro_str(command_id)
+        + _avro_str(workflow_id)
+        + _avro_str(expected_vid)
+        + _zigzag(now_ms())
+        + _zigzag(branch)
+        + body
+    )
+
+
+ONE_MB = 1_000_000
+
+
+@dataclass
+class MalformedFactory:
+    """Makes malformed command records of every kind, at random."""
+
+    rng: random.Random
+    partitions: int
+    counts: dict[str, int] = field(default_factory=dict)
+    big_budget: int = 12  # records of about 1 MB among them
+
+    def __post_init__(self) -> None:
+        codec = Codec()
+        wf = str(uuid.uuid4())
+        self._wf = wf
+        self._init = codec.encode_command(
+            Command(new_ulid(), wf, NO_VC, now_ms(), Init(str(uuid.uuid4()), "/g", "h", "/r"))
+        )
+        self._append = codec.encode_command(
+            Command(new_ulid(), wf, NO_VC, now_ms(), Append((PathUsage("a/b", 4096),) * 20))
+        )
+        self._prefix = self._init[:10]
+        self._other_records = [
+            codec.encode_reply(Reply(new_ulid(), wf, True, new_ulid(), None, "")),
+            codec.encode_reply(Reply(None, None, False, None, ErrorCode.MALFORMED, "x")),
+        ]
+
+    def __call__(self) -> Malformed:
+        rng = self.rng
+        kinds = [
+            "random",
+            "empty",
+            "null",
+            "truncated",
+            "fingerprint",
+            "confluent",
+            "marker",
+            "invalid-id",
+            "trailing",
+            "oversized",
+            "unknown-command",
+            "other-record",
+            "bad-utf8",
+            "misrouted",
+        ]
+        kind = rng.choice(kinds)
+        if kind == "oversized" and self.big_budget > 0 and rng.random() < 0.1:
+            kind = rng.choice(["oversized-1mb", "oversized-valid"])
+            self.big_budget -= 1
+        value = getattr(self, "_" + kind.replace("-", "_"))()
+        self.counts[kind] = self.counts.get(kind, 0) + 1
+        partition = rng.randrange(self.partitions)
+        if kind == "oversized-valid":
+            partition = partition_for(self._wf, self.partitions)
+        if kind == "misrouted":
+            right = partition_for(self._wf, self.partitions)
+            partition = (right + 1 + rng.randrange(self.partitions - 1)) % self.partitions
+        return Malformed(kind, value, partition)
+
+    def _random(self) -> bytes:
+        return self.rng.randbytes(self.rng.randint(1, 300))
+
+    def _empty(self) -> bytes:
+        return b""
+
+    def _null(self) -> None:
+        return None
+
+    def _truncated(self) -> bytes:
+        good = self.rng.choice([self._init, self._append])
+        return good[: self.rng.randint(1, len(good) - 1)]
+
+    def _fingerprint(self) -> bytes:
+        return b"\xc3\x01" + self.rng.randbytes(8) + self._init[10:]
+
+    def _confluent(self) -> bytes:
+        return b"\x00" + self.rng.randbytes(4) + self._init[10:]
+
+    def _marker(self) -> bytes:
+        return b"\xc3" + bytes([self.rng.choice([0, 2, 0xFF])]) + self._init[2:]
+
+    def _invalid_id(self) -> bytes:
+        good = (new_ulid(), str(uuid.uuid4()), NO_VC)
+        bad = self.rng.choice(
+            [
+                (new_ulid().lower(), good[1], good[2]),
+                ("not-a-ulid", good[1], good[2]),
+                ("", good[1], good[2]),
+                ("8" + new_ulid()[1:], good[1], good[2]),  # overflows 128 bits
+                (good[0], "not-a-uuid", good[2]),
+                (good[0], good[1].upper(), good[2]),
+                (good[0], "", good[2]),
+                (good[0], good[1], "00000000000000000000000003x"),
+                (good[0], good[1], "LIL0000000000000000000000I"),
+            ]
+        )
+        if self.rng.random() < 0.2:  # a good envelope, an Init whose registry id is no UUID
+            body = _avro_str("registry") + _avro_str("/g") + _avro_str("h") + _avro_str("/r")
+            return raw_command(self._prefix, *good, 0, body)
+        return raw_command(self._prefix, *bad, 2)
+
+    def _trailing(self) -> bytes:
+        return self.rng.choice([self._init, self._append]) + self.rng.randbytes(
+            self.rng.randint(1, 20)
+        )
+
+    def _oversized(self) -> bytes:
+        """Counts and lengths that claim far more than the record holds."""
+        ids = (new_ulid(), str(uuid.uuid4()), NO_VC)
+        return self.rng.choice(
+            [
+                raw_command(self._prefix, *ids, 1, _zigzag(1 << 40) + b"\x02a\x02"),  # 2^40 paths
+                raw_command(self._prefix, *ids, 1, _zigzag(-(1 << 40)) + _zigzag(1 << 50)),
+                raw_command(self._prefix, *ids, 1, _zigzag(1) + _zigzag(1 << 50) + b"a"),
+                raw_command(self._prefix, *ids, 0, _zigzag(1 << 62)),
+                self._prefix + b"\xff" * 11,  # a varint longer than 10 bytes
+                raw_command(self._prefix, *ids, 1, _zigzag(-1) + b"\x02a\x02"),  # count -1
+            ]
+        )
+
+    def _oversized_1mb(self) -> bytes:
+        """An Append of about 1 MB, around the clients' and the broker's message size
+        limits, that is malformed (its last path is cut short): its dead letter, the
+        same bytes plus headers, is bigger still."""
+        n = 40_000
+        paths = b"".join(_avro_str(f"dir/{i:020d}") + _zigzag(4096) for i in range(n))
+        body = _zigzag(n) + paths + _zigzag(0)
+        record = raw_command(self._prefix, new_ulid(), str(uuid.uuid4()), NO_VC, 1, body)
+        size = self.rng.randint(ONE_MB - 10_000, 1_048_000)  # around librdkafka's 1e6 limit
+        return record[:size]
+
+    def _oversized_valid(self) -> bytes:
+        """A well-formed Append of one path, about 1 MB: its event, a little bigger
+        still, would not fit in a Kafka message, so it is refused as too large."""
+        size = self.rng.randint(ONE_MB - 10_000, 1_040_000)
+        body = Append((PathUsage("p" * size, 1),))
+        return Codec().encode_command(Command(new_ulid(), self._wf, NO_VC, now_ms(), body))
+
+    def _unknown_command(self) -> bytes:
+        branch = self.rng.choice([7, 8, 63, 1000, -1, -7])
+        return raw_command(self._prefix, new_ulid(), str(uuid.uuid4()), NO_VC, branch)
+
+    def _other_record(self) -> bytes:
+        return self.rng.choice(self._other_records)
+
+    def _bad_utf8(self) -> bytes:
+        body = _avro_str(b"\xff\xfe") + _avro_str("/g") + _avro_str("h") + _avro_str("/r")
+        return raw_command(self._prefix, new_ulid(), str(uuid.uuid4()), NO_VC, 0, body)
+
+    def _misrouted(self) -> bytes:
+        return Codec().encode_command(Command(new_ulid(), self._wf, NO_VC, now_ms(), Commit()))
