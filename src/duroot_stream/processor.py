@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import socket
 import threading
 import time
@@ -75,6 +76,7 @@ KAFKA_TIMEOUT_S = 30.0
 IDLE_POLL_S = 0.2  # how long to wait for a first command before checking the stop flag
 CONSUME_CHUNK = 500  # commands taken from the fetch queue at a time
 RESTORE_BATCH = 10_000
+HUNG_CALL_S = 2 * KAFKA_TIMEOUT_S  # the CLI exits when a Kafka call blocks this long
 # Records must fit librdkafka's message.max.bytes (1,000,000), or producing them
 # fails, and the processor would stop on that command after every restart. An
 # event is at most a few hundred bytes bigger than the command that caused it:
@@ -154,6 +156,7 @@ class Processor:
         self.ready = threading.Event()  # set once the first assignment is restored
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
+        self._in_call: tuple[str, float] | None = None  # (call, started) of `_retry`
 
     # --- life cycle -------------------------------------------------------------
 
@@ -621,12 +624,27 @@ class Processor:
         """Run a transactional call; retriable errors are retried, the rest triaged."""
         delay = 0.1
         while True:
+            self._in_call = (what, time.monotonic())
             try:
                 return call()
             except KafkaException as exc:
                 self._triage(what, exc)
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
+            finally:
+                self._in_call = None
+
+    def hung_call(self, limit_s: float) -> tuple[str, float] | None:
+        """The transactional call running longer than `limit_s`, and for how long.
+
+        librdkafka can block in one past its timeout after a broker restart
+        (`send_offsets_to_transaction`: librdkafka issues 5456, 5511) while its
+        heartbeats keep our partitions; the CLI exits then, so a restart recovers.
+        """
+        call = self._in_call
+        if call is None or time.monotonic() - call[1] <= limit_s:
+            return None
+        return call[0], time.monotonic() - call[1]
 
     def _triage(self, what: str, exc: KafkaException) -> None:
         """The one place Kafka errors are sorted: return = retry; raise otherwise."""
@@ -948,6 +966,20 @@ def cli_main(args: argparse.Namespace) -> int:
         log.info("metrics", extra={"url": f"http://{args.metrics_addr}:{port}/metrics"})
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: processor.stop())
+
+    def watchdog() -> None:
+        while True:
+            time.sleep(5)
+            hung = processor.hung_call(HUNG_CALL_S)
+            if hung is not None:
+                log.error(
+                    "processor stopped: Kafka call %s has not returned for %.0f s, past its "
+                    "timeout; exiting so that a restart recovers",
+                    *hung,
+                )
+                os._exit(1)
+
+    threading.Thread(target=watchdog, name="watchdog", daemon=True).start()
     try:
         processor.run()
     except (ProcessorFatal, TopicCheckError) as exc:

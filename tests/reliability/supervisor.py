@@ -15,6 +15,8 @@ the run can finish and the test can still report everything else.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import random
 import signal
 import subprocess
@@ -27,7 +29,7 @@ from pathlib import Path
 from typing import IO
 
 CLI = str(Path(sys.executable).with_name("duroot-stream"))
-TERM_TIMEOUT_S = 60.0
+TERM_TIMEOUT_S = 90.0  # above the processor's own hung-call exit (60 s)
 # Exit 0 after SIGTERM; or killed by it when it came before the handler was installed
 # (an instance still importing, just restarted by the storm, has nothing to finish).
 CLEAN_EXITS = (0, -signal.SIGTERM)
@@ -71,6 +73,7 @@ class ProcessorProcess:
                 *self.extra_args,
             ],
             stdin=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONFAULTHANDLER": "1"},  # stacks on SIGABRT (a hang)
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # our signals only, never the terminal's
@@ -100,6 +103,10 @@ class ProcessorProcess:
         try:
             return self.process.wait(timeout)
         except subprocess.TimeoutExpired:
+            # Hung: SIGABRT makes faulthandler write every thread's stack to the log.
+            self.process.send_signal(signal.SIGABRT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(10)
             self.kill()
             return None
 
