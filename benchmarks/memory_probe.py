@@ -6,7 +6,8 @@ all loaded: the empty process), reads VmRSS from /proc/self/status, then
 restores the loaded topic, keeps the workflows, collects garbage and reads
 VmRSS again. glibc keeps freed heap (the fetched records of the restore) in
 the process, so it is asked to give it back (`malloc_trim(0)`) before the
-last reading. Prints one JSON object.
+last reading. Also the bytes the states themselves hold (`sys.getsizeof`
+of each object, shared ones once). Prints one JSON object.
 
 `python -m benchmarks.memory_probe --bootstrap-servers B --events-topic T
 --partitions N --empty-topic E`
@@ -25,6 +26,7 @@ from collections.abc import Sequence
 
 from duroot_stream.codec import Codec
 from duroot_stream.config import KafkaConfig
+from duroot_stream.domain import WorkflowState
 from duroot_stream.processor import restore_partitions
 
 
@@ -40,6 +42,21 @@ def trim() -> None:
     """Hand freed heap back to the kernel (glibc), so RSS shows what is held."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def held_bytes(restored: dict[int, tuple[dict[str, WorkflowState], int]]) -> int:
+    """What the workflows' dicts and states hold: `sys.getsizeof` summed over the
+    objects, each shared one (interned roots, enum members, small ints) once."""
+    seen: set[int] = set()
+    total = 0
+    for workflows, _ in restored.values():
+        total += sys.getsizeof(workflows)
+        for workflow_id, state in workflows.items():
+            for obj in (workflow_id, state, *state):
+                if id(obj) not in seen:
+                    seen.add(id(obj))
+                    total += sys.getsizeof(obj)
+    return total
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -64,8 +81,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     gc.collect()
     untrimmed = rss_bytes()
     trim()
-    held = rss_bytes()
+    rss = rss_bytes()
     workflows = sum(len(w) for w, _ in restored.values())
+    held = held_bytes(restored)
     events = sum(n for _, n in restored.values())
     print(
         json.dumps(
@@ -75,8 +93,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "restore_s": round(seconds, 3),
                 "rss_empty_bytes": empty,
                 "rss_bytes_before_trim": untrimmed,
-                "rss_bytes": held,
-                "bytes_per_workflow": (held - empty) / workflows,
+                "rss_bytes": rss,
+                "bytes_per_workflow": (rss - empty) / workflows,
+                "live_bytes_per_workflow": held / workflows,
                 "bytes_per_workflow_before_trim": (untrimmed - empty) / workflows,
             }
         )

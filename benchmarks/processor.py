@@ -45,7 +45,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_END, Consumer, KafkaError, TopicPartition
 
 from benchmarks.workload import (
     REPO,
@@ -231,7 +231,8 @@ def latency(bootstrap_servers: str, quick: bool, rate: float) -> Results:
 
 
 def raw_consume(kafka: KafkaConfig, topic: str, partitions: list[int]) -> int:
-    """Read the partitions to their end as restore does, touching only each value."""
+    """Read the partitions to their end with restore's consumer settings and loop
+    (`restore_partitions`), touching only each record's value."""
     consumer = Consumer(
         kafka.client(
             **{
@@ -242,15 +243,24 @@ def raw_consume(kafka: KafkaConfig, topic: str, partitions: list[int]) -> int:
                 "fetch.max.bytes": 64 * 1024 * 1024,
                 "max.partition.fetch.bytes": 16 * 1024 * 1024,
                 "queued.max.messages.kbytes": 256 * 1024,
+                "fetch.wait.max.ms": 10,
             }
         )
     )
     count = 0
     try:
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        starts = []
+        for p in partitions:
+            low, _ = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
+            starts.append(TopicPartition(topic, p, low))
+        consumer.assign(starts)
         pending = set(partitions)
         while pending:
-            for message in consumer.consume(num_messages=RESTORE_BATCH, timeout=1.0):
+            messages = consumer.consume(num_messages=RESTORE_BATCH, timeout=0)
+            if not messages:
+                message = consumer.poll(1.0)
+                messages = [message] if message is not None else []
+            for message in messages:
                 error = message.error()
                 if error is not None:
                     if error.code() == KafkaError._PARTITION_EOF:
@@ -337,6 +347,7 @@ def memory(bootstrap_servers: str, quick: bool) -> Results:
         "rss_mib": round(probe["rss_bytes"] / 2**20, 1),
         "bytes_per_workflow": round(probe["bytes_per_workflow"]),
         "bytes_per_workflow_before_trim": round(probe["bytes_per_workflow_before_trim"]),
+        "live_bytes_per_workflow": round(probe["live_bytes_per_workflow"]),
     }
 
 

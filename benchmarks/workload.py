@@ -193,6 +193,7 @@ def write_histories(
         histories = {i: shape.payloads(i) for i in group}
         commands = {i: [new_ulid() for _ in range(histories[i][-1][0] + 1)] for i in group}
         heads = dict.fromkeys(group, EVENT_EPOCH)
+        routes = {i: [(t, partition_for(workflows[i], n)) for t, n in targets] for i in group}
         for seq in range(shape.events):
             records: list[Record] = []
             for i in group:
@@ -203,11 +204,11 @@ def write_histories(
                 heads[i] = vid
                 key, value, headers = (
                     f"{wf}/{seq}".encode(),
-                    codec.encode_event(event),
+                    codec.encode_event(event, validate=False),
                     event_headers(event),
                 )
-                for topic, partitions in targets:
-                    records.append((topic, partition_for(wf, partitions), key, value, headers))
+                for topic, partition in routes[i]:
+                    records.append((topic, partition, key, value, headers))
             _produce_all(producer, records)
             written += len(group)
     remaining = producer.flush(300)

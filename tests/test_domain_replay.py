@@ -42,7 +42,7 @@ PAYLOADS = st.one_of(
 # Command ids: a few that repeat (as a command's events do), and arbitrary text.
 COMMAND_IDS = st.sampled_from(["a", "b", "c", "d"]) | st.text(max_size=3)
 STEPS = st.lists(
-    st.one_of(st.tuples(PAYLOADS, COMMAND_IDS), st.just("deleted")),
+    st.one_of(st.tuples(PAYLOADS, COMMAND_IDS), st.just("deleted"), st.just("resumed")),
     max_size=120,
 )
 
@@ -53,13 +53,17 @@ def ulid(ms: int, entropy: int) -> str:
 
 
 def fold_both(steps: list[tuple[EventPayload, str] | str]) -> tuple[WorkflowState, WorkflowState]:
-    """The state by `evolve` and by `WorkflowReplay` after the same history."""
+    """The state by `evolve` and by `WorkflowReplay` after the same history;
+    at "resumed" the replay is turned into its state and resumed from it."""
     state = initial_state(WF)
     replay = WorkflowReplay(WF)
     for n, step in enumerate(steps):
         if step == "deleted":  # tombstones: the restore starts a new replay
             state = evolve(state, WorkflowDeleted(WF))
             replay = WorkflowReplay(WF)
+            continue
+        if step == "resumed":
+            replay = WorkflowReplay.resume(replay.state())
             continue
         assert not isinstance(step, str)
         payload, command_id = step

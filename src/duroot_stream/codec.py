@@ -435,6 +435,16 @@ def _rstr(buf: bytes, pos: int) -> tuple[str, int]:
     return buf[pos:end].decode(), end
 
 
+def _skip_str(buf: bytes, pos: int) -> int:
+    n = buf[pos]
+    if n < 0x80 and not n & 1:
+        return pos + 1 + (n >> 1)
+    n, pos = _rlong(buf, pos)
+    if n < 0:
+        raise CodecError(f"negative string length {n}")
+    return pos + n
+
+
 def _ropt_str(buf: bytes, pos: int, field: str) -> tuple[str | None, int]:
     branch, pos = _rlong(buf, pos)
     if branch == 0:
@@ -552,7 +562,7 @@ _PAYLOAD_TYPES: tuple[type[EventPayload], ...] = (
 
 def _read_event_facts(buf: bytes, pos: int) -> EventFacts:
     event_id, pos = _rstr(buf, pos)
-    _, pos = _rstr(buf, pos)  # parent
+    pos = _skip_str(buf, pos)  # parent
     workflow_id, pos = _rstr(buf, pos)
     seq, pos = _rlong(buf, pos)
     command_id, pos = _rstr(buf, pos)

@@ -73,10 +73,11 @@ log = logging.getLogger("duroot.processor")
 T = TypeVar("T")
 
 KAFKA_TIMEOUT_S = 30.0
+HUNG_CALL_S = 2 * KAFKA_TIMEOUT_S  # the CLI exits when a Kafka call blocks this long
 IDLE_POLL_S = 0.2  # how long to wait for a first command before checking the stop flag
 CONSUME_CHUNK = 500  # commands taken from the fetch queue at a time
-RESTORE_BATCH = 10_000
-HUNG_CALL_S = 2 * KAFKA_TIMEOUT_S  # the CLI exits when a Kafka call blocks this long
+RESTORE_BATCH = 10_000  # records taken from the fetch queue at a time
+ACTIVE_REPLAYS = 1_000  # per partition, see _PartitionFold
 # Records must fit librdkafka's message.max.bytes (1,000,000), or producing them
 # fails, and the processor would stop on that command after every restart. An
 # event is at most a few hundred bytes bigger than the command that caused it:
@@ -89,6 +90,7 @@ DEAD_LETTER_MAX_BYTES = 990_000
 REPLY_TOPIC = "reply-topic"
 REPLY_PARTITION = "reply-partition"
 CORRELATION_ID = "correlation-id"
+ANY_PARTITION = -1  # produce: let the partitioner (murmur2_random) pick by key
 
 
 class ProcessorFatal(RuntimeError):
@@ -149,9 +151,10 @@ class Processor:
         # Per command, counted as they change and published at each commit:
         # recounting 100,000 workflows at every commit would take longer than it.
         self._state_counts = dict.fromkeys(StateCode, 0)
-        # Labelled metric children by (metric, labels): `labels()` takes a lock and
-        # validates the values, several microseconds per command otherwise.
-        self._children: dict[tuple[object, tuple[str, ...]], Any] = {}
+        # Counts of the open transaction by (metric, labels), added to the metrics
+        # when it commits (so an aborted and redone batch counts once), and one
+        # `labels().inc()` per batch instead of several microseconds per command.
+        self._counts: dict[tuple[Counter, tuple[str, ...]], float] = {}
         self._next_gc = time.monotonic() + settings.gc_interval_s
         self.ready = threading.Event()  # set once the first assignment is restored
         self._consumer: Consumer | None = None
@@ -192,6 +195,9 @@ class Processor:
                     "linger.ms": 5,
                     "queue.buffering.max.messages": 1_000_000,
                     "queue.buffering.max.kbytes": 1_048_576,
+                    # For replies keyed by command id without a reply partition
+                    # (partition -1): the Java client's murmur2, computed in C.
+                    "partitioner": "murmur2_random",
                     "error_cb": self._on_producer_error,
                 }
             )
@@ -362,12 +368,8 @@ class Processor:
             return
         batch.issued_at.append(command.issued_at)
         reply = self._apply(partition, workflows, command)
-        if route is None:
-            route = _ReplyRoute(
-                self.topics.replies,
-                partition_for(command.command_id, self._partition_counts[self.topics.replies]),
-                None,
-            )
+        if route is None:  # to the replies topic, partitioned by command id (murmur2)
+            route = _ReplyRoute(self.topics.replies, ANY_PARTITION, None)
         self._send_reply(route, command.command_id, reply)
 
     def _apply(
@@ -400,12 +402,9 @@ class Processor:
         return reply_for(command, decision)
 
     def _count(self, counter: Counter, *labels: str, amount: float = 1) -> None:
-        """`counter.labels(*labels).inc(amount)`, with the labelled child cached."""
+        """`counter.labels(*labels).inc(amount)` when the open transaction commits."""
         key = (counter, labels)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = counter.labels(*labels)
-        child.inc(amount)
+        self._counts[key] = self._counts.get(key, 0) + amount
 
     def _emit(self, partition: int, decision: Accepted) -> None:
         # Events, index events and replies are made from a decoded (so checked)
@@ -502,8 +501,8 @@ class Processor:
             room = max(0, DEAD_LETTER_MAX_BYTES - _size(key, None, headers))
             value = value[:room] if value else value
         self._produce(self.topics.dlq, 0, key, value, [*original, *headers])
-        self.metrics.dead_letters.labels(reason).inc()
-        self.metrics.commands.labels("unknown", "malformed").inc()
+        self._count(self.metrics.dead_letters, reason)
+        self._count(self.metrics.commands, "unknown", "malformed")
         if route is not None:
             reply = Reply(None, None, False, None, ErrorCode.MALFORMED, error)
             self._send_reply(route, None, reply)
@@ -586,6 +585,9 @@ class Processor:
             return
         self._batch = None
         now = time.time()
+        for (counter, labels), amount in self._counts.items():
+            counter.labels(*labels).inc(amount)
+        self._counts.clear()
         self.metrics.transactions.labels("committed").inc()
         self.metrics.batch_size.observe(batch.commands)
         self.metrics.batch_duration.observe(time.monotonic() - batch.started)
@@ -617,6 +619,7 @@ class Processor:
             if partition in assignment:
                 self._consumer.seek(TopicPartition(self.topics.commands, partition, offset))
         self._batch = None
+        self._counts.clear()  # the batch is redone and counted then
         self.metrics.transactions.labels("aborted").inc()
         self._update_state_gauges()
 
@@ -806,10 +809,9 @@ def restore_partitions(
     """Fold each partition of the event topic into workflow states.
 
     Reads from the beginning to the last stable offset (read_committed: the
-    partition EOF fires there) and folds each workflow's events into a
-    `WorkflowReplay`, which makes one state per workflow at the end. A
-    tombstone drops its workflow. Returns, per partition, the workflows and
-    the number of records read.
+    partition EOF fires there) and folds each partition with a
+    `_PartitionFold`. A tombstone drops its workflow. Returns, per partition,
+    the workflows and the number of records read.
 
     Per event only the first fields of the Avro body are read (id, workflow,
     seq, cause, payload type: `Codec.event_facts`), and only STARTED payloads
@@ -833,8 +835,7 @@ def restore_partitions(
             }
         )
     )
-    replays: dict[int, dict[str, WorkflowReplay]] = {p: {} for p in partitions}
-    counts = dict.fromkeys(partitions, 0)
+    folds = {p: _PartitionFold() for p in partitions}
     try:
         starts: list[TopicPartition] = []
         for p in partitions:
@@ -860,15 +861,10 @@ def restore_partitions(
                         pending.discard(_position(message)[0])
                         continue
                     raise ProcessorFatal(f"restoring {events_topic}: {error}")
-                partition, _ = _position(message)
-                counts[partition] += 1
-                _fold(replays[partition], message, codec)
+                folds[_position(message)[0]].add(message, codec)
     finally:
         consumer.close()
-    return {
-        p: ({wf: replay.state() for wf, replay in replays[p].items()}, counts[p])
-        for p in partitions
-    }
+    return {p: (fold.finish(), fold.records) for p, fold in folds.items()}
 
 
 def _watermarks(consumer: Consumer, tp: TopicPartition) -> tuple[int, int]:
@@ -887,21 +883,56 @@ def _watermarks(consumer: Consumer, tp: TopicPartition) -> tuple[int, int]:
             time.sleep(0.2)
 
 
-def _fold(replays: dict[str, WorkflowReplay], message: Message, codec: Codec) -> None:
-    value = message.value()
-    if value is None:  # tombstone of a deleted history: "<workflow-id>/<seq>"
-        replays.pop((message.key() or b"").split(b"/", 1)[0].decode(), None)
-        return
-    vid, workflow_id, seq, command_id, event_type = codec.event_facts(value)
-    replay = replays.get(workflow_id)
-    if replay is None:
-        replay = replays[workflow_id] = WorkflowReplay(workflow_id)
-    started = None
-    if event_type is DuRootStarted:
-        payload = codec.decode_event(value).payload
-        assert isinstance(payload, DuRootStarted)
-        started = payload
-    replay.add(event_type, vid, seq, command_id, started)
+class _PartitionFold:
+    """One partition's workflows during a restore.
+
+    The workflows with events coming in are folded by `WorkflowReplay`s (a
+    mutable accumulator each, much cheaper per event than `evolve`). Beyond
+    `ACTIVE_REPLAYS`, the longest-active one is turned into its state, and
+    resumed from it should more of its events come: a history's events are
+    close together in the topic (one du run), so this is rare, and the
+    accumulators of all workflows are never held at once (they would take
+    more memory than the states, and leave it fragmented afterwards).
+    """
+
+    __slots__ = ("active", "records", "states")
+
+    def __init__(self) -> None:
+        self.states: dict[str, WorkflowState] = {}
+        self.active: dict[str, WorkflowReplay] = {}  # oldest activated first
+        self.records = 0
+
+    def add(self, message: Message, codec: Codec) -> None:
+        self.records += 1
+        value = message.value()
+        if value is None:  # tombstone of a deleted history: "<workflow-id>/<seq>"
+            workflow_id = (message.key() or b"").split(b"/", 1)[0].decode()
+            self.active.pop(workflow_id, None)
+            self.states.pop(workflow_id, None)
+            return
+        vid, workflow_id, seq, command_id, event_type = codec.event_facts(value)
+        replay = self.active.get(workflow_id) or self._activate(workflow_id)
+        started = None
+        if event_type is DuRootStarted:
+            payload = codec.decode_event(value).payload
+            assert isinstance(payload, DuRootStarted)
+            started = payload
+        replay.add(event_type, vid, seq, command_id, started)
+
+    def _activate(self, workflow_id: str) -> WorkflowReplay:
+        state = self.states.pop(workflow_id, None)
+        replay = WorkflowReplay(workflow_id) if state is None else WorkflowReplay.resume(state)
+        self.active[workflow_id] = replay
+        if len(self.active) > ACTIVE_REPLAYS:
+            oldest = next(iter(self.active))
+            self.states[oldest] = self.active.pop(oldest).state()
+        return replay
+
+    def finish(self) -> dict[str, WorkflowState]:
+        for workflow_id, replay in self.active.items():
+            self.states[workflow_id] = replay.state()
+        self.active.clear()
+        return self.states
 
 
 # --- command line ---------------------------------------------------------------

@@ -13,13 +13,14 @@ in place, and makes one `WorkflowState` at the end:
 
 `started` is the DuRootStarted payload of a STARTED event (its fields are
 kept) and None otherwise: like `evolve`, the replay reads only the type of
-the other payloads. A deleted history (tombstones) is a new replay. The
+the other payloads. A deleted history (tombstones) is a new replay;
+`WorkflowReplay.resume(state)` goes on from a state made before. The
 equality with `evolve` is checked by a property test.
 """
 
 from __future__ import annotations
 
-from .decider import WorkflowState, ulid_time_ms
+from .decider import WorkflowState, _new_state, ulid_time_ms
 from .model import (
     EVENT_EPOCH,
     DuRootCommitted,
@@ -29,7 +30,7 @@ from .model import (
     EventPayload,
     StateCode,
 )
-from .recent import RECENT_COMMANDS
+from .recent import EMPTY, remember
 
 
 class WorkflowReplay:
@@ -40,8 +41,8 @@ class WorkflowReplay:
         "_command",
         "_completed_at",
         "_recent",
+        "_root",
         "_seq",
-        "_started",
         "_started_at",
         "_vid",
         "workflow_id",
@@ -52,13 +53,26 @@ class WorkflowReplay:
         self._code = StateCode.UNINITIALIZED
         self._vid = EVENT_EPOCH
         self._seq = 0
-        self._started: DuRootStarted | None = None
+        self._root = ("", "", "", "")  # registry_id, global_root, host, host_root
         self._started_at = 0
         self._completed_at = 0
         self._command: str | None = None  # the command id of the latest event
-        # Command id -> vid of its last event, for the commands before the latest
-        # one, oldest first; trimmed now and then, cut to the bound in state().
-        self._recent: dict[str, str] = {}
+        # The recent commands (recent.py) before the latest one, which is added
+        # when the next command starts (a command's events come one after another,
+        # and only its last vid is kept) or by state().
+        self._recent = EMPTY
+
+    @classmethod
+    def resume(cls, state: WorkflowState) -> WorkflowReplay:
+        """A replay that goes on from `state` (which it leaves as it is)."""
+        replay = cls(state.workflow_id)
+        replay._code, replay._vid, replay._seq = state.code, state.vid, state.seq
+        replay._root = (state.registry_id, state.global_root, state.host, state.host_root)
+        replay._started_at, replay._completed_at = state.started_at, state.completed_at
+        # The newest entry holds the latest command's last vid so far; if that
+        # command has more events, `state()` updates it in place.
+        replay._recent = state.recent
+        return replay
 
     def add(
         self,
@@ -71,7 +85,7 @@ class WorkflowReplay:
         """Fold one event: its payload type, id (the new vid), seq and cause."""
         if command_id != self._command:
             if self._command is not None:
-                self._close_command()
+                self._recent = remember(self._recent, self._command, self._vid)
             self._command = command_id
         self._vid = vid
         self._seq = seq + 1
@@ -81,7 +95,7 @@ class WorkflowReplay:
             if started is None:
                 raise ValueError("a STARTED event needs its DuRootStarted payload")
             self._code = StateCode.INITIALIZED
-            self._started = started
+            self._root = (started.registry_id, started.global_root, started.host, started.host_root)
             self._started_at = ulid_time_ms(vid)
         elif event_type is DuRootCompleted:
             self._code = StateCode.COMPLETED
@@ -91,33 +105,25 @@ class WorkflowReplay:
         else:
             raise TypeError(f"invalid event type {event_type.__name__}")
 
-    def _close_command(self) -> None:
-        """The latest command has no more events: remember its last vid."""
-        assert self._command is not None
-        recent = self._recent
-        recent.pop(self._command, None)  # a command id seen before moves last
-        recent[self._command] = self._vid
-        if len(recent) > 4 * RECENT_COMMANDS:  # keep the newest RECENT_COMMANDS
-            for command_id in list(recent)[:-RECENT_COMMANDS]:
-                del recent[command_id]
-
     def state(self) -> WorkflowState:
         """The state after every event added so far."""
-        entries = list(self._recent.items())
+        recent = self._recent
         if self._command is not None:
-            entries = [e for e in entries if e[0] != self._command]
-            entries.append((self._command, self._vid))
-        started = self._started
-        return WorkflowState(
-            self.workflow_id,
-            self._code,
-            self._vid,
-            self._seq,
-            started.registry_id if started else "",
-            started.global_root if started else "",
-            started.host if started else "",
-            started.host_root if started else "",
-            self._started_at,
-            self._completed_at,
-            tuple(entries[-RECENT_COMMANDS:]),
+            recent = remember(recent, self._command, self._vid)
+        registry_id, global_root, host, host_root = self._root
+        return _new_state(
+            WorkflowState,
+            (
+                self.workflow_id,
+                self._code,
+                self._vid,
+                self._seq,
+                registry_id,
+                global_root,
+                host,
+                host_root,
+                self._started_at,
+                self._completed_at,
+                recent,
+            ),
         )

@@ -1,0 +1,210 @@
+"""`make bench`: every benchmark in one run, one table of figures and targets.
+
+    python -m benchmarks [--quick]
+
+Runs, in order, `core` (the pure core on one core), `processor` (throughput
+against the pass-through, scale-out, latency, restore against raw consume,
+memory; one local broker), `get` and `runner` (a broker each). Each module
+writes its own `bench-results/<name>.json`; this writes
+`bench-results/summary.json` and prints the table on stdout. Progress and
+the modules' own output go to stderr. A module that fails is reported and
+the others still run; the exit status is then 1.
+
+The default run takes about 10-15 minutes on a 2-core machine, `--quick`
+about 3-4. The machine's cores are shared with the broker (and, on a
+shared host, with whatever else runs): compare the figures measured side
+by side in the same run (the ratios), not absolute rates across runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from benchmarks import core, get, processor, runner
+
+RESULTS = Path(__file__).resolve().parents[1] / "bench-results"
+
+# (name, main) in the order they run; each main(argv) writes RESULTS/<name>.json.
+MODULES: list[tuple[str, Callable[[Sequence[str]], None]]] = [
+    ("core", core.main),
+    ("processor", processor.main),
+    ("get", get.main),
+    ("runner", runner.main),
+]
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One row of the table: where the value is, what it means, its target."""
+
+    path: str  # "<module>.<key>" or "<module>.<section>.<key>" in the modules' results
+    label: str
+    unit: str
+    target: tuple[str, float] | None = None  # (">=" or "<=", threshold)
+
+    def met(self, value: float) -> bool | None:
+        if self.target is None:
+            return None
+        op, threshold = self.target
+        return value >= threshold if op == ">=" else value <= threshold
+
+    def target_text(self) -> str:
+        if self.target is None:
+            return "report"
+        op, threshold = self.target
+        shown = f"{threshold:,.0f}" if threshold >= 100 else f"{threshold:g}"
+        return f"{'≥' if op == '>=' else '≤'} {shown}"
+
+
+FIGURES = [
+    Figure("core.decide_evolve_encode_per_s", "decide+evolve+encode, Append of 1 path", "/s",
+           (">=", 100_000)),
+    Figure("core.command_round_per_s", "per-command core: decode+decide+encode+reply", "/s"),
+    Figure("core.decode_event_per_s", "decode of an event", "/s"),
+    Figure("processor.throughput.passthrough_per_s", "pass-through (same EOS loop, no domain)",
+           "cmd/s"),
+    Figure("processor.throughput.processor_per_s", "processor, exactly-once, 1 instance",
+           "cmd/s"),
+    Figure("processor.throughput.ratio", "processor / pass-through", "", (">=", 0.8)),
+    Figure("processor.throughput.processor_2_instances_per_s", "processor, 2 instances",
+           "cmd/s"),
+    Figure("processor.throughput.scale_out_ratio", "2 instances / 1 instance (2 cores)", ""),
+    Figure("processor.latency.offered_per_s", "latency run: offered load (half the max)",
+           "cmd/s"),
+    Figure("processor.latency.visible_p50_ms", "command -> reply visible, p50", "ms"),
+    Figure("processor.latency.visible_p99_ms", "command -> reply visible, p99", "ms",
+           ("<=", 50)),
+    Figure("processor.latency.visible_p999_ms", "command -> reply visible, p99.9", "ms"),
+    Figure("processor.latency.produced_p99_ms", "command -> reply produced (pre-commit), p99",
+           "ms"),
+    Figure("processor.restore.restore_1p_events_per_s", "restore, 1 partition", "events/s",
+           (">=", 200_000)),
+    Figure("processor.restore.raw_consume_1p_events_per_s", "raw consume, 1 partition",
+           "events/s"),
+    Figure("processor.restore.restore_1p_ratio", "restore / raw consume, 1 partition", "",
+           (">=", 0.7)),
+    Figure("processor.restore.restore_6p_events_per_s", "restore, 6 partitions", "events/s",
+           (">=", 200_000)),
+    Figure("processor.restore.raw_consume_6p_events_per_s", "raw consume, 6 partitions",
+           "events/s"),
+    Figure("processor.restore.restore_6p_ratio", "restore / raw consume, 6 partitions", "",
+           (">=", 0.7)),
+    Figure("processor.memory.bytes_per_workflow", "memory per restored workflow (RSS)", "B",
+           ("<=", 512)),
+    Figure("processor.memory.live_bytes_per_workflow", "of which held by the state objects", "B"),
+    Figure("get.get_sequential_s", "get, 10,000 lines, workflows one after another", "s"),
+    Figure("get.get_interleaved_s", "get, 10,000 lines, workflows interleaved", "s"),
+    Figure("get.full_partition_scan_s", "scan of the whole partition (for scale)", "s"),
+    Figure("runner.lines_per_s", "runner: du lines/s end to end", "lines/s", (">=", 20_000)),
+    Figure("runner.lines_per_s_one_process", "runner and processor in one process", "lines/s"),
+    Figure("runner.du_alone_lines_per_s", "du alone", "lines/s"),
+]  # fmt: skip
+
+
+def log(message: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} {message}", file=sys.stderr, flush=True)
+
+
+def lookup(results: dict[str, Any], path: str) -> float | None:
+    value: Any = results
+    for part in path.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return float(value) if isinstance(value, int | float) else None
+
+
+def show(value: float) -> str:
+    if value >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.3g}" if value < 10 else f"{value:,.1f}"
+
+
+def main(argv: Sequence[str]) -> int:
+    quick = "--quick" in argv
+    args = ["--quick"] if quick else []
+    RESULTS.mkdir(exist_ok=True)
+    results: dict[str, Any] = {}
+    durations: dict[str, float] = {}
+    failed: dict[str, str] = {}
+    started = time.monotonic()
+    load_before = os.getloadavg()
+    for n, (name, run) in enumerate(MODULES, 1):
+        log(f"[{n}/{len(MODULES)}] {name}{' (quick)' if quick else ''}")
+        t0 = time.monotonic()
+        try:
+            with contextlib.redirect_stdout(sys.stderr):  # stdout is for the table
+                run(args)
+            report = json.loads((RESULTS / f"{name}.json").read_text(encoding="utf-8"))
+            results[name] = report["results"]
+        except Exception:  # report it, run the others
+            failed[name] = traceback.format_exc(limit=3)
+            log(f"{name} FAILED:\n{failed[name]}")
+        durations[name] = round(time.monotonic() - t0, 1)
+        log(f"{name} done in {durations[name]:.0f} s")
+
+    rows = []
+    for figure in FIGURES:
+        value = lookup(results, figure.path)
+        rows.append(
+            {
+                "figure": figure.path,
+                "label": figure.label,
+                "value": value,
+                "unit": figure.unit,
+                "target": figure.target_text(),
+                "met": None if value is None else figure.met(value),
+            }
+        )
+    print_table(rows)
+    summary = {
+        "quick": quick,
+        "seconds": round(time.monotonic() - started, 1),
+        "durations_s": durations,
+        "failed": failed,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg(),
+        "figures": rows,
+        "results": results,
+    }
+    out = RESULTS / "summary.json"
+    out.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    log(f"all done in {summary['seconds']:.0f} s; wrote {out}")
+    return 1 if failed else 0
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    header = ("figure", "value", "unit", "target", "met?")
+    lines = [
+        (
+            row["label"],
+            "—" if row["value"] is None else show(row["value"]),
+            row["unit"],
+            row["target"],
+            {True: "yes", False: "NO", None: "—"}[row["met"]],
+        )
+        for row in rows
+    ]
+    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
+    for line in (header, *lines):
+        print(
+            f"{line[0]:<{widths[0]}}  {line[1]:>{widths[1]}}  {line[2]:<{widths[2]}}  "
+            f"{line[3]:<{widths[3]}}  {line[4]}"
+        )
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
