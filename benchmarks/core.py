@@ -6,11 +6,16 @@ timing, like `timeit`):
 - `decide_evolve_encode_per_s`: an `Append` with one path against an
   APPENDING workflow: `decide` (which evolves the state) and `encode_event`
   of its one event; the ids come from the processor's `MonotonicUlids`.
+  Events and replies are encoded as the processor encodes them, without
+  checking again the ids that decoding the command checked
+  (`validate=False`).
 - `command_round_per_s`: the whole per-command core of the processor:
   `decode_command`, `decide`, `encode_event` + `event_headers`, `reply_for`
   and `encode_reply`.
 - `decode_event_per_s`, `encode_event_per_s`, `decode_command_per_s`: the
-  codec alone.
+  codec alone (encode_event with the id checks).
+- `us_*`: the command round step by step, microseconds per command (each
+  step timed alone, so they add up to a little less than the round).
 
 Run: `python benchmarks/core.py [--quick]`; writes bench-results/core.json.
 """
@@ -100,7 +105,7 @@ def run(quick: bool = False) -> dict[str, float]:
             decision = decide(state, command, new_id)
             assert isinstance(decision, Accepted)
             for event in decision.events:
-                encode(event)
+                encode(event, validate=False)
             state = decision.state
         return len(commands)
 
@@ -113,9 +118,9 @@ def run(quick: bool = False) -> dict[str, float]:
             decision = decide(state, command, new_id)
             assert isinstance(decision, Accepted)
             for event in decision.events:
-                codec.encode_event(event)
+                codec.encode_event(event, validate=False)
                 event_headers(event)
-            codec.encode_reply(reply_for(command, decision))
+            codec.encode_reply(reply_for(command, decision), validate=False)
             state = decision.state
         return len(encoded_commands)
 
@@ -154,7 +159,48 @@ def run(quick: bool = False) -> dict[str, float]:
         "decode_command_per_s": _best_rate(decode_commands, rounds),
     }
     _print_table(results)
-    return results
+    steps = _steps(codec, commands, encoded_commands, rounds)
+    for name, us in steps.items():
+        print(f"  {name:<28} {us:6.2f} us")
+    return {**results, **steps}
+
+
+def _steps(
+    codec: Codec, commands: list[Command], encoded: list[bytes], rounds: int
+) -> dict[str, float]:
+    """The command round step by step: microseconds per command, best round."""
+    state, new_id = _appending_workflow()
+    decisions: list[Accepted] = []
+    for command in commands:  # a chain of states, as the round makes them
+        decision = decide(state, command, new_id)
+        assert isinstance(decision, Accepted)
+        decisions.append(decision)
+        state = decision.state
+    befores = [_appending_workflow()[0], *(d.state for d in decisions[:-1])]
+    events = [d.events[0] for d in decisions]
+    replies = [reply_for(c, d) for c, d in zip(commands, decisions, strict=True)]
+    n = len(commands)
+
+    def each(step: Callable[[], object]) -> Callable[[], int]:
+        def work() -> int:
+            step()
+            return n
+
+        return work
+
+    def deciding() -> None:
+        for before, command in zip(befores, commands, strict=True):
+            decide(before, command, new_id)
+
+    timed: dict[str, Callable[[], object]] = {
+        "us_decode_command": lambda: [codec.decode_command(d) for d in encoded],
+        "us_decide_with_evolve": deciding,
+        "us_encode_event": lambda: [codec.encode_event(e, validate=False) for e in events],
+        "us_event_key_and_headers": lambda: [(e.key.encode(), event_headers(e)) for e in events],
+        "us_reply_for": lambda: [reply_for(c, d) for c, d in zip(commands, decisions, strict=True)],
+        "us_encode_reply": lambda: [codec.encode_reply(r, validate=False) for r in replies],
+    }
+    return {name: round(1e6 / _best_rate(each(step), rounds), 2) for name, step in timed.items()}
 
 
 def _print_table(results: dict[str, float]) -> None:

@@ -560,10 +560,21 @@ _PAYLOAD_TYPES: tuple[type[EventPayload], ...] = (
 )  # union branches in schema order
 
 
+# Avro string lengths (zig-zag varints, one byte each) of a ULID and a UUID text.
+_ULID_LEN, _UUID_LEN = 26 << 1, 36 << 1
+
+
 def _read_event_facts(buf: bytes, pos: int) -> EventFacts:
-    event_id, pos = _rstr(buf, pos)
-    pos = _skip_str(buf, pos)  # parent
-    workflow_id, pos = _rstr(buf, pos)
+    if buf[pos] == _ULID_LEN and buf[pos + 27] == _ULID_LEN and buf[pos + 54] == _UUID_LEN:
+        # The common layout, read by position: event id and parent (ULIDs), then
+        # the workflow id (a UUID); the parent is skipped, not decoded.
+        event_id = buf[pos + 1 : pos + 27].decode()
+        workflow_id = buf[pos + 55 : pos + 91].decode()
+        pos += 91
+    else:
+        event_id, pos = _rstr(buf, pos)
+        pos = _skip_str(buf, pos)  # parent
+        workflow_id, pos = _rstr(buf, pos)
     seq, pos = _rlong(buf, pos)
     command_id, pos = _rstr(buf, pos)
     branch = buf[pos]  # a one-byte varint: 0, 2, 4 or 6

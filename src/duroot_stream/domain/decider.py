@@ -269,7 +269,7 @@ def _init(state: WorkflowState, cmd: Init, emit: _Emitter) -> Decision:
 
 def _append(state: WorkflowState, cmd: Append, emit: _Emitter) -> Decision:
     match state.code:
-        case StateCode.INITIALIZED | StateCode.APPENDING:
+        case StateCode.APPENDING | StateCode.INITIALIZED:
             return emit.accept([DuUpdated(p.path, p.usage) for p in cmd.paths])
         case _:
             return _conflict("Append", state)
@@ -417,10 +417,10 @@ def _next_id(new_id: IdSource, previous: str) -> str:
 def _invalid_argument(body: CommandBody) -> Rejected | None:
     """Step 2: the fields nog checks, and what the Avro schema cannot carry."""
     match body:
-        case Init():
-            problem = _init_problem(body)
         case Append():
             problem = _append_problem(body)
+        case Init():
+            problem = _init_problem(body)
         case Fail():
             problem = _fail_problem(body)
         case Commit() | AbortExpired() | End() | Delete():
@@ -475,6 +475,15 @@ def _is_int(value: object) -> bool:
 # --- evolve -------------------------------------------------------------------
 
 
+# Events move the state (DESIGN.md): the state code after each event type.
+CODE_AFTER: dict[type[EventPayload], StateCode] = {
+    DuRootStarted: StateCode.INITIALIZED,
+    DuUpdated: StateCode.APPENDING,
+    DuRootCompleted: StateCode.COMPLETED,
+    DuRootCommitted: StateCode.TERMINATED,
+}
+
+
 def evolve(state: WorkflowState, event: WorkflowEvent | WorkflowDeleted) -> WorkflowState:
     """Fold one event into the state; trusts the history (no checks).
 
@@ -489,9 +498,13 @@ def evolve(state: WorkflowState, event: WorkflowEvent | WorkflowDeleted) -> Work
         if isinstance(event, WorkflowDeleted):
             return initial_state(state.workflow_id)
         raise TypeError(f"invalid event type {type(event).__name__}")
+    payload = event.payload
+    code = CODE_AFTER.get(type(payload))
+    if code is None:
+        raise TypeError(f"invalid event type {type(payload).__name__}")
     (
         workflow_id,
-        code,
+        _,
         _,
         _,
         registry_id,
@@ -503,25 +516,16 @@ def evolve(state: WorkflowState, event: WorkflowEvent | WorkflowDeleted) -> Work
         recent,
     ) = state
     vid = event.event_id
-    match event.payload:
-        case DuUpdated():
-            code = StateCode.APPENDING
-        case DuRootStarted() as p:
-            code = StateCode.INITIALIZED
-            registry_id, global_root, host, host_root = (
-                p.registry_id,
-                p.global_root,
-                p.host,
-                p.host_root,
-            )
-            started_at = ulid_time_ms(vid)
-        case DuRootCompleted():
-            code = StateCode.COMPLETED
-            completed_at = ulid_time_ms(vid)
-        case DuRootCommitted():
-            code = StateCode.TERMINATED
-        case _:
-            raise TypeError(f"invalid event type {type(event.payload).__name__}")
+    if isinstance(payload, DuRootStarted):
+        registry_id, global_root, host, host_root = (
+            payload.registry_id,
+            payload.global_root,
+            payload.host,
+            payload.host_root,
+        )
+        started_at = ulid_time_ms(vid)
+    elif isinstance(payload, DuRootCompleted):
+        completed_at = ulid_time_ms(vid)
     return _new_state(
         WorkflowState,
         (

@@ -60,20 +60,20 @@ def lookup(packed: Packed, command_id: str) -> str | None:
 
 def remember(packed: Packed, command_id: str, vid: str) -> Packed:
     """`command_id` as the newest entry, with `vid`; the oldest dropped beyond the bound."""
+    lengths = chr(len(command_id)) + chr(len(vid))
     if not packed:
-        return chr(1) + _entry(command_id, vid)
+        return f"\x01{lengths}{command_id}{vid}{lengths}"
     # The newest entry, read from the back.
     n_command, n_vid = ord(packed[-2]), ord(packed[-1])
     newest_at = len(packed) - 4 - n_command - n_vid
     if n_command == len(command_id) and packed.startswith(command_id, newest_at + 2):
         # The same command's next event: only its vid changes.
-        return packed[:newest_at] + _entry(command_id, vid)
-    count = ord(packed[0])
+        return f"{packed[:newest_at]}{lengths}{command_id}{vid}{lengths}"
     if command_id in packed:  # rare: an older entry may hold it; move it last
         kept = tuple(e for e in unpack(packed) if e[0] != command_id)
         return pack((*kept[-(RECENT_COMMANDS - 1) :], (command_id, vid)))
-    body = packed[1:]
+    count, start = ord(packed[0]), 1
     if count == RECENT_COMMANDS:  # drop the oldest, read from the front
-        body = body[4 + ord(body[0]) + ord(body[1]) :]
+        start += 4 + ord(packed[1]) + ord(packed[2])
         count -= 1
-    return chr(count + 1) + body + _entry(command_id, vid)
+    return f"{chr(count + 1)}{packed[start:]}{lengths}{command_id}{vid}{lengths}"

@@ -20,13 +20,11 @@ equality with `evolve` is checked by a property test.
 
 from __future__ import annotations
 
-from .decider import WorkflowState, _new_state, ulid_time_ms
+from .decider import CODE_AFTER, WorkflowState, _new_state, ulid_time_ms
 from .model import (
     EVENT_EPOCH,
-    DuRootCommitted,
     DuRootCompleted,
     DuRootStarted,
-    DuUpdated,
     EventPayload,
     StateCode,
 )
@@ -89,21 +87,17 @@ class WorkflowReplay:
             self._command = command_id
         self._vid = vid
         self._seq = seq + 1
-        if event_type is DuUpdated:
-            self._code = StateCode.APPENDING
-        elif event_type is DuRootStarted:
+        code = CODE_AFTER.get(event_type)
+        if code is None:
+            raise TypeError(f"invalid event type {event_type.__name__}")
+        self._code = code
+        if event_type is DuRootStarted:
             if started is None:
                 raise ValueError("a STARTED event needs its DuRootStarted payload")
-            self._code = StateCode.INITIALIZED
             self._root = (started.registry_id, started.global_root, started.host, started.host_root)
             self._started_at = ulid_time_ms(vid)
         elif event_type is DuRootCompleted:
-            self._code = StateCode.COMPLETED
             self._completed_at = ulid_time_ms(vid)
-        elif event_type is DuRootCommitted:
-            self._code = StateCode.TERMINATED
-        else:
-            raise TypeError(f"invalid event type {event_type.__name__}")
 
     def state(self) -> WorkflowState:
         """The state after every event added so far."""
