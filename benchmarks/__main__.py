@@ -127,7 +127,7 @@ def lookup(results: dict[str, Any], path: str) -> float | None:
 def show(value: float) -> str:
     if value >= 1000:
         return f"{value:,.0f}"
-    return f"{value:.3g}" if value < 10 else f"{value:,.1f}"
+    return f"{value:#.3g}" if value < 10 else f"{value:,.1f}"
 
 
 def main(argv: Sequence[str]) -> int:
