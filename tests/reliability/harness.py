@@ -113,7 +113,12 @@ class Run:
         try:
             self.driver.run(self.scale.deadline_s)
         except AssertionError as exc:
-            raise AssertionError(f"{exc}\n{self.supervisor.diagnostics()}") from None
+            topics = Topics(self.kafka.topic_prefix)
+            names = [topics.events, topics.index, topics.replies]
+            hanging = open_transactions(self.kafka, names)  # a stuck LSO hides replies
+            raise AssertionError(
+                f"{exc}\nopen transactions: {hanging}\n{self.supervisor.diagnostics()}"
+            ) from None
         self.supervisor.stop_chaos()
         self.seconds = time.monotonic() - self.started
         self.supervisor.stop_all()
