@@ -15,6 +15,8 @@ from hypothesis import strategies as st
 from duroot_stream import du
 from duroot_stream.domain.model import PathUsage
 
+from .kafka_helpers import wait_until
+
 # --- the path escape ---------------------------------------------------------------
 
 
@@ -371,7 +373,12 @@ def test_a_full_batch_stays_below_kafkas_message_limit(tmp_path: Path, name: byt
     fake = script(tmp_path / "fake-du.sh", f"exec cat {output}\n")
     run = du.DuRun([str(fake)], str(tmp_path), timeout=60).start()
     batches = run.batches(max_lines=1_000_000, max_bytes=DEFAULT_BATCH_BYTES)
-    time.sleep(0.3)  # let the buffer fill, so that the first batch is a full one
+    # Let the buffer fill, so that the first batch is a full one.
+    wait_until(
+        lambda: run._buffered >= DEFAULT_BATCH_BYTES or run._eof,
+        timeout=60,
+        what="du output to fill a batch",
+    )
     batch = next(batches)
     run.close()
     wf = "00000000-0000-0000-0000-000000000000"

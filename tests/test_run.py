@@ -56,8 +56,12 @@ def _du_directly(root: Path) -> list[str]:
 def test_run_prints_what_du_prints_and_leaves_nothing_behind(tmp_path: Path) -> None:
     root = tmp_path / "tree"
     _tree(root)
-    brokers_before = _processes("kafka.Kafka")
+    # The run's broker keeps its data under TMPDIR: a private one tells its processes apart
+    # from any other broker on the machine.
+    private_tmp = tmp_path / "tmp"
+    private_tmp.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("DUROOT_")}
+    env["TMPDIR"] = str(private_tmp)
     result = subprocess.run(
         [sys.executable, "-m", "duroot_stream.cli", "run", str(root), "--bytes"],
         capture_output=True,
@@ -83,7 +87,8 @@ def test_run_prints_what_du_prints_and_leaves_nothing_behind(tmp_path: Path) -> 
     ]
     positions = [next(i for i, line in enumerate(progress) if step in line) for step in steps]
     assert positions == sorted(positions), progress
-    assert _processes("kafka.Kafka") <= brokers_before, "run left a broker running"
+    assert not _processes(str(private_tmp)), "run left its broker running"
+    assert not list(private_tmp.iterdir()), "run left its broker's data behind"
     assert not _processes(str(root)), "run left a process behind (du?)"
 
 
