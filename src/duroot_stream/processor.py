@@ -627,23 +627,26 @@ class Processor:
     def _retry(self, what: str, call: Callable[[], T]) -> T:
         """Run a transactional call; retriable errors are retried, the rest triaged."""
         delay = 0.1
-        while True:
-            self._in_call = (what, time.monotonic())
-            try:
-                return call()
-            except KafkaException as exc:
-                self._triage(what, exc)
-                time.sleep(delay)
-                delay = min(delay * 2, 2.0)
-            finally:
-                self._in_call = None
+        self._in_call = (what, time.monotonic())
+        try:
+            while True:
+                try:
+                    return call()
+                except KafkaException as exc:
+                    self._triage(what, exc)
+                    time.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+        finally:
+            self._in_call = None
 
     def hung_call(self, limit_s: float) -> tuple[str, float] | None:
-        """The transactional call running longer than `limit_s`, and for how long.
+        """The transactional call (with its retries) running longer than `limit_s`,
+        and for how long.
 
-        librdkafka can block in one past its timeout after a broker restart
-        (`send_offsets_to_transaction`: librdkafka issues 5456, 5511) while its
-        heartbeats keep our partitions; the CLI exits then, so a restart recovers.
+        After a broker restart librdkafka can block in `send_offsets_to_transaction`
+        past its timeout, or time out on every retry, for good (librdkafka issues
+        5456, 5511), while its heartbeats keep our partitions; the CLI exits then,
+        so that a restart (a new client) recovers.
         """
         call = self._in_call
         if call is None or time.monotonic() - call[1] <= limit_s:
