@@ -206,13 +206,16 @@ class Supervisor:
                     self.unexpected_exits.append(Exit(proc.instance_id, code, self._now(), what))
 
     def close(self) -> None:
-        self.stop_chaos()
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(10)
-        with self._lock:
-            for proc in self.instances.values():
-                proc.close()
+        """Kill every instance still running, also when the chaos thread failed."""
+        try:
+            self.stop_chaos()
+        finally:
+            self._stop.set()
+            for thread in self._threads:
+                thread.join(10)
+            with self._lock:
+                for proc in self.instances.values():
+                    proc.close()
 
     def _now(self) -> float:
         return round(time.monotonic() - self._started, 1)
