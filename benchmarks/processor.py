@@ -4,8 +4,8 @@ One local broker for all five; each comparison is measured side by side in
 the same run, because the machine (2 shared cores) is too noisy for figures
 from different runs to be compared.
 
-1. Throughput: N `Append` commands (one path each) over M workflows, held
-   behind an open transaction and released at once, drained by
+1. Throughput: 100,000 `Append` commands (one path each) over 1,000
+   workflows, held behind an open transaction and released at once, drained by
    `duroot-stream processor` (a subprocess, exactly-once) and by the
    pass-through (`benchmarks/passthrough.py`: the same loop and batching, one
    event-sized and one reply record per command, no domain work). Rates from
@@ -102,7 +102,7 @@ def _drain(
 
 
 def throughput(bootstrap_servers: str, quick: bool) -> Results:
-    n = 30_000 if quick else 200_000
+    n = 30_000 if quick else 100_000
     rounds = 1 if quick else 2
     workflows = workflow_ids(WORKFLOWS)
     commands = append_commands(workflows, n)
