@@ -141,6 +141,8 @@ class Processor:
         self.settings = settings
         self.metrics = metrics or metrics_mod.ProcessorMetrics()
         self.topics = Topics(settings.kafka.topic_prefix)
+        # Per command: resolved once (a Topics property formats the name each time).
+        self._events_topic, self._replies_topic = self.topics.events, self.topics.replies
         self.codec = Codec(settings.kafka.schema_registry_url)
         self._new_id = MonotonicUlids()
         self._stop = threading.Event()
@@ -370,7 +372,7 @@ class Processor:
         batch.issued_at.append(command.issued_at)
         reply = self._apply(partition, workflows, command)
         if route is None:  # to the replies topic, partitioned by command id (murmur2)
-            route = _ReplyRoute(self.topics.replies, ANY_PARTITION, None)
+            route = _ReplyRoute(self._replies_topic, ANY_PARTITION, None)
         self._send_reply(route, command.command_id, reply)
 
     def _apply(
@@ -410,7 +412,7 @@ class Processor:
     def _emit(self, partition: int, decision: Accepted) -> None:
         # Events, index events and replies are made from a decoded (so checked)
         # command and this processor's ULIDs: encoded without checking the ids again.
-        events_topic = self.topics.events
+        events_topic = self._events_topic
         for event in decision.events:
             self._produce(
                 events_topic,
