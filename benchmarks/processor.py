@@ -21,6 +21,7 @@ from different runs to be compared.
    `visible`: until the benchmark's read_committed consumer has the reply
    (what a client sees); `produced`: until the reply record's own timestamp
    (when the processor produced it, before its transaction committed).
+   Again at a tenth of the maximum (`latency_low`), for scale.
 4. Memory: VmRSS of a process holding 100,000 restored workflows (each
    Init, one Append of 7 lines, Commit: 10 events) minus the same process
    after restoring an empty topic (`benchmarks/memory_probe.py`).
@@ -150,8 +151,7 @@ def _percentile(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, max(0, math.ceil(q * len(values)) - 1))]
 
 
-def latency(bootstrap_servers: str, quick: bool, rate: float) -> Results:
-    seconds = 6.0 if quick else 20.0
+def latency(bootstrap_servers: str, quick: bool, rate: float, seconds: float) -> Results:
     config = fresh_topics(bootstrap_servers, PARTITIONS)
     topics = Topics(config.topic_prefix)
     workflows = workflow_ids(WORKFLOWS, seed=1)
@@ -378,8 +378,10 @@ def run(quick: bool = False, sections: Sequence[str] = SECTIONS) -> dict[str, Re
             log("throughput: pass-through, one processor, two processors")
             results["throughput"] = throughput(servers, quick)
         if "latency" in sections:
-            rate = results["throughput"]["processor_per_s"] / 2
-            results["latency"] = latency(servers, quick, rate)
+            most = results["throughput"]["processor_per_s"]
+            results["latency"] = latency(servers, quick, most / 2, 6.0 if quick else 20.0)
+            # For scale: at a tenth of the maximum, where batches are small.
+            results["latency_low"] = latency(servers, quick, most / 10, 5.0 if quick else 10.0)
         if "restore" in sections:
             results["restore"] = restore(servers, quick)
         if "memory" in sections:
