@@ -38,7 +38,7 @@ from pathlib import Path
 
 from confluent_kafka import Producer
 
-from duroot_stream.codec import Codec, event_headers
+from duroot_stream.client.readers import DuRootReader
 from duroot_stream.config import KafkaConfig
 from duroot_stream.domain import (
     EVENT_EPOCH,
@@ -53,9 +53,9 @@ from duroot_stream.domain import (
     WorkflowIndexEvent,
 )
 from duroot_stream.ids import MonotonicUlids, new_ulid
-from duroot_stream.partitioning import partition_for
-from duroot_stream.readers import DuRootReader
-from duroot_stream.topics import Topics, create_topics
+from duroot_stream.wire.codec import Codec, event_headers
+from duroot_stream.wire.partitioning import partition_for
+from duroot_stream.wire.topics import Topics, create_topics
 
 PARTITIONS = 6
 REGISTRY_ID = "0b0c8d4e-1111-4222-8333-444455556666"

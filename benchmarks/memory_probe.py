@@ -24,10 +24,10 @@ import sys
 import time
 from collections.abc import Sequence
 
-from duroot_stream.codec import Codec
 from duroot_stream.config import KafkaConfig
 from duroot_stream.domain import WorkflowState
-from duroot_stream.processor import restore_partitions
+from duroot_stream.processor.loop import restore_partitions
+from duroot_stream.wire.codec import Codec
 
 
 def rss_bytes() -> int:

@@ -62,13 +62,13 @@ from benchmarks.workload import (
     workflow_ids,
     write_histories,
 )
-from duroot_stream.codec import Codec
 from duroot_stream.config import KafkaConfig
 from duroot_stream.domain import NO_VC, Append, Command, PathUsage
 from duroot_stream.ids import new_ulid, now_ms
-from duroot_stream.partitioning import partition_for
-from duroot_stream.processor import RESTORE_BATCH, restore_partitions
-from duroot_stream.topics import Topics
+from duroot_stream.processor.loop import RESTORE_BATCH, restore_partitions
+from duroot_stream.wire.codec import Codec
+from duroot_stream.wire.partitioning import partition_for
+from duroot_stream.wire.topics import Topics
 
 PARTITIONS = 6
 WORKFLOWS = 1_000  # for the command benchmarks

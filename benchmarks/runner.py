@@ -38,16 +38,16 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from duroot_stream import du
 from duroot_stream.broker import LocalBroker
-from duroot_stream.cli import build_parser
+from duroot_stream.cli.main import build_parser
+from duroot_stream.cli.runner import settings_from_args
 from duroot_stream.client import DuRootClient
+from duroot_stream.client.readers import DuRootReader
 from duroot_stream.config import KafkaConfig
 from duroot_stream.domain.model import PathUsage
 from duroot_stream.processor import Processor, ProcessorSettings
-from duroot_stream.readers import DuRootReader
-from duroot_stream.runner import Runner, settings_from_args
-from duroot_stream.topics import Topics, create_topics
+from duroot_stream.runner import Runner, du
+from duroot_stream.wire.topics import Topics, create_topics
 
 HOST = "bench.example.org"
 REGISTRY_ID = "0b0c8d4e-1111-4222-8333-444455556666"
@@ -97,7 +97,7 @@ def _runner_process(
 ) -> Iterator[subprocess.Popen[str]]:
     """`duroot-stream runner` in a process of its own, ready (partitions assigned)."""
     argv = [
-        sys.executable, "-m", "duroot_stream.cli", "runner",
+        sys.executable, "-m", "duroot_stream.cli.main", "runner",
         "--bootstrap-servers", kafka.bootstrap_servers, "--topic-prefix", kafka.topic_prefix,
         "--host", host, "--root", str(root), *options,
     ]  # fmt: skip

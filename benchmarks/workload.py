@@ -32,7 +32,6 @@ from pathlib import Path
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from duroot_stream.codec import Codec, event_headers
 from duroot_stream.config import KafkaConfig
 from duroot_stream.domain import (
     EVENT_EPOCH,
@@ -48,8 +47,9 @@ from duroot_stream.domain import (
     WorkflowEvent,
 )
 from duroot_stream.ids import MonotonicUlids, new_ulid, now_ms
-from duroot_stream.partitioning import partition_for
-from duroot_stream.topics import Topics, create_topics
+from duroot_stream.wire.codec import Codec, event_headers
+from duroot_stream.wire.partitioning import partition_for
+from duroot_stream.wire.topics import Topics, create_topics
 
 REPO = Path(__file__).resolve().parents[1]
 REGISTRY_ID = "0b0c8d4e-1111-4222-8333-444455556666"
@@ -343,7 +343,7 @@ class ProcessSet:
         for i in range(n):
             self.start(
                 [
-                    sys.executable, "-m", "duroot_stream.cli", "processor",
+                    sys.executable, "-m", "duroot_stream.cli.main", "processor",
                     "--bootstrap-servers", self.config.bootstrap_servers,
                     "--topic-prefix", self.config.topic_prefix,
                     "--group", self.group, "--instance-id", f"{self.group}-{i}", *options,

@@ -11,13 +11,13 @@ from dataclasses import dataclass, field, replace
 
 from confluent_kafka import OFFSET_END, Consumer, Producer, TopicPartition
 
-from duroot_stream.codec import Codec, EventHeaders, parse_event_headers
 from duroot_stream.config import KafkaConfig
 from duroot_stream.domain.model import NO_VC, Command, CommandBody, Reply, WorkflowEvent
 from duroot_stream.ids import new_ulid, now_ms
-from duroot_stream.partitioning import partition_for
 from duroot_stream.processor import Processor, ProcessorSettings
-from duroot_stream.topics import Topics, create_topics
+from duroot_stream.wire.codec import Codec, EventHeaders, parse_event_headers
+from duroot_stream.wire.partitioning import partition_for
+from duroot_stream.wire.topics import Topics, create_topics
 
 from .kafka_helpers import read_all, wait_until
 

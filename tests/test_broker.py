@@ -24,7 +24,7 @@ def test_session_broker_answers_admin_calls(bootstrap: str) -> None:
 
 def test_cli_broker_prints_bootstrap_and_stops_on_sigterm(tmp_path) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "duroot_stream.cli", "broker"],
+        [sys.executable, "-m", "duroot_stream.cli.main", "broker"],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from duroot_stream import cli
+from duroot_stream.cli import main as cli
+from duroot_stream.cli import options
 from duroot_stream.config import KafkaConfig
 
 from .processor_harness import running_processor, setup_topics
@@ -113,7 +114,7 @@ def test_get_of_a_failed_workflow_exits_non_zero_with_the_message(run: Run) -> N
     rc, _, err = run("send", "fail", wf, "--code", "2", "--message", "du failed: disk on fire")
     assert rc == 0, err
     rc, out, err = run("get", wf)
-    assert rc == cli.EXIT_FAILED
+    assert rc == options.EXIT_FAILED
     assert out == ""
     assert "failed (status 2): du failed: disk on fire" in err
 
@@ -158,7 +159,7 @@ def test_human_output(run: Run, tmp_path: Path) -> None:
     assert run("send", "append", wf, "--file", str(tmp_path / "lines"))[0] == 0
 
     rc, out, err = run("get", wf, "--human")
-    assert rc == cli.EXIT_INCOMPLETE  # not committed yet: the lines so far, and a warning
+    assert rc == options.EXIT_INCOMPLETE  # not committed yet: the lines so far, and a warning
     assert out.splitlines() == ["4.0K .", "1.1G dir with spaces", "   7 tüdelü/ü", "   0 empty"]
     assert "still running (state APPENDING" in err and "--wait" in err
 
@@ -180,7 +181,7 @@ def test_get_wait_returns_once_another_process_commits(pipeline: KafkaConfig, ru
     wf = run.begin("/wait")
     env = {**os.environ, "PYTHONPATH": str(Path(cli.__file__).resolve().parents[1])}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "duroot_stream.cli", "get", wf, "--wait", "120",
+        [sys.executable, "-m", "duroot_stream.cli.main", "get", wf, "--wait", "120",
          *_kafka_args(pipeline)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )  # fmt: skip
@@ -224,19 +225,19 @@ def test_begin_from_a_roots_file(run: Run, tmp_path: Path) -> None:
 
 
 def test_exit_codes(run: Run, kafka: KafkaConfig, capsys: pytest.CaptureFixture[str]) -> None:
-    assert run("get", str(uuid.uuid4()))[0] == cli.EXIT_FAILED  # not found
-    assert run("get", "not-a-uuid")[0] == cli.EXIT_USAGE
+    assert run("get", str(uuid.uuid4()))[0] == options.EXIT_FAILED  # not found
+    assert run("get", "not-a-uuid")[0] == options.EXIT_USAGE
     wf = run.begin()
-    assert run("send", "append", wf, "--file", "/dev/null")[0] == cli.EXIT_USAGE  # no lines
+    assert run("send", "append", wf, "--file", "/dev/null")[0] == options.EXIT_USAGE  # no lines
     rc, _, err = run("send", "commit", wf, "--vid", "00000000000000000000000000")
-    assert rc == cli.EXIT_FAILED and "VERSION_CONFLICT: version conflict: stored vid" in err
+    assert rc == options.EXIT_FAILED and "VERSION_CONFLICT: version conflict: stored vid" in err
     rc, _, err = run("get", wf, "--wait", "0.5")
-    assert rc == cli.EXIT_INCOMPLETE and "did not complete in time" in err
+    assert rc == options.EXIT_INCOMPLETE and "did not complete in time" in err
     assert run("send", "commit", wf)[0] == 0
     rc, _, err = run("send", "commit", wf)
-    assert rc == cli.EXIT_FAILED and "CONFLICT_STATE" in err
+    assert rc == options.EXIT_FAILED and "CONFLICT_STATE" in err
 
     setup_topics(kafka)  # topics, but no processor
     rc = main(["send", "commit", wf, "--timeout", "1", *_kafka_args(kafka)])
     err = capsys.readouterr().err
-    assert rc == cli.EXIT_UNAVAILABLE and "no processor answered" in err
+    assert rc == options.EXIT_UNAVAILABLE and "no processor answered" in err

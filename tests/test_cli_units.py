@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from duroot_stream import cli, client_cli
-from duroot_stream.client_cli import (
+from duroot_stream.cli import client as client_cli
+from duroot_stream.cli import main as cli
+from duroot_stream.cli import options
+from duroot_stream.cli.client import (
     Root,
     human_size,
     iso_time,
@@ -21,9 +23,9 @@ from duroot_stream.client_cli import (
     printable,
     read_lines,
 )
+from duroot_stream.client.readers import DuResult
 from duroot_stream.domain.model import PathUsage, StateCode
 from duroot_stream.ids import new_ulid
-from duroot_stream.readers import DuResult
 
 WF = "6f1c0a3e-5b1d-4c2a-9e3f-0123456789ab"
 REG = "0b0c8d4e-1111-4222-8333-444455556666"
@@ -147,7 +149,7 @@ def test_begin_without_a_root_is_a_usage_error(capsys: pytest.CaptureFixture[str
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
     try:
-        assert cli.main(["begin", "--global-root", "/g"]) == cli.EXIT_USAGE
+        assert cli.main(["begin", "--global-root", "/g"]) == options.EXIT_USAGE
     finally:  # cli.main's log handler writes to this test's (soon closed) stderr
         root.handlers[:], root.level = handlers, level
     assert "missing --registry-id" in capsys.readouterr().err

@@ -12,7 +12,6 @@ import pytest
 from confluent_kafka import Message
 
 from duroot_stream.client import (
-    CORRELATION_ID,
     CommandTimeout,
     ConflictInit,
     ConflictState,
@@ -23,10 +22,10 @@ from duroot_stream.client import (
     VersionConflict,
     WorkflowFailed,
     WorkflowNotFound,
-    header,
     make_command,
 )
-from duroot_stream.codec import Codec
+from duroot_stream.client.readers import DuRootReader
+from duroot_stream.client.requester import CORRELATION_ID
 from duroot_stream.config import KafkaConfig
 from duroot_stream.domain.model import (
     EVENT_EPOCH,
@@ -36,8 +35,9 @@ from duroot_stream.domain.model import (
     PathUsage,
     StateCode,
 )
-from duroot_stream.readers import DuRootReader
-from duroot_stream.topics import Topics
+from duroot_stream.kafka import header
+from duroot_stream.wire.codec import Codec
+from duroot_stream.wire.topics import Topics
 
 from .kafka_helpers import read_all
 from .processor_harness import running_processor, setup_topics

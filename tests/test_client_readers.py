@@ -12,10 +12,10 @@ from collections.abc import Iterator
 import pytest
 
 from duroot_stream.client import DuRootClient, WaitTimeout, WorkflowNotFound, make_command
+from duroot_stream.client.readers import DuResult, DuRootReader, Progress, StoredEvent
 from duroot_stream.config import KafkaConfig
 from duroot_stream.domain.model import Append, PathUsage, StateCode
-from duroot_stream.partitioning import partition_for
-from duroot_stream.readers import DuResult, DuRootReader, Progress, StoredEvent
+from duroot_stream.wire.partitioning import partition_for
 
 from .kafka_helpers import wait_until
 from .processor_harness import PARTITIONS, running_processor, setup_topics
@@ -122,7 +122,7 @@ def test_get_finds_interleaved_histories_in_one_partition(
     client.append(second, extra)
     client.commit(second)
     expected = {first: lines[first], second: lines[second] + extra}
-    with caplog.at_level(logging.DEBUG, logger="duroot_stream.readers"):
+    with caplog.at_level(logging.DEBUG, logger="duroot_stream.client.readers"):
         for wf in (first, second):  # anchored at STARTED (still in the index topic)
             assert reader.get_du(wf).lines == expected[wf]
         assert "starts earlier" not in caplog.text

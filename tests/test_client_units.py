@@ -6,7 +6,8 @@ import uuid
 
 import pytest
 
-from duroot_stream.client import (
+from duroot_stream.client.readers import DuResult
+from duroot_stream.client.requester import (
     REJECTIONS,
     CommandRejected,
     ConflictInit,
@@ -28,7 +29,6 @@ from duroot_stream.client import (
 )
 from duroot_stream.domain.model import NO_VC, Commit, ErrorCode, PathUsage, Reply, StateCode
 from duroot_stream.ids import new_ulid
-from duroot_stream.readers import DuResult
 
 WF = "6f1c0a3e-5b1d-4c2a-9e3f-0123456789ab"
 

@@ -11,16 +11,6 @@ from typing import Any
 import fastavro
 import pytest
 
-from duroot_stream import codec as codec_module
-from duroot_stream.codec import (
-    EVENT_TYPES,
-    Codec,
-    CodecError,
-    EventHeaders,
-    event_headers,
-    parse_event_headers,
-    schemas_dir,
-)
 from duroot_stream.domain.model import (
     EVENT_EPOCH,
     NO_VC,
@@ -47,6 +37,16 @@ from duroot_stream.domain.model import (
     Reply,
     WorkflowEvent,
     WorkflowIndexEvent,
+)
+from duroot_stream.wire import codec as codec_module
+from duroot_stream.wire.codec import (
+    EVENT_TYPES,
+    Codec,
+    CodecError,
+    EventHeaders,
+    event_headers,
+    parse_event_headers,
+    schemas_dir,
 )
 
 WF = "7f1c0a3e-5b1d-4c2a-9e3f-0123456789ab"

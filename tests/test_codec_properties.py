@@ -15,7 +15,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from duroot_stream.codec import Codec, CodecError, event_headers, parse_event_headers, schemas_dir
 from duroot_stream.domain.model import (
     EVENT_EPOCH,
     NO_VC,
@@ -40,6 +39,13 @@ from duroot_stream.domain.model import (
     Reply,
     WorkflowEvent,
     WorkflowIndexEvent,
+)
+from duroot_stream.wire.codec import (
+    Codec,
+    CodecError,
+    event_headers,
+    parse_event_headers,
+    schemas_dir,
 )
 
 NS = "io.duroot.stream"

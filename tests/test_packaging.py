@@ -36,6 +36,6 @@ def test_wheel_ships_schemas_and_the_broker_pom(tmp_path: Path) -> None:
     assert "duroot_stream/kafka/pom.xml" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert (
-        "duroot-stream = duroot_stream.cli:main"
+        "duroot-stream = duroot_stream.cli.main:main"
         in zipfile.ZipFile(wheel).read(entry_points).decode()
     )

@@ -9,7 +9,7 @@ from confluent_kafka import KafkaError, Message, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from duroot_stream.config import KafkaConfig
-from duroot_stream.partitioning import murmur2, partition_for
+from duroot_stream.wire.partitioning import murmur2, partition_for
 
 # Apache Kafka's UtilsTest.testMurmur2 (clients/src/test/.../utils/UtilsTest.java).
 JAVA_VECTORS = [

@@ -6,7 +6,6 @@ import uuid
 
 import pytest
 
-from duroot_stream.codec import Codec
 from duroot_stream.config import KafkaConfig
 from duroot_stream.domain.model import (
     EVENT_EPOCH,
@@ -27,7 +26,8 @@ from duroot_stream.domain.model import (
     Init,
     PathUsage,
 )
-from duroot_stream.topics import Topics
+from duroot_stream.wire.codec import Codec
+from duroot_stream.wire.topics import Topics
 
 from .kafka_helpers import read_all, wait_until
 from .processor_harness import (
@@ -355,8 +355,8 @@ def test_deleted_history_is_compacted_away(kafka: KafkaConfig) -> None:
     """After Delete and a cleaner run, no key of the workflow is left in the event topic."""
     from confluent_kafka import Producer
 
-    from duroot_stream.partitioning import partition_for
-    from duroot_stream.topics import create_topics
+    from duroot_stream.wire.partitioning import partition_for
+    from duroot_stream.wire.topics import create_topics
 
     from .processor_harness import PARTITIONS
 

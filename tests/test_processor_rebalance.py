@@ -11,10 +11,10 @@ from contextlib import ExitStack
 
 import pytest
 
-from duroot_stream.codec import Codec
 from duroot_stream.config import KafkaConfig
 from duroot_stream.domain.model import Append, Commit, DuUpdated, Init, PathUsage
-from duroot_stream.topics import Topics
+from duroot_stream.wire.codec import Codec
+from duroot_stream.wire.topics import Topics
 
 from .kafka_helpers import read_all, wait_until
 from .processor_harness import Requester, command, running_processor, setup_topics, workflow_events

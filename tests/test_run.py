@@ -63,7 +63,7 @@ def test_run_prints_what_du_prints_and_leaves_nothing_behind(tmp_path: Path) -> 
     env = {k: v for k, v in os.environ.items() if not k.startswith("DUROOT_")}
     env["TMPDIR"] = str(private_tmp)
     result = subprocess.run(
-        [sys.executable, "-m", "duroot_stream.cli", "run", str(root), "--bytes"],
+        [sys.executable, "-m", "duroot_stream.cli.main", "run", str(root), "--bytes"],
         capture_output=True,
         text=True,
         timeout=300,
@@ -94,7 +94,7 @@ def test_run_prints_what_du_prints_and_leaves_nothing_behind(tmp_path: Path) -> 
 
 def test_run_refuses_a_missing_directory(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "duroot_stream.cli", "run", str(tmp_path / "nope")],
+        [sys.executable, "-m", "duroot_stream.cli.main", "run", str(tmp_path / "nope")],
         capture_output=True,
         text=True,
         timeout=60,

@@ -26,9 +26,8 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from duroot_stream import du
 from duroot_stream.client import DuRootClient
-from duroot_stream.codec import Codec
+from duroot_stream.client.readers import DuResult, DuRootReader
 from duroot_stream.config import KafkaConfig
 from duroot_stream.domain.model import (
     NO_VC,
@@ -41,9 +40,10 @@ from duroot_stream.domain.model import (
     PathUsage,
     StateCode,
 )
-from duroot_stream.readers import DuResult, DuRootReader
-from duroot_stream.runner import INTERRUPTED, Runner, RunnerSettings
-from duroot_stream.topics import Topics
+from duroot_stream.runner import du
+from duroot_stream.runner.runner import INTERRUPTED, Runner, RunnerSettings
+from duroot_stream.wire.codec import Codec
+from duroot_stream.wire.topics import Topics
 
 from .kafka_helpers import read_all, wait_until
 from .processor_harness import PARTITIONS, running_processor, setup_topics, workflow_events
@@ -411,7 +411,7 @@ def test_interrupted_run_is_failed_not_rerun(kafka: KafkaConfig, host: str, tmp_
     # APPENDING with every line appended until the runner is killed.
     spy = SpyDu.make(tmp_path, after="sleep 120")
     argv = [
-        sys.executable, "-m", "duroot_stream.cli", "runner",
+        sys.executable, "-m", "duroot_stream.cli.main", "runner",
         "--bootstrap-servers", kafka.bootstrap_servers, "--topic-prefix", kafka.topic_prefix,
         "--host", host, "--root", str(tmp_path), "--du-command", str(spy.script),
         "--threshold", "0", "--max-depth", "100", "--batch-size", "50",

@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from duroot_stream.cli import build_parser
+from duroot_stream.cli.main import build_parser
+from duroot_stream.cli.runner import settings_from_args
 from duroot_stream.client import ConflictState, WorkflowNotFound
 from duroot_stream.config import ConfigError, KafkaConfig
 from duroot_stream.domain.model import (
@@ -21,12 +22,11 @@ from duroot_stream.domain.model import (
     StateCode,
     WorkflowIndexEvent,
 )
-from duroot_stream.runner import (
+from duroot_stream.runner.runner import (
     INTERRUPTED,
     OffsetTracker,
     Runner,
     RunnerSettings,
-    settings_from_args,
 )
 
 REGISTRY = str(uuid.UUID(int=42))

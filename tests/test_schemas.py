@@ -20,8 +20,6 @@ import fastavro
 import pytest
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
-from duroot_stream import codec as codec_module
-from duroot_stream.codec import Codec, CodecError, schemas_dir
 from duroot_stream.domain.model import (
     NO_VC,
     Append,
@@ -38,6 +36,8 @@ from duroot_stream.domain.model import (
     WorkflowEvent,
     WorkflowIndexEvent,
 )
+from duroot_stream.wire import codec as codec_module
+from duroot_stream.wire.codec import Codec, CodecError, schemas_dir
 from tests.test_codec_properties import to_avro  # the model as fastavro dicts
 
 TOP_LEVEL = ["Command", "WorkflowEvent", "WorkflowIndexEvent", "Reply"]
@@ -177,13 +177,13 @@ def test_schemas_dir_prefers_the_packaged_copy(
 ) -> None:
     package = tmp_path / "site-packages" / "duroot_stream"
     (package / "schemas").mkdir(parents=True)
-    monkeypatch.setattr(codec_module, "__file__", str(package / "codec.py"))
+    monkeypatch.setattr(codec_module, "__file__", str(package / "wire" / "codec.py"))
     assert schemas_dir() == package / "schemas"
 
 
 def test_schemas_dir_in_the_source_tree() -> None:
     assert (schemas_dir() / "Command.avsc").is_file()
-    assert schemas_dir() == Path(codec_module.__file__).resolve().parents[2] / "schemas"
+    assert schemas_dir() == Path(codec_module.__file__).resolve().parents[3] / "schemas"
 
 
 # --- the compatibility check ------------------------------------------------------

@@ -9,9 +9,10 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from duroot_stream import cli
+from duroot_stream.cli import main as cli
+from duroot_stream.cli import options
 from duroot_stream.config import KafkaConfig
-from duroot_stream.topics import (
+from duroot_stream.wire.topics import (
     TopicCheckError,
     Topics,
     check_topics,
@@ -89,7 +90,7 @@ def test_check_detects_wrong_cleanup_policy(
     rc = cli.main(
         ["topics", "check", "-b", kafka.bootstrap_servers, "--topic-prefix", kafka.topic_prefix]
     )
-    assert rc == cli.EXIT_FAILED
+    assert rc == options.EXIT_FAILED
     assert "cleanup.policy" in capsys.readouterr().err
 
 

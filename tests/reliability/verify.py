@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
-from duroot_stream.codec import Codec, CodecError, parse_event_headers
 from duroot_stream.config import KafkaConfig
 from duroot_stream.domain.decider import (
     Accepted,
@@ -42,9 +41,10 @@ from duroot_stream.domain.decider import (
 )
 from duroot_stream.domain.model import EVENT_EPOCH, Command, ErrorCode, Reply
 from duroot_stream.ids import encode_ulid
-from duroot_stream.partitioning import partition_for
 from duroot_stream.processor import MAX_COMMAND_BYTES
-from duroot_stream.topics import Topics
+from duroot_stream.wire.codec import Codec, CodecError, parse_event_headers
+from duroot_stream.wire.partitioning import partition_for
+from duroot_stream.wire.topics import Topics
 
 MAX_PROBLEMS = 30
 _ULID = re.compile(r"[0-9A-HJKMNP-TV-Z]{26}")

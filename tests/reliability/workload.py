@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 
-from duroot_stream.codec import Codec
 from duroot_stream.config import KafkaConfig
 from duroot_stream.domain.model import (
     NO_VC,
@@ -48,8 +47,9 @@ from duroot_stream.domain.model import (
     StateCode,
 )
 from duroot_stream.ids import encode_ulid, new_ulid, now_ms
-from duroot_stream.partitioning import partition_for
-from duroot_stream.topics import Topics
+from duroot_stream.wire.codec import Codec
+from duroot_stream.wire.partitioning import partition_for
+from duroot_stream.wire.topics import Topics
 
 log = logging.getLogger("duroot.reliability")
 

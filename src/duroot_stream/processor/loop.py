@@ -23,10 +23,8 @@ anything else (fenced, fatal) → `ProcessorFatal`, the process exits non-zero.
 
 from __future__ import annotations
 
-import argparse
 import gc
 import logging
-import os
 import socket
 import threading
 import time
@@ -45,7 +43,6 @@ from confluent_kafka import (
 from prometheus_client import Counter
 
 from duroot_stream import metrics as metrics_mod
-from duroot_stream.codec import Codec, CodecError, event_headers
 from duroot_stream.config import KafkaConfig
 from duroot_stream.domain.decider import (
     Accepted,
@@ -66,8 +63,9 @@ from duroot_stream.domain.model import (
 )
 from duroot_stream.domain.replay import WorkflowReplay
 from duroot_stream.ids import MonotonicUlids, new_ulid, now_ms
-from duroot_stream.partitioning import partition_for
-from duroot_stream.topics import TopicCheckError, Topics
+from duroot_stream.wire.codec import Codec, CodecError, event_headers
+from duroot_stream.wire.partitioning import partition_for
+from duroot_stream.wire.topics import TopicCheckError, Topics
 
 log = logging.getLogger("duroot.processor")
 
@@ -946,87 +944,3 @@ class _PartitionFold:
             self.states[workflow_id] = replay.state()
         self.active.clear()
         return self.states
-
-
-# --- command line ---------------------------------------------------------------
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--instance-id",
-        default=socket.gethostname(),
-        help="stable id of this instance (transactional.id suffix)",
-    )
-    parser.add_argument("--group", default="duroot-processor", help="consumer group id")
-    parser.add_argument(
-        "--batch-size", type=int, default=1000, help="commands per transaction, at most"
-    )
-    parser.add_argument(
-        "--commit-interval-ms",
-        type=int,
-        default=100,
-        help="a transaction commits at the latest this long after its first command",
-    )
-    parser.add_argument(
-        "--gc-interval", type=float, default=60.0, help="seconds between garbage-collection passes"
-    )
-    parser.add_argument(
-        "--max-active",
-        type=float,
-        default=24 * 3600.0,
-        help="seconds a workflow may stay active before AbortExpired",
-    )
-    parser.add_argument(
-        "--delete-after",
-        type=float,
-        default=5 * 24 * 3600.0,
-        help="seconds after completion before Delete",
-    )
-    parser.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
-    parser.add_argument("--metrics-addr", default="127.0.0.1", help="address for /metrics")
-
-
-def cli_main(args: argparse.Namespace) -> int:
-    import signal
-
-    from duroot_stream.cli import kafka_config
-
-    settings = ProcessorSettings(
-        kafka=kafka_config(args),
-        instance_id=args.instance_id,
-        group_id=args.group,
-        batch_size=args.batch_size,
-        commit_interval_s=args.commit_interval_ms / 1000,
-        gc_interval_s=args.gc_interval,
-        max_active_s=args.max_active,
-        delete_after_s=args.delete_after,
-        metrics_port=args.metrics_port,
-    )
-    processor = Processor(settings)
-    if settings.metrics_port is not None:
-        port = metrics_mod.serve(
-            processor.metrics.registry, settings.metrics_port, args.metrics_addr
-        )
-        log.info("metrics", extra={"url": f"http://{args.metrics_addr}:{port}/metrics"})
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: processor.stop())
-
-    def watchdog() -> None:
-        while True:
-            time.sleep(5)
-            hung = processor.hung_call(HUNG_CALL_S)
-            if hung is not None:
-                log.error(
-                    "processor stopped: Kafka call %s has not returned for %.0f s, past its "
-                    "timeout; exiting so that a restart recovers",
-                    *hung,
-                )
-                os._exit(1)
-
-    threading.Thread(target=watchdog, name="watchdog", daemon=True).start()
-    try:
-        processor.run()
-    except (ProcessorFatal, TopicCheckError) as exc:
-        log.error("processor stopped: %s", exc)
-        return 1
-    return 0

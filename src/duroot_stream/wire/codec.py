@@ -108,10 +108,11 @@ class CodecError(ValueError):
 
 def schemas_dir() -> Path:
     """`schemas/`: inside the installed package (wheel), else the source tree."""
-    packaged = Path(__file__).parent / "schemas"
+    package = Path(__file__).resolve().parents[1]
+    packaged = package / "schemas"
     if packaged.is_dir():
         return packaged
-    return Path(__file__).resolve().parents[2] / "schemas"
+    return package.parents[1] / "schemas"
 
 
 # The schema each hand-written coder implements (fastavro's CRC-64-AVRO hex

@@ -49,12 +49,12 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from duroot_stream.codec import Codec, CodecError
-from duroot_stream.config import ConfigError, KafkaConfig
+from duroot_stream import kafka
+from duroot_stream.config import KafkaConfig
 from duroot_stream.domain.decider import RECENT_COMMANDS
 from duroot_stream.domain.model import (
     NO_VC,
@@ -72,8 +72,11 @@ from duroot_stream.domain.model import (
     Reply,
 )
 from duroot_stream.ids import new_ulid, now_ms
-from duroot_stream.partitioning import partition_for
-from duroot_stream.topics import Topics
+from duroot_stream.kafka import header, new_producer
+from duroot_stream.kafka import new_reader as new_consumer
+from duroot_stream.wire.codec import Codec, CodecError
+from duroot_stream.wire.partitioning import partition_for
+from duroot_stream.wire.topics import Topics
 
 log = logging.getLogger(__name__)
 
@@ -705,78 +708,28 @@ class DuRootClient:
         return self.send(make_command(workflow_id, Delete(), expected_vid))
 
 
-# --- small Kafka helpers (also used by the readers) ----------------------------------
-
-
-def header(msg: Message, name: str) -> str | None:
-    """The last value of header `name` as text, or None."""
-    raw = msg.headers() or []
-    found: str | bytes | None = None
-    for key, value in raw.items() if isinstance(raw, dict) else raw:
-        if key == name and value is not None:
-            found = value
-    if found is None:
-        return None
-    return found.decode("utf-8", "replace") if isinstance(found, bytes) else str(found)
-
-
-def new_producer(config: KafkaConfig, **settings: Any) -> Producer:
-    """A Producer; a bad `-X` setting is a `ConfigError`."""
-    try:
-        return Producer(config.client(**settings))
-    except KafkaException as exc:
-        raise ConfigError(f"producer settings: {exc.args[0].str()}") from None
-
-
-def new_consumer(config: KafkaConfig, **settings: Any) -> Consumer:
-    """A Consumer for `assign()` only: read_committed, no commits, a group id it never joins."""
-    base: dict[str, Any] = {
-        "group.id": f"duroot-reader-{uuid.uuid4()}",
-        "enable.auto.commit": False,
-        "isolation.level": "read_committed",
-    }
-    try:
-        return Consumer(config.client(**{**base, **settings}))
-    except KafkaException as exc:
-        raise ConfigError(f"consumer settings: {exc.args[0].str()}") from None
+# --- Kafka calls with the client's errors ------------------------------------------
 
 
 def topic_partitions(client: Producer | Consumer, topic: str) -> int:
     """The partition count of `topic`; `Unavailable` if Kafka or the topic is missing."""
     try:
-        md = client.list_topics(topic, timeout=METADATA_TIMEOUT_S)
+        count = kafka.partition_count(client, topic)
     except KafkaException as exc:
         raise kafka_unavailable(f"cannot read the metadata of topic {topic}", exc) from None
-    t = md.topics.get(topic)
-    if t is None or t.error is not None or not t.partitions:
+    if count is None:
         raise Unavailable(
             f"topic {topic} does not exist (create the topics with `duroot-stream topics create`)"
         )
-    return len(t.partitions)
-
-
-# A new topic's partitions have no leader for a moment.
-_LEADER_ERRORS = frozenset({KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE})
+    return count
 
 
 def watermarks(consumer: Consumer, topic: str, partition: int) -> tuple[int, int]:
-    """(low, high) offsets of a partition, asking the broker; retries while the
-    error is retriable (e.g. a topic so new that its leader is not known yet)."""
-    deadline = time.monotonic() + METADATA_TIMEOUT_S
-    while True:
-        try:
-            return consumer.get_watermark_offsets(
-                TopicPartition(topic, partition), timeout=METADATA_TIMEOUT_S
-            )
-        except KafkaException as exc:
-            err = exc.args[0] if exc.args else None
-            retriable = isinstance(err, KafkaError) and (
-                err.retriable() or err.code() in _LEADER_ERRORS
-            )
-            if not retriable or time.monotonic() > deadline:
-                what = f"cannot read the offsets of {topic}/{partition}"
-                raise kafka_unavailable(what, exc) from None
-        time.sleep(0.1)
+    """(low, high) offsets of a partition; `Unavailable` when Kafka does not answer."""
+    try:
+        return kafka.watermarks(consumer, topic, partition)
+    except KafkaException as exc:
+        raise kafka_unavailable(f"cannot read the offsets of {topic}/{partition}", exc) from None
 
 
 def _fail(future: Future[Reply], exc: BaseException) -> None:

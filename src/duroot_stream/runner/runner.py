@@ -39,13 +39,10 @@ INITIALIZED (run again).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import logging
 import queue
-import shlex
 import threading
-import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -54,17 +51,15 @@ from typing import TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from duroot_stream import du
 from duroot_stream import metrics as metrics_mod
-from duroot_stream.client import (
+from duroot_stream.client.readers import DuRootReader
+from duroot_stream.client.requester import (
     CommandRejected,
     DuRootClient,
-    DuRootError,
     Unavailable,
     WorkflowNotFound,
     make_command,
 )
-from duroot_stream.codec import Codec, CodecError
 from duroot_stream.config import ConfigError, KafkaConfig
 from duroot_stream.domain.model import (
     NO_VC,
@@ -76,8 +71,9 @@ from duroot_stream.domain.model import (
     StateCode,
     WorkflowIndexEvent,
 )
-from duroot_stream.readers import DuRootReader
-from duroot_stream.topics import Topics
+from duroot_stream.runner import du
+from duroot_stream.wire.codec import Codec, CodecError
+from duroot_stream.wire.topics import Topics
 
 log = logging.getLogger("duroot.runner")
 
@@ -555,92 +551,3 @@ def _consume(consumer: Consumer) -> list[Message]:
 
 
 # --- command line ---------------------------------------------------------------------------
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", required=True, help="the host name this runner serves")
-    parser.add_argument(
-        "--root",
-        action="append",
-        required=True,
-        metavar="PATH",
-        help="run du only inside this directory (repeatable; real paths are compared)",
-    )
-    parser.add_argument("--group", default="", help="consumer group id [duroot-runner-HOST]")
-    parser.add_argument(
-        "--du-command",
-        default="du",
-        help="the du executable, possibly behind a wrapper, split like a shell would but "
-        "never run by one (e.g. 'setpriv --reuid=nobody --regid=nogroup --clear-groups du')",
-    )
-    parser.add_argument("--threshold", default=du.DEFAULT_THRESHOLD, help="du --threshold")
-    parser.add_argument(
-        "--max-depth", type=int, default=du.DEFAULT_MAX_DEPTH, help="du --max-depth"
-    )
-    parser.add_argument(
-        "--timeout", type=float, default=3600.0, help="seconds a du run may take before it fails"
-    )
-    parser.add_argument("--concurrency", type=int, default=2, help="du runs at once")
-    parser.add_argument(
-        "--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="paths per Append, at most"
-    )
-    parser.add_argument(
-        "--batch-bytes",
-        type=int,
-        default=DEFAULT_BATCH_BYTES,
-        help="about this many bytes of paths per Append, at most",
-    )
-    parser.add_argument(
-        "--stderr-limit", type=int, default=du.DEFAULT_STDERR_LIMIT, help="stderr bytes kept"
-    )
-    parser.add_argument(
-        "--command-timeout", type=float, default=30.0, help="seconds to wait for a reply"
-    )
-    parser.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
-    parser.add_argument("--metrics-addr", default="127.0.0.1", help="address for /metrics")
-
-
-def settings_from_args(args: argparse.Namespace) -> RunnerSettings:
-    from duroot_stream.cli import kafka_config
-
-    try:
-        du_command = tuple(shlex.split(args.du_command))
-    except ValueError as exc:
-        raise ConfigError(f"--du-command: {exc}") from None
-    return RunnerSettings(
-        kafka=kafka_config(args),
-        host=args.host,
-        roots=tuple(args.root),
-        group_id=args.group,
-        du_command=du_command,
-        threshold=args.threshold,
-        max_depth=args.max_depth,
-        timeout_s=args.timeout,
-        concurrency=args.concurrency,
-        batch_size=args.batch_size,
-        batch_bytes=args.batch_bytes,
-        stderr_limit=args.stderr_limit,
-        command_timeout_s=args.command_timeout,
-        metrics_port=args.metrics_port,
-    )
-
-
-def cli_main(args: argparse.Namespace) -> int:
-    import signal
-
-    runner = Runner(settings_from_args(args))
-    if runner.settings.metrics_port is not None:
-        port = metrics_mod.serve(
-            runner.metrics.registry, runner.settings.metrics_port, args.metrics_addr
-        )
-        log.info("metrics", extra={"url": f"http://{args.metrics_addr}:{port}/metrics"})
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: runner.stop())
-    started = time.monotonic()
-    try:
-        runner.run()
-    except DuRootError as exc:
-        log.error("runner stopped: %s", exc)
-        return 1
-    log.debug("runner ran", extra={"seconds": round(time.monotonic() - started, 1)})
-    return 0

@@ -23,13 +23,14 @@ from pathlib import Path
 from typing import Protocol, TextIO
 
 from duroot_stream import metrics as metrics_mod
-from duroot_stream.client import DuRootClient, DuRootError
-from duroot_stream.client_cli import print_du
+from duroot_stream.client import DuRootClient, DuRootError, DuRootReader, Progress
 from duroot_stream.config import KafkaConfig
 from duroot_stream.processor import Processor, ProcessorSettings
-from duroot_stream.readers import DuRootReader, Progress
 from duroot_stream.runner import Runner, RunnerSettings
-from duroot_stream.topics import create_topics
+from duroot_stream.wire.topics import create_topics
+
+from .client import print_du
+from .options import EXIT_FAILED, EXIT_UNAVAILABLE, kafka_config
 
 # The registry of a `run`: a fixed UUID, so repeated runs index under one registry.
 RUN_REGISTRY = str(uuid.uuid5(uuid.NAMESPACE_URL, "duroot-stream:run"))
@@ -202,8 +203,6 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def cli_main(args: argparse.Namespace) -> int:
-    from duroot_stream.cli import EXIT_FAILED, EXIT_UNAVAILABLE, kafka_config
-
     config: KafkaConfig = kafka_config(args)
     external = args.bootstrap_servers or os.environ.get("DUROOT_BOOTSTRAP_SERVERS")
     # Ctrl-C: the services stop in order as the stack unwinds.

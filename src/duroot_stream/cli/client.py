@@ -22,15 +22,20 @@ from pathlib import Path
 from typing import IO, Any, TextIO
 
 from duroot_stream.client import (
-    DEFAULT_BATCH_SIZE,
-    DEFAULT_TIMEOUT_S,
     CommandRejected,
+    DuResult,
     DuRootClient,
     DuRootError,
+    DuRootReader,
+    IndexEntry,
+    Progress,
+    StoredEvent,
     Unavailable,
     WaitTimeout,
+    WorkflowStatus,
     make_command,
 )
+from duroot_stream.client.requester import DEFAULT_BATCH_SIZE, DEFAULT_TIMEOUT_S
 from duroot_stream.config import KafkaConfig
 from duroot_stream.domain.model import (
     NO_VC,
@@ -47,20 +52,13 @@ from duroot_stream.domain.model import (
     PathUsage,
     WorkflowEvent,
 )
-from duroot_stream.readers import (
-    DuResult,
-    DuRootReader,
-    IndexEntry,
-    Progress,
-    StoredEvent,
-    WorkflowStatus,
-)
+
+from . import options
+from .options import kafka_config, kafka_options
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register the subcommands on `duroot-stream`'s parser."""
-    from duroot_stream.cli import _kafka_options
-
     p = sub.add_parser("begin", help="begin a du of a root (publish Init)")
     p.add_argument("--global-root", required=True, help="the root's global path")
     p.add_argument("--registry-id", help="registry UUID")
@@ -73,7 +71,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     )
     p.add_argument("--workflow", help="workflow UUID (default: a new random one)")
     _command_options(p)
-    _kafka_options(p)
+    kafka_options(p)
     p.set_defaults(handler=cmd_begin)
 
     p = sub.add_parser("send", help="publish one command (for scripts)")
@@ -99,7 +97,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
             a.add_argument("--code", type=int, default=1, help="status code, not 0 (default 1)")
             a.add_argument("--message", required=True, help="status message")
         _command_options(a)
-        _kafka_options(a)
+        kafka_options(a)
         a.set_defaults(handler=cmd_send)
 
     p = sub.add_parser("get", help="print the du result of a workflow")
@@ -116,13 +114,13 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     _output_options(p, human=True)
     p.add_argument("-0", "--null", action="store_true", help="end lines with NUL, like du -0")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
-    _kafka_options(p)
+    kafka_options(p)
     p.set_defaults(handler=cmd_get)
 
     p = sub.add_parser("status", help="state, vid, counts and times of a workflow")
     p.add_argument("workflow", help="workflow UUID")
     _output_options(p)
-    _kafka_options(p)
+    kafka_options(p)
     p.set_defaults(handler=cmd_status)
 
     p = sub.add_parser("index", help="list workflows from the index table")
@@ -131,7 +129,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     which.add_argument("--completed", action="store_true", help="only completed workflows")
     p.add_argument("--registry", help="only this registry (UUID)")
     _output_options(p)
-    _kafka_options(p)
+    kafka_options(p)
     p.set_defaults(handler=cmd_index)
 
     p = sub.add_parser("events", help="print the workflow event stream")
@@ -139,7 +137,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--from-now", action="store_true", help="start at the end, not the beginning")
     p.add_argument("--workflow", help="only this workflow (reads only its partition)")
     _output_options(p)
-    _kafka_options(p)
+    kafka_options(p)
     p.set_defaults(handler=cmd_events)
 
 
@@ -174,26 +172,24 @@ def _output_options(p: argparse.ArgumentParser, human: bool = False) -> None:
 
 def _run(name: str, args: argparse.Namespace, body: Callable[[], int]) -> int:
     """Run a handler body; map errors to exit codes and one line on stderr."""
-    from duroot_stream import cli
-
     try:
         return body()
     except CommandRejected as exc:
         code = exc.error_code.value if exc.error_code else "REJECTED"
         _error(name, f"{code}: {exc}")
-        return cli.EXIT_FAILED
+        return options.EXIT_FAILED
     except WaitTimeout as exc:
         _error(name, str(exc))
-        return cli.EXIT_INCOMPLETE
+        return options.EXIT_INCOMPLETE
     except Unavailable as exc:
         _error(name, str(exc))
-        return cli.EXIT_UNAVAILABLE
+        return options.EXIT_UNAVAILABLE
     except DuRootError as exc:
         _error(name, str(exc))
-        return cli.EXIT_FAILED
+        return options.EXIT_FAILED
     except (ValueError, OSError) as exc:
         _error(name, str(exc))
-        return cli.EXIT_USAGE
+        return options.EXIT_USAGE
 
 
 def _error(name: str, message: str) -> None:
@@ -201,8 +197,6 @@ def _error(name: str, message: str) -> None:
 
 
 def _config(args: argparse.Namespace) -> KafkaConfig:
-    from duroot_stream.cli import kafka_config
-
     return kafka_config(args)
 
 
@@ -340,7 +334,7 @@ def read_lines(stream: IO[bytes], end: bytes = b"\n") -> Iterator[PathUsage]:
         except UnicodeDecodeError:
             raise ValueError(
                 f"line {number}: the path is not UTF-8 (paths are stored as UTF-8 text; "
-                "the runner escapes other bytes with duroot_stream.du.escape_path)"
+                "the runner escapes other bytes with duroot_stream.runner.du.escape_path)"
             ) from None
         yield PathUsage(text, int(usage))
 
@@ -349,8 +343,6 @@ def read_lines(stream: IO[bytes], end: bytes = b"\n") -> Iterator[PathUsage]:
 
 
 def cmd_get(args: argparse.Namespace) -> int:
-    from duroot_stream import cli
-
     def body() -> int:
         wait = args.wait is not None
         timeout = args.wait if wait and args.wait >= 0 else None
@@ -373,8 +365,8 @@ def cmd_get(args: argparse.Namespace) -> int:
                 f"workflow {result.workflow_id} is still running (state {result.state.name}, "
                 f"{len(result.lines)} lines so far); use --wait to wait for it",
             )
-            return cli.EXIT_INCOMPLETE
-        return cli.EXIT_OK
+            return options.EXIT_INCOMPLETE
+        return options.EXIT_OK
 
     return _run("get", args, body)
 

@@ -1,6 +1,6 @@
 """Readers: a workflow's du result and status, the event stream, the index table.
 
-    from duroot_stream.readers import DuRootReader
+    from duroot_stream.client import DuRootReader
 
     with DuRootReader(KafkaConfig.from_env()) as reader:
         result = reader.get_du(workflow_id, wait=True).raise_for_status()
@@ -41,19 +41,6 @@ from types import TracebackType
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from duroot_stream.client import (
-    DuRootError,
-    Unavailable,
-    WaitTimeout,
-    WorkflowFailed,
-    WorkflowNotFound,
-    canonical_uuid,
-    kafka_unavailable,
-    new_consumer,
-    topic_partitions,
-    watermarks,
-)
-from duroot_stream.codec import Codec, CodecError
 from duroot_stream.config import KafkaConfig
 from duroot_stream.domain.decider import WorkflowState, evolve, initial_state, ulid_time_ms
 from duroot_stream.domain.model import (
@@ -69,8 +56,22 @@ from duroot_stream.domain.model import (
     WorkflowEvent,
     WorkflowIndexEvent,
 )
-from duroot_stream.partitioning import partition_for
-from duroot_stream.topics import Topics
+from duroot_stream.kafka import new_reader as new_consumer
+from duroot_stream.wire.codec import Codec, CodecError
+from duroot_stream.wire.partitioning import partition_for
+from duroot_stream.wire.topics import Topics
+
+from .requester import (
+    DuRootError,
+    Unavailable,
+    WaitTimeout,
+    WorkflowFailed,
+    WorkflowNotFound,
+    canonical_uuid,
+    kafka_unavailable,
+    topic_partitions,
+    watermarks,
+)
 
 log = logging.getLogger(__name__)
 

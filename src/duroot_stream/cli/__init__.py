@@ -1,0 +1,1 @@
+"""The `duroot-stream` program: the parser, exit codes, one module per group of subcommands."""

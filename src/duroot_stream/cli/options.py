@@ -1,0 +1,51 @@
+"""What every subcommand shares: exit codes, Kafka options, waiting for a signal."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+
+from duroot_stream.config import KafkaConfig, parse_overrides
+
+# Exit codes scripts can rely on (also in the README).
+EXIT_OK = 0
+EXIT_FAILED = 1  # the thing asked for failed (e.g. a failed workflow, a rejected command)
+EXIT_USAGE = 2  # bad arguments or configuration
+EXIT_UNAVAILABLE = 3  # Kafka or the processor did not answer in time
+EXIT_INCOMPLETE = 4  # `get`: the workflow has not completed (yet, or within --wait TIMEOUT)
+
+
+def kafka_config(args: argparse.Namespace) -> KafkaConfig:
+    return KafkaConfig.from_env(
+        bootstrap_servers=args.bootstrap_servers,
+        topic_prefix=args.topic_prefix,
+        schema_registry_url=args.schema_registry_url,
+        overrides=parse_overrides(args.X or []),
+    )
+
+
+def kafka_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("Kafka")
+    group.add_argument(
+        "--bootstrap-servers", "-b", help="Kafka bootstrap servers [$DUROOT_BOOTSTRAP_SERVERS]"
+    )
+    group.add_argument("--topic-prefix", help="topic name prefix [$DUROOT_TOPIC_PREFIX]")
+    group.add_argument(
+        "--schema-registry-url", help="Confluent Schema Registry [$DUROOT_SCHEMA_REGISTRY_URL]"
+    )
+    group.add_argument(
+        "-X", action="append", metavar="KEY=VALUE", help="librdkafka setting (repeatable)"
+    )
+    parser.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
+    parser.add_argument("--log-format", default="text", choices=["text", "json"])
+
+
+def wait_for_signal() -> None:
+    """Block until SIGINT or SIGTERM."""
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()

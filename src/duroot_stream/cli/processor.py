@@ -1,0 +1,96 @@
+"""`duroot-stream processor`: settings from arguments, metrics, signals, the hung-call watchdog."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+
+from duroot_stream import metrics as metrics_mod
+from duroot_stream.processor import HUNG_CALL_S, Processor, ProcessorFatal, ProcessorSettings
+from duroot_stream.wire.topics import TopicCheckError
+
+from .options import kafka_config
+
+log = logging.getLogger("duroot.processor")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--instance-id",
+        default=socket.gethostname(),
+        help="stable id of this instance (transactional.id suffix)",
+    )
+    parser.add_argument("--group", default="duroot-processor", help="consumer group id")
+    parser.add_argument(
+        "--batch-size", type=int, default=1000, help="commands per transaction, at most"
+    )
+    parser.add_argument(
+        "--commit-interval-ms",
+        type=int,
+        default=100,
+        help="a transaction commits at the latest this long after its first command",
+    )
+    parser.add_argument(
+        "--gc-interval", type=float, default=60.0, help="seconds between garbage-collection passes"
+    )
+    parser.add_argument(
+        "--max-active",
+        type=float,
+        default=24 * 3600.0,
+        help="seconds a workflow may stay active before AbortExpired",
+    )
+    parser.add_argument(
+        "--delete-after",
+        type=float,
+        default=5 * 24 * 3600.0,
+        help="seconds after completion before Delete",
+    )
+    parser.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
+    parser.add_argument("--metrics-addr", default="127.0.0.1", help="address for /metrics")
+
+
+def cli_main(args: argparse.Namespace) -> int:
+    settings = ProcessorSettings(
+        kafka=kafka_config(args),
+        instance_id=args.instance_id,
+        group_id=args.group,
+        batch_size=args.batch_size,
+        commit_interval_s=args.commit_interval_ms / 1000,
+        gc_interval_s=args.gc_interval,
+        max_active_s=args.max_active,
+        delete_after_s=args.delete_after,
+        metrics_port=args.metrics_port,
+    )
+    processor = Processor(settings)
+    if settings.metrics_port is not None:
+        port = metrics_mod.serve(
+            processor.metrics.registry, settings.metrics_port, args.metrics_addr
+        )
+        log.info("metrics", extra={"url": f"http://{args.metrics_addr}:{port}/metrics"})
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: processor.stop())
+
+    def watchdog() -> None:
+        while True:
+            time.sleep(5)
+            hung = processor.hung_call(HUNG_CALL_S)
+            if hung is not None:
+                log.error(
+                    "processor stopped: Kafka call %s has not returned for %.0f s, past its "
+                    "timeout; exiting so that a restart recovers",
+                    *hung,
+                )
+                os._exit(1)
+
+    threading.Thread(target=watchdog, name="watchdog", daemon=True).start()
+    try:
+        processor.run()
+    except (ProcessorFatal, TopicCheckError) as exc:
+        log.error("processor stopped: %s", exc)
+        return 1
+    return 0

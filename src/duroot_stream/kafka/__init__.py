@@ -1,0 +1,31 @@
+"""Kafka plumbing: client factories, headers, watermarks and the one error triage."""
+
+from .clients import (
+    METADATA_TIMEOUT_S,
+    Headers,
+    header,
+    header_bytes,
+    headers,
+    new_consumer,
+    new_producer,
+    new_reader,
+    partition_count,
+    watermarks,
+)
+from .errors import Triage, kafka_error, triage
+
+__all__ = [
+    "METADATA_TIMEOUT_S",
+    "Headers",
+    "Triage",
+    "header",
+    "header_bytes",
+    "headers",
+    "kafka_error",
+    "new_consumer",
+    "new_producer",
+    "new_reader",
+    "partition_count",
+    "triage",
+    "watermarks",
+]
