@@ -44,7 +44,7 @@ from duroot_stream.domain import (
     reply_for,
 )
 from duroot_stream.ids import MonotonicUlids, new_ulid
-from duroot_stream.wire.codec import Codec, event_headers
+from duroot_stream.wire import Codec, event_headers
 
 WORKFLOW_ID = "7f1c0a3e-5b1d-4c2a-9e3f-0123456789ab"
 REGISTRY_ID = "0b0c8d4e-1111-4222-8333-444455556666"

@@ -53,9 +53,7 @@ from duroot_stream.domain import (
     WorkflowIndexEvent,
 )
 from duroot_stream.ids import MonotonicUlids, new_ulid
-from duroot_stream.wire.codec import Codec, event_headers
-from duroot_stream.wire.partitioning import partition_for
-from duroot_stream.wire.topics import Topics, create_topics
+from duroot_stream.wire import Codec, Topics, create_topics, event_headers, partition_for
 
 PARTITIONS = 6
 REGISTRY_ID = "0b0c8d4e-1111-4222-8333-444455556666"

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from duroot_stream.config import KafkaConfig
 from duroot_stream.domain import WorkflowState
 from duroot_stream.processor.loop import restore_partitions
-from duroot_stream.wire.codec import Codec
+from duroot_stream.wire import Codec
 
 
 def rss_bytes() -> int:

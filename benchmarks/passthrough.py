@@ -26,7 +26,7 @@ from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
 from duroot_stream.config import KafkaConfig
 from duroot_stream.processor.loop import CONSUME_CHUNK, IDLE_POLL_S
-from duroot_stream.wire.topics import Topics
+from duroot_stream.wire import Topics
 
 BATCH_SIZE = 1000  # the processor's defaults
 COMMIT_INTERVAL_S = 0.1

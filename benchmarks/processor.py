@@ -66,9 +66,7 @@ from duroot_stream.config import KafkaConfig
 from duroot_stream.domain import NO_VC, Append, Command, PathUsage
 from duroot_stream.ids import new_ulid, now_ms
 from duroot_stream.processor.loop import RESTORE_BATCH, restore_partitions
-from duroot_stream.wire.codec import Codec
-from duroot_stream.wire.partitioning import partition_for
-from duroot_stream.wire.topics import Topics
+from duroot_stream.wire import Codec, Topics, partition_for
 
 PARTITIONS = 6
 WORKFLOWS = 1_000  # for the command benchmarks

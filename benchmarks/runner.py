@@ -44,10 +44,10 @@ from duroot_stream.cli.runner import settings_from_args
 from duroot_stream.client import DuRootClient
 from duroot_stream.client.readers import DuRootReader
 from duroot_stream.config import KafkaConfig
-from duroot_stream.domain.model import PathUsage
+from duroot_stream.domain import PathUsage
 from duroot_stream.processor import Processor, ProcessorSettings
 from duroot_stream.runner import Runner, du
-from duroot_stream.wire.topics import Topics, create_topics
+from duroot_stream.wire import Topics, create_topics
 
 HOST = "bench.example.org"
 REGISTRY_ID = "0b0c8d4e-1111-4222-8333-444455556666"

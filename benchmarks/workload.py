@@ -47,9 +47,7 @@ from duroot_stream.domain import (
     WorkflowEvent,
 )
 from duroot_stream.ids import MonotonicUlids, new_ulid, now_ms
-from duroot_stream.wire.codec import Codec, event_headers
-from duroot_stream.wire.partitioning import partition_for
-from duroot_stream.wire.topics import Topics, create_topics
+from duroot_stream.wire import Codec, Topics, create_topics, event_headers, partition_for
 
 REPO = Path(__file__).resolve().parents[1]
 REGISTRY_ID = "0b0c8d4e-1111-4222-8333-444455556666"

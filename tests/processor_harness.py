@@ -12,12 +12,17 @@ from dataclasses import dataclass, field, replace
 from confluent_kafka import OFFSET_END, Consumer, Producer, TopicPartition
 
 from duroot_stream.config import KafkaConfig
-from duroot_stream.domain.model import NO_VC, Command, CommandBody, Reply, WorkflowEvent
+from duroot_stream.domain import NO_VC, Command, CommandBody, Reply, WorkflowEvent
 from duroot_stream.ids import new_ulid, now_ms
 from duroot_stream.processor import Processor, ProcessorSettings
-from duroot_stream.wire.codec import Codec, EventHeaders, parse_event_headers
-from duroot_stream.wire.partitioning import partition_for
-from duroot_stream.wire.topics import Topics, create_topics
+from duroot_stream.wire import (
+    Codec,
+    EventHeaders,
+    Topics,
+    create_topics,
+    parse_event_headers,
+    partition_for,
+)
 
 from .kafka_helpers import read_all, wait_until
 

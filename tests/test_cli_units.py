@@ -24,7 +24,7 @@ from duroot_stream.cli.client import (
     read_lines,
 )
 from duroot_stream.client.readers import DuResult
-from duroot_stream.domain.model import PathUsage, StateCode
+from duroot_stream.domain import PathUsage, StateCode
 from duroot_stream.ids import new_ulid
 
 WF = "6f1c0a3e-5b1d-4c2a-9e3f-0123456789ab"

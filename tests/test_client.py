@@ -27,7 +27,7 @@ from duroot_stream.client import (
 from duroot_stream.client.readers import DuRootReader
 from duroot_stream.client.requester import CORRELATION_ID
 from duroot_stream.config import KafkaConfig
-from duroot_stream.domain.model import (
+from duroot_stream.domain import (
     EVENT_EPOCH,
     DuRootStarted,
     DuUpdated,
@@ -36,8 +36,7 @@ from duroot_stream.domain.model import (
     StateCode,
 )
 from duroot_stream.kafka import header
-from duroot_stream.wire.codec import Codec
-from duroot_stream.wire.topics import Topics
+from duroot_stream.wire import Codec, Topics
 
 from .kafka_helpers import read_all
 from .processor_harness import running_processor, setup_topics

@@ -14,8 +14,8 @@ import pytest
 from duroot_stream.client import DuRootClient, WaitTimeout, WorkflowNotFound, make_command
 from duroot_stream.client.readers import DuResult, DuRootReader, Progress, StoredEvent
 from duroot_stream.config import KafkaConfig
-from duroot_stream.domain.model import Append, PathUsage, StateCode
-from duroot_stream.wire.partitioning import partition_for
+from duroot_stream.domain import Append, PathUsage, StateCode
+from duroot_stream.wire import partition_for
 
 from .kafka_helpers import wait_until
 from .processor_harness import PARTITIONS, running_processor, setup_topics

@@ -27,7 +27,7 @@ from duroot_stream.client.requester import (
     path_usages,
     rejection,
 )
-from duroot_stream.domain.model import NO_VC, Commit, ErrorCode, PathUsage, Reply, StateCode
+from duroot_stream.domain import NO_VC, Commit, ErrorCode, PathUsage, Reply, StateCode
 from duroot_stream.ids import new_ulid
 
 WF = "6f1c0a3e-5b1d-4c2a-9e3f-0123456789ab"

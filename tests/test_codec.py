@@ -11,7 +11,7 @@ from typing import Any
 import fastavro
 import pytest
 
-from duroot_stream.domain.model import (
+from duroot_stream.domain import (
     EVENT_EPOCH,
     NO_VC,
     RETRY_NO_VC,

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from duroot_stream.domain.model import (
+from duroot_stream.domain import (
     EVENT_EPOCH,
     NO_VC,
     RETRY_NO_VC,

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from duroot_stream.domain.model import PathUsage
+from duroot_stream.domain import PathUsage
 from duroot_stream.runner import du
 
 from .kafka_helpers import wait_until
@@ -364,9 +364,9 @@ def test_a_full_batch_stays_below_kafkas_message_limit(tmp_path: Path, name: byt
     """The byte estimate never undercounts: an Append of `batch_bytes` worth of paths
     encodes to at most that (plus the command's own fields), below librdkafka's
     default message.max.bytes (1,000,000)."""
-    from duroot_stream.domain.model import Append, Command
+    from duroot_stream.domain import Append, Command
     from duroot_stream.runner.runner import DEFAULT_BATCH_BYTES
-    from duroot_stream.wire.codec import Codec
+    from duroot_stream.wire import Codec
 
     output = tmp_path / "du-output"
     output.write_bytes(b"".join(b"99999999999\t./%d/%s\0" % (i, name) for i in range(40_000)))

@@ -7,7 +7,7 @@ import uuid
 import pytest
 
 from duroot_stream.config import KafkaConfig
-from duroot_stream.domain.model import (
+from duroot_stream.domain import (
     EVENT_EPOCH,
     AbortExpired,
     Append,
@@ -26,8 +26,7 @@ from duroot_stream.domain.model import (
     Init,
     PathUsage,
 )
-from duroot_stream.wire.codec import Codec
-from duroot_stream.wire.topics import Topics
+from duroot_stream.wire import Codec, Topics
 
 from .kafka_helpers import read_all, wait_until
 from .processor_harness import (
@@ -355,8 +354,7 @@ def test_deleted_history_is_compacted_away(kafka: KafkaConfig) -> None:
     """After Delete and a cleaner run, no key of the workflow is left in the event topic."""
     from confluent_kafka import Producer
 
-    from duroot_stream.wire.partitioning import partition_for
-    from duroot_stream.wire.topics import create_topics
+    from duroot_stream.wire import create_topics, partition_for
 
     from .processor_harness import PARTITIONS
 

@@ -12,9 +12,8 @@ from contextlib import ExitStack
 import pytest
 
 from duroot_stream.config import KafkaConfig
-from duroot_stream.domain.model import Append, Commit, DuUpdated, Init, PathUsage
-from duroot_stream.wire.codec import Codec
-from duroot_stream.wire.topics import Topics
+from duroot_stream.domain import Append, Commit, DuUpdated, Init, PathUsage
+from duroot_stream.wire import Codec, Topics
 
 from .kafka_helpers import read_all, wait_until
 from .processor_harness import Requester, command, running_processor, setup_topics, workflow_events

@@ -29,7 +29,7 @@ from confluent_kafka import Consumer, TopicPartition
 from duroot_stream.client import DuRootClient
 from duroot_stream.client.readers import DuResult, DuRootReader
 from duroot_stream.config import KafkaConfig
-from duroot_stream.domain.model import (
+from duroot_stream.domain import (
     NO_VC,
     Append,
     Commit,
@@ -42,8 +42,7 @@ from duroot_stream.domain.model import (
 )
 from duroot_stream.runner import du
 from duroot_stream.runner.runner import INTERRUPTED, Runner, RunnerSettings
-from duroot_stream.wire.codec import Codec
-from duroot_stream.wire.topics import Topics
+from duroot_stream.wire import Codec, Topics
 
 from .kafka_helpers import read_all, wait_until
 from .processor_harness import PARTITIONS, running_processor, setup_topics, workflow_events

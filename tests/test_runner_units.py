@@ -12,7 +12,7 @@ from duroot_stream.cli.main import build_parser
 from duroot_stream.cli.runner import settings_from_args
 from duroot_stream.client import ConflictState, WorkflowNotFound
 from duroot_stream.config import ConfigError, KafkaConfig
-from duroot_stream.domain.model import (
+from duroot_stream.domain import (
     NO_VC,
     Commit,
     ErrorCode,

@@ -20,7 +20,7 @@ import fastavro
 import pytest
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
-from duroot_stream.domain.model import (
+from duroot_stream.domain import (
     NO_VC,
     Append,
     Command,

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from duroot_stream.config import KafkaConfig
-from duroot_stream.wire.topics import Topics, create_topics
+from duroot_stream.wire import Topics, create_topics
 
 from ..kafka_helpers import wait_until
 from .supervisor import Supervisor

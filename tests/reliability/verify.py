@@ -32,19 +32,20 @@ from dataclasses import dataclass, field
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from duroot_stream.config import KafkaConfig
-from duroot_stream.domain.decider import (
+from duroot_stream.domain import (
+    EVENT_EPOCH,
     Accepted,
+    Command,
+    ErrorCode,
+    Reply,
     WorkflowState,
     decide,
     initial_state,
     reply_for,
 )
-from duroot_stream.domain.model import EVENT_EPOCH, Command, ErrorCode, Reply
 from duroot_stream.ids import encode_ulid
 from duroot_stream.processor import MAX_COMMAND_BYTES
-from duroot_stream.wire.codec import Codec, CodecError, parse_event_headers
-from duroot_stream.wire.partitioning import partition_for
-from duroot_stream.wire.topics import Topics
+from duroot_stream.wire import Codec, CodecError, Topics, parse_event_headers, partition_for
 
 MAX_PROBLEMS = 30
 _ULID = re.compile(r"[0-9A-HJKMNP-TV-Z]{26}")

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 
 from duroot_stream.config import KafkaConfig
-from duroot_stream.domain.model import (
+from duroot_stream.domain import (
     NO_VC,
     RETRY_NO_VC,
     AbortExpired,
@@ -47,9 +47,7 @@ from duroot_stream.domain.model import (
     StateCode,
 )
 from duroot_stream.ids import encode_ulid, new_ulid, now_ms
-from duroot_stream.wire.codec import Codec
-from duroot_stream.wire.partitioning import partition_for
-from duroot_stream.wire.topics import Topics
+from duroot_stream.wire import Codec, Topics, partition_for
 
 log = logging.getLogger("duroot.reliability")
 

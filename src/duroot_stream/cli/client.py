@@ -37,7 +37,7 @@ from duroot_stream.client import (
 )
 from duroot_stream.client.requester import DEFAULT_BATCH_SIZE, DEFAULT_TIMEOUT_S
 from duroot_stream.config import KafkaConfig
-from duroot_stream.domain.model import (
+from duroot_stream.domain import (
     NO_VC,
     AbortExpired,
     CommandBody,

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from duroot_stream import logs
 from duroot_stream.config import ConfigError
+from duroot_stream.wire import TopicCheckError, check_topics, create_topics
 
 from . import client as client_commands
 from . import processor as processor_command
@@ -45,18 +46,16 @@ def cmd_broker(args: argparse.Namespace) -> int:
 
 
 def cmd_topics(args: argparse.Namespace) -> int:
-    from duroot_stream.wire import topics
-
     config = kafka_config(args)
     if args.action == "create":
-        created = topics.create_topics(config, partitions=args.partitions)
+        created = create_topics(config, partitions=args.partitions)
         for name in created:
             print(f"created {name}")
-        counts = topics.check_topics(config)
+        counts = check_topics(config)
     else:
         try:
-            counts = topics.check_topics(config)
-        except topics.TopicCheckError as exc:
+            counts = check_topics(config)
+        except TopicCheckError as exc:
             print(f"duroot-stream topics check: {exc}", file=sys.stderr)
             return EXIT_FAILED
     for name, count in sorted(counts.items()):

@@ -12,7 +12,7 @@ import time
 
 from duroot_stream import metrics as metrics_mod
 from duroot_stream.processor import HUNG_CALL_S, Processor, ProcessorFatal, ProcessorSettings
-from duroot_stream.wire.topics import TopicCheckError
+from duroot_stream.wire import TopicCheckError
 
 from .options import kafka_config
 

@@ -27,7 +27,7 @@ from duroot_stream.client import DuRootClient, DuRootError, DuRootReader, Progre
 from duroot_stream.config import KafkaConfig
 from duroot_stream.processor import Processor, ProcessorSettings
 from duroot_stream.runner import Runner, RunnerSettings
-from duroot_stream.wire.topics import create_topics
+from duroot_stream.wire import create_topics
 
 from .client import print_du
 from .options import EXIT_FAILED, EXIT_UNAVAILABLE, kafka_config

@@ -42,8 +42,7 @@ from types import TracebackType
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from duroot_stream.config import KafkaConfig
-from duroot_stream.domain.decider import WorkflowState, evolve, initial_state, ulid_time_ms
-from duroot_stream.domain.model import (
+from duroot_stream.domain import (
     STATUS_CODE_OK,
     DuRootCommitted,
     DuRootCompleted,
@@ -55,11 +54,13 @@ from duroot_stream.domain.model import (
     StateCode,
     WorkflowEvent,
     WorkflowIndexEvent,
+    WorkflowState,
+    evolve,
+    initial_state,
+    ulid_time_ms,
 )
 from duroot_stream.kafka import new_reader as new_consumer
-from duroot_stream.wire.codec import Codec, CodecError
-from duroot_stream.wire.partitioning import partition_for
-from duroot_stream.wire.topics import Topics
+from duroot_stream.wire import Codec, CodecError, Topics, partition_for
 
 from .requester import (
     DuRootError,

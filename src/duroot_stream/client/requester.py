@@ -55,9 +55,9 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 
 from duroot_stream import kafka
 from duroot_stream.config import KafkaConfig
-from duroot_stream.domain.decider import RECENT_COMMANDS
-from duroot_stream.domain.model import (
+from duroot_stream.domain import (
     NO_VC,
+    RECENT_COMMANDS,
     AbortExpired,
     Append,
     Command,
@@ -74,9 +74,7 @@ from duroot_stream.domain.model import (
 from duroot_stream.ids import new_ulid, now_ms
 from duroot_stream.kafka import header, new_producer
 from duroot_stream.kafka import new_reader as new_consumer
-from duroot_stream.wire.codec import Codec, CodecError
-from duroot_stream.wire.partitioning import partition_for
-from duroot_stream.wire.topics import Topics
+from duroot_stream.wire import Codec, CodecError, Topics, partition_for
 
 log = logging.getLogger(__name__)
 

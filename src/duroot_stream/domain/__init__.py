@@ -52,6 +52,7 @@ from .model import (
     WorkflowIndexEvent,
     event_key,
 )
+from .replay import WorkflowReplay
 
 __all__ = [
     "EVENT_EPOCH",
@@ -90,6 +91,7 @@ __all__ = [
     "WorkflowDeleted",
     "WorkflowEvent",
     "WorkflowIndexEvent",
+    "WorkflowReplay",
     "WorkflowState",
     "decide",
     "event_key",

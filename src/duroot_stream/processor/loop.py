@@ -44,28 +44,31 @@ from prometheus_client import Counter
 
 from duroot_stream import metrics as metrics_mod
 from duroot_stream.config import KafkaConfig
-from duroot_stream.domain.decider import (
+from duroot_stream.domain import (
+    NO_VC,
     Accepted,
+    Command,
+    DuRootStarted,
+    ErrorCode,
     Rejected,
+    Reply,
+    StateCode,
+    WorkflowReplay,
     WorkflowState,
     decide,
     expiry_command,
     initial_state,
     reply_for,
 )
-from duroot_stream.domain.model import (
-    NO_VC,
-    Command,
-    DuRootStarted,
-    ErrorCode,
-    Reply,
-    StateCode,
-)
-from duroot_stream.domain.replay import WorkflowReplay
 from duroot_stream.ids import MonotonicUlids, new_ulid, now_ms
-from duroot_stream.wire.codec import Codec, CodecError, event_headers
-from duroot_stream.wire.partitioning import partition_for
-from duroot_stream.wire.topics import TopicCheckError, Topics
+from duroot_stream.wire import (
+    Codec,
+    CodecError,
+    TopicCheckError,
+    Topics,
+    event_headers,
+    partition_for,
+)
 
 log = logging.getLogger("duroot.processor")
 

@@ -31,7 +31,7 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from duroot_stream.domain.model import PathUsage
+from duroot_stream.domain import PathUsage
 
 DEFAULT_THRESHOLD = "10G"
 DEFAULT_MAX_DEPTH = 3

@@ -61,7 +61,7 @@ from duroot_stream.client.requester import (
     make_command,
 )
 from duroot_stream.config import ConfigError, KafkaConfig
-from duroot_stream.domain.model import (
+from duroot_stream.domain import (
     NO_VC,
     Append,
     CommandBody,
@@ -72,8 +72,7 @@ from duroot_stream.domain.model import (
     WorkflowIndexEvent,
 )
 from duroot_stream.runner import du
-from duroot_stream.wire.codec import Codec, CodecError
-from duroot_stream.wire.topics import Topics
+from duroot_stream.wire import Codec, CodecError, Topics
 
 log = logging.getLogger("duroot.runner")
 

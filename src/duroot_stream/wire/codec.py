@@ -55,7 +55,7 @@ from typing import Any, Generic, TypeVar
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
-from duroot_stream.domain.model import (
+from duroot_stream.domain import (
     AbortExpired,
     Append,
     Command,
