@@ -20,12 +20,15 @@ from .decider import (
     ulid_time_ms,
 )
 from .model import (
+    CROCKFORD,
     EVENT_EPOCH,
     NO_VC,
     RETRY_NO_VC,
     STATUS_CODE_EXPIRED,
     STATUS_CODE_OK,
     STATUS_MESSAGE_EXPIRED,
+    ULID_RE,
+    UUID_RE,
     AbortExpired,
     Append,
     Command,
@@ -55,6 +58,7 @@ from .model import (
 from .replay import WorkflowReplay
 
 __all__ = [
+    "CROCKFORD",
     "EVENT_EPOCH",
     "NO_VC",
     "RECENT_COMMANDS",
@@ -62,6 +66,8 @@ __all__ = [
     "STATUS_CODE_EXPIRED",
     "STATUS_CODE_OK",
     "STATUS_MESSAGE_EXPIRED",
+    "ULID_RE",
+    "UUID_RE",
     "AbortExpired",
     "Accepted",
     "Append",

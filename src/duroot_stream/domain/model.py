@@ -6,10 +6,17 @@ the clock or randomness; ids and times come in from outside.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from enum import Enum, IntEnum
 
 # Sentinel vids (26-character ULID text), as in nog's `events` package.
+# The one rule for id text, everywhere: a UUID in canonical (lower-case, hyphenated)
+# text, a ULID in canonical Crockford base32 (upper case, at most 2^128 - 1).
+CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+ULID_RE = re.compile(r"[0-7][0-9A-HJKMNP-TV-Z]{25}")
+
 EVENT_EPOCH = "00000000000000000000000000"  # the vid of an empty history
 NO_VC = "00000000000000000000000001"  # expected vid: no version check
 RETRY_NO_VC = "00000000000000000000000002"  # expected vid: no check; a retry
