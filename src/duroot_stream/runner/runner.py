@@ -11,7 +11,7 @@ fences the first). For each index `DuRootStarted` whose host is its own:
    INITIALIZED -> run du (steps 2-4); APPENDING -> it was interrupted: `Fail`
    `du was interrupted`, never re-run; COMPLETED -> `Commit` again, ignoring
    errors; TERMINATED or deleted -> nothing.
-2. Check the host root (`du.check_root`): absolute, no NUL, real path inside
+2. Check the host root (`paths.check_root`): absolute, no NUL, real path inside
    a configured root. Otherwise refuse: log, count, `Fail` with the reason;
    du is never started.
 3. Run `du -0 --threshold=T --max-depth=D .` in the root's real path
