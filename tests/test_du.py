@@ -365,7 +365,7 @@ def test_a_full_batch_stays_below_kafkas_message_limit(tmp_path: Path, name: byt
     encodes to at most that (plus the command's own fields), below librdkafka's
     default message.max.bytes (1,000,000)."""
     from duroot_stream.domain import Append, Command
-    from duroot_stream.runner.runner import DEFAULT_BATCH_BYTES
+    from duroot_stream.runner import DEFAULT_BATCH_BYTES
     from duroot_stream.wire import Codec
 
     output = tmp_path / "du-output"

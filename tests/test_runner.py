@@ -9,6 +9,8 @@ wrapper scripts that record each invocation, so tests can assert that du was
 from __future__ import annotations
 
 import contextlib
+import functools
+import logging
 import os
 import shutil
 import signal
@@ -18,7 +20,7 @@ import sys
 import tempfile
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,8 +42,7 @@ from duroot_stream.domain import (
     PathUsage,
     StateCode,
 )
-from duroot_stream.runner import du
-from duroot_stream.runner.runner import INTERRUPTED, Runner, RunnerSettings
+from duroot_stream.runner import INTERRUPTED, Runner, RunnerSettings, du, paths
 from duroot_stream.wire import Codec, Topics
 
 from .kafka_helpers import read_all, wait_until
@@ -77,7 +78,7 @@ def _wait_for_leaders(kafka: KafkaConfig) -> None:
         for topic in (topics.commands, topics.events, topics.index, topics.replies):
             for p in range(PARTITIONS):
                 wait_until(
-                    lambda t=topic, p=p: _answers(consumer, t, p), timeout=30, what="leaders"
+                    functools.partial(_answers, consumer, topic, p), timeout=30, what="leaders"
                 )
     finally:
         consumer.close()
@@ -205,7 +206,8 @@ def committed_to_end(kafka: KafkaConfig, group: str) -> bool:
     topic = Topics(kafka.topic_prefix).index
     ends: dict[int, int] = {}
     for m in read_all(kafka.bootstrap_servers, topic):
-        ends[m.partition()] = max(ends.get(m.partition(), 0), m.offset() + 1)
+        partition, offset = m.partition() or 0, m.offset() or 0
+        ends[partition] = max(ends.get(partition, 0), offset + 1)
     c = Consumer({"bootstrap.servers": kafka.bootstrap_servers, "group.id": group})
     try:
         parts = [TopicPartition(topic, p) for p in ends]
@@ -261,7 +263,7 @@ def test_tree_published_as_du_prints_it(kafka: KafkaConfig, host: str, tmp_path:
     appends = [c for c in ours if isinstance(c.body, Append)]
     assert len(appends) >= len(expected) // 40
     assert all(len(c.body.paths) <= 40 for c in appends)  # type: ignore[union-attr]
-    first_parent = {}
+    first_parent: dict[str, str] = {}
     for e in events:
         first_parent.setdefault(e.command_id, e.parent)
     for c in [*appends, *[c for c in ours if isinstance(c.body, Commit)]]:
@@ -521,3 +523,43 @@ def test_second_runner_for_a_host_fences_the_first(
         first.stop()
         thread.join(30)
     assert len(errors) == 1 and "fenced" in str(errors[0]), errors
+
+
+class _Escaping(BaseException):
+    """An error no `except Exception` catches (like KeyboardInterrupt or SystemExit)."""
+
+
+def test_a_job_that_raises_past_its_handler_still_settles(
+    kafka: KafkaConfig,
+    host: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Handling one workflow raises past every `except`: the job settles all the same
+    (logged with the workflow id, counted), the workflow is left as it is for the state
+    check, and the index offsets behind it are committed."""
+    bad, good = tmp_path / "bad", tmp_path / "good"
+    make_tree(bad, 3)
+    make_tree(good, 3)
+    real_check_root = paths.check_root
+
+    def check_root(host_root: str, roots: Sequence[str]) -> str:
+        if host_root == str(bad):
+            raise _Escaping("injected")
+        return real_check_root(host_root, roots)
+
+    monkeypatch.setattr(paths, "check_root", check_root)
+    caplog.set_level(logging.ERROR, logger="duroot.runner")
+    with running_runner(kafka, host, [tmp_path], threshold="0") as runner:
+        wf_bad = begin(kafka, host, bad)
+        assert wait_result(kafka, begin(kafka, host, good)).status_code == 0
+        wait_until(
+            lambda: committed_to_end(kafka, runner.settings.group),
+            timeout=30,
+            what="index offsets committed past the failed job",
+        )
+        assert runner.in_progress == 0
+        assert metric(runner, "duroot_runner_errors_total", action="left") == 1
+    assert DuRootReader(kafka).status(wf_bad).state == StateCode.INITIALIZED
+    assert [r for r in caplog.records if getattr(r, "workflow", None) == wf_bad], caplog.text

@@ -5,15 +5,17 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from confluent_kafka import KafkaError, Message
 from hypothesis import given
 from hypothesis import strategies as st
 
 from duroot_stream.cli.main import build_parser
 from duroot_stream.cli.runner import settings_from_args
-from duroot_stream.client import ConflictState, WorkflowNotFound
+from duroot_stream.client import ConflictState, Unavailable, WorkflowNotFound, WorkflowStatus
 from duroot_stream.config import ConfigError, KafkaConfig
 from duroot_stream.domain import (
     NO_VC,
+    Command,
     Commit,
     ErrorCode,
     Fail,
@@ -22,12 +24,9 @@ from duroot_stream.domain import (
     StateCode,
     WorkflowIndexEvent,
 )
-from duroot_stream.runner.runner import (
-    INTERRUPTED,
-    OffsetTracker,
-    Runner,
-    RunnerSettings,
-)
+from duroot_stream.metrics import RunnerMetrics
+from duroot_stream.runner import INTERRUPTED, OffsetTracker, Runner, RunnerSettings
+from duroot_stream.runner.workflow import Shutdown, WorkflowHandler
 
 REGISTRY = str(uuid.UUID(int=42))
 
@@ -149,6 +148,48 @@ def test_cli_bad_du_command() -> None:
         settings_from_args(args)
 
 
+class FakeReader:
+    def __init__(self, state: StateCode | None) -> None:
+        self.state = state
+
+    def status(self, workflow_id: str) -> WorkflowStatus:
+        if self.state is None:
+            raise WorkflowNotFound(workflow_id)
+        return WorkflowStatus(
+            workflow_id=workflow_id,
+            state=self.state,
+            vid=VID,
+            events=1,
+            lines=0,
+            registry_id=REGISTRY,
+            global_root="/g",
+            host="h",
+            host_root="/nowhere",
+            started_at_ms=None,
+            completed_at_ms=None,
+            status_code=None,
+            status_message="",
+            partition=0,
+        )
+
+
+class FakeClient:
+    def __init__(self, reject: bool) -> None:
+        self.sent: list[Command] = []
+        self.reject = reject
+
+    def send(self, command: Command) -> str:
+        self.sent.append(command)
+        if self.reject:
+            wf = command.workflow_id
+            raise ConflictState(Reply(None, wf, False, None, ErrorCode.CONFLICT_STATE, "no"))
+        return NEXT_VID
+
+
+VID = "01ARZ3NDEKTSV4RRFFQ69G5FAV"
+NEXT_VID = "01ARZ3NDEKTSV4RRFFQ69G5FAW"
+
+
 def test_state_dispatch_without_kafka() -> None:
     """What a delivered DuRootStarted does in each state (the COMPLETED-but-not-
     COMMITTED case cannot be produced through this processor, which ends atomically)."""
@@ -157,39 +198,38 @@ def test_state_dispatch_without_kafka() -> None:
         "0" * 26, REGISTRY, wf, "0" * 26, IndexStarted("/g", "h", "/nowhere")
     )
 
-    class FakeReader:
-        def __init__(self, state: StateCode | None) -> None:
-            self.state = state
-
-        def status(self, workflow_id: str) -> object:
-            if self.state is None:
-                raise WorkflowNotFound(workflow_id)
-            return type("S", (), {"state": self.state, "vid": "01ARZ3NDEKTSV4RRFFQ69G5FAV"})()
-
-    class FakeClient:
-        def __init__(self, reject: bool) -> None:
-            self.sent: list[object] = []
-            self.reject = reject
-
-        def send(self, command: object) -> str:
-            self.sent.append(command)
-            if self.reject:
-                raise ConflictState(Reply(None, wf, False, None, ErrorCode.CONFLICT_STATE, "no"))
-            return "01ARZ3NDEKTSV4RRFFQ69G5FAW"
-
-    def handle(state: StateCode | None, reject: bool = False) -> tuple[bool, list[object]]:
-        runner = Runner(RunnerSettings(KafkaConfig(), host="h", roots=("/srv",)))
-        runner._reader = FakeReader(state)  # type: ignore[assignment]
+    def handle(state: StateCode | None, reject: bool = False) -> tuple[bool, list[Command]]:
+        settings = RunnerSettings(KafkaConfig(), host="h", roots=("/srv",))
         client = FakeClient(reject)
-        runner._client = client  # type: ignore[assignment]
-        return runner._handle(event), client.sent
+        handler = WorkflowHandler(settings, RunnerMetrics(), client, FakeReader(state), Shutdown())
+        return handler.handle(event), client.sent
 
     settled, sent = handle(StateCode.APPENDING)
-    assert settled and [(c.body, c.expected_vid) for c in sent] == [  # type: ignore[attr-defined]
-        (Fail(1, INTERRUPTED), "01ARZ3NDEKTSV4RRFFQ69G5FAV")
-    ]
+    assert settled and [(c.body, c.expected_vid) for c in sent] == [(Fail(1, INTERRUPTED), VID)]
     settled, sent = handle(StateCode.COMPLETED, reject=True)  # errors ignored
-    assert settled and [(c.body, c.expected_vid) for c in sent] == [(Commit(), NO_VC)]  # type: ignore[attr-defined]
+    assert settled and [(c.body, c.expected_vid) for c in sent] == [(Commit(), NO_VC)]
     for state in (StateCode.TERMINATED, None):
         settled, sent = handle(state)
         assert settled and sent == []
+
+
+@pytest.mark.parametrize(
+    ("code", "stops"),
+    [
+        (KafkaError._FATAL, True),  # how librdkafka reports a fenced static member
+        (KafkaError.FENCED_INSTANCE_ID, True),
+        (KafkaError._ALL_BROKERS_DOWN, False),  # librdkafka reconnects by itself
+        (KafkaError.UNKNOWN_TOPIC_OR_PART, False),  # the index topic is not there yet
+        (KafkaError._TRANSPORT, False),
+    ],
+)
+def test_polled_errors_stop_the_runner_only_when_fatal(code: int, stops: bool) -> None:
+    runner = Runner(RunnerSettings(KafkaConfig(), host="h", roots=("/srv",)))
+    message = Message(topic=runner.topics.index, partition=0, error=KafkaError(code))
+    started: list[WorkflowIndexEvent] = []
+    if stops:
+        with pytest.raises(Unavailable, match="stopping"):
+            runner._dispatch(message, started.append)
+    else:
+        runner._dispatch(message, started.append)
+    assert started == [] and runner.in_progress == 0

@@ -133,7 +133,7 @@ class RunnerMetrics:
         r = self.registry
         self.du_runs = Counter(
             "duroot_runner_du_runs",
-            "du runs, by outcome (ok, failed, timeout, interrupted).",
+            "du runs, by outcome (ok, failed, timeout, interrupted, rejected).",
             ["outcome"],
             registry=r,
         )
@@ -154,6 +154,13 @@ class RunnerMetrics:
             registry=r,
         )
         self.active_runs = Gauge("duroot_runner_active_du_runs", "du runs in progress.", registry=r)
+        self.errors = Counter(
+            "duroot_runner_errors",
+            "Unexpected errors handling a workflow (bugs), by what was done with the "
+            "workflow: failed (Fail sent), left (left as it is for the state check).",
+            ["action"],
+            registry=r,
+        )
 
 
 def serve(registry: CollectorRegistry, port: int, addr: str = "127.0.0.1") -> int:

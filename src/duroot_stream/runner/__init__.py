@@ -1,13 +1,18 @@
 """The du runner: one per file-server host; runs du for the workflows started on it."""
 
-from . import du
-from .runner import DEFAULT_BATCH_BYTES, DEFAULT_BATCH_SIZE, INTERRUPTED, Runner, RunnerSettings
+from . import du, paths
+from .offsets import OffsetTracker
+from .runner import Runner
+from .settings import DEFAULT_BATCH_BYTES, DEFAULT_BATCH_SIZE, RunnerSettings
+from .workflow import INTERRUPTED
 
 __all__ = [
     "DEFAULT_BATCH_BYTES",
     "DEFAULT_BATCH_SIZE",
     "INTERRUPTED",
+    "OffsetTracker",
     "Runner",
     "RunnerSettings",
     "du",
+    "paths",
 ]

@@ -1,0 +1,246 @@
+"""One started workflow brought to its end, in a worker thread (steps 1-4 of the
+runner, see `runner.py`): the state decides, du runs only in a checked root, its
+lines go out as chained `Append`s, then `Commit` or `Fail`."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from typing import Protocol, TypeVar
+
+from duroot_stream import metrics as metrics_mod
+from duroot_stream.client import (
+    CommandRejected,
+    Unavailable,
+    WorkflowNotFound,
+    WorkflowStatus,
+    make_command,
+)
+from duroot_stream.domain import (
+    NO_VC,
+    Append,
+    Command,
+    CommandBody,
+    Commit,
+    Fail,
+    IndexStarted,
+    StateCode,
+    WorkflowIndexEvent,
+)
+
+from . import du, paths
+from .settings import RunnerSettings
+
+log = logging.getLogger("duroot.runner")
+
+T = TypeVar("T")
+
+FAIL_CODE = 1
+INTERRUPTED = "du was interrupted"
+RETRY_BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0)
+
+
+class Stopping(Exception):
+    """The runner is stopping: leave the workflow unsettled."""
+
+
+class Rejected(Exception):
+    """The processor rejected one of our commands: someone else changed the workflow."""
+
+
+class CommandSender(Protocol):
+    def send(self, command: Command) -> str: ...
+
+
+class StatusReader(Protocol):
+    def status(self, workflow_id: str) -> WorkflowStatus: ...
+
+
+class Shutdown:
+    """The runner's stop signal and the du processes it kills (any thread)."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._runs: set[du.DuRun] = set()
+        self._lock = threading.Lock()
+
+    def set(self) -> None:
+        self._event.set()
+        with self._lock:
+            runs = list(self._runs)
+        for run in runs:
+            run.kill()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def wait(self, seconds: float) -> bool:
+        return self._event.wait(seconds)
+
+    @contextlib.contextmanager
+    def running(self, run: du.DuRun) -> Iterator[None]:
+        """While `run` runs, a stop kills it; `Stopping` if the stop came first."""
+        with self._lock:
+            if self._event.is_set():
+                raise Stopping
+            self._runs.add(run)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._runs.discard(run)
+
+
+class WorkflowHandler:
+    def __init__(
+        self,
+        settings: RunnerSettings,
+        metrics: metrics_mod.RunnerMetrics,
+        client: CommandSender,
+        reader: StatusReader,
+        shutdown: Shutdown,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self._client = client
+        self._reader = reader
+        self._shutdown = shutdown
+
+    def handle(self, event: WorkflowIndexEvent) -> bool:
+        """Bring one started workflow to its end; True when it is settled."""
+        wf = event.workflow_id
+        try:
+            self._by_state(event)
+            return True
+        except Stopping:
+            return False
+        except Rejected as exc:
+            log.warning(
+                "a command was rejected; leaving the workflow", extra={"workflow": wf, "error": exc}
+            )
+            self.metrics.du_runs.labels("rejected").inc()
+            return True
+        except Exception as exc:  # a bug: fail the workflow rather than retry forever
+            log.exception("runner error", extra={"workflow": wf})
+            self.metrics.errors.labels("failed").inc()
+            try:
+                self._send(wf, Fail(FAIL_CODE, f"runner error: {exc}"), None)
+            except Stopping:
+                return False
+            except Exception:
+                log.exception("could not fail the workflow", extra={"workflow": wf})
+            return True
+
+    # 1. The state, not the offset, decides: a record delivered again is handled right.
+    def _by_state(self, event: WorkflowIndexEvent) -> None:
+        wf = event.workflow_id
+        assert isinstance(event.payload, IndexStarted)
+        try:
+            status = self._retrying(
+                f"read the state of workflow {wf}", lambda: self._reader.status(wf)
+            )
+        except WorkflowNotFound:
+            log.info("workflow deleted; nothing to do", extra={"workflow": wf})
+            return
+        match status.state:
+            case StateCode.INITIALIZED:
+                self._run_du(wf, event.payload.host_root, status.vid)
+            case StateCode.APPENDING:
+                log.warning("found an interrupted du run", extra={"workflow": wf})
+                self._send(wf, Fail(FAIL_CODE, INTERRUPTED), status.vid)
+                self.metrics.du_runs.labels("interrupted").inc()
+            case StateCode.COMPLETED:
+                log.info("committing a completed workflow again", extra={"workflow": wf})
+                with contextlib.suppress(Rejected):  # ignored, as in nog
+                    self._send(wf, Commit(), None)
+            case _:
+                log.debug("workflow already ended", extra={"workflow": wf})
+
+    def _run_du(self, wf: str, host_root: str, vid: str) -> None:
+        s = self.settings
+        # 2. The root check: du never starts outside the configured roots.
+        try:
+            cwd = paths.check_root(host_root, s.roots)
+        except paths.RootRefused as exc:
+            log.warning(
+                "refused to run du",
+                extra={"workflow": wf, "host_root": host_root, "reason": exc.reason, "why": exc},
+            )
+            self.metrics.refusals.labels(exc.reason).inc()
+            self._send(wf, Fail(FAIL_CODE, f"refused: {exc}"), vid)
+            return
+        # 3. du, its lines appended while it runs; `--summarize` if it printed nothing.
+        log.info("du started", extra={"workflow": wf, "host_root": host_root})
+        argv = du.du_argv(s.du_command, s.threshold, s.max_depth)
+        vid, lines, outcome = self._du_and_append(wf, vid, argv, cwd)
+        if outcome.ok and lines == 0:
+            vid, lines, outcome = self._du_and_append(wf, vid, du.summarize_argv(s.du_command), cwd)
+            if outcome.ok and lines == 0:
+                outcome = du.DuOutcome(0, outcome.stderr, outcome.duration_s, error="no output")
+        # 4. Commit, or Fail with du's error and stderr.
+        extra = {"workflow": wf, "lines": lines, "seconds": round(outcome.duration_s, 3)}
+        if outcome.ok:
+            self._send(wf, Commit(), vid)
+            self.metrics.du_runs.labels("ok").inc()
+            log.info("du completed", extra=extra)
+        else:
+            message = f"du failed: {outcome.describe()}; stderr: {outcome.stderr}"
+            self._send(wf, Fail(FAIL_CODE, message), vid)
+            self.metrics.du_runs.labels("timeout" if outcome.timed_out else "failed").inc()
+            log.warning("du failed", extra={**extra, "error": message})
+
+    def _du_and_append(
+        self, wf: str, vid: str, argv: list[str], cwd: str
+    ) -> tuple[str, int, du.DuOutcome]:
+        """Run du, appending its lines as they come: (vid, lines, outcome)."""
+        s = self.settings
+        run = du.DuRun(argv, cwd, timeout=s.timeout_s, stderr_limit=s.stderr_limit)
+        with self._shutdown.running(run):
+            self.metrics.active_runs.inc()
+            try:
+                run.start()
+                for batch in run.batches(s.batch_size, s.batch_bytes):
+                    vid = self._send(wf, Append(tuple(batch)), vid)
+                    self.metrics.lines_published.inc(len(batch))
+                outcome = run.wait()
+            finally:
+                run.close()
+                self.metrics.active_runs.dec()
+        self.metrics.du_duration.observe(outcome.duration_s)
+        if self._shutdown.is_set():
+            raise Stopping
+        return vid, run.lines, outcome
+
+    # --- commands ---------------------------------------------------------------------
+
+    def _send(self, wf: str, body: CommandBody, expected_vid: str | None) -> str:
+        """Send one command and wait for its reply: the new vid. `expected_vid=None`:
+        no version check. `Rejected` if the processor refused it; sent again (same
+        command id) while nobody answers, until the runner stops."""
+        command = make_command(wf, body, expected_vid or NO_VC)
+        try:
+            return self._retrying(
+                f"send {type(body).__name__} for workflow {wf}",
+                lambda: self._client.send(command),
+            )
+        except CommandRejected as exc:
+            raise Rejected(f"{type(body).__name__}: {exc}") from exc
+
+    def _retrying(self, what: str, call: Callable[[], T]) -> T:
+        """`call()`, again after a back-off while it raises `Unavailable`."""
+        attempt = 0
+        while True:
+            if self._shutdown.is_set():
+                raise Stopping
+            try:
+                return call()
+            except Unavailable as exc:
+                delay = RETRY_BACKOFF_S[min(attempt, len(RETRY_BACKOFF_S) - 1)]
+                log.warning(
+                    f"cannot {what}; trying again", extra={"error": str(exc), "in_s": delay}
+                )
+                attempt += 1
+                if self._shutdown.wait(delay):
+                    raise Stopping from None
