@@ -24,7 +24,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"ids", "config", "logs", "metrics"}),
     frozenset({"wire"}),
     frozenset({"kafka"}),
-    frozenset({"broker", "processor", "client"}),
+    frozenset({"broker", "local_registry", "processor", "client"}),
     frozenset({"runner"}),
     frozenset({"web"}),
     frozenset({"cli"}),
