@@ -12,6 +12,7 @@ from duroot_stream.config import ConfigError
 from duroot_stream.wire import TopicCheckError, check_topics, create_topics
 
 from . import client as client_commands
+from . import dlq as dlq_commands
 from . import processor as processor_command
 from . import run as run_command
 from . import runner as runner_command
@@ -97,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=runner_command.cli_main)
 
     client_commands.add_commands(sub)  # begin, send, get, status, index, events
+    dlq_commands.add_commands(sub)
 
     p = sub.add_parser(
         "run", help="the whole pipeline end to end: local broker, processor, runner, du of PATH"
