@@ -25,19 +25,26 @@ from duroot_stream.client.errors import (
     check_reply,
     rejection,
 )
+from duroot_stream.client.index import IndexEntry, merge
 from duroot_stream.config import KafkaConfig
 from duroot_stream.domain import (
     NO_VC,
     RECENT_COMMANDS,
     Commit,
     ErrorCode,
+    IndexCompleted,
+    IndexDeleted,
+    IndexPayload,
+    IndexStarted,
     PathUsage,
     Reply,
     StateCode,
+    WorkflowIndexEvent,
 )
 from duroot_stream.ids import new_ulid
 
 WF = "6f1c0a3e-5b1d-4c2a-9e3f-0123456789ab"
+REG = "0b0c8d4e-1111-4222-8333-444455556666"
 
 
 def _rejected(code: ErrorCode, message: str = "no") -> Reply:
@@ -170,3 +177,29 @@ def test_append_many_keeps_at_most_half_the_dedupe_bound_in_flight() -> None:
             with pytest.raises(ValueError, match=rf"max_in_flight must be 1\.\.{MAX_IN_FLIGHT}"):
                 client.append_many(WF, [("a", 1), ("b", 2)], batch_size=1, max_in_flight=bad)
         assert client.reply_partition == -1
+
+
+def _index_event(payload: IndexPayload, registry_id: str = REG) -> WorkflowIndexEvent:
+    return WorkflowIndexEvent(new_ulid(), registry_id, WF, new_ulid(), payload)
+
+
+def test_an_index_entry_keeps_what_started_said_through_completion_and_deletion() -> None:
+    started = _index_event(IndexStarted("/g", "h", "/srv"))
+    completed = _index_event(IndexCompleted(1, "boom"))
+    deleted = _index_event(IndexDeleted())
+    entry = merge(merge(merge(None, started), completed), deleted)
+    assert entry == IndexEntry(
+        WF, REG, deleted, "/g", "h", "/srv", started.workflow_event_id,
+        completed.workflow_event_id, 1, "boom",
+    )  # fmt: skip
+    assert entry.state == "deleted"
+
+
+def test_an_index_entry_of_another_registry_starts_afresh() -> None:
+    started = _index_event(IndexStarted("/g", "h", "/srv"))
+    completed = _index_event(IndexCompleted(0, ""), registry_id=str(uuid.uuid4()))
+    entry = merge(merge(None, started), completed)
+    assert (entry.global_root, entry.started_vid, entry.status_code) == (None, None, 0)
+    assert entry.state == "completed"
+    # Compaction left only COMPLETED: the entry has no STARTED fields.
+    assert merge(None, completed) == entry

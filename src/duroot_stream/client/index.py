@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from duroot_stream.domain import (
     IndexCompleted,
-    IndexDeleted,
     IndexStarted,
     WorkflowIndexEvent,
     ulid_time_ms,
@@ -50,11 +49,10 @@ class IndexEntry:
 
 
 def merge(previous: IndexEntry | None, event: WorkflowIndexEvent) -> IndexEntry:
-    """Fold one index event into the workflow's entry."""
-    p = previous
-    if p is not None and p.registry_id != event.registry_id:
-        p = None
-    base = IndexEntry(event.workflow_id, event.registry_id, event)
+    """Fold one index event into the workflow's entry (another registry starts afresh)."""
+    entry = IndexEntry(event.workflow_id, event.registry_id, event)
+    if previous is not None and previous.registry_id == event.registry_id:
+        entry = replace(previous, latest=event)
     payload = event.payload
     match payload:
         case IndexStarted():
@@ -67,39 +65,11 @@ def merge(previous: IndexEntry | None, event: WorkflowIndexEvent) -> IndexEntry:
                 payload.host_root,
                 started_vid=event.workflow_event_id,
             )
-        case IndexCompleted() if p is not None:
-            return IndexEntry(
-                event.workflow_id,
-                event.registry_id,
-                event,
-                p.global_root,
-                p.host,
-                p.host_root,
-                p.started_vid,
-                event.workflow_event_id,
-                payload.status_code,
-                payload.status_message,
-            )
         case IndexCompleted():
-            return IndexEntry(
-                event.workflow_id,
-                event.registry_id,
-                event,
+            return replace(
+                entry,
                 completed_vid=event.workflow_event_id,
                 status_code=payload.status_code,
                 status_message=payload.status_message,
             )
-        case IndexDeleted() if p is not None:
-            return IndexEntry(
-                p.workflow_id,
-                p.registry_id,
-                event,
-                p.global_root,
-                p.host,
-                p.host_root,
-                p.started_vid,
-                p.completed_vid,
-                p.status_code,
-                p.status_message,
-            )
-    return base
+    return entry  # IndexDeleted: the entry as it was, until its tombstone
