@@ -38,7 +38,7 @@ from pathlib import Path
 
 from confluent_kafka import Producer
 
-from duroot_stream.client.readers import DuRootReader
+from duroot_stream.client import DuRootReader
 from duroot_stream.config import KafkaConfig
 from duroot_stream.domain import (
     EVENT_EPOCH,

@@ -10,22 +10,26 @@ from pathlib import Path
 
 import pytest
 
-from duroot_stream.cli import client as client_cli
 from duroot_stream.cli import main as cli
 from duroot_stream.cli import options
-from duroot_stream.cli.client import (
-    Root,
-    human_size,
-    iso_time,
-    load_roots,
-    print_du,
-    print_table,
-    printable,
-    read_lines,
+from duroot_stream.cli import requester as requester_cli
+from duroot_stream.cli.output import human_size, iso_time, print_du, print_table, printable
+from duroot_stream.cli.reader import event_type
+from duroot_stream.cli.requester import Root, load_roots, read_lines
+from duroot_stream.client import DuResult
+from duroot_stream.domain import (
+    EVENT_EPOCH,
+    DuRootCommitted,
+    DuRootCompleted,
+    DuRootStarted,
+    DuUpdated,
+    EventPayload,
+    PathUsage,
+    StateCode,
+    WorkflowEvent,
 )
-from duroot_stream.client.readers import DuResult
-from duroot_stream.domain import PathUsage, StateCode
 from duroot_stream.ids import new_ulid
+from duroot_stream.wire import event_headers
 
 WF = "6f1c0a3e-5b1d-4c2a-9e3f-0123456789ab"
 REG = "0b0c8d4e-1111-4222-8333-444455556666"
@@ -133,16 +137,18 @@ def _begin_args(*argv: str) -> argparse.Namespace:
 def test_begin_takes_the_root_from_flags_or_the_roots_file(tmp_path: Path) -> None:
     path = tmp_path / "roots.toml"
     path.write_text(f'[roots."/g"]\nregistry_id = "{REG}"\nhost = "h"\nhost_root = "/srv"\n')
-    from_file = client_cli._root_for(_begin_args("--roots-file", str(path), "--global-root", "/g"))
+    from_file = requester_cli._root_for(
+        _begin_args("--roots-file", str(path), "--global-root", "/g")
+    )
     assert from_file == Root(REG, "h", "/srv")
-    overridden = client_cli._root_for(
+    overridden = requester_cli._root_for(
         _begin_args("--roots-file", str(path), "--global-root", "/g", "--host", "other")
     )
     assert overridden == Root(REG, "other", "/srv")
     with pytest.raises(ValueError, match="'/nope' is not in"):
-        client_cli._root_for(_begin_args("--roots-file", str(path), "--global-root", "/nope"))
+        requester_cli._root_for(_begin_args("--roots-file", str(path), "--global-root", "/nope"))
     with pytest.raises(ValueError, match="missing --registry-id, --host-root"):
-        client_cli._root_for(_begin_args("--global-root", "/g", "--host", "h"))
+        requester_cli._root_for(_begin_args("--global-root", "/g", "--host", "h"))
 
 
 def test_begin_without_a_root_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
@@ -171,7 +177,7 @@ def test_send_parses_vid_options() -> None:
     parser = cli.build_parser()
     vid = new_ulid()
     args = parser.parse_args(["send", "commit", WF, "--vid", vid])
-    assert args.vid == vid and args.handler is client_cli.cmd_send
+    assert args.vid == vid and args.handler is requester_cli.cmd_send
     with pytest.raises(SystemExit):
         parser.parse_args(["send", "commit", WF, "--vid", vid, "--no-vc"])
     args = parser.parse_args(["send", "fail", WF, "--message", "m"])
@@ -183,3 +189,21 @@ def test_get_wait_takes_an_optional_timeout() -> None:
     assert parser.parse_args(["get", WF]).wait is None
     assert parser.parse_args(["get", WF, "--wait"]).wait == -1.0
     assert parser.parse_args(["get", WF, "--wait", "2.5"]).wait == 2.5
+
+
+@pytest.mark.parametrize(
+    ("payload", "name"),
+    [
+        (DuRootStarted(REG, "/g", "h", "/srv"), "STARTED"),
+        (DuUpdated("a", 1), "UPDATED"),
+        (DuRootCompleted(0, ""), "COMPLETED"),
+        (DuRootCommitted(), "COMMITTED"),
+    ],
+)
+def test_events_shows_the_event_type_header_names(payload: EventPayload, name: str) -> None:
+    event = WorkflowEvent(new_ulid(), EVENT_EPOCH, WF, 0, new_ulid(), payload)
+    assert event_type(event) == name == dict(event_headers(event))["event-type"].decode()
+
+
+def test_events_shows_a_tombstone_as_deleted() -> None:
+    assert event_type(None) == "DELETED"

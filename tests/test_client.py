@@ -17,6 +17,7 @@ from duroot_stream.client import (
     ConflictState,
     ConflictStateAdvanced,
     DuRootClient,
+    DuRootReader,
     InvalidArgument,
     Unavailable,
     VersionConflict,
@@ -24,8 +25,7 @@ from duroot_stream.client import (
     WorkflowNotFound,
     make_command,
 )
-from duroot_stream.client.readers import DuRootReader
-from duroot_stream.client.requester import CORRELATION_ID
+from duroot_stream.client.exchange import CORRELATION_ID
 from duroot_stream.config import KafkaConfig
 from duroot_stream.domain import (
     EVENT_EPOCH,
@@ -129,7 +129,7 @@ def test_rejections_raise_typed_exceptions(client: DuRootClient) -> None:
     assert (info.value.stored_vid, info.value.expected_vid) == (begun.vid, EVENT_EPOCH)
     with pytest.raises(InvalidArgument, match="code"):
         client.fail(wf, 0, "a failure needs a non-zero code")
-    with pytest.raises(InvalidArgument, match="no paths"):
+    with pytest.raises(ValueError, match="no paths"):  # checked before sending
         client.append(wf, [])
     client.commit(wf)
     with pytest.raises(ConflictState, match="TERMINATED"):
@@ -199,7 +199,8 @@ def test_missing_topics_are_reported(kafka: KafkaConfig) -> None:
 def test_retry_after_a_lost_reply_yields_one_set_of_events(pipeline: KafkaConfig) -> None:
     lost: list[Message] = []
     with DuRootClient(pipeline, timeout=9, retries=2) as client:  # re-send after 3 s
-        deliver = client._on_reply
+        exchange = client._exchange
+        deliver = exchange.on_reply
 
         def lose_the_first_reply(msg: Message) -> None:
             if not lost and msg.error() is None and header(msg, CORRELATION_ID):
@@ -207,7 +208,7 @@ def test_retry_after_a_lost_reply_yields_one_set_of_events(pipeline: KafkaConfig
                 return
             deliver(msg)
 
-        client._on_reply = lose_the_first_reply  # type: ignore[method-assign]
+        exchange.on_reply = lose_the_first_reply  # type: ignore[method-assign]
         begun = client.begin(_registry(), "/g", "h", "/srv")
 
     assert len(lost) == 1

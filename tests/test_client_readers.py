@@ -3,6 +3,7 @@ the index table and the event stream."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -11,13 +12,22 @@ from collections.abc import Iterator
 
 import pytest
 
-from duroot_stream.client import DuRootClient, WaitTimeout, WorkflowNotFound, make_command
-from duroot_stream.client.readers import DuResult, DuRootReader, Progress, StoredEvent
+from duroot_stream.client import (
+    DuResult,
+    DuRootClient,
+    DuRootReader,
+    Progress,
+    StoredEvent,
+    WaitTimeout,
+    WorkflowNotFound,
+    make_command,
+)
+from duroot_stream.client.history import History
 from duroot_stream.config import KafkaConfig
-from duroot_stream.domain import Append, PathUsage, StateCode
-from duroot_stream.wire import partition_for
+from duroot_stream.domain import Append, PathUsage, StateCode, evolve, initial_state
+from duroot_stream.wire import Codec, Topics, partition_for
 
-from .kafka_helpers import wait_until
+from .kafka_helpers import read_all, wait_until
 from .processor_harness import PARTITIONS, running_processor, setup_topics
 
 pytestmark = pytest.mark.broker
@@ -90,7 +100,8 @@ def test_get_of_an_unknown_workflow(reader: DuRootReader) -> None:
 
 
 def _same_partition_ids(n: int) -> list[str]:
-    wanted, ids = None, []
+    wanted: int | None = None
+    ids: list[str] = []
     while len(ids) < n:
         wf = str(uuid.uuid4())
         p = partition_for(wf, PARTITIONS)
@@ -208,3 +219,33 @@ def test_events_from_now_following(client: DuRootClient, reader: DuRootReader) -
         (1, True),
         (2, True),
     ]
+
+
+def test_the_history_folds_every_event_as_the_processor_does(
+    pipeline: KafkaConfig, client: DuRootClient
+) -> None:
+    wf = client.begin(REG, "/fold", "h", "/srv/fold").workflow_id
+    client.append(wf, [("a", 1), ("b", 2)])  # one command, two UPDATED events
+    client.append(wf, [("c", 3)])  # another command
+    client.commit(wf)
+    prefix = f"{wf}/".encode()
+    records = [
+        m
+        for m in read_all(pipeline.bootstrap_servers, Topics(pipeline.topic_prefix).events)
+        if (m.key() or b"").startswith(prefix)
+    ]
+    codec = Codec()
+    events = [codec.decode_event(m.value() or b"") for m in records]
+    assert len(events) == 6  # STARTED, 3 UPDATED, COMPLETED, COMMITTED
+
+    history = History(wf, codec)
+    for record in records[:2]:
+        history.add(record)
+    early = history.result()
+    for record in records[2:]:
+        history.add(record)
+
+    # The same state as the processor's fold, the recent command ids included.
+    assert history.state == functools.reduce(evolve, events, initial_state(wf))
+    assert early.lines == [PathUsage("a", 1)]  # a result is not changed by later records
+    assert history.result().lines == [PathUsage("a", 1), PathUsage("b", 2), PathUsage("c", 3)]

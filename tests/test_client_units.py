@@ -6,8 +6,9 @@ import uuid
 
 import pytest
 
-from duroot_stream.client.readers import DuResult
-from duroot_stream.client.requester import (
+from duroot_stream.client import MAX_IN_FLIGHT, DuResult, DuRootClient
+from duroot_stream.client.commands import canonical_uuid, make_command, path_usages
+from duroot_stream.client.errors import (
     REJECTIONS,
     CommandRejected,
     ConflictInit,
@@ -21,16 +22,29 @@ from duroot_stream.client.requester import (
     VersionConflict,
     WorkflowConflict,
     WorkflowFailed,
-    canonical_uuid,
     check_reply,
-    make_command,
-    path_usages,
     rejection,
 )
-from duroot_stream.domain import NO_VC, Commit, ErrorCode, PathUsage, Reply, StateCode
+from duroot_stream.client.index import IndexEntry, merge
+from duroot_stream.config import KafkaConfig
+from duroot_stream.domain import (
+    NO_VC,
+    RECENT_COMMANDS,
+    Commit,
+    ErrorCode,
+    IndexCompleted,
+    IndexDeleted,
+    IndexPayload,
+    IndexStarted,
+    PathUsage,
+    Reply,
+    StateCode,
+    WorkflowIndexEvent,
+)
 from duroot_stream.ids import new_ulid
 
 WF = "6f1c0a3e-5b1d-4c2a-9e3f-0123456789ab"
+REG = "0b0c8d4e-1111-4222-8333-444455556666"
 
 
 def _rejected(code: ErrorCode, message: str = "no") -> Reply:
@@ -68,8 +82,8 @@ def test_the_table_covers_every_error_code() -> None:
 def test_conflicts_share_a_base_class() -> None:
     for cls in (ConflictInit, ConflictState, ConflictStateAdvanced, VersionConflict):
         assert issubclass(cls, WorkflowConflict)
-    for cls in (InvalidArgument, InvalidCommand, MalformedCommand, Uninitialized):
-        assert not issubclass(cls, WorkflowConflict)
+    for other in (InvalidArgument, InvalidCommand, MalformedCommand, Uninitialized):
+        assert not issubclass(other, WorkflowConflict)
 
 
 def test_version_conflict_carries_both_vids() -> None:
@@ -117,7 +131,7 @@ def test_path_usages_accepts_pairs_and_keeps_paths_as_given() -> None:
     assert path_usages([(odd, 1), PathUsage("x", 0)]) == (PathUsage(odd, 1), PathUsage("x", 0))
 
 
-@pytest.mark.parametrize("usage", [-1, 1.5, True, "7"])
+@pytest.mark.parametrize("usage", [-1, 1.5, True, "7", 2**63])
 def test_path_usages_rejects_bad_usages_before_anything_is_sent(usage: object) -> None:
     with pytest.raises(ValueError, match="is not a byte count"):
         path_usages([("a", usage)])  # type: ignore[list-item]
@@ -132,3 +146,60 @@ def test_du_result_raise_for_status() -> None:
     with pytest.raises(WorkflowFailed, match=r"status 1.*du failed: boom") as info:
         failed.raise_for_status()
     assert info.value.status_code == 1
+
+
+# Nothing listens here: a client that tried to send would fail with Unavailable.
+NOWHERE = KafkaConfig(bootstrap_servers="127.0.0.1:9", topic_prefix="nowhere.")
+
+
+@pytest.mark.parametrize(
+    ("paths", "message"),
+    [
+        ([("a", -1)], "is not a byte count"),
+        ([(b"a", 1)], "is not text"),
+        ([], "no paths"),
+    ],
+)
+def test_append_checks_the_lines_like_append_many_before_sending(
+    paths: list[tuple[object, int]], message: str
+) -> None:
+    with DuRootClient(NOWHERE, timeout=1) as client:
+        for append in (client.append, client.append_many):
+            with pytest.raises(ValueError, match=message):
+                append(WF, paths)  # type: ignore[arg-type]
+        assert client.reply_partition == -1  # never connected: nothing was sent
+
+
+def test_append_many_keeps_at_most_half_the_dedupe_bound_in_flight() -> None:
+    assert MAX_IN_FLIGHT == RECENT_COMMANDS // 2
+    with DuRootClient(NOWHERE, timeout=1) as client:
+        for bad in (0, MAX_IN_FLIGHT + 1, RECENT_COMMANDS):
+            with pytest.raises(ValueError, match=rf"max_in_flight must be 1\.\.{MAX_IN_FLIGHT}"):
+                client.append_many(WF, [("a", 1), ("b", 2)], batch_size=1, max_in_flight=bad)
+        assert client.reply_partition == -1
+
+
+def _index_event(payload: IndexPayload, registry_id: str = REG) -> WorkflowIndexEvent:
+    return WorkflowIndexEvent(new_ulid(), registry_id, WF, new_ulid(), payload)
+
+
+def test_an_index_entry_keeps_what_started_said_through_completion_and_deletion() -> None:
+    started = _index_event(IndexStarted("/g", "h", "/srv"))
+    completed = _index_event(IndexCompleted(1, "boom"))
+    deleted = _index_event(IndexDeleted())
+    entry = merge(merge(merge(None, started), completed), deleted)
+    assert entry == IndexEntry(
+        WF, REG, deleted, "/g", "h", "/srv", started.workflow_event_id,
+        completed.workflow_event_id, 1, "boom",
+    )  # fmt: skip
+    assert entry.state == "deleted"
+
+
+def test_an_index_entry_of_another_registry_starts_afresh() -> None:
+    started = _index_event(IndexStarted("/g", "h", "/srv"))
+    completed = _index_event(IndexCompleted(0, ""), registry_id=str(uuid.uuid4()))
+    entry = merge(merge(None, started), completed)
+    assert (entry.global_root, entry.started_vid, entry.status_code) == (None, None, 0)
+    assert entry.state == "completed"
+    # Compaction left only COMPLETED: the entry has no STARTED fields.
+    assert merge(None, completed) == entry

@@ -11,9 +11,10 @@ from duroot_stream import logs
 from duroot_stream.config import ConfigError
 from duroot_stream.wire import TopicCheckError, check_topics, create_topics
 
-from . import client as client_commands
 from . import dlq as dlq_commands
 from . import processor as processor_command
+from . import reader as reader_commands
+from . import requester as requester_commands
 from . import run as run_command
 from . import runner as runner_command
 from .options import (
@@ -97,8 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     runner_command.add_arguments(p)
     p.set_defaults(handler=runner_command.cli_main)
 
-    client_commands.add_commands(sub)  # begin, send, get, status, index, events
-    dlq_commands.add_commands(sub)
+    requester_commands.add_commands(sub)  # begin, send
+    reader_commands.add_commands(sub)  # get, status, index, events
+    dlq_commands.add_commands(sub)  # list, show, replay
 
     p = sub.add_parser(
         "run", help="the whole pipeline end to end: local broker, processor, runner, du of PATH"

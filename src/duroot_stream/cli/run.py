@@ -29,8 +29,8 @@ from duroot_stream.processor import Processor, ProcessorSettings
 from duroot_stream.runner import Runner, RunnerSettings
 from duroot_stream.wire import create_topics
 
-from .client import print_du
 from .options import EXIT_FAILED, EXIT_UNAVAILABLE, kafka_config
+from .output import print_du
 
 # The registry of a `run`: a fixed UUID, so repeated runs index under one registry.
 RUN_REGISTRY = str(uuid.uuid5(uuid.NAMESPACE_URL, "duroot-stream:run"))

@@ -1,17 +1,13 @@
 """The client library: publish commands and wait for replies (`DuRootClient`),
 read results, status, events and the index (`DuRootReader`)."""
 
-from .readers import DuResult, DuRootReader, IndexEntry, Progress, StoredEvent, WorkflowStatus
-from .requester import (
-    DEFAULT_BATCH_SIZE,
-    DEFAULT_TIMEOUT_S,
-    Begun,
+from .commands import make_command
+from .errors import (
     CommandRejected,
     CommandTimeout,
     ConflictInit,
     ConflictState,
     ConflictStateAdvanced,
-    DuRootClient,
     DuRootError,
     InvalidArgument,
     InvalidCommand,
@@ -23,12 +19,16 @@ from .requester import (
     WorkflowConflict,
     WorkflowFailed,
     WorkflowNotFound,
-    make_command,
 )
+from .index import IndexEntry
+from .readers import DuRootReader
+from .requester import DEFAULT_BATCH_SIZE, DEFAULT_TIMEOUT_S, MAX_IN_FLIGHT, Begun, DuRootClient
+from .results import DuResult, Progress, StoredEvent, WorkflowStatus
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
     "DEFAULT_TIMEOUT_S",
+    "MAX_IN_FLIGHT",
     "Begun",
     "CommandRejected",
     "CommandTimeout",

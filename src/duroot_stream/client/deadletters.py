@@ -24,7 +24,7 @@ from duroot_stream import kafka
 from duroot_stream.config import KafkaConfig
 from duroot_stream.wire import Codec, CodecError, Topics, partition_for
 
-from .requester import Unavailable, kafka_unavailable
+from .errors import Unavailable, kafka_unavailable
 
 DLQ_PREFIX = "dlq-"
 REPLAYS = "dlq-replays"
