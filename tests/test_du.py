@@ -237,6 +237,8 @@ def test_run_batches_bounded_by_bytes(tmp_path: Path) -> None:
     for i in range(20):
         (tmp_path / (f"{i:02d}" + "n" * 200)).mkdir()
     run = du.DuRun(du.du_argv(["du"], "0", 5), str(tmp_path), timeout=30).start()
+    # All of du's output buffered first, so that batching, not timing, decides the sizes.
+    wait_until(lambda: run._eof, timeout=30, what="du output read to the end")
     batches = list(run.batches(max_lines=1000, max_bytes=1000))
     assert run.wait().ok
     assert sum(map(len, batches)) == 21
