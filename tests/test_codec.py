@@ -38,7 +38,7 @@ from duroot_stream.domain import (
     WorkflowEvent,
     WorkflowIndexEvent,
 )
-from duroot_stream.wire import codec as codec_module
+from duroot_stream.wire import schemas as schemas_module
 from duroot_stream.wire.codec import (
     EVENT_TYPES,
     Codec,
@@ -182,7 +182,7 @@ def test_confluent_framing_registers_under_the_record_full_name() -> None:
     data = codec.encode_event(EVENTS[1])
     assert data[0] == 0
     schema_id = int.from_bytes(data[1:5], "big")
-    client = codec_module._registry_client(url)
+    client = schemas_module.registry_client(url)
     registered = client.get_latest_version("io.duroot.stream.WorkflowEvent")
     assert registered.schema_id == schema_id
     assert json.loads(registered.schema.schema_str)["name"] == "WorkflowEvent"
@@ -220,7 +220,7 @@ def test_registry_writer_schema_is_resolved_to_the_current_one() -> None:
     old["fields"][-1]["type"].reverse()
     from confluent_kafka.schema_registry import Schema
 
-    schema_id = codec_module._registry_client(url).register_schema(
+    schema_id = schemas_module.registry_client(url).register_schema(
         "io.duroot.stream.WorkflowEvent", Schema(json.dumps(old), "AVRO")
     )
     buf = io.BytesIO()
@@ -326,7 +326,7 @@ def test_foreign_registry_schema() -> None:
     url = registry_url()
     from confluent_kafka.schema_registry import Schema
 
-    schema_id = codec_module._registry_client(url).register_schema(
+    schema_id = schemas_module.registry_client(url).register_schema(
         "other", Schema('{"type": "record", "name": "Other", "fields": []}', "AVRO")
     )
     with pytest.raises(CodecError, match="not a Command: written with schema Other"):
@@ -417,7 +417,13 @@ def _write_with_fastavro(name: str, record: dict[str, Any]) -> bytes:
     return b"\xc3\x01" + bytes.fromhex(fp) + buf.getvalue()
 
 
-def test_invalid_registry_id() -> None:
+@pytest.mark.parametrize(
+    "registry_id", [REGISTRY.upper(), "{" + REGISTRY + "}", REGISTRY.replace("-", ""), "nope", ""]
+)
+def test_init_with_a_non_canonical_registry_id_is_decoded(registry_id: str) -> None:
+    """The registry id is the decider's to judge (INVALID_ARGUMENT), not a
+    malformed command: the codec decodes it as sent, in both directions."""
+    init = Init(registry_id, "/g", "h", "/r")
     data = _write_with_fastavro(
         "Command",
         {
@@ -427,12 +433,35 @@ def test_invalid_registry_id() -> None:
             "issued_at": T0,
             "command": (
                 "io.duroot.stream.Init",
-                {"registry_id": "nope", "global_root": "/g", "host": "h", "host_root": "/r"},
+                {"registry_id": registry_id, "global_root": "/g", "host": "h", "host_root": "/r"},
             ),
         },
     )
-    with pytest.raises(CodecError, match="invalid UUID text in registry_id: 'nope'"):
-        Codec().decode_command(data)
+    codec = Codec()
+    assert codec.decode_command(data) == Command(ID1, WF, NO_VC, T0, init)
+    assert codec.encode_command(Command(ID1, WF, NO_VC, T0, init)) == data
+
+
+def test_ids_that_key_and_route_a_command_are_still_checked() -> None:
+    """What the processor keys, routes and answers by stays the codec's to check."""
+    init = Init("nope", "/g", "h", "/r")
+    with pytest.raises(CodecError, match="invalid UUID text in workflow_id"):
+        Codec().encode_command(Command(ID1, WF.upper(), NO_VC, T0, init))
+    with pytest.raises(CodecError, match="invalid ULID text in command_id"):
+        Codec().encode_command(Command(ID1.lower(), WF, NO_VC, T0, init))
+    with pytest.raises(CodecError, match="invalid ULID text in expected_vid"):
+        Codec().encode_command(Command(ID1, WF, "head", T0, init))
+
+
+def test_events_keep_the_strict_registry_id() -> None:
+    """Events and index events are ours: a non-canonical registry id in them is a bug."""
+    started = DuRootStarted(REGISTRY.upper(), "/g", "h", "/r")
+    with pytest.raises(CodecError, match="invalid UUID text in registry_id"):
+        Codec().encode_event(WorkflowEvent(ID2, EVENT_EPOCH, WF, 0, ID1, started))
+    with pytest.raises(CodecError, match="invalid UUID text in registry_id"):
+        Codec().encode_index_event(
+            WorkflowIndexEvent(ID1, REGISTRY.upper(), WF, ID2, IndexDeleted())
+        )
 
 
 def test_invalid_event_ids() -> None:
