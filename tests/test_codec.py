@@ -43,9 +43,6 @@ from duroot_stream.wire.codec import (
     EVENT_TYPES,
     Codec,
     CodecError,
-    EventHeaders,
-    event_headers,
-    parse_event_headers,
     schemas_dir,
 )
 
@@ -553,85 +550,3 @@ def test_encode_rejects_values_avro_cannot_carry() -> None:
 
 def test_codec_error_is_a_value_error() -> None:
     assert issubclass(CodecError, ValueError)
-
-
-# --- event headers -----------------------------------------------------------------
-
-
-def test_event_headers_round_trip() -> None:
-    for event in EVENTS:
-        headers = event_headers(event)
-        assert [k for k, _ in headers] == [
-            "event-type",
-            "workflow-id",
-            "vid",
-            "parent",
-            "seq",
-            "command-id",
-        ]
-        assert all(isinstance(v, bytes) for _, v in headers)
-        assert parse_event_headers(headers) == EventHeaders(
-            event_type=EVENT_TYPES[type(event.payload)],
-            workflow_id=event.workflow_id,
-            vid=event.event_id,
-            parent=event.parent,
-            seq=event.seq,
-            command_id=event.command_id,
-        )
-
-
-def test_event_header_values() -> None:
-    headers = dict(event_headers(WorkflowEvent(ID2, ID1, WF, 1234, ID3, DuRootCommitted())))
-    assert headers == {
-        "event-type": b"COMMITTED",
-        "workflow-id": WF.encode(),
-        "vid": ID2.encode(),
-        "parent": ID1.encode(),
-        "seq": b"1234",
-        "command-id": ID3.encode(),
-    }
-    assert set(EVENT_TYPES.values()) == {"STARTED", "UPDATED", "COMPLETED", "COMMITTED"}
-
-
-def test_other_headers_are_ignored_and_the_last_counts() -> None:
-    headers = [("traceparent", b"00-abc"), *event_headers(EVENTS[1]), ("seq", b"8")]
-    parsed = parse_event_headers(headers)
-    assert parsed.seq == 8
-    assert parsed.vid == EVENTS[1].event_id
-
-
-@pytest.mark.parametrize(
-    "name", ["event-type", "workflow-id", "vid", "parent", "seq", "command-id"]
-)
-def test_missing_event_header(name: str) -> None:
-    headers = [(k, v) for k, v in event_headers(EVENTS[1]) if k != name]
-    with pytest.raises(CodecError, match=f"missing event header '{name}'"):
-        parse_event_headers(headers)
-
-
-def test_no_event_headers() -> None:
-    with pytest.raises(CodecError, match="missing event header 'event-type'"):
-        parse_event_headers(None)
-    with pytest.raises(CodecError, match="missing event header"):
-        parse_event_headers([])
-
-
-@pytest.mark.parametrize(
-    "name, value",
-    [
-        ("event-type", b"STARTED2"),
-        ("seq", b"-1"),
-        ("seq", b"1e3"),
-        ("seq", "²".encode()),
-        ("seq", b""),
-        ("workflow-id", b"nope"),
-        ("vid", b"x"),
-        ("parent", b""),
-        ("command-id", b"\xff"),
-        ("vid", None),
-    ],
-)
-def test_bad_event_header(name: str, value: bytes | None) -> None:
-    headers = [(k, value if k == name else v) for k, v in event_headers(EVENTS[1])]
-    with pytest.raises(CodecError, match=f"'{name}'"):
-        parse_event_headers(headers)  # type: ignore[arg-type]

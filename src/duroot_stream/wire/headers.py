@@ -17,7 +17,7 @@ counts; headers of other names are ignored.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -86,16 +86,18 @@ DLQ_PARTITION = "dlq-partition"
 DLQ_OFFSET = "dlq-offset"
 DLQ_TRUNCATED = "dlq-truncated"
 _DLQ_NAMES = (DLQ_ERROR, DLQ_REASON, DLQ_TOPIC, DLQ_PARTITION, DLQ_OFFSET)
+_EVENT_NAMES = frozenset(EVENT_HEADER_NAMES)
+_ROUTE_NAMES = frozenset((REPLY_TOPIC, REPLY_PARTITION, CORRELATION_ID))
+_DEAD_LETTER_NAMES = frozenset((*_DLQ_NAMES, DLQ_TRUNCATED))
 
 _INT32_MAX, _INT64_MAX = (1 << 31) - 1, (1 << 63) - 1
 # Kafka's rule for topic names (`Topic.validate`): at most 249 of these characters.
 _TOPIC_NAME = re.compile(r"[a-zA-Z0-9._-]{1,249}")
 
 
-def _last(headers: HeaderList | None, names: Iterable[str]) -> dict[str, bytes | str | None]:
+def _last(headers: HeaderList | None, names: frozenset[str]) -> dict[str, bytes | str | None]:
     """The last value of each header in `names` that is present."""
-    wanted = frozenset(names)
-    return {key: raw for key, raw in headers or () if key in wanted}
+    return {key: raw for key, raw in headers or () if key in names}
 
 
 def _text(what: str, key: str, raw: bytes | str | None) -> str:
@@ -157,7 +159,7 @@ def event_headers(e: WorkflowEvent) -> list[tuple[str, bytes]]:
 
 def parse_event_headers(headers: HeaderList | None) -> EventHeaders:
     """Read an event's headers. Raises CodecError naming a missing or bad header."""
-    raw = _last(headers, EVENT_HEADER_NAMES)
+    raw = _last(headers, _EVENT_NAMES)
     missing = [name for name in EVENT_HEADER_NAMES if name not in raw]
     if missing:
         raise CodecError(f"missing event header {missing[0]!r}")
@@ -224,29 +226,23 @@ def parse_reply_route(headers: HeaderList | None) -> ReplyRoute | RouteError:
     followed (a topic name Kafka refuses, a partition that is no number, a
     partition without a topic). `reply-topic` without `reply-partition` means
     partition 0."""
-    topic = partition = correlation = None
-    present = False
-    for key, raw in headers or ():
-        if key == CORRELATION_ID:
-            correlation = raw
-        elif key == REPLY_TOPIC:
-            topic, present = raw, True
-        elif key == REPLY_PARTITION:
-            partition = raw
+    found = _last(headers, _ROUTE_NAMES)
+    correlation = found.get(CORRELATION_ID)
     correlation_id = (correlation.encode() if isinstance(correlation, str) else correlation) or None
-    if not present:
-        if partition is not None:
+    if REPLY_TOPIC not in found:
+        if REPLY_PARTITION in found:
             return RouteError(
                 f"reply route header {REPLY_PARTITION!r} without {REPLY_TOPIC!r}", correlation_id
             )
         return ReplyRoute(None, None, correlation_id)
     try:
-        name = _text("reply route", REPLY_TOPIC, topic)
+        name = _text("reply route", REPLY_TOPIC, found[REPLY_TOPIC])
         if _TOPIC_NAME.fullmatch(name) is None or name in (".", ".."):
             raise CodecError(
                 f"bad reply route header {REPLY_TOPIC!r}: {show(name)} is not a Kafka topic name"
             )
-        number = "0" if partition is None else _text("reply route", REPLY_PARTITION, partition)
+        partition = found.get(REPLY_PARTITION, "0")  # absent: partition 0, as before
+        number = _text("reply route", REPLY_PARTITION, partition)
         return ReplyRoute(
             name, _number("reply route", REPLY_PARTITION, number, _INT32_MAX), correlation_id
         )
@@ -293,7 +289,7 @@ def dead_letter_headers(d: DeadLetter) -> list[tuple[str, bytes]]:
 
 def parse_dead_letter(headers: HeaderList | None) -> DeadLetter:
     """Read a dead letter's headers. Raises CodecError naming a missing or bad one."""
-    raw = _last(headers, (*_DLQ_NAMES, DLQ_TRUNCATED))
+    raw = _last(headers, _DEAD_LETTER_NAMES)
     missing = [name for name in _DLQ_NAMES if name not in raw]
     if missing:
         raise CodecError(f"missing dead-letter header {missing[0]!r}")
