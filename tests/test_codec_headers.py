@@ -107,7 +107,7 @@ def test_no_event_headers() -> None:
 def test_bad_event_header(name: str, value: bytes | None) -> None:
     headers = [(k, value if k == name else v) for k, v in event_headers(EVENTS[1])]
     with pytest.raises(CodecError, match=f"'{name}'"):
-        parse_event_headers(headers)  # type: ignore[arg-type]
+        parse_event_headers(headers)
 
 
 # --- reply route ------------------------------------------------------------------

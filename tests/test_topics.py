@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from duroot_stream.cli import main as cli
 from duroot_stream.cli import options
@@ -149,7 +149,7 @@ def test_compaction_removes_a_tombstoned_key(kafka: KafkaConfig) -> None:
     producer.produce(name, key=b"gone", value=None)
     producer.flush(10)
 
-    def keys_in_topic() -> list[bytes]:
+    def keys_in_topic() -> list[bytes | None]:
         consumer = Consumer(
             {
                 "bootstrap.servers": kafka.bootstrap_servers,
@@ -158,7 +158,7 @@ def test_compaction_removes_a_tombstoned_key(kafka: KafkaConfig) -> None:
             }
         )
         consumer.assign([TopicPartition(name, 0, -2)])
-        keys = []
+        keys: list[bytes | None] = []
         try:
             while True:
                 msg = consumer.poll(5)
