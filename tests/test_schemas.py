@@ -36,7 +36,7 @@ from duroot_stream.domain import (
     WorkflowEvent,
     WorkflowIndexEvent,
 )
-from duroot_stream.wire import codec as codec_module
+from duroot_stream.wire import schemas as schemas_module
 from duroot_stream.wire.codec import Codec, CodecError, schemas_dir
 from tests.test_codec_properties import to_avro  # the model as fastavro dicts
 
@@ -167,8 +167,8 @@ def test_the_hand_written_coders_implement_the_current_schemas() -> None:
         fp = fingerprint(
             to_parsing_canonical_form(fastavro.parse_schema(current(name))), "CRC-64-AVRO"
         )
-        assert codec_module._CODED_FINGERPRINTS[name] == fp, (
-            f"schemas/{name}.avsc changed: update its coder in codec.py"
+        assert schemas_module.CODED_FINGERPRINTS[name] == fp, (
+            f"schemas/{name}.avsc changed: update its coder in avro.py"
         )
 
 
@@ -177,13 +177,13 @@ def test_schemas_dir_prefers_the_packaged_copy(
 ) -> None:
     package = tmp_path / "site-packages" / "duroot_stream"
     (package / "schemas").mkdir(parents=True)
-    monkeypatch.setattr(codec_module, "__file__", str(package / "wire" / "codec.py"))
+    monkeypatch.setattr(schemas_module, "__file__", str(package / "wire" / "schemas.py"))
     assert schemas_dir() == package / "schemas"
 
 
 def test_schemas_dir_in_the_source_tree() -> None:
     assert (schemas_dir() / "Command.avsc").is_file()
-    assert schemas_dir() == Path(codec_module.__file__).resolve().parents[3] / "schemas"
+    assert schemas_dir() == Path(schemas_module.__file__).resolve().parents[3] / "schemas"
 
 
 # --- the compatibility check ------------------------------------------------------
@@ -379,10 +379,10 @@ def older_schemas(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[P
     """A copy of schemas/ whose released/ can hold made-up older versions."""
     root = tmp_path / "schemas"
     shutil.copytree(schemas_dir(), root)
-    monkeypatch.setattr(codec_module, "schemas_dir", lambda: root)
-    codec_module._catalog.cache_clear()
+    monkeypatch.setattr(schemas_module, "schemas_dir", lambda: root)
+    schemas_module.catalog.cache_clear()
     yield root
-    codec_module._catalog.cache_clear()
+    schemas_module.catalog.cache_clear()
 
 
 def test_codec_resolves_an_older_schema_version(older_schemas: Path) -> None:

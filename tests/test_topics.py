@@ -7,16 +7,23 @@ import uuid
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from duroot_stream.cli import main as cli
 from duroot_stream.cli import options
 from duroot_stream.config import KafkaConfig
+from duroot_stream.domain import DuRootCommitted, Reply, WorkflowEvent
+from duroot_stream.wire.codec import Codec, CodecError
 from duroot_stream.wire.topics import (
+    EventKey,
+    Partitioning,
     TopicCheckError,
+    TopicRole,
     Topics,
+    check_partitions,
     check_topics,
     create_topics,
+    partition_problems,
     wait_visible,
 )
 
@@ -71,9 +78,25 @@ def test_check_detects_partition_mismatch(kafka: KafkaConfig) -> None:
     _create_all_but(kafka, topics.events)
     _create(kafka, topics.events, 2, "compact")
     with pytest.raises(
-        TopicCheckError, match=rf"partitions: {topics.commands} has 4 but {topics.events} has 2"
+        TopicCheckError,
+        match=rf"partitions: {topics.commands} has 4, {topics.events} has 2, {topics.index} has 4",
     ):
         check_topics(kafka)
+
+
+def test_check_refuses_an_index_partitioned_otherwise(kafka: KafkaConfig) -> None:
+    topics = Topics(kafka.topic_prefix)
+    _create_all_but(kafka, topics.index)
+    _create(kafka, topics.index, 3, "compact")
+    with pytest.raises(TopicCheckError, match=rf"{topics.index} has 3; they must be equal"):
+        check_topics(kafka)
+
+
+def test_check_refuses_another_count_than_expected(kafka: KafkaConfig) -> None:
+    create_topics(kafka, partitions=2)
+    assert check_topics(kafka, partitions=2)[Topics(kafka.topic_prefix).index] == 2
+    with pytest.raises(TopicCheckError, match=r"they must all be 3: .* N can never change"):
+        check_topics(kafka, partitions=3)
 
 
 def test_check_detects_wrong_cleanup_policy(
@@ -126,7 +149,7 @@ def test_compaction_removes_a_tombstoned_key(kafka: KafkaConfig) -> None:
     producer.produce(name, key=b"gone", value=None)
     producer.flush(10)
 
-    def keys_in_topic() -> list[bytes]:
+    def keys_in_topic() -> list[bytes | None]:
         consumer = Consumer(
             {
                 "bootstrap.servers": kafka.bootstrap_servers,
@@ -135,7 +158,7 @@ def test_compaction_removes_a_tombstoned_key(kafka: KafkaConfig) -> None:
             }
         )
         consumer.assign([TopicPartition(name, 0, -2)])
-        keys = []
+        keys: list[bytes | None] = []
         try:
             while True:
                 msg = consumer.poll(5)
@@ -155,3 +178,87 @@ def test_compaction_removes_a_tombstoned_key(kafka: KafkaConfig) -> None:
 
     wait_until(cleaned, timeout=90, interval=0.5, what="the cleaner to remove key 'gone'")
     assert b"kept" in keys_in_topic()
+
+
+# --- without a broker -------------------------------------------------------------
+
+WF = "7f1c0a3e-5b1d-4c2a-9e3f-0123456789ab"
+ID1 = "01HGW2N7EHJVJ4CJ999RRS2E97"
+ID2 = "01HGW2N7EHJVJ4CJ999RRS2E98"
+
+
+def test_names_and_configs_are_those_of_the_design() -> None:
+    topics = Topics("duroot.")
+    day = 24 * 3600 * 1000
+    assert {t.name: (t.all_configs(), t.partitions_for(6)) for t in topics.all()} == {
+        "duroot.commands": ({"cleanup.policy": "delete", "retention.ms": str(7 * day)}, 6),
+        "duroot.events": ({"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.1"}, 6),
+        "duroot.index": ({"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.1"}, 6),
+        "duroot.replies": ({"cleanup.policy": "delete", "retention.ms": str(day)}, 6),
+        "duroot.commands.dlq": (
+            {"cleanup.policy": "delete", "retention.ms": str(30 * day)},
+            1,
+        ),
+    }
+    assert [t.name for t in topics.all()] == [
+        topics.commands,
+        topics.events,
+        topics.index,
+        topics.replies,
+        topics.dlq,
+    ]
+    assert topics.topic(TopicRole.EVENTS).all_configs({"segment.ms": "100"})["segment.ms"] == "100"
+
+
+def test_keys_round_trip_and_say_what_is_wrong() -> None:
+    topics = Topics("duroot.")
+    commands, events = topics.topic(TopicRole.COMMANDS), topics.topic(TopicRole.EVENTS)
+    assert commands.parse_key(commands.key_bytes(WF)) == WF
+    event = WorkflowEvent(ID2, ID1, WF, 12, ID1, DuRootCommitted())
+    assert events.key_bytes(EventKey(WF, 12)) == event.key.encode() == f"{WF}/12".encode()
+    assert events.parse_key(f"{WF}/12".encode()) == EventKey(WF, 12)
+    assert topics.topic(TopicRole.DLQ).parse_key(None) == b""
+    with pytest.raises(CodecError, match="is not a workflow id"):
+        commands.parse_key(WF.upper().encode())
+    with pytest.raises(CodecError, match="without a key"):
+        topics.topic(TopicRole.INDEX).parse_key(None)
+    with pytest.raises(CodecError, match=r"is not <workflow-id>/<seq>"):
+        events.parse_key(f"{WF}/-1".encode())
+    with pytest.raises(CodecError, match="is not UTF-8"):
+        topics.topic(TopicRole.REPLIES).parse_key(b"\xff")
+
+
+def test_values_go_through_the_codec() -> None:
+    codec, replies = Codec(), Topics("duroot.").topic(TopicRole.REPLIES)
+    reply = Reply(ID1, WF, True, ID2, None, "")
+    assert replies.decode(codec, replies.encode(codec, reply)) == reply
+    dlq = Topics("duroot.").topic(TopicRole.DLQ)
+    assert dlq.decode(codec, dlq.encode(codec, b"\x00raw")) == b"\x00raw"
+
+
+def test_partitioning_of_each_role() -> None:
+    topics = Topics("duroot.")
+    assert {t.role: t.partitioning for t in topics.all()} == {
+        TopicRole.COMMANDS: Partitioning.BY_WORKFLOW,
+        TopicRole.EVENTS: Partitioning.BY_WORKFLOW,
+        TopicRole.INDEX: Partitioning.BY_WORKFLOW,
+        TopicRole.REPLIES: Partitioning.BY_COMMAND,
+        TopicRole.DLQ: Partitioning.SINGLE,
+    }
+
+
+def test_partition_problems() -> None:
+    topics = Topics("p.")
+    good = {t.name: t.partitions_for(4) for t in topics.all()}
+    assert partition_problems(topics, good) == []
+    assert partition_problems(topics, good, expected=4) == []
+    check_partitions(topics, {**good, topics.replies: 9})  # replies may differ
+    (problem,) = partition_problems(topics, good, expected=6)
+    assert problem.startswith("partitions: p.commands has 4, p.events has 4, p.index has 4;")
+    assert "they must all be 6" in problem and "N can never change" in problem
+    missing = {k: v for k, v in good.items() if k != topics.dlq}
+    assert partition_problems(topics, missing) == [
+        "topic p.commands.dlq is missing (create it with `duroot-stream topics create`)"
+    ]
+    with pytest.raises(TopicCheckError, match=r"p\.index has 5; they must be equal"):
+        check_partitions(topics, {**good, topics.index: 5})

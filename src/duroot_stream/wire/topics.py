@@ -1,11 +1,20 @@
-"""The one module that knows topic names and their configurations."""
+"""The one module that knows the topics: per role a `Topic` bundling its name,
+key format and parser, value coder, configs and partitioning; create and check.
+
+A workflow's partition is `murmur2(workflow id) % N` in `commands`, `events`
+and `index`, with one N for the three: events go to the partition number of
+the command that caused them. N can never change once the topics hold data
+(every workflow would move to another partition, and its history and index
+entry would be split), so the check refuses any difference.
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any, Generic, Literal, NamedTuple, TypeVar, overload
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import (  # type: ignore[attr-defined]
@@ -15,9 +24,18 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 )
 
 from duroot_stream.config import KafkaConfig
+from duroot_stream.domain import Command, Reply, WorkflowEvent, WorkflowIndexEvent, event_key
+
+from .checks import show, uuid_match
+from .codec import Codec
+from .errors import CodecError
 
 DEFAULT_PARTITIONS = 6
 ADMIN_TIMEOUT_S = 30.0
+DAY_MS = 24 * 3600 * 1000
+
+K = TypeVar("K")
+V = TypeVar("V")
 
 
 class TopicRole(Enum):
@@ -28,29 +46,173 @@ class TopicRole(Enum):
     DLQ = "commands.dlq"
 
 
-@dataclass(frozen=True)
-class TopicSpec:
+class Partitioning(Enum):
+    """How a topic's records are spread over its partitions."""
+
+    BY_WORKFLOW = "murmur2(workflow id) % N, N the same for all such topics, for ever"
+    BY_COMMAND = "murmur2(command id) % N, N as created (any count works)"
+    SINGLE = "one partition"
+
+
+class EventKey(NamedTuple):
+    """The key of an event: `<workflow-id>/<seq>`, unique per event."""
+
+    workflow_id: str
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class KeyFormat(Generic[K]):
+    """How a topic's keys are written and read; `read` raises CodecError."""
+
+    description: str
+    write: Callable[[K], bytes]
+    read: Callable[[bytes | None], K]
+
+
+@dataclass(frozen=True, slots=True)
+class ValueFormat(Generic[V]):
+    """How a topic's values are encoded and decoded (tombstones aside)."""
+
+    description: str
+    encode: Callable[[Codec, V], bytes]
+    decode: Callable[[Codec, bytes | None], V]
+
+
+def _key_text(raw: bytes | None, what: str) -> str:
+    if raw is None:
+        raise CodecError(f"a record without a key; expected {what}")
+    try:
+        return bytes(raw).decode()
+    except UnicodeDecodeError:
+        raise CodecError(f"key {show(raw)} is not UTF-8; expected {what}") from None
+
+
+def _read_workflow_key(raw: bytes | None) -> str:
+    text = _key_text(raw, "a workflow id")
+    if uuid_match(text) is None:
+        raise CodecError(f"key {show(text)} is not a workflow id (canonical UUID text)")
+    return text
+
+
+def _read_event_key(raw: bytes | None) -> EventKey:
+    text = _key_text(raw, "<workflow-id>/<seq>")
+    workflow_id, _, seq = text.partition("/")
+    if uuid_match(workflow_id) is None or not (seq.isascii() and seq.isdigit()):
+        raise CodecError(f"key {show(text)} is not <workflow-id>/<seq>")
+    return EventKey(workflow_id, int(seq))
+
+
+def _read_reply_key(raw: bytes | None) -> str:
+    return _key_text(raw, "a command id")
+
+
+def _raw(_codec: Codec, data: bytes | None) -> bytes:
+    return data or b""
+
+
+WORKFLOW_KEY: KeyFormat[str] = KeyFormat("workflow id (UUID text)", str.encode, _read_workflow_key)
+EVENT_KEY: KeyFormat[EventKey] = KeyFormat(
+    "<workflow-id>/<seq>", lambda k: event_key(*k).encode(), _read_event_key
+)
+REPLY_KEY: KeyFormat[str] = KeyFormat(
+    "command id (ULID text); a malformed command's correlation id", str.encode, _read_reply_key
+)
+# A dead letter keeps the original key; a missing one reads as b"".
+ORIGINAL_KEY: KeyFormat[bytes] = KeyFormat(
+    "the dead-lettered record's key", bytes, lambda raw: raw or b""
+)
+
+COMMAND_VALUE: ValueFormat[Command] = ValueFormat(
+    "Command (Avro)", Codec.encode_command, Codec.decode_command
+)
+EVENT_VALUE: ValueFormat[WorkflowEvent] = ValueFormat(
+    "WorkflowEvent (Avro); null: a tombstone", Codec.encode_event, Codec.decode_event
+)
+INDEX_VALUE: ValueFormat[WorkflowIndexEvent] = ValueFormat(
+    "WorkflowIndexEvent (Avro); null: a tombstone",
+    Codec.encode_index_event,
+    Codec.decode_index_event,
+)
+REPLY_VALUE: ValueFormat[Reply] = ValueFormat(
+    "Reply (Avro)", Codec.encode_reply, Codec.decode_reply
+)
+ORIGINAL_VALUE: ValueFormat[bytes] = ValueFormat("the dead-lettered record's bytes", _raw, _raw)
+
+
+@dataclass(frozen=True, slots=True)
+class Topic(Generic[K, V]):
+    """One topic of a deployment: its name and everything that goes with it."""
+
     role: TopicRole
+    name: str
+    key: KeyFormat[K]
+    value: ValueFormat[V]
+    cleanup_policy: str
+    configs: Mapping[str, str]  # besides cleanup.policy
+    partitioning: Partitioning
+
+    def key_bytes(self, key: K) -> bytes:
+        return self.key.write(key)
+
+    def parse_key(self, raw: bytes | None) -> K:
+        """The key of a record of this topic; CodecError if it is not one."""
+        return self.key.read(raw)
+
+    def encode(self, codec: Codec, value: V) -> bytes:
+        return self.value.encode(codec, value)
+
+    def decode(self, codec: Codec, data: bytes | None) -> V:
+        return self.value.decode(codec, data)
+
+    def all_configs(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        return {"cleanup.policy": self.cleanup_policy, **self.configs, **(extra or {})}
+
+    def partitions_for(self, partitions: int) -> int:
+        """Its partition count in a deployment created with `partitions`."""
+        return 1 if self.partitioning is Partitioning.SINGLE else partitions
+
+
+class _Spec(NamedTuple):
+    key: KeyFormat[Any]
+    value: ValueFormat[Any]
     cleanup_policy: str
     configs: Mapping[str, str]
-    partitioned_like_commands: bool  # partition count follows `--partitions`
+    partitioning: Partitioning
 
 
-DAY_MS = 24 * 3600 * 1000
-
-SPECS: tuple[TopicSpec, ...] = (
-    TopicSpec(TopicRole.COMMANDS, "delete", {"retention.ms": str(7 * DAY_MS)}, True),
+_COMPACTED = {"min.cleanable.dirty.ratio": "0.1"}
+_SPECS: dict[TopicRole, _Spec] = {
+    TopicRole.COMMANDS: _Spec(
+        WORKFLOW_KEY,
+        COMMAND_VALUE,
+        "delete",
+        {"retention.ms": str(7 * DAY_MS)},
+        Partitioning.BY_WORKFLOW,
+    ),
     # Keys are unique per event, so compaction only ever drops tombstoned history.
-    TopicSpec(TopicRole.EVENTS, "compact", {"min.cleanable.dirty.ratio": "0.1"}, True),
-    TopicSpec(TopicRole.INDEX, "compact", {"min.cleanable.dirty.ratio": "0.1"}, True),
-    TopicSpec(TopicRole.REPLIES, "delete", {"retention.ms": str(DAY_MS)}, True),
-    TopicSpec(TopicRole.DLQ, "delete", {"retention.ms": str(30 * DAY_MS)}, False),
-)
+    TopicRole.EVENTS: _Spec(
+        EVENT_KEY, EVENT_VALUE, "compact", _COMPACTED, Partitioning.BY_WORKFLOW
+    ),
+    TopicRole.INDEX: _Spec(
+        WORKFLOW_KEY, INDEX_VALUE, "compact", _COMPACTED, Partitioning.BY_WORKFLOW
+    ),
+    TopicRole.REPLIES: _Spec(
+        REPLY_KEY, REPLY_VALUE, "delete", {"retention.ms": str(DAY_MS)}, Partitioning.BY_COMMAND
+    ),
+    TopicRole.DLQ: _Spec(
+        ORIGINAL_KEY,
+        ORIGINAL_VALUE,
+        "delete",
+        {"retention.ms": str(30 * DAY_MS)},
+        Partitioning.SINGLE,
+    ),
+}
 
 
 @dataclass(frozen=True)
 class Topics:
-    """Topic names under one prefix (default `duroot.`)."""
+    """The topics under one prefix (default `duroot.`): names, and `Topic`s."""
 
     prefix: str
 
@@ -77,6 +239,25 @@ class Topics:
     def name(self, role: TopicRole) -> str:
         return f"{self.prefix}{role.value}"
 
+    @overload
+    def topic(self, role: Literal[TopicRole.COMMANDS]) -> Topic[str, Command]: ...
+    @overload
+    def topic(self, role: Literal[TopicRole.EVENTS]) -> Topic[EventKey, WorkflowEvent]: ...
+    @overload
+    def topic(self, role: Literal[TopicRole.INDEX]) -> Topic[str, WorkflowIndexEvent]: ...
+    @overload
+    def topic(self, role: Literal[TopicRole.REPLIES]) -> Topic[str, Reply]: ...
+    @overload
+    def topic(self, role: Literal[TopicRole.DLQ]) -> Topic[bytes, bytes]: ...
+    @overload
+    def topic(self, role: TopicRole) -> Topic[Any, Any]: ...
+    def topic(self, role: TopicRole) -> Topic[Any, Any]:
+        return Topic(role, self.name(role), *_SPECS[role])
+
+    def all(self) -> tuple[Topic[Any, Any], ...]:
+        """The five topics, commands first."""
+        return tuple(self.topic(role) for role in TopicRole)
+
 
 class TopicCheckError(Exception):
     """A deployment's topics do not match DESIGN.md; the message says which and how."""
@@ -93,20 +274,15 @@ def create_topics(
     extra_configs: Mapping[str, str] | None = None,
 ) -> list[str]:
     """Create the five topics; existing ones are left as they are. Returns those created."""
-    topics = Topics(config.topic_prefix)
     client = admin(config)
     new = [
         NewTopic(
-            topics.name(spec.role),
-            num_partitions=partitions if spec.partitioned_like_commands else 1,
+            t.name,
+            num_partitions=t.partitions_for(partitions),
             replication_factor=replication_factor,
-            config={
-                "cleanup.policy": spec.cleanup_policy,
-                **spec.configs,
-                **(extra_configs or {}),
-            },
+            config=t.all_configs(extra_configs),
         )
-        for spec in SPECS
+        for t in Topics(config.topic_prefix).all()
     ]
     created = []
     for name, future in client.create_topics(new, request_timeout=ADMIN_TIMEOUT_S).items():
@@ -138,35 +314,61 @@ def partition_counts(client: AdminClient, names: list[str]) -> dict[str, int]:
     }
 
 
-def check_topics(config: KafkaConfig) -> dict[str, int]:
-    """Verify the deployment; raises TopicCheckError naming the topic and setting."""
+def partition_problems(
+    topics: Topics, counts: Mapping[str, int], expected: int | None = None
+) -> list[str]:
+    """What is wrong with a deployment's partition counts (`counts` by topic
+    name, a missing topic absent): missing topics, and workflow-keyed topics
+    whose counts differ from each other or from `expected`."""
+    problems = [
+        f"topic {t.name} is missing (create it with `duroot-stream topics create`)"
+        for t in topics.all()
+        if t.name not in counts
+    ]
+    keyed = [
+        (t.name, counts[t.name])
+        for t in topics.all()
+        if t.partitioning is Partitioning.BY_WORKFLOW and t.name in counts
+    ]
+    found = {n for _, n in keyed}
+    if len(found) > 1 or (expected is not None and found and found != {expected}):
+        have = ", ".join(f"{name} has {n}" for name, n in keyed)
+        want = "must be equal" if expected is None else f"must all be {expected}"
+        problems.append(
+            f"partitions: {have}; they {want}: a workflow's partition is "
+            "murmur2(workflow id) % N in each (events go to their command's partition), "
+            "so N can never change once the topics hold data; recreate the topics with "
+            "one count, or use the count they have"
+        )
+    return problems
+
+
+def check_partitions(
+    topics: Topics, counts: Mapping[str, int], expected: int | None = None
+) -> None:
+    """Refuse (TopicCheckError) what `partition_problems` finds."""
+    problems = partition_problems(topics, counts, expected)
+    if problems:
+        raise TopicCheckError("; ".join(problems))
+
+
+def check_topics(config: KafkaConfig, partitions: int | None = None) -> dict[str, int]:
+    """Verify the deployment (and, given `partitions`, that the workflow-keyed
+    topics have that many); raises TopicCheckError naming the topic and setting."""
     topics = Topics(config.topic_prefix)
-    names = [topics.name(spec.role) for spec in SPECS]
     # Keep the client alive until every future has its result.
     client = admin(config)
-    counts = partition_counts(client, names)
-    problems = [
-        f"topic {n} is missing (create it with `duroot-stream topics create`)"
-        for n in names
-        if n not in counts
-    ]
-    commands, events = counts.get(topics.commands), counts.get(topics.events)
-    if commands is not None and events is not None and commands != events:
-        problems.append(
-            f"partitions: {topics.commands} has {commands} but {topics.events} has {events}; "
-            "they must be equal (events are co-partitioned with commands)"
-        )
-    present = [spec for spec in SPECS if topics.name(spec.role) in counts]
-    resources = [ConfigResource("topic", topics.name(spec.role)) for spec in present]
+    counts = partition_counts(client, [t.name for t in topics.all()])
+    problems = partition_problems(topics, counts, partitions)
+    present = [t for t in topics.all() if t.name in counts]
+    resources = [ConfigResource("topic", t.name) for t in present]
     if resources:
         described = client.describe_configs(resources, request_timeout=ADMIN_TIMEOUT_S)
-        for spec, resource in zip(present, resources, strict=True):
-            entries = described[resource].result()
-            policy = entries["cleanup.policy"].value
-            if policy != spec.cleanup_policy:
+        for t, resource in zip(present, resources, strict=True):
+            policy = described[resource].result()["cleanup.policy"].value
+            if policy != t.cleanup_policy:
                 problems.append(
-                    f"cleanup.policy: topic {topics.name(spec.role)} has {policy!r}, "
-                    f"expected {spec.cleanup_policy!r}"
+                    f"cleanup.policy: topic {t.name} has {policy!r}, expected {t.cleanup_policy!r}"
                 )
     if problems:
         raise TopicCheckError("; ".join(problems))
