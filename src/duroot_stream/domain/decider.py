@@ -3,8 +3,8 @@
 A port of nog's `durootwf` (du-root.go) onto an event-sourced core:
 `decide(state, command, new_id)` answers a command with the events to
 append (`Accepted`) or a `Rejected`; it never changes anything itself. The
-state is the fold of the events (`evolve`, state.py), so `decide` computes
-the state after its events with the same fold a restore uses.
+state after its events is folded by `evolve` (state.py), by the same rules
+a restore folds the history with.
 
 Everything here is pure. Ids come in through `new_id` and times from the
 ULIDs of the events, so the processor, the tests and a replay all see the
@@ -71,7 +71,7 @@ _IndexEvents = tuple[WorkflowIndexEvent, ...]
 
 
 class Accepted(NamedTuple):
-    """The command is accepted: what to write, and the state after (named constructors)."""
+    """Accepted: what to write, the state after. A NamedTuple, as the state: one per command."""
 
     state: WorkflowState  # the state after
     vid: str  # vid for the reply
