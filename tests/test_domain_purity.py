@@ -43,7 +43,15 @@ def is_allowed(module: str) -> bool:
 
 def test_the_domain_has_modules() -> None:
     names = {m.name for m in MODULES}
-    assert {"__init__.py", "model.py", "decider.py"} <= names
+    assert {
+        "__init__.py",
+        "model.py",
+        "decider.py",
+        "state.py",
+        "recent.py",
+        "gc.py",
+        "ulid.py",
+    } <= names
 
 
 @pytest.mark.parametrize("path", MODULES, ids=lambda p: p.name)

@@ -1,9 +1,10 @@
-"""ULIDs for event ids: monotonic within the process and above a given floor.
+"""ULIDs for event and command ids: monotonic within the process and above a given floor.
 
 The domain asks for "a new id greater than this vid"; this is the clock- and
-randomness-backed answer the processor injects. It runs once per event, so the
-Crockford base32 text is built from a table of two-character pairs (10 bits
-each), and mostly only the last pair is new.
+randomness-backed answer the processor injects. The ULID text itself is the
+domain's (`encode_ulid`, `decode_ulid`). It runs once per event, so the text
+is built from the domain's table of two-character pairs (10 bits each), and
+mostly only the last pair is new.
 """
 
 from __future__ import annotations
@@ -11,31 +12,14 @@ from __future__ import annotations
 import random
 import time
 
-_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-_VALUE = {c: i for i, c in enumerate(_CROCKFORD)}
-_PAIRS = [a + b for a in _CROCKFORD for b in _CROCKFORD]  # 10 bits -> 2 characters
+from duroot_stream.domain import CROCKFORD_PAIRS, decode_ulid, encode_ulid
+
+__all__ = ["MonotonicUlids", "decode_ulid", "encode_ulid", "new_ulid", "now_ms"]
+
 _MAX = (1 << 128) - 1
 _RANDOM_BITS = 80
 # Event ids need uniqueness, not secrecy; SystemRandom would cost a syscall each.
 _random = random.Random()
-
-
-def encode_ulid(value: int) -> str:
-    """128-bit int -> 26-character ULID text (130 bits: two leading zero bits)."""
-    return "".join([_PAIRS[(value >> shift) & 1023] for shift in range(120, -10, -10)])
-
-
-def decode_ulid(text: str) -> int:
-    """26-character ULID text -> 128-bit int (ValueError if it is not one)."""
-    if len(text) != 26 or text[0] > "7":
-        raise ValueError(f"not a ULID: {text!r}")
-    value = 0
-    try:
-        for char in text.upper():
-            value = (value << 5) | _VALUE[char]
-    except KeyError:
-        raise ValueError(f"not a ULID: {text!r}") from None
-    return value
 
 
 def now_ms() -> int:
@@ -65,7 +49,7 @@ class MonotonicUlids:
             value = self._value + 1
         if value >> 10 != self._stem:
             self._stem, self._stem_text = value >> 10, encode_ulid(value)[:24]
-        text = self._stem_text + _PAIRS[value & 1023]
+        text = self._stem_text + CROCKFORD_PAIRS[value & 1023]
         if text <= floor:  # same length, upper case: text order is numeric order
             value = decode_ulid(floor) + 1
             if value > _MAX:

@@ -1,24 +1,25 @@
 """The pure domain core: the du-root workflow's vocabulary and its decider.
 
+- model.py: the values (commands, events, replies), enums, sentinels, id text;
+- decider.py: `decide` (validation, version check, the state table), `reply_for`;
+- state.py: `WorkflowState` and its fold, `evolve` and `WorkflowReplay`;
+- recent.py: the command ids a workflow remembers for dedupe;
+- gc.py: the expiry policy (`expiry_command`);
+- ulid.py: ULID text to and from its value and time.
+
 No Kafka, no Avro, no clock, no randomness, no I/O (a test checks the
 imports). Ids and times come in from outside.
 """
 
 from .decider import (
-    RECENT_COMMANDS,
     Accepted,
     Decision,
     IdSource,
     Rejected,
-    WorkflowDeleted,
-    WorkflowState,
     decide,
-    evolve,
-    expiry_command,
-    initial_state,
     reply_for,
-    ulid_time_ms,
 )
+from .gc import expiry_command
 from .model import (
     CROCKFORD,
     EVENT_EPOCH,
@@ -55,10 +56,19 @@ from .model import (
     WorkflowIndexEvent,
     event_key,
 )
-from .replay import WorkflowReplay
+from .recent import RECENT_COMMANDS
+from .state import (
+    WorkflowDeleted,
+    WorkflowReplay,
+    WorkflowState,
+    evolve,
+    initial_state,
+)
+from .ulid import CROCKFORD_PAIRS, decode_ulid, encode_ulid, ulid_time_ms
 
 __all__ = [
     "CROCKFORD",
+    "CROCKFORD_PAIRS",
     "EVENT_EPOCH",
     "NO_VC",
     "RECENT_COMMANDS",
@@ -100,6 +110,8 @@ __all__ = [
     "WorkflowReplay",
     "WorkflowState",
     "decide",
+    "decode_ulid",
+    "encode_ulid",
     "event_key",
     "evolve",
     "expiry_command",

@@ -1,11 +1,10 @@
-"""The du-root workflow as a decider: `decide`, `evolve`, `initial_state`.
+"""The du-root workflow as a decider: `decide` a command against a workflow's state.
 
 A port of nog's `durootwf` (du-root.go) onto an event-sourced core:
-
-- `decide(state, command, new_id)` answers a command with the events to
-  append (`Accepted`) or a `Rejected`; it never changes anything itself.
-- `evolve(state, event)` folds one event into the state. Restore and `decide`
-  both use it, so the state has one source of truth: the event history.
+`decide(state, command, new_id)` answers a command with the events to
+append (`Accepted`) or a `Rejected`; it never changes anything itself. The
+state after its events is folded by `evolve` (state.py), by the same rules
+a restore folds the history with.
 
 Everything here is pure. Ids come in through `new_id` and times from the
 ULIDs of the events, so the processor, the tests and a replay all see the
@@ -22,18 +21,16 @@ same results for the same inputs.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import NamedTuple
 
 from .model import (
-    EVENT_EPOCH,
     NO_VC,
     RETRY_NO_VC,
     STATUS_CODE_EXPIRED,
     STATUS_CODE_OK,
     STATUS_MESSAGE_EXPIRED,
+    UUID_RE,
     AbortExpired,
     Append,
     Command,
@@ -59,125 +56,54 @@ from .model import (
     WorkflowIndexEvent,
     event_key,
 )
-from .recent import RECENT_COMMANDS as RECENT_COMMANDS
-from .recent import lookup, pack, remember, unpack
-
-# How many command ids a workflow remembers for dedupe (step 1 of `decide`).
-# Duplicates come from requesters that re-send a command after losing its
-# reply (timeout, reconnect). Such a requester retries only what it has in
-# flight, and on one workflow that is at most a handful of commands, because
-# each command names the vid left by the previous one. 16 covers that with a
-# wide margin while keeping the state small: the processor holds one state
-# per workflow in memory, and the entries are rebuilt from the events'
-# `command_id`, so they survive a restart. Commands that emitted nothing
-# (no-ops, rejections) are not remembered; repeating them is harmless.
-# The bound, RECENT_COMMANDS = 16, and the packed form are in recent.py.
+from .recent import lookup
+from .state import WorkflowDeleted, WorkflowState, evolve
 
 _NIL_UUID = "00000000-0000-0000-0000-000000000000"
-_UUID_RE = re.compile(
-    r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE
-)
 _AVRO_INT_MAX = 2**31 - 1
 _AVRO_LONG_MAX = 2**63 - 1
 
 
-# The state and the decisions are NamedTuples: made once per event (state) or
-# command (decision), and a frozen dataclass sets each field through
-# object.__setattr__, which costs about 2.5 us for the state's eleven
-# fields against 0.3 us for a tuple.
-
-
-class _StateFields(NamedTuple):
-    workflow_id: str
-    code: StateCode
-    vid: str
-    seq: int  # number of events in the history = the next event's seq
-    registry_id: str
-    global_root: str
-    host: str
-    host_root: str
-    started_at: int  # ms, from the ULID timestamp of the STARTED event
-    completed_at: int  # ms, from the ULID timestamp of the COMPLETED event
-    recent: str  # recent_commands, packed (recent.py)
-
-
-class WorkflowState(_StateFields):
-    """nog's `durootwf.State`, plus what dedupe and garbage collection need.
-
-    `recent_commands`: (command_id, vid of that command's last event), oldest
-    first, at most RECENT_COMMANDS entries; held packed in `recent`.
-    """
-
-    __slots__ = ()
-
-    def __new__(
-        cls,
-        workflow_id: str,
-        code: StateCode = StateCode.UNINITIALIZED,
-        vid: str = EVENT_EPOCH,
-        seq: int = 0,
-        registry_id: str = "",
-        global_root: str = "",
-        host: str = "",
-        host_root: str = "",
-        started_at: int = 0,
-        completed_at: int = 0,
-        recent_commands: tuple[tuple[str, str], ...] = (),
-    ) -> WorkflowState:
-        return _new_state(
-            cls,
-            (
-                workflow_id,
-                code,
-                vid,
-                seq,
-                registry_id,
-                global_root,
-                host,
-                host_root,
-                started_at,
-                completed_at,
-                pack(recent_commands),
-            ),
-        )
-
-    @property
-    def recent_commands(self) -> tuple[tuple[str, str], ...]:
-        return unpack(self.recent)
-
-    def __repr__(self) -> str:
-        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in _STATE_REPR)
-        return f"WorkflowState({fields})"
-
-
-_new_state = tuple.__new__  # a WorkflowState from its eleven fields, as a tuple
-_STATE_REPR = (*_StateFields._fields[:-1], "recent_commands")
-
-
-def initial_state(workflow_id: str) -> WorkflowState:
-    """The state of an empty (never started, or deleted) history."""
-    return WorkflowState(workflow_id)
-
-
-@dataclass(frozen=True, slots=True)
-class WorkflowDeleted:
-    """The workflow's history was deleted (on the wire: tombstones)."""
-
-    workflow_id: str
-
-
 # Given a ULID text, returns a new ULID text strictly greater than it.
 IdSource = Callable[[str], str]
+_Events = tuple[WorkflowEvent, ...]
+_IndexEvents = tuple[WorkflowIndexEvent, ...]
 
 
 class Accepted(NamedTuple):
-    events: tuple[WorkflowEvent, ...]  # appended to the workflow history, in order
-    index_events: tuple[WorkflowIndexEvent, ...]  # in order
-    deleted_keys: tuple[str, ...]  # event keys "<wf>/<seq>" to tombstone (Delete only)
-    index_tombstone: bool  # after Delete: tombstone the index key after the DELETED event
+    """Accepted: what to write, the state after. A NamedTuple, as the state: one per command."""
+
     state: WorkflowState  # the state after
     vid: str  # vid for the reply
+    events: _Events = ()  # appended to the workflow history, in order
+    index_events: _IndexEvents = ()  # in order
+    deleted_keys: tuple[str, ...] = ()  # event keys "<wf>/<seq>" to tombstone (Delete only)
+    index_tombstone: bool = False  # after Delete: tombstone the index key after the DELETED event
     duplicate: bool = False  # command id seen before: nothing emitted, same reply
+
+    @classmethod
+    def no_op(cls, state: WorkflowState) -> Accepted:
+        """Nothing to change: no event, the vid unchanged (idempotent)."""
+        return cls(state, state.vid)
+
+    @classmethod
+    def repeated(cls, state: WorkflowState, vid: str) -> Accepted:
+        """A command seen before: nothing emitted, the vid it left the first time."""
+        return cls(state, vid, duplicate=True)
+
+    @classmethod
+    def appended(
+        cls, after: WorkflowState, events: _Events, index_events: _IndexEvents = ()
+    ) -> Accepted:
+        """`events` appended to the history (and `index_events` to the index)."""
+        return cls(after, after.vid, events, index_events)
+
+    @classmethod
+    def history_deleted(
+        cls, after: WorkflowState, deleted_keys: tuple[str, ...], deleted: WorkflowIndexEvent
+    ) -> Accepted:
+        """The history's keys tombstoned, the index told, then its key tombstoned."""
+        return cls(after, after.vid, (), (deleted,), deleted_keys, index_tombstone=True)
 
 
 class Rejected(NamedTuple):
@@ -199,10 +125,11 @@ def decide(state: WorkflowState, command: Command, new_id: IdSource) -> Decision
             f"workflow {state.workflow_id}"
         )
 
-    # 1. Dedupe: a command id seen recently gets its first reply again.
+    # 1. Dedupe: a command id seen recently gets its first reply again (recent.py
+    # says how many the workflow remembers, and why).
     vid = lookup(state.recent, command.command_id)
     if vid is not None:
-        return Accepted((), (), (), False, state, vid, duplicate=True)
+        return Accepted.repeated(state, vid)
 
     # 2. Field validation.
     problem = _invalid_argument(command.body)
@@ -237,19 +164,16 @@ def decide(state: WorkflowState, command: Command, new_id: IdSource) -> Decision
 
 
 def _init(state: WorkflowState, cmd: Init, emit: _Emitter) -> Decision:
-    registry_id = cmd.registry_id.lower()  # canonical UUID text
-    if registry_id == cmd.registry_id:
-        registry_id = cmd.registry_id  # the same object: the codec interns it
     match state.code:
         case StateCode.UNINITIALIZED:
-            started = DuRootStarted(registry_id, cmd.global_root, cmd.host, cmd.host_root)
+            started = DuRootStarted(cmd.registry_id, cmd.global_root, cmd.host, cmd.host_root)
             index = IndexStarted(cmd.global_root, cmd.host, cmd.host_root)
             return emit.accept([started], mirror=index)
         case StateCode.INITIALIZED:
             differs = [
                 name
                 for name, mine, theirs in (
-                    ("registry id", state.registry_id.lower(), registry_id),
+                    ("registry id", state.registry_id, cmd.registry_id),
                     ("global root", state.global_root, cmd.global_root),
                     ("host", state.host, cmd.host),
                     ("host root", state.host_root, cmd.host_root),
@@ -262,7 +186,7 @@ def _init(state: WorkflowState, cmd: Init, emit: _Emitter) -> Decision:
                     f"command Init conflicts with the initialized workflow: "
                     f"different {', '.join(differs)}",
                 )
-            return _no_op(state)
+            return Accepted.no_op(state)
         case _:
             return _state_advanced("Init", state)
 
@@ -280,7 +204,7 @@ def _commit(state: WorkflowState, emit: _Emitter) -> Decision:
         case StateCode.INITIALIZED | StateCode.APPENDING:
             return _complete(emit, DuRootCompleted(STATUS_CODE_OK, ""))
         case StateCode.COMPLETED:
-            return _no_op(state)
+            return Accepted.no_op(state)
         case _:
             return _conflict("Commit", state)
 
@@ -290,7 +214,7 @@ def _fail(state: WorkflowState, cmd: Fail, emit: _Emitter) -> Decision:
         case StateCode.INITIALIZED | StateCode.APPENDING:
             return _complete(emit, DuRootCompleted(cmd.code, cmd.message))
         case StateCode.COMPLETED:
-            return _no_op(state)
+            return Accepted.no_op(state)
         case _:
             return _conflict("Fail", state)
 
@@ -300,7 +224,7 @@ def _abort_expired(state: WorkflowState, emit: _Emitter) -> Decision:
         case StateCode.INITIALIZED | StateCode.APPENDING:
             return _complete(emit, DuRootCompleted(STATUS_CODE_EXPIRED, STATUS_MESSAGE_EXPIRED))
         case StateCode.COMPLETED | StateCode.TERMINATED:
-            return _no_op(state)
+            return Accepted.no_op(state)
         case _:
             return _conflict("AbortExpired", state)
 
@@ -311,7 +235,7 @@ def _end(state: WorkflowState, emit: _Emitter) -> Decision:
             # Only for histories whose COMPLETED lacks the automatic End.
             return emit.accept([DuRootCommitted()])
         case StateCode.TERMINATED:
-            return _no_op(state)
+            return Accepted.no_op(state)
         case _:
             return _conflict("End", state)
 
@@ -319,7 +243,7 @@ def _end(state: WorkflowState, emit: _Emitter) -> Decision:
 def _delete(state: WorkflowState, new_id: IdSource) -> Decision:
     match state.code:
         case StateCode.UNINITIALIZED:
-            return _no_op(state)
+            return Accepted.no_op(state)
         case StateCode.COMPLETED | StateCode.TERMINATED:
             deleted = WorkflowIndexEvent(
                 event_id=_next_id(new_id, state.vid),
@@ -329,14 +253,8 @@ def _delete(state: WorkflowState, new_id: IdSource) -> Decision:
                 payload=IndexDeleted(),
             )
             after = evolve(state, WorkflowDeleted(state.workflow_id))
-            return Accepted(
-                events=(),
-                index_events=(deleted,),
-                deleted_keys=tuple(event_key(state.workflow_id, s) for s in range(state.seq)),
-                index_tombstone=True,
-                state=after,
-                vid=after.vid,
-            )
+            keys = tuple(event_key(state.workflow_id, seq) for seq in range(state.seq))
+            return Accepted.history_deleted(after, keys, deleted)
         case _:
             return _conflict("Delete", state)
 
@@ -349,10 +267,6 @@ def _complete(emit: _Emitter, completed: DuRootCompleted) -> Accepted:
     """
     index = IndexCompleted(completed.status_code, completed.status_message)
     return emit.accept([completed, DuRootCommitted()], mirror=index)
-
-
-def _no_op(state: WorkflowState) -> Accepted:
-    return Accepted((), (), (), False, state, state.vid)
 
 
 def _conflict(command: str, state: WorkflowState) -> Rejected:
@@ -404,7 +318,7 @@ class _Emitter(NamedTuple):
                     payload=mirror,
                 ),
             )
-        return Accepted(tuple(events), index_events, (), False, after, after.vid)
+        return Accepted.appended(after, tuple(events), index_events)
 
 
 def _next_id(new_id: IdSource, previous: str) -> str:
@@ -431,8 +345,10 @@ def _invalid_argument(body: CommandBody) -> Rejected | None:
 
 
 def _init_problem(cmd: Init) -> str | None:
-    if not isinstance(cmd.registry_id, str) or not _UUID_RE.fullmatch(cmd.registry_id):
-        return f"command Init: registry id {cmd.registry_id!r} is not a UUID"
+    if not isinstance(cmd.registry_id, str) or not UUID_RE.fullmatch(cmd.registry_id):
+        return (
+            f"command Init: registry id {cmd.registry_id!r} must be canonical lower-case UUID text"
+        )
     if cmd.registry_id == _NIL_UUID:
         return "command Init: registry id is the nil UUID"
     for name, value in (
@@ -472,125 +388,6 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-# --- evolve -------------------------------------------------------------------
-
-
-# Events move the state (DESIGN.md): the state code after each event type.
-CODE_AFTER: dict[type[EventPayload], StateCode] = {
-    DuRootStarted: StateCode.INITIALIZED,
-    DuUpdated: StateCode.APPENDING,
-    DuRootCompleted: StateCode.COMPLETED,
-    DuRootCommitted: StateCode.TERMINATED,
-}
-
-
-def evolve(state: WorkflowState, event: WorkflowEvent | WorkflowDeleted) -> WorkflowState:
-    """Fold one event into the state; trusts the history (no checks).
-
-    Runs once per event when `decide` accepts, so it only sets fields: one
-    new state per event, and a bounded `recent_commands` update. Of the
-    payload it reads the fields of DuRootStarted only; of the other events
-    just the type, so a restore may skip decoding their bodies (the event
-    headers carry the rest). A restore folds with `replay.WorkflowReplay`,
-    which is proven to give the same states.
-    """
-    if not isinstance(event, WorkflowEvent):
-        if isinstance(event, WorkflowDeleted):
-            return initial_state(state.workflow_id)
-        raise TypeError(f"invalid event type {type(event).__name__}")
-    payload = event.payload
-    code = CODE_AFTER.get(type(payload))
-    if code is None:
-        raise TypeError(f"invalid event type {type(payload).__name__}")
-    (
-        workflow_id,
-        _,
-        _,
-        _,
-        registry_id,
-        global_root,
-        host,
-        host_root,
-        started_at,
-        completed_at,
-        recent,
-    ) = state
-    vid = event.event_id
-    if isinstance(payload, DuRootStarted):
-        registry_id, global_root, host, host_root = (
-            payload.registry_id,
-            payload.global_root,
-            payload.host,
-            payload.host_root,
-        )
-        started_at = ulid_time_ms(vid)
-    elif isinstance(payload, DuRootCompleted):
-        completed_at = ulid_time_ms(vid)
-    return _new_state(
-        WorkflowState,
-        (
-            workflow_id,
-            code,
-            vid,
-            event.seq + 1,
-            registry_id,
-            global_root,
-            host,
-            host_root,
-            started_at,
-            completed_at,
-            remember(recent, event.command_id, vid),
-        ),
-    )
-
-
-# --- ULID time ----------------------------------------------------------------
-
-_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-_CROCKFORD_VALUE = {c: i for i, c in enumerate(_CROCKFORD)} | {
-    c.lower(): i for i, c in enumerate(_CROCKFORD)
-}
-
-
-def ulid_time_ms(ulid_text: str) -> int:
-    """The 48-bit ms timestamp of a ULID: its first 10 Crockford base32 chars."""
-    if len(ulid_text) != 26:
-        raise ValueError(f"not a ULID (26 characters): {ulid_text!r}")
-    ms = 0
-    for c in ulid_text[:10]:
-        digit = _CROCKFORD_VALUE.get(c)
-        if digit is None:
-            raise ValueError(f"not a ULID (bad character {c!r}): {ulid_text!r}")
-        ms = ms * 32 + digit
-    if ms >= 1 << 48:
-        raise ValueError(f"not a ULID (timestamp overflows 48 bits): {ulid_text!r}")
-    return ms
-
-
-# --- garbage collection -------------------------------------------------------
-
-
-def expiry_command(
-    state: WorkflowState, now_ms: int, max_active_ms: int, delete_after_ms: int
-) -> AbortExpired | Delete | None:
-    """What garbage collection should send for this workflow now, if anything.
-
-    `AbortExpired` for a workflow active (INITIALIZED or APPENDING) that
-    started more than `max_active_ms` ago; `Delete` for one finished
-    (COMPLETED or TERMINATED) that completed more than `delete_after_ms` ago.
-    """
-    match state.code:
-        case StateCode.INITIALIZED | StateCode.APPENDING:
-            if now_ms - state.started_at > max_active_ms:
-                return AbortExpired()
-        case StateCode.COMPLETED | StateCode.TERMINATED:
-            if now_ms - state.completed_at > delete_after_ms:
-                return Delete()
-        case _:
-            pass
-    return None
-
-
 # --- replies ------------------------------------------------------------------
 
 
@@ -599,12 +396,5 @@ def reply_for(command: Command, decision: Decision) -> Reply:
     match decision:
         case Accepted():
             return Reply(command.command_id, command.workflow_id, True, decision.vid, None, "")
-        case Rejected():
-            return Reply(
-                command.command_id,
-                command.workflow_id,
-                False,
-                None,
-                decision.code,
-                decision.message,
-            )
+        case Rejected(code, message):
+            return Reply(command.command_id, command.workflow_id, False, None, code, message)

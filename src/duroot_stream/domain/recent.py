@@ -16,7 +16,16 @@ all" is a substring test at C speed.
 
 from __future__ import annotations
 
-RECENT_COMMANDS = 16  # the bound; see decider.py for why 16
+# How many command ids a workflow remembers for dedupe (step 1 of `decide`).
+# Duplicates come from requesters that re-send a command after losing its
+# reply (timeout, reconnect). Such a requester retries only what it has in
+# flight, and on one workflow that is at most a handful of commands, because
+# each command names the vid left by the previous one. 16 covers that with a
+# wide margin while keeping the state small: the processor holds one state
+# per workflow in memory, and the entries are rebuilt from the events'
+# `command_id`, so they survive a restart. Commands that emitted nothing
+# (no-ops, rejections) are not remembered; repeating them is harmless.
+RECENT_COMMANDS = 16
 
 Packed = str
 EMPTY: Packed = ""

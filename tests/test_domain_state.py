@@ -1,5 +1,5 @@
-"""The restore-only `WorkflowReplay` builds the same state as folding with `evolve`,
-and the packed recent-commands form keeps what the tuple of pairs held."""
+"""The two folds of state.py give the same states: the restore-only `WorkflowReplay`
+and `evolve`; and the packed recent-commands form keeps what the tuple of pairs held."""
 
 from __future__ import annotations
 
@@ -16,15 +16,15 @@ from duroot_stream.domain import (
     EventPayload,
     WorkflowDeleted,
     WorkflowEvent,
+    WorkflowReplay,
     WorkflowState,
+    encode_ulid,
     evolve,
     initial_state,
     recent,
 )
-from duroot_stream.domain.replay import WorkflowReplay
 
 WF = "11111111-1111-4111-8111-111111111111"
-CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 PAYLOADS = st.one_of(
     st.builds(
         DuRootStarted,
@@ -48,8 +48,7 @@ STEPS = st.lists(
 
 
 def ulid(ms: int, entropy: int) -> str:
-    value = (ms << 80) | entropy
-    return "".join(CROCKFORD[(value >> (5 * i)) & 31] for i in reversed(range(26)))
+    return encode_ulid((ms << 80) | entropy)
 
 
 def fold_both(steps: list[tuple[EventPayload, str] | str]) -> tuple[WorkflowState, WorkflowState]:

@@ -1,0 +1,43 @@
+"""ULID text, both ways: 128-bit value <-> 26 Crockford base32 characters.
+
+Pure helpers (no clock, no randomness); `duroot_stream.ids` builds new ids
+with them. Text is written canonical (upper case, `model.ULID_RE`); read in
+either case, as the ULID spec asks of decoders.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .model import CROCKFORD, ULID_RE
+
+# The two characters of every 10-bit value: a ULID is 13 of them (130 bits,
+# the first two always zero), so encoding is 13 lookups rather than 26.
+CROCKFORD_PAIRS: tuple[str, ...] = tuple(a + b for a in CROCKFORD for b in CROCKFORD)
+
+# Reading: check the text once, then let `int(_, 32)` do the arithmetic in C
+# on the text translated to Python's base-32 digits (0-9, a-v). ASCII only:
+# with IGNORECASE alone, "K" would also match the Kelvin sign.
+_ANY_CASE = re.compile(ULID_RE.pattern, re.IGNORECASE | re.ASCII)
+_BASE32 = "0123456789abcdefghijklmnopqrstuv"
+_TO_BASE32 = str.maketrans(CROCKFORD + CROCKFORD.lower(), _BASE32 + _BASE32)
+
+
+def encode_ulid(value: int) -> str:
+    """128-bit int -> 26-character canonical ULID text."""
+    pairs = CROCKFORD_PAIRS
+    return "".join([pairs[(value >> shift) & 1023] for shift in range(120, -10, -10)])
+
+
+def decode_ulid(text: str) -> int:
+    """26-character ULID text, either case -> 128-bit int (ValueError if it is not one)."""
+    if not _ANY_CASE.fullmatch(text):
+        raise ValueError(f"not a ULID: {text!r}")
+    return int(text.translate(_TO_BASE32), 32)
+
+
+def ulid_time_ms(text: str) -> int:
+    """The 48-bit ms timestamp of a ULID: its first 10 characters."""
+    if not _ANY_CASE.fullmatch(text):
+        raise ValueError(f"not a ULID: {text!r}")
+    return int(text[:10].translate(_TO_BASE32), 32)
