@@ -127,7 +127,7 @@ def _produce_all(producer: Producer, records: Iterable[Record]) -> int:
     for topic, partition, key, value, headers in records:
         while True:
             try:
-                producer.produce(topic, value, key, partition, headers=headers)
+                producer.produce(topic, value, key, partition, headers=list(headers))
                 break
             except BufferError:
                 producer.poll(0.05)

@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Callable
 from typing import TypeVar
 
-from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 T = TypeVar("T")
 
@@ -62,11 +62,12 @@ def read_all(
             msg = consumer.poll(0.5)
             if msg is None:
                 continue
-            if msg.error():
-                if msg.error().code() == -191:  # _PARTITION_EOF
-                    done.add(msg.partition())
+            error = msg.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    done.add(msg.partition() or 0)
                     continue
-                raise AssertionError(f"reading {topic}: {msg.error()}")
+                raise AssertionError(f"reading {topic}: {error}")
             out.append(msg)
         return out
     finally:

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from confluent_kafka.admin import AdminClient
@@ -22,7 +23,7 @@ def test_session_broker_answers_admin_calls(bootstrap: str) -> None:
     assert md.brokers, "the broker lists no brokers"
 
 
-def test_cli_broker_prints_bootstrap_and_stops_on_sigterm(tmp_path) -> None:
+def test_cli_broker_prints_bootstrap_and_stops_on_sigterm(tmp_path: Path) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "duroot_stream.cli.main", "broker"],
         stdout=subprocess.PIPE,
@@ -46,7 +47,7 @@ def test_cli_broker_prints_bootstrap_and_stops_on_sigterm(tmp_path) -> None:
             proc.kill()
 
 
-def test_broker_restarts_on_its_data_dir_with_same_ports(tmp_path) -> None:
+def test_broker_restarts_on_its_data_dir_with_same_ports(tmp_path: Path) -> None:
     broker = LocalBroker(data_dir=tmp_path / "data")
     broker.start()
     try:
@@ -62,7 +63,7 @@ def test_broker_restarts_on_its_data_dir_with_same_ports(tmp_path) -> None:
     assert (tmp_path / "data" / "kraft" / "meta.properties").exists(), "given data dir was removed"
 
 
-def test_server_properties_are_test_friendly(tmp_path) -> None:
+def test_server_properties_are_test_friendly(tmp_path: Path) -> None:
     props = dict(
         line.split("=", 1) for line in server_properties(9092, 9093, tmp_path).splitlines()
     )

@@ -188,7 +188,12 @@ def test_get_wait_returns_once_another_process_commits(pipeline: KafkaConfig, ru
     try:
         stderr: queue.Queue[str] = queue.Queue()
         assert proc.stderr is not None
-        threading.Thread(target=lambda: [stderr.put(line) for line in proc.stderr or ()]).start()
+
+        def forward() -> None:
+            for line in proc.stderr or ():
+                stderr.put(line)
+
+        threading.Thread(target=forward).start()
         while not (line := stderr.get(timeout=60)).startswith("waiting for workflow"):
             pass  # other lines (logs) before the progress line that shows it waits
         assert line.startswith(f"waiting for workflow {wf}: INITIALIZED")

@@ -11,6 +11,7 @@ import urllib.parse
 import urllib.request
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -40,7 +41,7 @@ def exported_series(registry: CollectorRegistry) -> dict[str, set[str]]:
         labels = set()
         for collector in registry._names_to_collectors.values():  # label names of unused metrics
             if getattr(collector, "_name", None) == family.name:
-                labels = set(collector._labelnames)
+                labels = set(collector._labelnames)  # type: ignore[attr-defined]
         for suffix in SUFFIXES[family.type]:
             out[family.name + suffix] = labels | ({"le"} if suffix == "_bucket" else set())
     return out
@@ -111,12 +112,13 @@ def _prometheus_binary() -> str:
     return binary
 
 
-def _query(port: int, promql: str) -> list[dict]:
+def _query(port: int, promql: str) -> list[dict[str, Any]]:
     url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
     with urllib.request.urlopen(url, timeout=5) as response:
         body = json.load(response)
     assert body["status"] == "success", body
-    return body["data"]["result"]
+    result: list[dict[str, Any]] = body["data"]["result"]
+    return result
 
 
 @pytest.mark.broker

@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 from confluent_kafka import KafkaError, Message, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from duroot_stream.config import KafkaConfig
 from duroot_stream.wire.partitioning import murmur2, partition_for

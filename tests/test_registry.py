@@ -51,6 +51,23 @@ def client_of(registry: LocalRegistry) -> SchemaRegistryClient:
     return SchemaRegistryClient({"url": registry.url})
 
 
+def schema_text(known: SchemaRegistryClient, schema_id: int) -> str:
+    text = known.get_schema(schema_id).schema_str
+    assert text is not None
+    return text
+
+
+def read_record(body: bytes, writer: Any, reader: Any | None = None) -> dict[str, Any]:
+    record = fastavro.schemaless_reader(
+        io.BytesIO(body),
+        fastavro.parse_schema(writer),
+        None if reader is None else fastavro.parse_schema(reader),
+        return_record_name=True,
+    )
+    assert isinstance(record, dict)
+    return record
+
+
 def event_schema() -> dict[str, Any]:
     loaded: dict[str, Any] = json.loads((schemas_dir() / "WorkflowEvent.avsc").read_text())
     return loaded
@@ -74,12 +91,12 @@ def test_the_pipeline_runs_through_the_registry(
     assert status.state is StateCode.TERMINATED
     # Everything on the topics is in the Confluent framing, with ids the registry knows.
     topics = Topics(kafka.topic_prefix)
-    records = [r for r in read_all(kafka.bootstrap_servers, topics.events) if r.value()]
-    assert records and all(r.value()[:1] == b"\x00" for r in records)
+    values = [v for r in read_all(kafka.bootstrap_servers, topics.events) if (v := r.value())]
+    assert values and all(v[:1] == b"\x00" for v in values)
     known = client_of(registry)
-    for record in records[:3]:
-        (schema_id,) = struct.unpack(">I", record.value()[1:5])
-        assert json.loads(known.get_schema(schema_id).schema_str)["name"] == "WorkflowEvent"
+    for value in values[:3]:
+        (schema_id,) = struct.unpack(">I", value[1:5])
+        assert json.loads(schema_text(known, schema_id))["name"] == "WorkflowEvent"
     assert set(known.get_subjects()) >= SUBJECTS
 
 
@@ -106,9 +123,7 @@ def test_schema_evolution_through_the_registry(registry: LocalRegistry) -> None:
     assert new_id != old_id
 
     # A newer writer, read by this (older) codec: the new field is dropped.
-    record = fastavro.schemaless_reader(
-        io.BytesIO(old_bytes[5:]), fastavro.parse_schema(event_schema()), return_record_name=True
-    )
+    record = read_record(old_bytes[5:], event_schema())
     record["note"] = "written by a newer producer"
     body = io.BytesIO()
     fastavro.schemaless_writer(body, fastavro.parse_schema(newer), record)
@@ -116,13 +131,8 @@ def test_schema_evolution_through_the_registry(registry: LocalRegistry) -> None:
     assert codec.decode_event(framed) == event
 
     # This codec's records, read by a newer reader: the new field takes its default.
-    writer = json.loads(known.get_schema(old_id).schema_str)
-    upgraded = fastavro.schemaless_reader(
-        io.BytesIO(old_bytes[5:]),
-        fastavro.parse_schema(writer),
-        fastavro.parse_schema(newer),
-        return_record_name=True,
-    )
+    writer = json.loads(schema_text(known, old_id))
+    upgraded = read_record(old_bytes[5:], writer, newer)
     assert upgraded["note"] == "" and upgraded["event_id"] == event.event_id
 
     # The registry guards the subject: a field without a default breaks old data.
