@@ -95,7 +95,18 @@ def test_begin_append_commit_get_prints_exactly_the_appended_lines(
     rc, out, err = run("get", wf)
     assert (rc, out, err) == (0, LINES, "")
     rc, out, _ = run("get", wf, "--verbose")
-    assert out.splitlines()[0].startswith("# workflowVid: ") and out.endswith(LINES)
+    # nogfsoctl du get --verbose: the lines, then the vid they were read at.
+    assert out.startswith(LINES) and out.splitlines()[-1].startswith("# workflowVid: ")
+    # nog's spellings: a Go duration for --wait, --no-vid, events --after VID / --watch.
+    assert run("get", wf, "--wait", "1m30s")[:2] == (0, LINES)
+    rc, out, err = run("events", "--workflow", wf, "--json")
+    vids = [json.loads(line)["vid"] for line in out.splitlines()]
+    rc, out, err = run("events", "--workflow", wf, "--after", vids[1], "--json")
+    assert rc == 0, err
+    assert [json.loads(line)["vid"] for line in out.splitlines()] == vids[2:]
+    rc, _, err = run("events", "--workflow", wf, "--after", "0" * 26)
+    assert rc == options.EXIT_FAILED and "is not in the history" in err
+    assert run("events", "--after", vids[0])[0] == options.EXIT_USAGE
 
 
 def test_paths_with_newlines_round_trip_nul_terminated(run: Run, tmp_path: Path) -> None:

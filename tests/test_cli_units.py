@@ -16,6 +16,7 @@ from duroot_stream.cli import requester as requester_cli
 from duroot_stream.cli.output import human_size, iso_time, print_du, print_table, printable
 from duroot_stream.cli.reader import event_type
 from duroot_stream.cli.requester import Root, load_roots, read_lines
+from duroot_stream.cli.values import duration_s
 from duroot_stream.client import DuResult
 from duroot_stream.domain import (
     EVENT_EPOCH,
@@ -59,7 +60,7 @@ def test_human_size(n: int, text: str) -> None:
 def test_get_output_is_nogs_usage_space_path() -> None:
     out = io.StringIO()
     print_du(_result([PathUsage("a b", 4096), PathUsage(".", 12)]), out, verbose=True)
-    assert out.getvalue() == "# workflowVid: 01HX0000000000000000000000\n4096 a b\n12 .\n"
+    assert out.getvalue() == "4096 a b\n12 .\n# workflowVid: 01HX0000000000000000000000\n"
 
 
 def test_get_human_output_aligns_sizes() -> None:
@@ -207,3 +208,37 @@ def test_events_shows_the_event_type_header_names(payload: EventPayload, name: s
 
 def test_events_shows_a_tombstone_as_deleted() -> None:
     assert event_type(None) == "DELETED"
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("90", 90.0),
+        ("90s", 90.0),
+        ("5m", 300.0),
+        ("1h30m", 5400.0),
+        ("250ms", 0.25),
+        ("2d", 172800.0),
+        ("1.5h", 5400.0),
+    ],
+)
+def test_durations_are_read_as_nog_writes_them(text: str, seconds: float) -> None:
+    assert duration_s(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["", "m", "5 m", "5x", "1h-3m", "-"])
+def test_a_bad_duration_says_what_is_expected(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match="not a duration"):
+        duration_s(text)
+
+
+def test_nogs_flags_parse() -> None:
+    parser = cli.build_parser()
+    args = parser.parse_args(["begin", "--global-root", "/g", "--no-vid"])
+    assert args.no_vid
+    args = parser.parse_args(["send", "commit", "6f1c0a3e-5b1d-4c2a-9e3f-0123456789ab", "--no-vid"])
+    assert args.no_vc
+    args = parser.parse_args(["events", "--watch", "--after-now"])
+    assert args.follow and args.from_now
+    assert parser.parse_args(["get", "x", "--wait", "5m"]).wait == 300.0
+    assert parser.parse_args(["get", "x", "--wait"]).wait == -1.0

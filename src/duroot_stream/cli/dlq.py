@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import time
 from datetime import UTC, datetime
@@ -22,17 +21,7 @@ from duroot_stream.wire import Codec
 
 from . import options
 from .options import kafka_config, kafka_options
-
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)?")
-_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
-
-
-def duration_s(text: str) -> float:
-    """`90`, `90s`, `5m`, `2h`, `1d`, `250ms` -> seconds."""
-    match = _DURATION.fullmatch(text.strip())
-    if match is None:
-        raise argparse.ArgumentTypeError(f"{text!r}: a duration such as 90s, 5m, 2h or 1d")
-    return float(match.group(1)) * _UNIT_S[match.group(2)]
+from .values import duration_s
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -71,8 +71,6 @@ def print_du(
         for line in result.lines:
             print_json({"usage": line.usage, "path": line.path}, out)
         return
-    if verbose:
-        out.write(f"# workflowVid: {result.vid}{end}")
     if human:
         sizes = [human_size(line.usage) for line in result.lines]
         width = max(map(len, sizes), default=0)
@@ -82,6 +80,8 @@ def print_du(
         )
     else:
         out.writelines(f"{line.usage} {line.path}{end}" for line in result.lines)
+    if verbose:  # after the lines, as nogfsoctl du get --verbose prints it
+        out.write(f"# workflowVid: {result.vid}{end}")
 
 
 def human_size(n: int) -> str:

@@ -12,7 +12,14 @@ import threading
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from duroot_stream.client import DuRootReader, IndexEntry, Progress, StoredEvent, WorkflowStatus
+from duroot_stream.client import (
+    DuRootError,
+    DuRootReader,
+    IndexEntry,
+    Progress,
+    StoredEvent,
+    WorkflowStatus,
+)
 from duroot_stream.domain import DuRootCompleted, DuRootStarted, DuUpdated, WorkflowEvent
 from duroot_stream.wire import EVENT_TYPES
 
@@ -27,6 +34,7 @@ from .output import (
     printable,
     run_handler,
 )
+from .values import duration_s
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -36,12 +44,14 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument(
         "--wait",
         nargs="?",
-        type=float,
+        type=duration_s,
         const=-1.0,
-        metavar="TIMEOUT",
-        help="follow until the workflow completes (at most TIMEOUT seconds)",
+        metavar="DURATION",
+        help="follow until the workflow completes (at most DURATION: seconds, 90s, 5m, 1h30m)",
     )
-    p.add_argument("--verbose", "-v", action="store_true", help="print `# workflowVid:` first")
+    p.add_argument(
+        "--verbose", "-v", action="store_true", help="print `# workflowVid: <vid>` after the lines"
+    )
     _output_options(p, human=True)
     p.add_argument("-0", "--null", action="store_true", help="end lines with NUL, like du -0")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
@@ -64,9 +74,17 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.set_defaults(handler=cmd_index)
 
     p = sub.add_parser("events", help="print the workflow event stream")
-    p.add_argument("--follow", "-f", action="store_true", help="wait for new events (Ctrl-C)")
-    p.add_argument("--from-now", action="store_true", help="start at the end, not the beginning")
+    p.add_argument(
+        "--follow", "-f", "--watch", action="store_true", help="wait for new events (Ctrl-C)"
+    )
+    p.add_argument(
+        "--from-now",
+        "--after-now",
+        action="store_true",
+        help="start at the end, not the beginning",
+    )
     p.add_argument("--workflow", help="only this workflow (reads only its partition)")
+    p.add_argument("--after", metavar="VID", help="with --workflow: only events after this vid")
     _output_options(p)
     kafka_options(p)
     p.set_defaults(handler=cmd_events)
@@ -230,6 +248,8 @@ def index_row(e: IndexEntry) -> list[str]:
 
 def cmd_events(args: argparse.Namespace) -> int:
     def body() -> int:
+        if args.after is not None and args.workflow is None:
+            raise ValueError("--after VID needs --workflow (a vid is a position in one history)")
         stop = threading.Event()
         if args.follow:
             where = f"workflow {args.workflow}" if args.workflow else "all workflows"
@@ -237,6 +257,7 @@ def cmd_events(args: argparse.Namespace) -> int:
         out = sys.stdout
         if not args.json:
             out.write(f"{'PARTITION@OFFSET':<17} {'TIME':<24} {'EVENT':<40} TYPE       DETAIL\n")
+        after: str | None = args.after
         with DuRootReader(kafka_config(args)) as reader:
             try:
                 for stored in reader.events(
@@ -245,6 +266,11 @@ def cmd_events(args: argparse.Namespace) -> int:
                     workflow_id=args.workflow,
                     stop=stop,
                 ):
+                    if after is not None:
+                        # Skip the history up to and including the vid asked for.
+                        if stored.event is not None and stored.event.event_id == after:
+                            after = None
+                        continue
                     if args.json:
                         print_json(event_json(stored), out)
                     else:
@@ -253,6 +279,8 @@ def cmd_events(args: argparse.Namespace) -> int:
                         out.flush()
             except KeyboardInterrupt:
                 stop.set()
+        if after is not None and not args.follow:
+            raise DuRootError(f"vid {after} is not in the history of workflow {args.workflow}")
         return 0
 
     return run_handler("events", body)

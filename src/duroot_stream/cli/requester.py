@@ -42,6 +42,11 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         help='TOML: [roots."<global root>"] registry_id, host, host_root',
     )
     p.add_argument("--workflow", help="workflow UUID (default: a new random one)")
+    p.add_argument(
+        "--no-vid",
+        action="store_true",
+        help="accepted for nogfsoctl's sake: an Init never checks a version",
+    )
     _command_options(p)
     kafka_options(p)
     p.set_defaults(handler=cmd_begin)
@@ -53,7 +58,9 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         a.add_argument("workflow", help="workflow UUID")
         vc = a.add_mutually_exclusive_group()
         vc.add_argument("--vid", help="expected vid: fail unless the workflow is at it")
-        vc.add_argument("--no-vc", action="store_true", help="no version check (the default)")
+        vc.add_argument(
+            "--no-vc", "--no-vid", action="store_true", help="no version check (the default)"
+        )
         if action == "append":
             a.add_argument(
                 "--file",
