@@ -15,6 +15,7 @@ from . import client as client_commands
 from . import processor as processor_command
 from . import run as run_command
 from . import runner as runner_command
+from . import web as web_command
 from .options import (
     EXIT_FAILED,
     EXIT_OK,
@@ -97,6 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=runner_command.cli_main)
 
     client_commands.add_commands(sub)  # begin, send, get, status, index, events
+
+    p = sub.add_parser("serve", help="the web view: workflows, du results, live progress")
+    kafka_options(p)
+    web_command.add_arguments(p)
+    p.set_defaults(handler=web_command.cli_main)
 
     p = sub.add_parser(
         "run", help="the whole pipeline end to end: local broker, processor, runner, du of PATH"
