@@ -156,7 +156,7 @@ def create_app(config: KafkaConfig, *, reader: DuRootReader | None = None) -> St
         finally:
             await asyncio.to_thread(live.stop)
 
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/", index),
             Route("/events", events),
@@ -169,6 +169,8 @@ def create_app(config: KafkaConfig, *, reader: DuRootReader | None = None) -> St
         exception_handlers={_Problem: problem},
         lifespan=lifespan,
     )
+    app.state.live = live
+    return app
 
 
 _NO_CACHE = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -186,6 +188,8 @@ async def _stream(live: Live, workflow_id: str | None) -> AsyncIterator[str]:
             except TimeoutError:
                 yield ": heartbeat\n\n"
                 continue
+            if notice is None:
+                return
             yield f"data: {json.dumps(notice.as_json())}\n\n"
     finally:
         live.unsubscribe(sub)

@@ -59,7 +59,7 @@ _STATE_AFTER = {
 @dataclass(eq=False)
 class _Subscriber:
     loop: asyncio.AbstractEventLoop
-    queue: asyncio.Queue[Notice]
+    queue: asyncio.Queue[Notice | None]  # None: the view is closing
     workflow_id: str | None
 
 
@@ -80,7 +80,11 @@ class Live:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop following, and end the pages' event streams (they would hold up a shutdown)."""
         self._stop.set()
+        with self._lock:
+            for sub in self._subscribers:
+                sub.loop.call_soon_threadsafe(_offer, sub.queue, None)
         if self._thread is not None:
             self._thread.join(10)
 
@@ -148,6 +152,9 @@ class _Reachable(threading.Event):
         super().set()
 
 
-def _offer(queue: asyncio.Queue[Notice], notice: Notice) -> None:
+def _offer(queue: asyncio.Queue[Notice | None], notice: Notice | None) -> None:
+    if notice is None:
+        while queue.full():  # the end must get through
+            queue.get_nowait()
     if not queue.full():  # a page that stopped reading misses events, the rest do not
         queue.put_nowait(notice)

@@ -9,12 +9,14 @@ import time
 from types import TracebackType
 
 import uvicorn
+from starlette.applications import Starlette
 
 from duroot_stream.config import KafkaConfig
 
 from .app import create_app
 
 START_TIMEOUT_S = 30.0
+GRACE_S = 2
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -33,16 +35,22 @@ def url_of(sock: socket.socket) -> str:
     return f"http://{'127.0.0.1' if host == '0.0.0.0' else shown}:{port}"
 
 
-def _server(config: KafkaConfig) -> uvicorn.Server:
-    # No access log: a live page makes a request per refresh.
-    return uvicorn.Server(
-        uvicorn.Config(create_app(config), log_level="warning", access_log=False, lifespan="on")
+def _server(app: Starlette) -> uvicorn.Server:
+    # No access log: a live page makes a request per refresh. Open event streams
+    # would hold up a shutdown for ever: they get a moment, then are cancelled.
+    config_ = uvicorn.Config(
+        app,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=GRACE_S,
     )
+    return uvicorn.Server(config_)
 
 
 def serve_forever(config: KafkaConfig, sock: socket.socket) -> None:
     """Serve until SIGINT or SIGTERM (uvicorn's own handlers)."""
-    _server(config).run(sockets=[sock])
+    _server(create_app(config)).run(sockets=[sock])
 
 
 class WebServer:
@@ -51,7 +59,8 @@ class WebServer:
     def __init__(self, config: KafkaConfig, host: str = "127.0.0.1", port: int = 0) -> None:
         self.sock = bind(host, port)
         self.url = url_of(self.sock)
-        self._server = _server(config)
+        self.app = create_app(config)
+        self._server = _server(self.app)
         self._thread = threading.Thread(
             target=self._server.run, kwargs={"sockets": [self.sock]}, name="web", daemon=True
         )
@@ -71,6 +80,7 @@ class WebServer:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self.app.state.live.stop()  # ends the event streams first: no waiting for the grace
         self._server.should_exit = True
         self._thread.join(30)
         self.sock.close()
