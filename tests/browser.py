@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, ViewportSize, sync_playwright
+from playwright.sync_api import Browser, Page, Playwright, ViewportSize, sync_playwright
 
 VIEWPORT: ViewportSize = {"width": 1100, "height": 900}
 
@@ -22,17 +22,32 @@ def chromium_binary() -> str:
     return found
 
 
+class _Shared:
+    """One Playwright and one Chromium for the whole session: a fixture imported into
+    several modules is set up once per module, and Playwright's sync API runs once."""
+
+    users = 0
+    playwright: Playwright | None = None
+    chromium: Browser | None = None
+
+
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
+    if _Shared.chromium is None:
+        _Shared.playwright = sync_playwright().start()
         # --no-sandbox: the tests run as root, where Chromium's sandbox refuses to start.
-        chromium = playwright.chromium.launch(
+        _Shared.chromium = _Shared.playwright.chromium.launch(
             executable_path=chromium_binary(), args=["--no-sandbox", "--disable-gpu"]
         )
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    _Shared.users += 1
+    try:
+        yield _Shared.chromium
+    finally:
+        _Shared.users -= 1
+        if _Shared.users == 0 and _Shared.playwright is not None:
+            _Shared.chromium.close()
+            _Shared.playwright.stop()
+            _Shared.chromium = _Shared.playwright = None
 
 
 @pytest.fixture

@@ -47,6 +47,7 @@ def test_run_with_serve_prints_the_result_page_and_serves_it_until_stopped(
             timeout=120,
             what="the URL of the result page",
         )
+        assert found is not None
         url, wf = found.group(1), found.group(2)
         assert f"# workflowId: {wf}" in out.getvalue()  # the result was printed first
         status, _, page = get(url)

@@ -104,23 +104,21 @@ def squarify(areas: Sequence[float], box: _Box) -> list[_Box]:
         while i < len(areas) and _worst([*row, areas[i]], short) <= _worst(row, short):
             row.append(areas[i])
             i += 1
-        s = sum(row)
-        if w >= h:  # a column at the left
-            cw = s / h if h > 0 else 0.0
-            at = y
-            for a in row:
-                rh = a / cw if cw > 0 else 0.0
-                out.append(_Box(x, at, cw, rh))
-                at += rh
-            x, w = x + cw, max(0.0, w - cw)
-        else:  # a row at the top
-            rh = s / w if w > 0 else 0.0
-            at = x
-            for a in row:
-                rw = a / rh if rh > 0 else 0.0
-                out.append(_Box(at, y, rw, rh))
-                at += rw
-            y, h = y + rh, max(0.0, h - rh)
+        # The row along the box's shorter side, as thick as its share of the box.
+        along_y = w >= h
+        side = h if along_y else w
+        thick = sum(row) / side if side > 0 else 0.0
+        at = 0.0
+        for a in row:
+            length = a / thick if thick > 0 else 0.0
+            out.append(
+                _Box(x, y + at, thick, length) if along_y else _Box(x + at, y, length, thick)
+            )
+            at += length
+        if along_y:
+            x, w = x + thick, max(0.0, w - thick)
+        else:
+            y, h = y + thick, max(0.0, h - thick)
     return out
 
 
