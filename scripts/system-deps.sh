@@ -2,7 +2,7 @@
 # Install the system tools the project runs (Debian names), when missing:
 #   java + mvn  the local Kafka broker (Maven Central jars)
 #   du          GNU coreutils, the runner's worker
-#   docker-compose, prometheus   only for the tests that validate/scrape them
+#   docker-compose, prometheus, chromium   only for the tests that validate, scrape, browse
 # As root with apt-get it installs them; otherwise it says what to install.
 set -euo pipefail
 
@@ -13,6 +13,7 @@ command -v du >/dev/null || want+=(coreutils)
 if [[ "${1:-}" == "--test" ]]; then
   command -v docker-compose >/dev/null || want+=(docker-compose)
   command -v prometheus >/dev/null || [[ -x /usr/bin/prometheus ]] || want+=(prometheus)
+  command -v chromium >/dev/null || want+=(chromium)  # the browser tests (headless)
 fi
 ((${#want[@]})) || exit 0
 

@@ -17,6 +17,7 @@ from . import reader as reader_commands
 from . import requester as requester_commands
 from . import run as run_command
 from . import runner as runner_command
+from . import web as web_command
 from .options import (
     EXIT_FAILED,
     EXIT_OK,
@@ -101,6 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
     requester_commands.add_commands(sub)  # begin, send
     reader_commands.add_commands(sub)  # get, status, index, events
     dlq_commands.add_commands(sub)  # list, show, replay
+
+    p = sub.add_parser("serve", help="the web view: workflows, du results, live progress")
+    kafka_options(p)
+    web_command.add_arguments(p)
+    p.set_defaults(handler=web_command.cli_main)
 
     p = sub.add_parser(
         "run", help="the whole pipeline end to end: local broker, processor, runner, du of PATH"

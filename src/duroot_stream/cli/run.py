@@ -31,6 +31,7 @@ from duroot_stream.wire import create_topics
 
 from .options import EXIT_FAILED, EXIT_UNAVAILABLE, kafka_config
 from .output import print_du
+from .web import DEFAULT_PORT, serve_until_stopped
 
 # The registry of a `run`: a fixed UUID, so repeated runs index under one registry.
 RUN_REGISTRY = str(uuid.uuid5(uuid.NAMESPACE_URL, "duroot-stream:run"))
@@ -100,6 +101,7 @@ def run_pipeline(
     max_depth: int = 2,
     wait_timeout: float | None = None,
     stop: threading.Event | None = None,
+    serve: int | None = None,
 ) -> int:
     """The end-to-end run; returns the exit code (0: du result printed)."""
     say = _Say(err)
@@ -168,6 +170,8 @@ def run_pipeline(
         print(f"# workflowId: {begun.workflow_id}", file=out)
         print_du(result, out, human=human)
         out.flush()
+        if serve is not None:  # --serve: the pipeline stays up behind the result page
+            serve_until_stopped(kafka, serve, begun.workflow_id, say, stop)
         say("shutting down ...")
     say("done")
     return 0
@@ -196,6 +200,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threshold", default="0", help="du --threshold (default: 0, all)")
     parser.add_argument("--max-depth", type=int, default=2, help="du --max-depth (default: 2)")
     parser.add_argument("--timeout", type=float, help="give up waiting after this many seconds")
+    parser.add_argument(
+        "--serve",
+        nargs="?",
+        type=int,
+        const=DEFAULT_PORT,
+        metavar="PORT",
+        help=f"then serve the web view until Ctrl-C (default port {DEFAULT_PORT}; 0: any)",
+    )
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -216,6 +228,7 @@ def cli_main(args: argparse.Namespace) -> int:
             threshold=args.threshold,
             max_depth=args.max_depth,
             wait_timeout=args.timeout,
+            serve=args.serve,
         )
     except RunFailed as exc:
         print(f"duroot-stream run: {exc}", file=sys.stderr)
