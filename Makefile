@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 DIR    ?= .
 PYTEST_ARGS ?=
 
-.PHONY: run test test-reliability bench bench-quick lint broker deps jars clean
+.PHONY: run test test-reliability bench bench-quick lint broker deps jars images clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,9 +21,10 @@ deps:
 jars: $(STAMP) deps
 	@$(BIN)/python -c "from duroot_stream.broker import fetch_jars; fetch_jars()"
 
-## make run [DIR=path]: local broker, processor, runner, a du of DIR, results printed
+## make run [DIR=path]: local broker, processor, runner, a du of DIR, results printed, then
+## the result page served at http://127.0.0.1:8080/ until Ctrl-C
 run: jars
-	$(BIN)/duroot-stream run $(DIR)
+	$(BIN)/duroot-stream run --serve 8080 $(DIR)
 
 ## make test: the whole suite (minus the long reliability runs) against a real broker
 test: jars
@@ -40,6 +41,11 @@ bench: jars
 
 bench-quick: jars
 	$(BIN)/python -m benchmarks --quick
+
+## make images: the README's pictures (web pages, dashboard panels) from real runs
+images: jars
+	@scripts/system-deps.sh --test
+	@scripts/readme-images.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -123,6 +123,10 @@ class ProcessorMetrics:
         for topic in stats.get("topics", {}).values():
             for pid, part in topic.get("partitions", {}).items():
                 lag = part.get("consumer_lag", -1)
+                # Offsets are committed through the transaction, so librdkafka knows no
+                # committed offset (consumer_lag -1): the lag is from the position.
+                if lag < 0 and part.get("app_offset", -1) >= 0 and part.get("ls_offset", -1) >= 0:
+                    lag = part["ls_offset"] - part["app_offset"]
                 if pid != "-1" and lag >= 0 and part.get("fetch_state") == "active":
                     self.consumer_lag.labels(pid).set(lag)
 
