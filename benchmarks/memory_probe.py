@@ -26,7 +26,7 @@ from collections.abc import Sequence
 
 from duroot_stream.config import KafkaConfig
 from duroot_stream.domain import WorkflowState
-from duroot_stream.processor.loop import restore_partitions
+from duroot_stream.processor import restore_partitions
 from duroot_stream.wire import Codec
 
 

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
 from duroot_stream.config import KafkaConfig
-from duroot_stream.processor.loop import CONSUME_CHUNK, IDLE_POLL_S
+from duroot_stream.processor import CONSUME_CHUNK, IDLE_POLL_S
 from duroot_stream.wire import Topics
 
 BATCH_SIZE = 1000  # the processor's defaults

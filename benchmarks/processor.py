@@ -65,7 +65,7 @@ from benchmarks.workload import (
 from duroot_stream.config import KafkaConfig
 from duroot_stream.domain import NO_VC, Append, Command, PathUsage
 from duroot_stream.ids import new_ulid, now_ms
-from duroot_stream.processor.loop import RESTORE_BATCH, restore_partitions
+from duroot_stream.processor import RESTORE_BATCH, restore_partitions
 from duroot_stream.wire import Codec, Topics, partition_for
 
 PARTITIONS = 6

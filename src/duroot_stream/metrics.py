@@ -112,8 +112,16 @@ class ProcessorMetrics:
         )
         self.gc_commands = Counter(
             "duroot_processor_gc_commands",
-            "Garbage-collection commands issued, by command.",
+            "Garbage-collection commands issued (counted when their transaction commits), "
+            "by command.",
             ["command"],
+            registry=r,
+        )
+        self.reply_header_errors = Counter(
+            "duroot_processor_reply_header_errors",
+            "Commands whose reply header could not be read (the reply went to the replies "
+            "topic, by correlation id), by header.",
+            ["header"],
             registry=r,
         )
 

@@ -10,6 +10,7 @@ from .clients import (
     new_producer,
     new_reader,
     partition_count,
+    position,
     watermarks,
 )
 from .errors import Triage, kafka_error, triage
@@ -26,6 +27,7 @@ __all__ = [
     "new_producer",
     "new_reader",
     "partition_count",
+    "position",
     "triage",
     "watermarks",
 ]

@@ -54,6 +54,14 @@ def headers(message: Message) -> Headers:
     return [(k, v.encode() if isinstance(v, str) else v) for k, v in items]
 
 
+def position(message: Message) -> tuple[int, int]:
+    """Partition and offset of a consumed record (always set for those)."""
+    partition, offset = message.partition(), message.offset()
+    if partition is None or offset is None:
+        raise ValueError("not a consumed record: no partition or offset")
+    return partition, offset
+
+
 def header_bytes(message: Message, name: str) -> bytes | None:
     """The last value of header `name`, or None."""
     found: bytes | None = None

@@ -1,12 +1,18 @@
 """The command processor: consume a command, decide, emit events, index updates and
 a reply, exactly once, in one Kafka transaction."""
 
-from .loop import (
-    HUNG_CALL_S,
-    MAX_COMMAND_BYTES,
-    Processor,
-    ProcessorFatal,
-    ProcessorSettings,
-)
+from .loop import CONSUME_CHUNK, IDLE_POLL_S, Processor
+from .restore import RESTORE_BATCH, restore_partitions
+from .settings import HUNG_CALL_S, MAX_COMMAND_BYTES, ProcessorFatal, ProcessorSettings
 
-__all__ = ["HUNG_CALL_S", "MAX_COMMAND_BYTES", "Processor", "ProcessorFatal", "ProcessorSettings"]
+__all__ = [
+    "CONSUME_CHUNK",
+    "HUNG_CALL_S",
+    "IDLE_POLL_S",
+    "MAX_COMMAND_BYTES",
+    "RESTORE_BATCH",
+    "Processor",
+    "ProcessorFatal",
+    "ProcessorSettings",
+    "restore_partitions",
+]

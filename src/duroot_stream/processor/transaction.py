@@ -1,0 +1,270 @@
+"""The open Kafka transaction: begin, produce, commit, abort (and undo), retry, triage.
+
+`Transaction` owns the processor's two clients, made when it is constructed:
+the transactional producer, and the consumer whose offsets each transaction
+commits. Kafka errors are sorted by `kafka.triage`, in one place here
+(`Transaction.triage`): RETRY → the same call again; ABORT → `AbortNeeded`,
+which makes the caller abort, rewind the consumer and undo the state changes;
+FATAL → `ProcessorFatal`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import NamedTuple, TypeVar, cast
+
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from prometheus_client import Counter
+
+from duroot_stream.domain import WorkflowState
+from duroot_stream.kafka import Triage, kafka_error, new_consumer, new_producer, triage
+from duroot_stream.metrics import ProcessorMetrics
+
+from .settings import KAFKA_TIMEOUT_S, ProcessorFatal, ProcessorSettings
+from .state import Workflows
+
+log = logging.getLogger("duroot.processor")
+
+T = TypeVar("T")
+
+
+class AbortNeeded(Exception):
+    """A transactional call failed with `txn_requires_abort`."""
+
+
+@dataclass
+class Batch:
+    """What the open transaction commits, and what to undo should it abort."""
+
+    started: float = 0.0
+    next_offsets: dict[int, int] = field(default_factory=dict)  # partition -> offset to commit
+    first_offsets: dict[int, int] = field(default_factory=dict)  # partition -> rewind target
+    undo: dict[tuple[int, str], WorkflowState | None] = field(default_factory=dict)
+    commands: int = 0
+    issued_at: list[int] = field(default_factory=list)
+    # Metric counts by (metric, labels), added when the transaction commits (so an
+    # aborted and redone batch counts once), one `labels().inc()` per batch.
+    counts: dict[tuple[Counter, tuple[str, ...]], float] = field(default_factory=dict)
+    gc: bool = False  # holds garbage-collection commands
+    misrouted: bool = False  # dead-lettered a command as misrouted
+
+
+class _Call(NamedTuple):
+    what: str
+    started: float
+
+
+class CallWatch:
+    """The transactional call running now, for the hung-call exit (read from any thread)."""
+
+    def __init__(self) -> None:
+        self.call: _Call | None = None
+
+    def hung(self, limit_s: float) -> tuple[str, float] | None:
+        call = self.call
+        if call is None or time.monotonic() - call.started <= limit_s:
+            return None
+        return call.what, time.monotonic() - call.started
+
+
+class Transaction:
+    def __init__(
+        self,
+        settings: ProcessorSettings,
+        commands_topic: str,
+        metrics: ProcessorMetrics,
+        workflows: Workflows,
+        watch: CallWatch,
+    ) -> None:
+        self._commands_topic = commands_topic
+        self._metrics = metrics
+        self._workflows = workflows
+        self._watch = watch
+        self._abort_before_commit = settings.abort_before_commit
+        self._fatal_cause = ""
+        self.open = False
+        self.batch = Batch()
+        self.failed = False  # set when the processor stops on an error: nothing to commit
+        self.gc_aborted = False  # an aborted batch held GC commands: issue them again now
+        kafka = settings.kafka
+        self.producer = new_producer(
+            kafka,
+            **{
+                # Stable per instance: a restarted instance aborts what its
+                # predecessor left open (init_transactions) instead of letting it
+                # hold back the last stable offset until the timeout.
+                "transactional.id": f"{settings.group_id}-{settings.instance_id}",
+                "transaction.timeout.ms": 10_000,
+                "linger.ms": 5,
+                "queue.buffering.max.messages": 1_000_000,
+                "queue.buffering.max.kbytes": 1_048_576,
+                # For replies keyed by command id without a reply partition
+                # (partition -1): the Java client's murmur2, computed in C.
+                "partitioner": "murmur2_random",
+                "error_cb": self._on_producer_error,
+            },
+        )
+        self.consumer = new_consumer(
+            kafka,
+            **{
+                "group.id": settings.group_id,
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "isolation.level": "read_committed",
+                "auto.offset.reset": "earliest",
+                "partition.assignment.strategy": "cooperative-sticky",
+                "session.timeout.ms": 10_000,
+                "heartbeat.interval.ms": 1_000,
+                "statistics.interval.ms": 5_000,
+                "stats_cb": metrics.on_statistics,
+            },
+        )
+
+    def init(self) -> None:
+        producer = self.producer
+        self.retry("init_transactions", lambda: producer.init_transactions(KAFKA_TIMEOUT_S))
+
+    def close(self) -> None:
+        # Leaves the group; on_revoke runs and finds nothing to commit.
+        self.consumer.close()
+        if not self.failed:  # a fenced producer has nothing left to deliver
+            self.producer.flush(5)
+
+    def _on_producer_error(self, error: KafkaError) -> None:
+        # A fatal error reaches later calls only as a generic _FATAL: keep the cause.
+        if error.fatal():
+            self._fatal_cause = str(error)
+        log.warning("producer error", extra={"error": str(error)})
+
+    # --- the transaction ----------------------------------------------------------
+
+    def begin(self) -> Batch:
+        if not self.open:
+            self.retry("begin_transaction", self.producer.begin_transaction)
+            self.open = True
+            self.batch = Batch(started=time.monotonic())
+        return self.batch
+
+    def count(self, counter: Counter, *labels: str, amount: float = 1) -> None:
+        """`counter.labels(*labels).inc(amount)` when the open transaction commits."""
+        counts = self.batch.counts
+        key = (counter, labels)
+        counts[key] = counts.get(key, 0) + amount
+
+    def produce(
+        self,
+        topic: str,
+        partition: int,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Sequence[tuple[str, bytes | None]] | None,
+    ) -> None:
+        producer = self.producer
+        # confluent-kafka's stub wants a list of str-or-bytes values: ours is one.
+        record_headers = cast("list[tuple[str, str | bytes | None]] | None", headers)
+        while True:
+            try:
+                producer.produce(topic, value, key, partition=partition, headers=record_headers)
+                return
+            except BufferError:
+                producer.poll(0.05)  # the local queue is full: let it drain
+            except KafkaException as exc:
+                self.triage("produce", exc)  # returns only when retriable
+                time.sleep(0.05)
+
+    def commit(self) -> bool:
+        """Commit the open transaction with the consumed offsets; False if it aborted."""
+        if not self.open:
+            return True
+        batch, producer, consumer = self.batch, self.producer, self.consumer
+        offsets = [
+            TopicPartition(self._commands_topic, p, o) for p, o in batch.next_offsets.items()
+        ]
+        try:
+            if self._abort_before_commit and self._abort_before_commit():
+                raise AbortNeeded("injected by abort_before_commit")
+            if offsets:
+                self.retry(
+                    "send_offsets_to_transaction",
+                    lambda: producer.send_offsets_to_transaction(
+                        offsets, consumer.consumer_group_metadata(), KAFKA_TIMEOUT_S
+                    ),
+                )
+            self.retry("commit_transaction", lambda: producer.commit_transaction(KAFKA_TIMEOUT_S))
+        except AbortNeeded as exc:
+            self.abort(str(exc))
+            return False
+        self.open = False
+        metrics = self._metrics
+        now = time.time()
+        for (counter, labels), amount in batch.counts.items():
+            counter.labels(*labels).inc(amount)
+        metrics.transactions.labels("committed").inc()
+        metrics.batch_size.observe(batch.commands)
+        metrics.batch_duration.observe(time.monotonic() - batch.started)
+        observe = metrics.command_latency.observe
+        for issued_at in batch.issued_at:
+            observe(max(0.0, now - issued_at / 1000))
+        self._workflows.publish()
+        return True
+
+    def abort(self, why: str) -> None:
+        """Abort the open transaction, rewind the consumer, undo the state changes."""
+        batch, producer = self.batch, self.producer
+        log.warning("aborting transaction", extra={"reason": why, "commands": batch.commands})
+        try:
+            self.retry("abort_transaction", lambda: producer.abort_transaction(KAFKA_TIMEOUT_S))
+        except AbortNeeded as exc:
+            raise ProcessorFatal(f"abort_transaction failed: {exc}") from None
+        self.open = False
+        self.gc_aborted = self.gc_aborted or batch.gc
+        self._workflows.undo(batch.undo)
+        assignment = {tp.partition for tp in self.consumer.assignment()}
+        for partition, offset in batch.first_offsets.items():
+            if partition in assignment:
+                self.consumer.seek(TopicPartition(self._commands_topic, partition, offset))
+        self._metrics.transactions.labels("aborted").inc()  # its counts are dropped with it
+
+    # --- calls and errors ----------------------------------------------------------
+
+    def retry(self, what: str, call: Callable[[], T]) -> T:
+        """Run a transactional call; retriable errors are retried, the rest triaged."""
+        delay = 0.1
+        self._watch.call = _Call(what, time.monotonic())
+        try:
+            while True:
+                try:
+                    return call()
+                except KafkaException as exc:
+                    self.triage(what, exc)
+                    time.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+        finally:
+            self._watch.call = None
+
+    def triage(self, what: str, exc: KafkaException) -> None:
+        """Return = retry; raise `AbortNeeded` or `ProcessorFatal` otherwise."""
+        error = kafka_error(exc)
+        verdict = Triage.FATAL if error is None else triage(error)
+        if verdict is Triage.RETRY:
+            log.warning(
+                "retriable Kafka error, retrying", extra={"call": what, "error": str(error)}
+            )
+            return
+        if verdict is Triage.ABORT:
+            raise AbortNeeded(f"{what}: {error}")
+        if not self._fatal_cause:
+            try:
+                self.producer.poll(0)  # serves error_cb, which records the fatal cause
+            except KafkaException as fatal:
+                self._fatal_cause = str(fatal.args[0])
+        shown = str(exc) if error is None else str(error)
+        cause = self._fatal_cause
+        cause = f" (cause: {cause})" if cause and cause != shown else ""
+        raise ProcessorFatal(
+            f"{what} failed: {shown}{cause}; this instance stops (another instance with "
+            "the same --instance-id took over, or Kafka reported a fatal error)"
+        )
