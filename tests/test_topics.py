@@ -7,25 +7,27 @@ import uuid
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AdminClient,
+    ConfigResource,
+    NewTopic,
+)
 
 from duroot_stream.cli import main as cli
 from duroot_stream.cli import options
 from duroot_stream.config import KafkaConfig
 from duroot_stream.domain import DuRootCommitted, Reply, WorkflowEvent
-from duroot_stream.wire.codec import Codec, CodecError
-from duroot_stream.wire.topics import (
-    EventKey,
-    Partitioning,
+from duroot_stream.wire.admin import (
+    Replication,
     TopicCheckError,
-    TopicRole,
-    Topics,
     check_partitions,
     check_topics,
     create_topics,
     partition_problems,
     wait_visible,
 )
+from duroot_stream.wire.codec import Codec, CodecError
+from duroot_stream.wire.topics import EventKey, Partitioning, TopicRole, Topics
 
 from .kafka_helpers import wait_until
 
@@ -262,3 +264,77 @@ def test_partition_problems() -> None:
     ]
     with pytest.raises(TopicCheckError, match=r"p\.index has 5; they must be equal"):
         check_partitions(topics, {**good, topics.index: 5})
+
+
+@pytest.mark.parametrize(
+    ("brokers", "expected"), [(1, (1, 1)), (2, (2, 1)), (3, (3, 2)), (5, (3, 2))]
+)
+def test_replication_follows_the_cluster(brokers: int, expected: tuple[int, int]) -> None:
+    assert tuple(Replication.for_brokers(brokers)) == expected
+
+
+def test_created_topics_get_the_local_brokers_replication(kafka: KafkaConfig) -> None:
+    create_topics(kafka, partitions=2)
+    client = AdminClient({"bootstrap.servers": kafka.bootstrap_servers})
+    topics = Topics(kafka.topic_prefix)
+    resource = ConfigResource("topic", topics.events)
+    configs = client.describe_configs([resource])[resource].result()
+    assert configs["min.insync.replicas"].value == "1"
+    md = client.list_topics(topics.events, timeout=10)
+    assert {len(p.replicas) for p in md.topics[topics.events].partitions.values()} == {1}
+    assert check_topics(kafka, partitions=2) == {t.name: t.partitions_for(2) for t in topics.all()}
+
+
+def test_check_names_a_replication_factor_below_the_one_asked_for(kafka: KafkaConfig) -> None:
+    create_topics(kafka, partitions=2)
+    with pytest.raises(TopicCheckError) as found:
+        check_topics(kafka, replication_factor=3)
+    message = str(found.value)
+    assert (
+        f"replication factor: topic {kafka.topic_prefix}commands has 1 replicas, expected 3"
+        in message
+    )
+    # The rule for three replicas: min.insync.replicas 2.
+    assert (
+        f"min.insync.replicas: topic {kafka.topic_prefix}events has 1, expected at least 2"
+        in message
+    )
+
+
+def test_check_names_a_retention_too_short(kafka: KafkaConfig) -> None:
+    topics = Topics(kafka.topic_prefix)
+    create_topics(kafka, partitions=2)
+    client = AdminClient({"bootstrap.servers": kafka.bootstrap_servers})
+    resource = ConfigResource(
+        "topic", topics.replies, set_config={"retention.ms": "60000", "cleanup.policy": "delete"}
+    )
+    for future in client.alter_configs([resource]).values():
+        future.result()
+
+    def reported() -> str:
+        try:
+            check_topics(kafka)
+        except TopicCheckError as exc:
+            return str(exc)
+        return ""
+
+    message = wait_until(reported, timeout=30, what="the altered retention seen by the check")
+    assert (
+        f"retention.ms: topic {topics.replies} keeps records 60 s, expected at least 86400 s"
+        in message
+    )
+
+
+def test_topics_cli_takes_replication_flags(
+    kafka: KafkaConfig, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ["-b", kafka.bootstrap_servers, "--topic-prefix", kafka.topic_prefix]
+    assert (
+        cli.main(["topics", "create", "--partitions", "2", "--replication-factor", "1", *base]) == 0
+    )
+    assert cli.main(["topics", "check", "--partitions", "2", *base]) == 0
+    capsys.readouterr()
+    assert cli.main(["topics", "check", "--partitions", "3", *base]) == options.EXIT_FAILED
+    assert "must all be 3" in capsys.readouterr().err
+    assert cli.main(["topics", "check", "--min-insync-replicas", "2", *base]) == options.EXIT_FAILED
+    assert "min.insync.replicas" in capsys.readouterr().err

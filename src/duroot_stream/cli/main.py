@@ -9,7 +9,12 @@ from pathlib import Path
 
 from duroot_stream import logs
 from duroot_stream.config import ConfigError
-from duroot_stream.wire import TopicCheckError, check_topics, create_topics
+from duroot_stream.wire import (
+    DEFAULT_PARTITIONS,
+    TopicCheckError,
+    check_topics,
+    create_topics,
+)
 
 from . import dlq as dlq_commands
 from . import processor as processor_command
@@ -50,17 +55,21 @@ def cmd_broker(args: argparse.Namespace) -> int:
 
 def cmd_topics(args: argparse.Namespace) -> int:
     config = kafka_config(args)
-    if args.action == "create":
-        created = create_topics(config, partitions=args.partitions)
-        for name in created:
-            print(f"created {name}")
-        counts = check_topics(config)
-    else:
-        try:
-            counts = check_topics(config)
-        except TopicCheckError as exc:
-            print(f"duroot-stream topics check: {exc}", file=sys.stderr)
-            return EXIT_FAILED
+    replication = {
+        "replication_factor": args.replication_factor,
+        "min_insync_replicas": args.min_insync_replicas,
+    }
+    try:
+        if args.action == "create":
+            partitions = args.partitions or DEFAULT_PARTITIONS
+            for name in create_topics(config, partitions=partitions, **replication):
+                print(f"created {name}")
+            counts = check_topics(config, partitions=partitions, **replication)
+        else:
+            counts = check_topics(config, partitions=args.partitions, **replication)
+    except TopicCheckError as exc:
+        print(f"duroot-stream topics {args.action}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     for name, count in sorted(counts.items()):
         print(f"ok {name} partitions={count}")
     return EXIT_OK
@@ -85,7 +94,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("topics", help="create or check the topics")
     p.add_argument("action", choices=["create", "check"])
-    p.add_argument("--partitions", type=int, default=6, help="partitions of commands/events/index")
+    p.add_argument(
+        "--partitions",
+        type=int,
+        help=f"partitions of commands/events/index (create: default {DEFAULT_PARTITIONS}; "
+        "check: that they have this many); it can never change once workflows exist",
+    )
+    p.add_argument(
+        "--replication-factor",
+        type=int,
+        help="replicas per partition (default: 3 with three or more brokers, else their count)",
+    )
+    p.add_argument(
+        "--min-insync-replicas",
+        type=int,
+        help="min.insync.replicas (default: 2 with three or more replicas, else 1)",
+    )
     kafka_options(p)
     p.set_defaults(handler=cmd_topics)
 

@@ -13,7 +13,7 @@ from .clients import (
     position,
     watermarks,
 )
-from .errors import Triage, kafka_error, triage
+from .errors import Triage, kafka_error, polled, triage
 
 __all__ = [
     "METADATA_TIMEOUT_S",
@@ -27,6 +27,7 @@ __all__ = [
     "new_producer",
     "new_reader",
     "partition_count",
+    "polled",
     "position",
     "triage",
     "watermarks",

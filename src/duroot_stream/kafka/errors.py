@@ -42,3 +42,15 @@ def triage(error: KafkaError) -> Triage:
     if error.retriable() or error.code() in TRANSIENT_CODES:
         return Triage.RETRY
     return Triage.FATAL
+
+
+def polled(error: KafkaError) -> Triage:
+    """What an error returned by `poll()`/`consume()` means (not one a call raised).
+
+    librdkafka recovers by itself from polled errors (all brokers down, a topic not
+    there yet: `triage` would call those FATAL), except when the client has failed
+    for good, reported as _FATAL (e.g. a static member fenced by another with the
+    same group.instance.id)."""
+    if error.fatal() or error.code() in (KafkaError._FATAL, KafkaError.FENCED_INSTANCE_ID):
+        return Triage.FATAL
+    return Triage.RETRY

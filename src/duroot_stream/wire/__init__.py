@@ -1,5 +1,14 @@
 """Bytes on the wire: schemas, coders, framing, headers, topics, partitioning."""
 
+from .admin import (
+    Replication,
+    TopicCheckError,
+    check_partitions,
+    check_topics,
+    create_topics,
+    partition_problems,
+    wait_visible,
+)
 from .codec import Codec, EventFacts
 from .errors import CodecError
 from .headers import (
@@ -40,14 +49,8 @@ from .topics import (
     EventKey,
     Partitioning,
     Topic,
-    TopicCheckError,
     TopicRole,
     Topics,
-    check_partitions,
-    check_topics,
-    create_topics,
-    partition_problems,
-    wait_visible,
 )
 
 __all__ = [
@@ -79,6 +82,7 @@ __all__ = [
     "EventKey",
     "HeaderList",
     "Partitioning",
+    "Replication",
     "ReplyRoute",
     "RouteError",
     "Topic",

@@ -1,5 +1,6 @@
 """The one module that knows the topics: per role a `Topic` bundling its name,
-key format and parser, value coder, configs and partitioning; create and check.
+key format and parser, value coder, configs and partitioning (creating and
+checking them on a cluster is `admin.py`).
 
 A workflow's partition is `murmur2(workflow id) % N` in `commands`, `events`
 and `index`, with one N for the three: events go to the partition number of
@@ -10,20 +11,11 @@ entry would be split), so the check refuses any difference.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Generic, Literal, NamedTuple, TypeVar, overload
 
-from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import (  # type: ignore[attr-defined]
-    AdminClient,
-    ConfigResource,
-    NewTopic,
-)
-
-from duroot_stream.config import KafkaConfig
 from duroot_stream.domain import Command, Reply, WorkflowEvent, WorkflowIndexEvent, event_key
 
 from .checks import show, uuid_match
@@ -31,7 +23,6 @@ from .codec import Codec
 from .errors import CodecError
 
 DEFAULT_PARTITIONS = 6
-ADMIN_TIMEOUT_S = 30.0
 DAY_MS = 24 * 3600 * 1000
 
 K = TypeVar("K")
@@ -257,119 +248,3 @@ class Topics:
     def all(self) -> tuple[Topic[Any, Any], ...]:
         """The five topics, commands first."""
         return tuple(self.topic(role) for role in TopicRole)
-
-
-class TopicCheckError(Exception):
-    """A deployment's topics do not match DESIGN.md; the message says which and how."""
-
-
-def admin(config: KafkaConfig) -> AdminClient:
-    return AdminClient(config.client())
-
-
-def create_topics(
-    config: KafkaConfig,
-    partitions: int = DEFAULT_PARTITIONS,
-    replication_factor: int = 1,
-    extra_configs: Mapping[str, str] | None = None,
-) -> list[str]:
-    """Create the five topics; existing ones are left as they are. Returns those created."""
-    client = admin(config)
-    new = [
-        NewTopic(
-            t.name,
-            num_partitions=t.partitions_for(partitions),
-            replication_factor=replication_factor,
-            config=t.all_configs(extra_configs),
-        )
-        for t in Topics(config.topic_prefix).all()
-    ]
-    created = []
-    for name, future in client.create_topics(new, request_timeout=ADMIN_TIMEOUT_S).items():
-        try:
-            future.result()
-            created.append(name)
-        except KafkaException as exc:
-            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                raise
-    wait_visible(client, [t.topic for t in new])
-    return created
-
-
-def wait_visible(client: AdminClient, names: list[str]) -> None:
-    """Creation returns before every broker's metadata shows the topic: wait for it."""
-    deadline = time.monotonic() + ADMIN_TIMEOUT_S
-    while len(partition_counts(client, names)) < len(names):
-        if time.monotonic() > deadline:
-            raise TopicCheckError(
-                f"topics {names} not visible {ADMIN_TIMEOUT_S:.0f} s after creation"
-            )
-        time.sleep(0.1)
-
-
-def partition_counts(client: AdminClient, names: list[str]) -> dict[str, int]:
-    md = client.list_topics(timeout=ADMIN_TIMEOUT_S)
-    return {
-        n: len(md.topics[n].partitions) for n in names if n in md.topics and not md.topics[n].error
-    }
-
-
-def partition_problems(
-    topics: Topics, counts: Mapping[str, int], expected: int | None = None
-) -> list[str]:
-    """What is wrong with a deployment's partition counts (`counts` by topic
-    name, a missing topic absent): missing topics, and workflow-keyed topics
-    whose counts differ from each other or from `expected`."""
-    problems = [
-        f"topic {t.name} is missing (create it with `duroot-stream topics create`)"
-        for t in topics.all()
-        if t.name not in counts
-    ]
-    keyed = [
-        (t.name, counts[t.name])
-        for t in topics.all()
-        if t.partitioning is Partitioning.BY_WORKFLOW and t.name in counts
-    ]
-    found = {n for _, n in keyed}
-    if len(found) > 1 or (expected is not None and found and found != {expected}):
-        have = ", ".join(f"{name} has {n}" for name, n in keyed)
-        want = "must be equal" if expected is None else f"must all be {expected}"
-        problems.append(
-            f"partitions: {have}; they {want}: a workflow's partition is "
-            "murmur2(workflow id) % N in each (events go to their command's partition), "
-            "so N can never change once the topics hold data; recreate the topics with "
-            "one count, or use the count they have"
-        )
-    return problems
-
-
-def check_partitions(
-    topics: Topics, counts: Mapping[str, int], expected: int | None = None
-) -> None:
-    """Refuse (TopicCheckError) what `partition_problems` finds."""
-    problems = partition_problems(topics, counts, expected)
-    if problems:
-        raise TopicCheckError("; ".join(problems))
-
-
-def check_topics(config: KafkaConfig, partitions: int | None = None) -> dict[str, int]:
-    """Verify the deployment (and, given `partitions`, that the workflow-keyed
-    topics have that many); raises TopicCheckError naming the topic and setting."""
-    topics = Topics(config.topic_prefix)
-    # Keep the client alive until every future has its result.
-    client = admin(config)
-    counts = partition_counts(client, [t.name for t in topics.all()])
-    problems = partition_problems(topics, counts, partitions)
-    present = [t for t in topics.all() if t.name in counts]
-    resources = [ConfigResource("topic", t.name) for t in present]
-    if resources:
-        described = client.describe_configs(resources, request_timeout=ADMIN_TIMEOUT_S)
-        for t, resource in zip(present, resources, strict=True):
-            policy = described[resource].result()["cleanup.policy"].value
-            if policy != t.cleanup_policy:
-                problems.append(
-                    f"cleanup.policy: topic {t.name} has {policy!r}, expected {t.cleanup_policy!r}"
-                )
-    if problems:
-        raise TopicCheckError("; ".join(problems))
-    return counts
