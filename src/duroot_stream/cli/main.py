@@ -11,6 +11,7 @@ from duroot_stream import logs
 from duroot_stream.config import ConfigError
 from duroot_stream.wire import TopicCheckError, check_topics, create_topics
 
+from . import admin as admin_commands
 from . import client as client_commands
 from . import processor as processor_command
 from . import run as run_command
@@ -32,10 +33,12 @@ Handler = Callable[[argparse.Namespace], int]
 def cmd_broker(args: argparse.Namespace) -> int:
     from duroot_stream.broker import LocalBroker
 
-    broker = LocalBroker(port=args.port, data_dir=args.data_dir)
+    broker = LocalBroker(port=args.port, data_dir=args.data_dir, security=args.security)
     try:
         broker.start()
         print(f"bootstrap={broker.bootstrap}", flush=True)
+        if broker.secured:  # one -F FILE per SCRAM user; admin is the super user
+            print(f"config={broker.client_file()}", flush=True)
         wait_for_signal()
     finally:
         broker.stop()
@@ -76,6 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("broker", help="run a local single-node Kafka broker (KRaft)")
     p.add_argument("--port", type=int, help="listener port (default: a free one)")
     p.add_argument("--data-dir", type=Path, help="keep the broker's data here (default: temporary)")
+    p.add_argument(
+        "--security",
+        default="plaintext",
+        choices=["plaintext", "sasl_ssl"],
+        help="sasl_ssl: TLS + SCRAM-SHA-512 + ACLs; prints config=FILE (the admin's -F FILE)",
+    )
     p.add_argument("--log-level", default="info")
     p.add_argument("--log-format", default="text", choices=["text", "json"])
     p.set_defaults(handler=cmd_broker)
@@ -97,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=runner_command.cli_main)
 
     client_commands.add_commands(sub)  # begin, send, get, status, index, events
+    admin_commands.add_commands(sub)  # acls print, acls apply
 
     p = sub.add_parser(
         "run", help="the whole pipeline end to end: local broker, processor, runner, du of PATH"

@@ -22,6 +22,7 @@ def kafka_config(args: argparse.Namespace) -> KafkaConfig:
         topic_prefix=args.topic_prefix,
         schema_registry_url=args.schema_registry_url,
         overrides=parse_overrides(args.X or []),
+        config_file=getattr(args, "config_file", None),
     )
 
 
@@ -33,6 +34,13 @@ def kafka_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--topic-prefix", help="topic name prefix [$DUROOT_TOPIC_PREFIX]")
     group.add_argument(
         "--schema-registry-url", help="Confluent Schema Registry [$DUROOT_SCHEMA_REGISTRY_URL]"
+    )
+    group.add_argument(
+        "-F",
+        dest="config_file",
+        metavar="FILE",
+        help="librdkafka properties file, key=value lines; -X goes on top "
+        "[$DUROOT_KAFKA_CONFIG]. Keep passwords here, not on the command line.",
     )
     group.add_argument(
         "-X", action="append", metavar="KEY=VALUE", help="librdkafka setting (repeatable)"
