@@ -3,7 +3,8 @@ applied through the admin API.
 
 - processor: READ commands, events; WRITE events, index, replies, commands.dlq;
   READ groups duroot-processor, duroot-restore; WRITE transactional ids duroot-processor-*
-- runner: READ index, replies; WRITE commands; READ groups duroot-runner-*, duroot-reader-*
+- runner: READ index, events (a workflow's state), replies; WRITE commands;
+  READ groups duroot-runner-*, duroot-reader-*
 - requester: WRITE commands; READ replies; READ groups duroot-reader-*
 - reader: READ events, index; READ groups duroot-reader-*
 
@@ -96,6 +97,7 @@ def _needs(
         ],
         Role.RUNNER: [
             (t, topics.index, r, False),
+            (t, topics.events, r, False),
             (g, RUNNER_GROUP_PREFIX, r, True),
             (t, topics.commands, w, False),
             *reply_reader,

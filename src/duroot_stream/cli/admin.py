@@ -19,7 +19,7 @@ from .options import EXIT_FAILED, EXIT_OK, EXIT_USAGE, kafka_config, kafka_optio
 
 
 def cmd_acls(args: argparse.Namespace) -> int:
-    config = kafka_config(args)
+    config = kafka_config(args, probe=args.action == "apply")
     principals = {role: getattr(args, role.value) or [] for role in Role}
     if not any(principals.values()):
         print(
