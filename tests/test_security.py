@@ -28,6 +28,7 @@ from duroot_stream.client import DuRootClient, DuRootReader
 from duroot_stream.config import KafkaConfig, read_properties
 from duroot_stream.kafka import new_reader
 from duroot_stream.local_tls import make_ca
+from duroot_stream.logs import JsonFormatter
 from duroot_stream.runner import Runner, RunnerSettings
 from duroot_stream.wire import Topics, create_topics
 
@@ -131,6 +132,7 @@ def test_pipeline_runs_through_sasl_ssl_and_prints_no_secret(
     (root / "a").mkdir(parents=True)
     (root / "a" / "data").write_bytes(b"x" * 10_000)
     caplog.set_level(logging.DEBUG)
+    caplog.handler.setFormatter(JsonFormatter())  # every field of every record, not just its text
     with (
         running_processor(secured.config("processor")) as processor,
         running_runner(secured.config("runner"), root) as runner,
