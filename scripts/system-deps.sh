@@ -3,6 +3,7 @@
 #   java + mvn  the local Kafka broker (Maven Central jars)
 #   du          GNU coreutils, the runner's worker
 #   docker-compose, prometheus   only for the tests that validate/scrape them
+#                                (Debian's prometheus brings promtool, for the alert-rule tests)
 # As root with apt-get it installs them; otherwise it says what to install.
 set -euo pipefail
 
@@ -12,7 +13,7 @@ command -v mvn >/dev/null || want+=(maven)
 command -v du >/dev/null || want+=(coreutils)
 if [[ "${1:-}" == "--test" ]]; then
   command -v docker-compose >/dev/null || want+=(docker-compose)
-  command -v prometheus >/dev/null || [[ -x /usr/bin/prometheus ]] || want+=(prometheus)
+  { command -v prometheus && command -v promtool; } >/dev/null || want+=(prometheus)
 fi
 ((${#want[@]})) || exit 0
 
