@@ -11,6 +11,7 @@ want=()
 command -v java >/dev/null || want+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || want+=(maven)
 command -v du >/dev/null || want+=(coreutils)
+command -v openssl >/dev/null || want+=(openssl) # the SASL_SSL broker's certificates
 if [[ "${1:-}" == "--test" ]]; then
   command -v docker-compose >/dev/null || want+=(docker-compose)
   { command -v prometheus && command -v promtool; } >/dev/null || want+=(prometheus)

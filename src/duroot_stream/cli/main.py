@@ -33,12 +33,16 @@ Handler = Callable[[argparse.Namespace], int]
 def cmd_broker(args: argparse.Namespace) -> int:
     from duroot_stream.broker import LocalBroker
 
-    broker = LocalBroker(port=args.port, data_dir=args.data_dir, security=args.security)
+    roles = {role: "" for role in ("processor", "runner", "requester", "reader")}
+    broker = LocalBroker(
+        port=args.port, data_dir=args.data_dir, security=args.security, users=roles
+    )
     try:
         broker.start()
         print(f"bootstrap={broker.bootstrap}", flush=True)
-        if broker.secured:  # one -F FILE per SCRAM user; admin is the super user
-            print(f"config={broker.client_file()}", flush=True)
+        if broker.secured:  # one -F FILE per SCRAM user (admin: the super user)
+            for user in ("admin", *roles):
+                print(f"config.{user}={broker.client_file(user)}", flush=True)
         wait_for_signal()
     finally:
         broker.stop()
@@ -83,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--security",
         default="plaintext",
         choices=["plaintext", "sasl_ssl"],
-        help="sasl_ssl: TLS + SCRAM-SHA-512 + ACLs; prints config=FILE (the admin's -F FILE)",
+        help="sasl_ssl: TLS, SCRAM-SHA-512 users admin, processor, runner, requester, reader "
+        "and the StandardAuthorizer; prints config.USER=FILE, each user's -F FILE",
     )
     p.add_argument("--log-level", default="info")
     p.add_argument("--log-format", default="text", choices=["text", "json"])
