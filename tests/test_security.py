@@ -11,10 +11,10 @@ import logging
 import os
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,24 +99,16 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
 @contextmanager
 def running_runner(kafka: KafkaConfig, root: Path) -> Iterator[Runner]:
     runner = Runner(RunnerSettings(kafka, host=HOST, roots=(str(root),), threshold="0"))
-    errors: list[BaseException] = []
-
-    def target() -> None:
+    with ThreadPoolExecutor(1) as pool:
+        done = pool.submit(runner.run)
+        wait_until(lambda: runner.ready.is_set() or done.done(), timeout=60, what="runner")
+        if done.done():
+            done.result()  # it stopped during start: its error, now
         try:
-            runner.run()
-        except BaseException as exc:  # surfaced to the test below
-            errors.append(exc)
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    wait_until(lambda: runner.ready.is_set() or errors, timeout=60, what="runner assigned")
-    try:
-        if errors:
-            raise errors[0]
-        yield runner
-    finally:
-        runner.stop()
-        thread.join(60)
+            yield runner
+        finally:
+            runner.stop()
+        done.result(60)  # raises what the runner raised
 
 
 # --- the pipeline, each role as its own principal ------------------------------------
@@ -269,9 +261,10 @@ def _read_error(config: KafkaConfig, topic: str) -> int | None:
             msg = consumer.poll(0.5)
             if msg is None:
                 continue
-            if msg.error() is None or msg.error().code() == KafkaError._PARTITION_EOF:
+            error = msg.error()
+            if error is None or error.code() == KafkaError._PARTITION_EOF:
                 return None
-            return int(msg.error().code())
+            return int(error.code())
         raise AssertionError(f"reading {topic}: neither records, an end nor an error")
     except KafkaException as exc:
         return int(exc.args[0].code())
