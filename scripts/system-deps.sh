@@ -3,6 +3,7 @@
 #   java + mvn  the local Kafka broker (Maven Central jars)
 #   du          GNU coreutils, the runner's worker
 #   docker-compose, prometheus, chromium   only for the tests that validate, scrape, browse
+#                                (Debian's prometheus brings promtool, for the alert-rule tests)
 # As root with apt-get it installs them; otherwise it says what to install.
 set -euo pipefail
 
@@ -10,9 +11,10 @@ want=()
 command -v java >/dev/null || want+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || want+=(maven)
 command -v du >/dev/null || want+=(coreutils)
+command -v openssl >/dev/null || want+=(openssl) # the SASL_SSL broker's certificates
 if [[ "${1:-}" == "--test" ]]; then
   command -v docker-compose >/dev/null || want+=(docker-compose)
-  command -v prometheus >/dev/null || [[ -x /usr/bin/prometheus ]] || want+=(prometheus)
+  { command -v prometheus && command -v promtool; } >/dev/null || want+=(prometheus)
   command -v chromium >/dev/null || want+=(chromium)  # the browser tests (headless)
 fi
 ((${#want[@]})) || exit 0

@@ -2,7 +2,9 @@
 
 The jars are fetched once with Maven (`deploy/kafka/pom.xml`) into a cache outside
 the repository; each start formats a storage directory and runs `kafka.Kafka` on
-127.0.0.1.
+127.0.0.1. With `security="sasl_ssl"` its one client listener is SASL_SSL
+(SCRAM-SHA-512 users made at format time, a certificate authority made on the spot:
+see `local_tls`) and the StandardAuthorizer denies what no ACL allows.
 """
 
 from __future__ import annotations
@@ -19,12 +21,15 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import IO
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
+
+from duroot_stream import local_tls
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +140,11 @@ rootLogger.appenderRef.stderr.ref = STDERR
 """
 
 
-def server_properties(port: int, controller_port: int, log_dir: Path) -> str:
+def server_properties(
+    port: int, controller_port: int, log_dir: Path, secured: Mapping[str, str] | None = None
+) -> str:
+    """The broker's settings; `secured` (from `local_tls.server_settings`) replaces the
+    plaintext listeners."""
     settings = {
         "process.roles": "broker,controller",
         "node.id": "1",
@@ -161,6 +170,7 @@ def server_properties(port: int, controller_port: int, log_dir: Path) -> str:
         "log.cleaner.backoff.ms": "500",
         "log.cleaner.dedupe.buffer.size": str(32 * 1024 * 1024),
         "transaction.abort.timed.out.transaction.cleanup.interval.ms": "5000",
+        **(secured or {}),
     }
     return "".join(f"{k}={v}\n" for k, v in settings.items())
 
@@ -174,7 +184,15 @@ class LocalBroker:
         data_dir: Path | None = None,
         log_file: Path | None = None,
         heap: str = "1g",
+        security: str = "plaintext",
+        users: Mapping[str, str] | None = None,
     ) -> None:
+        """`security`: "plaintext" or "sasl_ssl"; `users`: SCRAM user -> password for
+        sasl_ssl, besides the super user `admin` (a password made for any left empty)."""
+        if security not in ("plaintext", "sasl_ssl"):
+            raise BrokerError(f"security {security!r}: expected plaintext or sasl_ssl")
+        self.security = security
+        self.users = dict(users or {})
         self.port = port or free_port()
         self._keep_data = data_dir is not None
         self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="duroot-kafka-"))
@@ -186,6 +204,20 @@ class LocalBroker:
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def secured(self) -> bool:
+        return self.security == "sasl_ssl"
+
+    def client_settings(self, user: str = local_tls.ADMIN) -> dict[str, str]:
+        """librdkafka settings for `user` (bootstrap.servers included); {} for plaintext."""
+        if not self.secured:
+            return {"bootstrap.servers": self.bootstrap}
+        return local_tls.read_client_file(self.client_file(user))
+
+    def client_file(self, user: str = local_tls.ADMIN) -> Path:
+        """The properties file (`-F FILE`) of `user`, written at start, mode 0600."""
+        return self.data_dir / "clients" / f"{user}.properties"
 
     def _java(self, jars: Path, *args: str, **kwargs: object) -> list[str]:
         return [
@@ -205,12 +237,26 @@ class LocalBroker:
         props = self.data_dir / "server.properties"
         log_dirs = self.data_dir / "kraft"
         controller_port = self._controller_port(props)
-        props.write_text(server_properties(self.port, controller_port, log_dirs))
+        secured: dict[str, str] | None = None
+        scram: list[str] = []
+        if self.secured:
+            users = local_tls.ensure_material(self.data_dir, self.bootstrap, self.users)
+            secured = local_tls.server_settings(self.data_dir, self.port, controller_port, users)
+            scram = [arg for u, pw in users.items() for arg in local_tls.scram_args(u, pw)]
+        props.touch(mode=0o600)  # the inter-broker password is in it
+        props.write_text(server_properties(self.port, controller_port, log_dirs, secured))
         (self.data_dir / "log4j2.properties").write_text(LOG4J2)
         if not (log_dirs / "meta.properties").exists():
             fmt = subprocess.run(
                 self._java(
-                    jars, "kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(props)
+                    jars,
+                    "kafka.tools.StorageTool",
+                    "format",
+                    "-t",
+                    _cluster_id(),
+                    "-c",
+                    str(props),
+                    *scram,
                 ),
                 capture_output=True,
                 text=True,
@@ -242,7 +288,7 @@ class LocalBroker:
 
     def _wait_ready(self, timeout: float) -> None:
         assert self.process is not None
-        client = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 0})
+        client = AdminClient({**self.client_settings(), "log_level": 0})
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -16,6 +16,7 @@ from duroot_stream.wire import (
     create_topics,
 )
 
+from . import admin as admin_commands
 from . import dlq as dlq_commands
 from . import processor as processor_command
 from . import reader as reader_commands
@@ -40,10 +41,16 @@ Handler = Callable[[argparse.Namespace], int]
 def cmd_broker(args: argparse.Namespace) -> int:
     from duroot_stream.broker import LocalBroker
 
-    broker = LocalBroker(port=args.port, data_dir=args.data_dir)
+    roles = {role: "" for role in ("processor", "runner", "requester", "reader")}
+    broker = LocalBroker(
+        port=args.port, data_dir=args.data_dir, security=args.security, users=roles
+    )
     try:
         broker.start()
         print(f"bootstrap={broker.bootstrap}", flush=True)
+        if broker.secured:  # one -F FILE per SCRAM user (admin: the super user)
+            for user in ("admin", *roles):
+                print(f"config.{user}={broker.client_file(user)}", flush=True)
         wait_for_signal()
     finally:
         broker.stop()
@@ -88,6 +95,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("broker", help="run a local single-node Kafka broker (KRaft)")
     p.add_argument("--port", type=int, help="listener port (default: a free one)")
     p.add_argument("--data-dir", type=Path, help="keep the broker's data here (default: temporary)")
+    p.add_argument(
+        "--security",
+        default="plaintext",
+        choices=["plaintext", "sasl_ssl"],
+        help="sasl_ssl: TLS, SCRAM-SHA-512 users admin, processor, runner, requester, reader "
+        "and the StandardAuthorizer; prints config.USER=FILE, each user's -F FILE",
+    )
     p.add_argument("--log-level", default="info")
     p.add_argument("--log-format", default="text", choices=["text", "json"])
     p.set_defaults(handler=cmd_broker)
@@ -131,6 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     kafka_options(p)
     web_command.add_arguments(p)
     p.set_defaults(handler=web_command.cli_main)
+
+    admin_commands.add_commands(sub)  # acls print, acls apply
 
     p = sub.add_parser(
         "run", help="the whole pipeline end to end: local broker, processor, runner, du of PATH"
