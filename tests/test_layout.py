@@ -24,7 +24,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"ids", "config", "logs", "metrics"}),
     frozenset({"wire"}),
     frozenset({"kafka"}),
-    frozenset({"broker", "local_registry", "processor", "client"}),
+    frozenset({"broker", "local_registry", "local_tls", "acls", "processor", "client"}),
     frozenset({"runner"}),
     frozenset({"web"}),
     frozenset({"cli"}),

@@ -145,11 +145,6 @@ def test_pipeline_runs_through_sasl_ssl_and_prints_no_secret(
         assert password not in printed
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli/run.py builds KafkaConfig(bootstrap, prefix) and drops -F/-X: the lead "
-    "passes the parsed config through (see the h-sec report); then remove this mark",
-)
 def test_run_goes_through_sasl_ssl_with_the_environment(secured: Secured, tmp_path: Path) -> None:
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "f").write_bytes(b"y" * 5000)

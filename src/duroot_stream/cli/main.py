@@ -7,6 +7,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from confluent_kafka import KafkaException
+
 from duroot_stream import logs
 from duroot_stream.config import ConfigError
 from duroot_stream.wire import (
@@ -27,6 +29,7 @@ from . import web as web_command
 from .options import (
     EXIT_FAILED,
     EXIT_OK,
+    EXIT_UNAVAILABLE,
     EXIT_USAGE,
     kafka_config,
     kafka_options,
@@ -77,6 +80,13 @@ def cmd_topics(args: argparse.Namespace) -> int:
     except TopicCheckError as exc:
         print(f"duroot-stream topics {args.action}: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    except KafkaException as exc:
+        print(
+            f"duroot-stream topics {args.action}: Kafka at {config.bootstrap_servers} did not "
+            f"answer: {exc.args[0] if exc.args else exc} (check --bootstrap-servers)",
+            file=sys.stderr,
+        )
+        return EXIT_UNAVAILABLE
     for name, count in sorted(counts.items()):
         print(f"ok {name} partitions={count}")
     return EXIT_OK

@@ -17,7 +17,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Protocol, TextIO
@@ -102,8 +102,10 @@ def run_pipeline(
     wait_timeout: float | None = None,
     stop: threading.Event | None = None,
     serve: int | None = None,
+    overrides: Mapping[str, str] | None = None,
 ) -> int:
-    """The end-to-end run; returns the exit code (0: du result printed)."""
+    """The end-to-end run; returns the exit code (0: du result printed). `overrides`:
+    librdkafka settings (`-F`/`-X`) for an external cluster."""
     say = _Say(err)
     root = path.resolve()
     if not root.is_dir():
@@ -122,7 +124,9 @@ def run_pipeline(
             stack.enter_context(broker)
             bootstrap = broker.bootstrap
             say(f"broker ready at {bootstrap}")
-        kafka = KafkaConfig(bootstrap_servers=bootstrap, topic_prefix=topic_prefix)
+        kafka = KafkaConfig(
+            bootstrap_servers=bootstrap, topic_prefix=topic_prefix, overrides=overrides or {}
+        )
         created = create_topics(kafka)
         say(f"topics ready under prefix {topic_prefix!r} ({len(created)} created)")
 
@@ -229,6 +233,7 @@ def cli_main(args: argparse.Namespace) -> int:
             max_depth=args.max_depth,
             wait_timeout=args.timeout,
             serve=args.serve,
+            overrides=config.overrides if external else None,
         )
     except RunFailed as exc:
         print(f"duroot-stream run: {exc}", file=sys.stderr)
