@@ -9,7 +9,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from duroot_stream import serving
+from duroot_stream.serving import ALWAYS, Probes
+from duroot_stream.version import VERSION
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 BATCH_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000)
@@ -19,6 +23,7 @@ DU_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600)
 class ProcessorMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
+        build_info(self.registry)
         r = self.registry
         self.commands = Counter(
             "duroot_processor_commands",
@@ -142,6 +147,7 @@ class ProcessorMetrics:
 class RunnerMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
+        build_info(self.registry)
         r = self.registry
         self.du_runs = Counter(
             "duroot_runner_du_runs",
@@ -175,7 +181,16 @@ class RunnerMetrics:
         )
 
 
-def serve(registry: CollectorRegistry, port: int, addr: str = "127.0.0.1") -> int:
-    """Expose `/metrics` on `addr:port` (0 = a free port); returns the port."""
-    server, _thread = start_http_server(port, addr=addr, registry=registry)
-    return int(server.server_address[1])
+def serve(
+    registry: CollectorRegistry, port: int, addr: str = "127.0.0.1", probes: Probes = ALWAYS
+) -> int:
+    """Expose `/metrics`, `/healthz` and `/readyz` on `addr:port` (0 = a free port);
+    returns the port."""
+    return serving.serve(registry, port, addr, probes)
+
+
+def build_info(registry: CollectorRegistry) -> None:
+    """`duroot_build_info{version} 1`: which version answers on this port."""
+    Gauge(
+        "duroot_build_info", "The running duroot-stream version.", ["version"], registry=registry
+    ).labels(VERSION).set(1)

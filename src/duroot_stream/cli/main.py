@@ -11,6 +11,7 @@ from confluent_kafka import KafkaException
 
 from duroot_stream import logs
 from duroot_stream.config import ConfigError
+from duroot_stream.version import VERSION
 from duroot_stream.wire import (
     DEFAULT_PARTITIONS,
     TopicCheckError,
@@ -100,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="duroot-stream",
         description="du on registered file-system roots as an event-sourced workflow on Kafka",
     )
+    parser.add_argument("--version", action="version", version=f"duroot-stream {VERSION}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("broker", help="run a local single-node Kafka broker (KRaft)")
