@@ -46,16 +46,16 @@ def test_broker_restart(
     run = Run(kafka, scale, tmp_path)
     outage: dict[str, float] = {}
 
-    def restart_once(stop: threading.Event) -> None:
+    def restart_once(halt: threading.Event) -> None:
         while run.driver.progress < RESTART_AT:
-            if stop.wait(0.2):
+            if halt.wait(0.2):
                 return
         down = time.monotonic()
         if stop == "kill":
             own_broker.kill()
         else:
             own_broker.stop()
-        stop.wait(OUTAGE_S)
+        halt.wait(OUTAGE_S)
         own_broker.start()
         outage["seconds"] = time.monotonic() - down
 
