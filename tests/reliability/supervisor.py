@@ -284,9 +284,9 @@ class Supervisor:
                 while self.progress() < share:
                     if stop.wait(PROGRESS_POLL_S):
                         return
-                reached = self.progress()
+                reached, at = self.progress(), self._now()
                 what = fault()
-                self.faults.append(Fault(what, round(reached, 3), self._now()))
+                self.faults.append(Fault(what, round(reached, 3), at))
 
         return policy
 
