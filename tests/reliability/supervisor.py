@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from ..kafka_helpers import wait_until
+
 CLI = str(Path(sys.executable).with_name("duroot-stream"))
 TERM_TIMEOUT_S = 90.0  # above the processor's own hung-call exit (60 s)
 # Exit 0 after SIGTERM; or killed by it when it came before the handler was installed
@@ -294,10 +296,11 @@ class Supervisor:
         """At each point: SIGKILL a random running instance, start it again."""
 
         def kill() -> str:
-            with self._lock:
-                proc = self.rng.choice(self.running())
-                self.kill_and_restart(proc)
-                return f"SIGKILL {proc.instance_id}"
+            # Outside the lock: the watcher may be restarting a crashed instance.
+            running = wait_until(self.running, timeout=60, what="a running instance to kill")
+            proc = self.rng.choice(running)
+            self.kill_and_restart(proc)
+            return f"SIGKILL {proc.instance_id}"
 
         return self.at_progress(points, kill)
 
