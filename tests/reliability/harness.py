@@ -22,6 +22,7 @@ from .verify import Report, open_transactions, replay, unconsumed_commands
 from .workload import Driver, MalformedFactory, Walker
 
 PARTITIONS = 6
+FAULT_POINTS = "0.1,0.3,0.5,0.7"  # faults strike when these shares are answered
 RESULTS_DIR = Path(__file__).resolve().parents[2] / "bench-results"
 
 
@@ -33,8 +34,7 @@ class Scale:
     commands: int
     workflows: int
     malformed: int
-    kill_interval: tuple[float, float]  # seconds between SIGKILLs, uniform
-    churn_interval: tuple[float, float]  # seconds between joins/leaves, uniform
+    fault_points: tuple[float, ...]  # shares of the load answered at which faults strike
     seed: int
 
     @classmethod
@@ -45,19 +45,22 @@ class Scale:
         full = name == "full"
         env = os.environ.get
 
-        def interval(var: str, default: str) -> tuple[float, float]:
-            low, _, high = env(var, default).partition(",")
-            return float(low), float(high or low)
-
+        points = tuple(float(p) for p in env("DUROOT_RELIABILITY_FAULTS", FAULT_POINTS).split(","))
+        if not points or not all(0 < p < 1 for p in points):
+            raise pytest.UsageError(f"DUROOT_RELIABILITY_FAULTS={points}: shares in (0, 1)")
         return cls(
             name=name,
             commands=int(env("DUROOT_RELIABILITY_COMMANDS", 100_000 if full else 15_000)),
             workflows=int(env("DUROOT_RELIABILITY_WORKFLOWS", 1_000 if full else 150)),
             malformed=int(env("DUROOT_RELIABILITY_MALFORMED", 10_000)),
-            kill_interval=interval("DUROOT_RELIABILITY_KILL_INTERVAL", "5,15"),
-            churn_interval=interval("DUROOT_RELIABILITY_CHURN_INTERVAL", "2,6"),
+            fault_points=points,
             seed=int(env("DUROOT_RELIABILITY_SEED", random.randrange(1 << 32))),
         )
+
+    @property
+    def min_faults(self) -> int:
+        """What a run must have injected: CI's small runs at least three of each."""
+        return 3 if self.name == "small" else 1
 
     @property
     def deadline_s(self) -> float:
@@ -92,7 +95,11 @@ class Run:
     def __post_init__(self) -> None:
         self.rng = random.Random(self.scale.seed)
         self.supervisor = Supervisor(
-            self.kafka.bootstrap_servers, self.kafka.topic_prefix, self.log_dir, self.rng
+            self.kafka.bootstrap_servers,
+            self.kafka.topic_prefix,
+            self.log_dir,
+            self.rng,
+            progress=lambda: self.driver.progress,
         )
         factory = MalformedFactory(random.Random(self.scale.seed + 1), PARTITIONS)
         self.malformed_factory = factory if self.malformed else None
@@ -152,6 +159,11 @@ class Run:
             "scale": self.scale.name,
             "seed": self.scale.seed,
             "seconds": round(self.seconds, 1),
+            "commands": report.commands,
+            "faults": len(sup.faults),
+            "fault_log": [f"{f.what} at {f.progress:.0%} answered, {f.at} s" for f in sup.faults],
+            "stalls": driver.stalls,
+            "longest_quiet_s": round(driver.longest_quiet_s, 1),
             "kills": sup.kills,
             "joins": sup.joins,
             "leaves": sup.leaves,
@@ -169,8 +181,12 @@ class Run:
         with capsys.disabled():
             print(
                 f"\n[reliability {name}] seed={self.scale.seed} {self.seconds:.0f} s "
-                f"kills={sup.kills} joins={sup.joins} leaves={sup.leaves} "
-                f"exits={[(e.instance_id, e.returncode, e.at) for e in sup.unexpected_exits]} "
+                f"commands={report.commands} faults={len(sup.faults)} "
+                f"events={report.events_found} lost={report.lost} "
+                f"duplicated={report.duplicated} stalls={driver.stalls} "
+                f"(longest quiet {driver.longest_quiet_s:.0f} s)\n"
+                f"  faults: {figures['fault_log']}\n"
+                f"  exits={[(e.instance_id, e.returncode, e.at) for e in sup.unexpected_exits]} "
                 f"{report.summary()}"
             )
         problems = "\n".join(report.problems)
@@ -180,3 +196,8 @@ class Run:
         assert report.commands == driver.sent, "the commands topic lost or gained records"
         assert report.lost == 0 and report.duplicated == 0, problems
         assert report.problem_count == 0, f"{report.problem_count} problems:\n{problems}"
+        planned = len(self.scale.fault_points)
+        assert len(sup.faults) == planned, f"{len(sup.faults)} of {planned} faults injected"
+        assert len(sup.faults) >= self.scale.min_faults, (
+            f"{len(sup.faults)} faults, {self.scale.name} runs need {self.scale.min_faults}"
+        )

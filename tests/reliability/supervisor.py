@@ -2,15 +2,19 @@
 
 `Supervisor` owns every process it starts and kills what is left in `close()`, so a
 failing test never leaves a processor behind. It runs one chaos policy at a time in
-a thread:
+a thread. Faults are scheduled by progress (the share of the load answered), never
+by wall time, so a run of any size and speed gets every one of them:
 
-- `kill_storm`: every few seconds SIGKILL a random instance and start it again with
-  the same `--instance-id` (so it aborts what its predecessor left open);
-- `churn`: instances join (start) and leave (SIGTERM, a clean shutdown) at random.
+- `kill_storm`: at each point SIGKILL a random instance and start it again with the
+  same `--instance-id` (so it aborts what its predecessor left open);
+- `churn`: at each point an instance joins (start) or leaves (SIGTERM, a clean
+  shutdown);
+- `at_progress`: any other fault (the broker restart) at each point.
 
-A watcher thread notices exits nobody asked for (a crash, a fatal error) and records
-them in `unexpected_exits`; with `restart_crashed` it starts the instance again so
-the run can finish and the test can still report everything else.
+Every fault injected is recorded in `faults`. A watcher thread notices exits nobody
+asked for (a crash, a fatal error) and records them in `unexpected_exits`; with
+`restart_crashed` it starts the instance again so the run can finish and the test
+can still report everything else.
 """
 
 from __future__ import annotations
@@ -23,10 +27,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
+
+from ..kafka_helpers import wait_until
 
 CLI = str(Path(sys.executable).with_name("duroot-stream"))
 TERM_TIMEOUT_S = 90.0  # above the processor's own hung-call exit (60 s)
@@ -124,12 +130,23 @@ class ProcessorProcess:
             self._log = None
 
 
-@dataclass
+@dataclass(frozen=True)
 class Exit:
     instance_id: str
     returncode: int | None
     at: float  # seconds since the supervisor started
     what: str  # "crashed" | "SIGTERM exit code N" | "hung on SIGTERM"
+
+
+@dataclass(frozen=True)
+class Fault:
+    what: str  # "SIGKILL a", "join c", "leave b", "broker SIGTERM", ...
+    progress: float  # share of the load answered when it was injected
+    at: float  # seconds since the supervisor started
+
+
+Policy = Callable[[threading.Event], None]
+PROGRESS_POLL_S = 0.05  # how often a scheduled fault looks at the progress
 
 
 @dataclass
@@ -138,6 +155,7 @@ class Supervisor:
     topic_prefix: str
     log_dir: Path
     rng: random.Random
+    progress: Callable[[], float]  # share of the load answered, 0..1
     restart_crashed: bool = True
     extra_args: tuple[str, ...] = ()
     instances: dict[str, ProcessorProcess] = field(default_factory=dict)
@@ -145,6 +163,7 @@ class Supervisor:
     joins: int = 0
     leaves: int = 0
     unexpected_exits: list[Exit] = field(default_factory=list)
+    faults: list[Fault] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._lock = threading.RLock()
@@ -237,7 +256,7 @@ class Supervisor:
 
     # --- chaos ------------------------------------------------------------------
 
-    def run_chaos(self, policy: Callable[[threading.Event], None]) -> None:
+    def run_chaos(self, policy: Policy) -> None:
         """Run `policy(stop_event)` in a thread until `stop_chaos()`."""
         assert self._chaos is None, "one chaos policy at a time"
 
@@ -258,40 +277,56 @@ class Supervisor:
         if self.chaos_errors:
             raise self.chaos_errors[0]
 
-    def kill_storm(self, interval: tuple[float, float]) -> Callable[[threading.Event], None]:
-        """Every uniform(*interval) seconds: SIGKILL a random instance, start it again."""
+    def at_progress(self, points: Sequence[float], fault: Callable[[], str]) -> Policy:
+        """`fault()` once when each share of `points` of the load is answered; it says
+        what it did. The run's own deadline bounds the waits: it ends in `stop`."""
 
         def policy(stop: threading.Event) -> None:
-            while not stop.wait(self.rng.uniform(*interval)):
-                candidates = self.running()
-                if candidates:
-                    self.kill_and_restart(self.rng.choice(candidates))
+            for share in sorted(points):
+                while self.progress() < share:
+                    if stop.wait(PROGRESS_POLL_S):
+                        return
+                reached, at = self.progress(), self._now()
+                what = fault()
+                self.faults.append(Fault(what, round(reached, 3), at))
 
         return policy
 
-    def churn(
-        self, interval: tuple[float, float], ids: list[str], low: int = 1, high: int = 3
-    ) -> Callable[[threading.Event], None]:
-        """Instances from `ids` join and leave (SIGTERM), keeping between `low` and
-        `high` of them running."""
+    def kill_storm(self, points: Sequence[float]) -> Policy:
+        """At each point: SIGKILL a random running instance, start it again."""
 
-        def policy(stop: threading.Event) -> None:
-            while not stop.wait(self.rng.uniform(*interval)):
+        def kill() -> str:
+            # Outside the lock: the watcher may be restarting a crashed instance.
+            running = wait_until(self.running, timeout=60, what="a running instance to kill")
+            proc = self.rng.choice(running)
+            self.kill_and_restart(proc)
+            return f"SIGKILL {proc.instance_id}"
+
+        return self.at_progress(points, kill)
+
+    def churn(self, points: Sequence[float], ids: list[str], low: int = 1, high: int = 3) -> Policy:
+        """At each point an instance from `ids` joins or leaves (SIGTERM), keeping
+        between `low` and `high` of them running: from the middle, two points are
+        enough for a join and a leave."""
+
+        def change() -> str:
+            with self._lock:
                 running = self.running()
                 idle = [i for i in ids if i not in {p.instance_id for p in running}]
-                join = idle and (len(running) <= low or self.rng.random() < 0.5)
-                if join and len(running) < high:
-                    self.start(self.rng.choice(idle))
+                if len(running) < high and (len(running) <= low or self.rng.random() < 0.5):
+                    joining = self.rng.choice(idle)
+                    self.start(joining)
                     self.joins += 1
-                elif len(running) > low:
-                    self.leave(self.rng.choice(running))
+                    return f"join {joining}"
+                leaving = self.rng.choice(running)
+                self.leave(leaving)
+                return f"leave {leaving.instance_id}"
 
-        return policy
+        return self.at_progress(points, change)
 
     def diagnostics(self) -> str:
         parts = [
-            f"kills={self.kills} joins={self.joins} leaves={self.leaves} "
-            f"unexpected_exits={self.unexpected_exits}"
+            f"faults={self.faults} unexpected_exits={self.unexpected_exits}",
         ]
         for proc in self.instances.values():
             parts.append(f"--- {proc.log_path} (tail)\n{proc.log_tail()}")

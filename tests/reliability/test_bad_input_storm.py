@@ -1,7 +1,10 @@
 """Bad input storm: malformed records of every kind (random bytes, truncated Avro,
 wrong fingerprints, invalid ids, oversized Appends, unknown command records, ...)
-interleaved with valid commands. The processors never stop, every malformed record
-is dead-lettered (and answered MALFORMED), every valid command applied exactly once."""
+interleaved with valid commands, and at each fault point (a share of the load
+answered) a processor SIGKILLed and restarted, so that dead letters are written
+again after a crash too. The processors never stop on bad input, every malformed
+record is dead-lettered once (and answered MALFORMED), every valid command applied
+exactly once."""
 
 from __future__ import annotations
 
@@ -33,6 +36,7 @@ def test_bad_input_storm(
     def chaos(sup: Supervisor) -> None:
         sup.start("a")
         sup.start("b")
+        sup.run_chaos(sup.kill_storm(scale.fault_points))
 
     try:
         run.go(chaos)

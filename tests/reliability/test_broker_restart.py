@@ -1,10 +1,10 @@
-"""Broker restart: the broker goes down once mid-run (SIGTERM, or SIGKILL) and is
-started again on the same port and data dir; the processors reconnect (or, fenced or
-hung, exit and are restarted) and nothing is lost or duplicated."""
+"""Broker restart: at each fault point (a share of the load answered) the broker goes
+down (SIGTERM, or SIGKILL) and is started again on the same port and data dir; the
+processors reconnect (or, fenced or hung, exit and are restarted) and nothing is
+lost or duplicated."""
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 
@@ -18,14 +18,15 @@ from .supervisor import Supervisor
 
 pytestmark = [pytest.mark.slow, pytest.mark.broker, pytest.mark.timeout(7200)]
 
-OUTAGE_S = 5.0  # how long the broker stays down, on purpose
-RESTART_AT = 0.3  # share of the load answered when the broker goes down
+OUTAGE_S = 5.0  # how long the broker stays down, on purpose: the fault itself
 
-# SIGKILL: after it, Kafka has left transactions that nothing ends on output
-# partitions (their last stable offset stuck below the high watermark), which
-# hides the output after them from read_committed readers (README, Reliability).
+# Measured at small size (4 SIGKILLs a run): 3 of 4 runs passed; in one, 240 s
+# after the last reply partition 1 of events, index and replies still had a
+# transaction open (lso 1064 < hw 1631 on events[1]), far past the 10 s
+# transaction timeout plus the 5 s abort check: a hanging transaction.
 HANGING = pytest.mark.xfail(
-    reason="Kafka left a hanging transaction after a broker SIGKILL (README, Reliability)",
+    reason="after a broker SIGKILL a transaction can hang: lso < hw on events, index and "
+    "replies of one partition for 240 s and more (1 of 4 small runs)",
     strict=False,
 )
 
@@ -39,30 +40,23 @@ def test_broker_restart(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """`stop`: how the broker goes down, SIGTERM (a controlled shutdown) or SIGKILL."""
-    if stop == "kill" and scale.name != "full":
-        pytest.skip("an expected failure: run at full size only, where it shows")
     kafka = KafkaConfig(bootstrap_servers=own_broker.bootstrap, topic_prefix="reliability.")
     prepare(kafka)
     run = Run(kafka, scale, tmp_path)
-    outage: dict[str, float] = {}
 
-    def restart_once(stop: threading.Event) -> None:
-        while run.driver.progress < RESTART_AT:
-            if stop.wait(0.2):
-                return
-        down = time.monotonic()
+    def restart() -> str:
         if stop == "kill":
             own_broker.kill()
         else:
             own_broker.stop()
-        stop.wait(OUTAGE_S)
+        time.sleep(OUTAGE_S)  # the outage's length, not a wait for something
         own_broker.start()
-        outage["seconds"] = time.monotonic() - down
+        return f"broker SIG{stop.upper()}"
 
     def chaos(sup: Supervisor) -> None:
         sup.start("a")
         sup.start("b")
-        sup.run_chaos(restart_once)
+        sup.run_chaos(sup.at_progress(scale.fault_points, restart))
 
     try:
         run.go(chaos)
@@ -73,4 +67,3 @@ def test_broker_restart(
     # broker aborts it on its timeout (10 s), or finds a Kafka call hung past its
     # timeout: it exits 1 and is restarted, as a service manager would.
     run.verdict(f"broker-restart-{stop}", report, capsys, allow_fatal_exits=True)
-    assert outage, "the run ended before the broker restart"

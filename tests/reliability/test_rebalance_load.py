@@ -1,5 +1,6 @@
-"""Rebalance under load: instances join and leave (SIGTERM, a clean shutdown) at
-random while the load runs, between one and three of them at a time."""
+"""Rebalance under load: at each fault point (a share of the load answered) an
+instance joins or leaves (SIGTERM, a clean shutdown), between one and three of them
+running at a time."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ def test_rebalance_under_load(
     def chaos(sup: Supervisor) -> None:
         sup.start("a")
         sup.start("b")
-        sup.run_chaos(sup.churn(scale.churn_interval, ["a", "b", "c"], low=1, high=3))
+        sup.run_chaos(sup.churn(scale.fault_points, ["a", "b", "c"], low=1, high=3))
 
     try:
         run.go(chaos)

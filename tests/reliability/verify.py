@@ -44,6 +44,7 @@ from duroot_stream.domain import (
     reply_for,
 )
 from duroot_stream.ids import encode_ulid
+from duroot_stream.kafka import headers as record_headers
 from duroot_stream.processor import MAX_COMMAND_BYTES
 from duroot_stream.wire import Codec, CodecError, Topics, parse_event_headers, partition_for
 
@@ -92,9 +93,10 @@ def read_topic(kafka: KafkaConfig, topic: str, timeout: float = 300.0) -> dict[i
                         pending.discard(m.partition())
                         continue
                     raise AssertionError(f"reading {topic}: {error}")
-                out[m.partition()].append(
-                    Record(m.partition(), m.offset(), m.key(), m.value(), dict(m.headers() or []))
-                )
+                p, offset = m.partition(), m.offset()
+                assert p is not None and offset is not None, "a record has both"
+                fields = {name: value or b"" for name, value in record_headers(m)}
+                out[p].append(Record(p, offset, m.key(), m.value(), fields))
         return out
     finally:
         consumer.close()

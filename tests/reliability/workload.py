@@ -26,7 +26,14 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    Message,
+    Producer,
+    TopicPartition,
+)
 
 from duroot_stream.config import KafkaConfig
 from duroot_stream.domain import (
@@ -47,10 +54,12 @@ from duroot_stream.domain import (
     StateCode,
 )
 from duroot_stream.ids import encode_ulid, new_ulid, now_ms
+from duroot_stream.kafka import header_bytes
 from duroot_stream.wire import Codec, Topics, partition_for
 
 log = logging.getLogger("duroot.reliability")
 
+STALL_S = 5.0  # no reply at all for this long: the whole load stalled
 _STATE_IN_MESSAGE = re.compile(r"(?:state|advanced to) ([A-Z]+)$")
 
 
@@ -121,27 +130,25 @@ class Walker:
         rng = self.rng
         r = rng.random()
         if r < 0.03:  # an invalid argument
-            return rng.choice(
-                [
-                    Init(self.registry_id, "/g", "", "/r"),
-                    Init("00000000-0000-0000-0000-000000000000", "/g", "h", "/r"),
-                    Fail(0, "zero is not a failure code"),
-                    Append(()),
-                ]
-            )
+            invalid: list[CommandBody] = [
+                Init(self.registry_id, "/g", "", "/r"),
+                Init("00000000-0000-0000-0000-000000000000", "/g", "h", "/r"),
+                Fail(0, "zero is not a failure code"),
+                Append(()),
+            ]
+            return rng.choice(invalid)
         if r < 0.10:  # any command type at all
-            return rng.choice(
-                [
-                    self._init(),
-                    Init(self.registry_id, "/elsewhere", "h", "/r"),  # CONFLICT_INIT
-                    self._append(),
-                    Commit(),
-                    Fail(rng.randint(1, 200), "failed on purpose"),
-                    AbortExpired(),
-                    End(),
-                    Delete(),
-                ]
-            )
+            anything: list[CommandBody] = [
+                self._init(),
+                Init(self.registry_id, "/elsewhere", "h", "/r"),  # CONFLICT_INIT
+                self._append(),
+                Commit(),
+                Fail(rng.randint(1, 200), "failed on purpose"),
+                AbortExpired(),
+                End(),
+                Delete(),
+            ]
+            return rng.choice(anything)
         match self.belief:
             case StateCode.UNINITIALIZED:
                 return self._init()
@@ -203,6 +210,8 @@ class Driver:
     malformed_total: int = 0
     stall_timeout_s: float = 240.0
     sent: int = 0
+    stalls: int = 0  # times no reply came for STALL_S or longer
+    longest_quiet_s: float = 0.0
     replied: int = 0
     malformed_sent: int = 0
     unexpected_replies: list[str] = field(default_factory=list)  # duplicates, strangers
@@ -270,14 +279,15 @@ class Driver:
                 if self._delivery_errors:
                     raise DriverError(f"commands not delivered: {self._delivery_errors[:5]}")
                 for message in consumer.consume(1000, 0.05):
-                    if message.error():
-                        if message.error().code() != KafkaError._PARTITION_EOF:
-                            raise DriverError(f"reading replies: {message.error()}")
+                    error = message.error()
+                    if error is not None:
+                        if error.code() != KafkaError._PARTITION_EOF:
+                            raise DriverError(f"reading replies: {error}")
                         continue
-                    walker = self._on_reply(message)
-                    last_reply = time.monotonic()
-                    if walker is not None and walker.budget > 0:
-                        ready.append(walker)
+                    answered = self._on_reply(message)
+                    last_reply = self._quiet_until(last_reply, time.monotonic())
+                    if answered is not None and answered.budget > 0:
+                        ready.append(answered)
                 now = time.monotonic()
                 if now >= next_report:
                     next_report = now + 10
@@ -293,6 +303,14 @@ class Driver:
             producer.flush(60)
         finally:
             consumer.close()
+
+    def _quiet_until(self, last_reply: float, now: float) -> float:
+        """Count the quiet before this reply as a stall if it was long; `now`."""
+        quiet = now - last_reply
+        self.longest_quiet_s = max(self.longest_quiet_s, quiet)
+        if quiet >= STALL_S:
+            self.stalls += 1
+        return now
 
     def _send_command(self, producer: Producer, walker: Walker) -> None:
         command = walker.next_command()
@@ -311,7 +329,7 @@ class Driver:
 
     def _produce(self, producer: Producer, partition: int, key: bytes, value: bytes | None) -> None:
         correlation = new_ulid().encode()
-        headers = [
+        headers: list[tuple[str, str | bytes | None]] = [
             ("reply-topic", self.topics.replies.encode()),
             ("reply-partition", str(partition).encode()),
             ("correlation-id", correlation),
@@ -336,9 +354,8 @@ class Driver:
         if error is not None:
             self._delivery_errors.append(str(error))
 
-    def _on_reply(self, message: object) -> Walker | None:
-        headers = dict(message.headers() or [])  # type: ignore[attr-defined]
-        correlation = headers.get("correlation-id")
+    def _on_reply(self, message: Message) -> Walker | None:
+        correlation = header_bytes(message, "correlation-id") or b""
         pending = self._pending.pop(correlation, None)
         if pending is None:
             what = "second reply" if correlation in self._answered else "reply to nothing sent"
@@ -348,7 +365,7 @@ class Driver:
         self.replied += 1
         if pending.walker is None or pending.command is None:
             return None
-        reply = self.codec.decode_reply(message.value())  # type: ignore[attr-defined]
+        reply = self.codec.decode_reply(message.value() or b"")
         pending.walker.on_reply(pending.command, reply)
         return pending.walker
 
