@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import subprocess
@@ -216,7 +217,7 @@ def open_fds() -> set[str]:
 )
 def test_open_root_holds_the_directory_checked(layout: Path, host_root: str, resolved: str) -> None:
     before = open_fds()
-    with du.open_root(f"{layout}/{host_root}", [f"{layout}/served"]) as root:
+    with contextlib.closing(du.open_root(f"{layout}/{host_root}", [f"{layout}/served"])) as root:
         assert root.path == f"{layout}/{resolved}"
         held, there = os.fstat(root.fd), os.stat(root.path)
         assert (held.st_dev, held.st_ino) == (there.st_dev, there.st_ino)
@@ -228,7 +229,7 @@ def test_open_root_walks_relative_and_absolute_links_itself(layout: Path) -> Non
     served = layout / "served"
     (served / "abs").symlink_to(served / "data")  # absolute: the walk starts again at /
     (served / "data" / "rel").symlink_to("../link-in/")  # relative, through another link
-    with du.open_root(f"{served}/abs/rel", [str(served)]) as root:
+    with contextlib.closing(du.open_root(f"{served}/abs/rel", [str(served)])) as root:
         assert os.readlink(root.cwd) == f"{served}/data/sub"
 
 
@@ -274,9 +275,11 @@ def test_open_root_cannot_enter(layout: Path) -> None:
 
 
 def test_open_root_any_configured_root_and_slash(layout: Path) -> None:
-    with du.open_root(f"{layout}/outside", [f"{layout}/served", f"{layout}/outside"]) as root:
+    with contextlib.closing(
+        du.open_root(f"{layout}/outside", [f"{layout}/served", f"{layout}/outside"])
+    ) as root:
         assert root.path == f"{layout}/outside"
-    with du.open_root("/etc", ["/"]) as root:
+    with contextlib.closing(du.open_root("/etc", ["/"])) as root:
         assert os.readlink(root.cwd) == "/etc"
 
 
@@ -315,7 +318,7 @@ def test_du_runs_in_the_directory_opened_whatever_its_path_becomes(layout: Path)
     data = layout / "served" / "data"
     make_tree(data, 20)
     make_tree(layout / "outside", 30)
-    with du.open_root(str(data), [f"{layout}/served"]) as root:
+    with contextlib.closing(du.open_root(str(data), [f"{layout}/served"])) as root:
         moved = swap_for_link(data, layout / "outside")
         lines, outcome = du.run_to_end(du.du_argv(["du"], "0", 100), root, timeout=30)
         pwd = script(layout / "pwd.sh", "pwd -P >&2\n")

@@ -27,7 +27,6 @@ import re
 import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
-from types import TracebackType
 
 # --- the path escape ----------------------------------------------------------------
 
@@ -126,7 +125,7 @@ MAX_DEPTH = 4096  # parents looked at on the way up to "/"
 
 @dataclass(frozen=True)
 class OpenedRoot:
-    """A host root opened and checked by `open_root`; close it (or use `with`).
+    """A host root opened and checked by `open_root`; close it (`contextlib.closing`).
 
     `cwd` is `/proc/self/fd/N`: in the child, between fork and exec, `chdir` to
     that magic link enters the open directory itself (the kernel does not look
@@ -144,17 +143,6 @@ class OpenedRoot:
 
     def close(self) -> None:
         os.close(self.fd)
-
-    def __enter__(self) -> OpenedRoot:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def open_root(host_root: str, roots: Sequence[str]) -> OpenedRoot:

@@ -177,7 +177,7 @@ class WorkflowHandler:
             error = f"cannot enter {exc.filename!r}: {exc.strerror}"
             self._settle(wf, vid, 0, du.DuOutcome(None, "", 0.0, error=error))
             return
-        with root:
+        with contextlib.closing(root):
             if s.before_du is not None:
                 s.before_du(host_root)
             log.info("du started", extra={"workflow": wf, "host_root": host_root})
