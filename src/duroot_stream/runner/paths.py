@@ -161,7 +161,7 @@ def open_root(host_root: str, roots: Sequence[str]) -> OpenedRoot:
         raise OSError(exc.errno, exc.strerror, real) from None
     try:
         inside = _held_inside(fd, roots)
-        now = "" if inside else os.readlink(f"/proc/self/fd/{fd}")  # where it is, for the message
+        now = "" if inside else _where(fd)
     except BaseException:
         os.close(fd)
         raise
@@ -169,6 +169,14 @@ def open_root(host_root: str, roots: Sequence[str]) -> OpenedRoot:
         return OpenedRoot(fd, real)
     os.close(fd)
     raise _refusal(host_root, now, roots)
+
+
+def _where(fd: int) -> str:
+    """Where the directory `fd` is now, for a message."""
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return "an unknown path"
 
 
 def _walk(path: str) -> int:
@@ -186,8 +194,8 @@ def _walk(path: str) -> int:
             child = os.open(name, _WALK, dir_fd=fd)
             mode = os.fstat(child).st_mode
             if stat.S_ISDIR(mode):
-                os.close(fd)
-                fd = child
+                fd, parent = child, fd  # `fd` always names an open descriptor, for the except
+                os.close(parent)
                 continue
             os.close(child)
             if not stat.S_ISLNK(mode):
@@ -197,8 +205,8 @@ def _walk(path: str) -> int:
                 raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), path)
             target = os.readlink(name, dir_fd=fd)
             if target.startswith("/"):
-                os.close(fd)
-                fd = os.open("/", _WALK | os.O_DIRECTORY)
+                fd, parent = os.open("/", _WALK | os.O_DIRECTORY), fd
+                os.close(parent)
             pending += target.split("/")[::-1]
         return fd
     except BaseException:
@@ -224,9 +232,8 @@ def _held_inside(fd: int, roots: Sequence[str]) -> bool:
             here = (st.st_dev, st.st_ino)
             if here in allowed:
                 return True
-            parent = os.open("..", _WALK | os.O_DIRECTORY, dir_fd=current)
-            os.close(current)
-            current = parent
+            current, child = os.open("..", _WALK | os.O_DIRECTORY, dir_fd=current), current
+            os.close(child)
             up = os.fstat(current)
             if (up.st_dev, up.st_ino) == here:  # "/" is its own parent
                 return False
