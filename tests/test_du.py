@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from duroot_stream.domain import PathUsage
-from duroot_stream.runner import du
+from duroot_stream.runner import du, paths
 
 from .kafka_helpers import wait_until
 
@@ -193,6 +195,153 @@ def test_check_root_any_of_several_roots(layout: Path) -> None:
     assert du.check_root(f"{layout}/outside", roots) == f"{layout}/outside"
     with pytest.raises(du.RootRefused):
         du.check_root(f"{layout}/served/data-sibling", roots)
+
+
+# --- opening a root: the check that holds -----------------------------------------------
+
+
+def open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.parametrize(
+    ("host_root", "resolved"),
+    [
+        ("served", "served"),
+        ("served/data/sub/", "served/data/sub"),
+        ("served/link-in", "served/data/sub"),
+        ("served/data/../data-sibling", "served/data-sibling"),
+        ("served-alias/data", "served/data"),
+        ("served-alias/link-in/./", "served/data/sub"),  # links met twice on the way
+    ],
+)
+def test_open_root_holds_the_directory_checked(layout: Path, host_root: str, resolved: str) -> None:
+    before = open_fds()
+    with contextlib.closing(du.open_root(f"{layout}/{host_root}", [f"{layout}/served"])) as root:
+        assert root.path == f"{layout}/{resolved}"
+        held, there = os.fstat(root.fd), os.stat(root.path)
+        assert (held.st_dev, held.st_ino) == (there.st_dev, there.st_ino)
+        assert os.readlink(root.cwd) == root.path
+    assert open_fds() == before
+
+
+def test_open_root_walks_relative_and_absolute_links_itself(layout: Path) -> None:
+    served = layout / "served"
+    (served / "abs").symlink_to(served / "data")  # absolute: the walk starts again at /
+    (served / "data" / "rel").symlink_to("../link-in/")  # relative, through another link
+    with contextlib.closing(du.open_root(f"{served}/abs/rel", [str(served)])) as root:
+        assert os.readlink(root.cwd) == f"{served}/data/sub"
+
+
+@pytest.mark.parametrize(
+    ("host_root", "reason"),
+    [
+        ("{t}/outside", "outside"),
+        ("{t}/outside/not-there", "outside"),  # refused before anything is opened
+        ("{t}/served/link-out", "symlink"),
+        ("{t}/served/data/up/outside", "symlink"),
+        ("{t}/served/../outside", "dotdot"),
+        ("served/data", "relative"),
+        ("{t}/served/\0", "nul"),
+    ],
+)
+def test_open_root_refuses_as_the_path_check_does(
+    layout: Path, host_root: str, reason: str
+) -> None:
+    before = open_fds()
+    with pytest.raises(du.RootRefused) as refused:
+        du.open_root(host_root.replace("{t}", str(layout)), [f"{layout}/served"])
+    assert refused.value.reason == reason
+    assert open_fds() == before
+
+
+def test_open_root_cannot_enter(layout: Path) -> None:
+    served = layout / "served"
+    (served / "file").write_text("x")
+    (served / "loop").symlink_to("loop")
+    before = open_fds()
+    cases: list[tuple[str, type[OSError]]] = [
+        ("not-yet-there/x", FileNotFoundError),
+        ("file", NotADirectoryError),
+        ("file/x", NotADirectoryError),
+    ]
+    for name, error in cases:
+        with pytest.raises(error) as raised:
+            du.open_root(f"{served}/{name}", [str(served)])
+        assert raised.value.filename == f"{served}/{name}"
+    with pytest.raises(OSError, match="Too many levels of symbolic links"):
+        du.open_root(f"{served}/loop", [str(served)])
+    assert open_fds() == before
+
+
+def test_open_root_any_configured_root_and_slash(layout: Path) -> None:
+    with contextlib.closing(
+        du.open_root(f"{layout}/outside", [f"{layout}/served", f"{layout}/outside"])
+    ) as root:
+        assert root.path == f"{layout}/outside"
+    with contextlib.closing(du.open_root("/etc", ["/"])) as root:
+        assert os.readlink(root.cwd) == "/etc"
+
+
+def swap_for_link(directory: Path, target: Path) -> Path:
+    """`directory` moved aside and replaced by a symlink to `target`: where it went."""
+    moved = directory.with_name(directory.name + "-was")
+    directory.rename(moved)
+    directory.symlink_to(target)
+    return moved
+
+
+def test_a_link_swapped_in_after_the_path_check_is_refused(
+    layout: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The path check passes, then `served/data` becomes a link out of the roots
+    before the root is opened: the directory the walk ends in is refused."""
+    real_check_root = paths.check_root
+
+    def check_then_swap(host_root: str, roots: Sequence[str]) -> str:
+        checked = real_check_root(host_root, roots)
+        swap_for_link(layout / "served" / "data", layout / "outside")
+        return checked
+
+    monkeypatch.setattr(paths, "check_root", check_then_swap)
+    before = open_fds()
+    with pytest.raises(du.RootRefused) as refused:
+        du.open_root(f"{layout}/served/data/", [f"{layout}/served"])
+    assert refused.value.reason == "symlink"
+    assert f"resolves to '{layout}/outside'" in str(refused.value)
+    assert open_fds() == before
+
+
+def test_du_runs_in_the_directory_opened_whatever_its_path_becomes(layout: Path) -> None:
+    """The root is opened, then its path is swapped for a link out of the roots
+    before du starts: du runs in the directory that was checked."""
+    data = layout / "served" / "data"
+    make_tree(data, 20)
+    make_tree(layout / "outside", 30)
+    with contextlib.closing(du.open_root(str(data), [f"{layout}/served"])) as root:
+        moved = swap_for_link(data, layout / "outside")
+        lines, outcome = du.run_to_end(du.du_argv(["du"], "0", 100), root, timeout=30)
+        pwd = script(layout / "pwd.sh", "pwd -P >&2\n")
+        _, where = du.run_to_end([str(pwd)], root, timeout=30)
+    assert outcome.ok
+    assert lines == direct_du(["-0", "--threshold=0", "--max-depth=100", "."], moved)
+    assert where.stderr == f"{moved}\n"
+
+
+def test_one_file_system(tmp_path: Path) -> None:
+    assert du.du_argv(["du"], "1G", 2, one_file_system=True) == [
+        "du",
+        "-0",
+        "-x",
+        "--threshold=1G",
+        "--max-depth=2",
+        ".",
+    ]
+    assert du.summarize_argv(["du"], one_file_system=True) == ["du", "-0", "-x", "--summarize", "."]
+    make_tree(tmp_path, 10)
+    argv = du.du_argv(["du"], "0", 100, one_file_system=True)
+    lines, outcome = du.run_to_end(argv, str(tmp_path), timeout=30)
+    assert outcome.ok and lines == direct_du(argv[1:], tmp_path)
 
 
 # --- running du ---------------------------------------------------------------------------

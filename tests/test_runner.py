@@ -377,6 +377,36 @@ def test_refused_roots_never_run_du(kafka: KafkaConfig, host: str, tmp_path: Pat
     assert "NUL" in results["nul"].status_message
 
 
+def test_a_symlink_swapped_between_check_and_start_does_not_move_du(
+    kafka: KafkaConfig, host: str, tmp_path: Path
+) -> None:
+    """The host root passes the check; before du starts (the `before_du` hook) it is
+    moved aside and a symlink to a directory outside the served root takes its
+    path. du runs in the directory checked: the workflow holds that tree's lines,
+    none of the outside tree's."""
+    served, outside = tmp_path / "served", tmp_path / "outside"
+    data, moved = served / "data", served / "data-was"
+    make_tree(data, 12)
+    make_tree(outside, 30)
+    expected = direct_du(["-0", "--threshold=0", "--max-depth=3", "."], data)
+    swapped: list[str] = []
+
+    def swap(host_root: str) -> None:
+        data.rename(moved)
+        data.symlink_to(outside)
+        swapped.append(host_root)
+
+    spy = SpyDu.make(tmp_path)
+    with running_runner(
+        kafka, host, [served], du_command=spy.command, threshold="0", before_du=swap
+    ) as runner:
+        result = wait_result(kafka, begin(kafka, host, data))
+        assert metric(runner, "duroot_runner_du_runs_total", outcome="ok") == 1
+    assert swapped == [str(data)]
+    assert result.status_code == 0 and result.lines == expected
+    assert [line.split(" ", 1)[1] for line in spy.invocations()] == [str(moved)]
+
+
 def test_odd_names_round_trip(kafka: KafkaConfig, host: str, tmp_path: Path) -> None:
     tree = tmp_path / "odd"
     tree.mkdir()

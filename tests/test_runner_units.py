@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 import pytest
 from confluent_kafka import KafkaError, Message
@@ -15,6 +16,7 @@ from duroot_stream.client import ConflictState, Unavailable, WorkflowNotFound, W
 from duroot_stream.config import ConfigError, KafkaConfig
 from duroot_stream.domain import (
     NO_VC,
+    Append,
     Command,
     Commit,
     ErrorCode,
@@ -142,6 +144,13 @@ def test_cli_arguments() -> None:
     assert (s.threshold, s.max_depth, s.concurrency) == ("1G", 5, 4)
 
 
+def test_cli_one_file_system() -> None:
+    base = ["runner", "--host", "h", "--root", "/srv"]
+    assert not settings_from_args(build_parser().parse_args(base)).one_file_system
+    args = build_parser().parse_args([*base, "--one-file-system"])
+    assert settings_from_args(args).one_file_system
+
+
 def test_cli_bad_du_command() -> None:
     args = build_parser().parse_args(["runner", "--host", "h", "--root", "/", "--du-command", "'"])
     with pytest.raises(ConfigError, match="--du-command"):
@@ -233,3 +242,45 @@ def test_polled_errors_stop_the_runner_only_when_fatal(code: int, stops: bool) -
     else:
         runner._dispatch(message, started.append)
     assert started == [] and runner.in_progress == 0
+
+
+def test_du_runs_in_the_checked_directory_after_a_swap(tmp_path: Path) -> None:
+    """Between the check and du's start (the `before_du` hook), the host root is
+    moved aside and a symlink out of the served root put in its place: du runs in
+    the directory checked (its lines are that tree's), with `-x` as configured."""
+    served, outside = tmp_path / "served", tmp_path / "outside"
+    data = served / "data"
+    for tree, names in ((data, ("a", "b")), (outside, ("secret-1", "secret-2", "secret-3"))):
+        for name in names:
+            (tree / name).mkdir(parents=True)
+    spy_log = tmp_path / "spy.log"
+    spy = tmp_path / "spy-du"
+    spy.write_text(f'#!/bin/sh\necho "$(pwd -P) $*" >> {spy_log}\nexec du "$@"\n')
+    spy.chmod(0o755)
+    moved = served / "data-was"
+
+    def swap(host_root: str) -> None:
+        assert host_root == str(data)
+        data.rename(moved)
+        data.symlink_to(outside)
+
+    settings = RunnerSettings(
+        KafkaConfig(),
+        host="h",
+        roots=(str(served),),
+        du_command=(str(spy),),
+        threshold="0",
+        one_file_system=True,
+        before_du=swap,
+    )
+    client = FakeClient(reject=False)
+    handler = WorkflowHandler(
+        settings, RunnerMetrics(), client, FakeReader(StateCode.INITIALIZED), Shutdown()
+    )
+    event = WorkflowIndexEvent("0" * 26, REGISTRY, str(uuid.uuid4()), "0" * 26,
+                               IndexStarted("/g", "h", str(data)))  # fmt: skip
+    assert handler.handle(event)
+    appended = [p.path for c in client.sent if isinstance(c.body, Append) for p in c.body.paths]
+    assert sorted(appended) == [".", "a", "b"]
+    assert client.sent[-1].body == Commit()
+    assert spy_log.read_text() == f"{moved} -0 -x --threshold=0 --max-depth=3 .\n"

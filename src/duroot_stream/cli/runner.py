@@ -39,6 +39,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-depth", type=int, default=du.DEFAULT_MAX_DEPTH, help="du --max-depth"
     )
     parser.add_argument(
+        "--one-file-system",
+        action="store_true",
+        help="du -x: do not count directories on other file systems (mounts) below the root",
+    )
+    parser.add_argument(
         "--timeout", type=float, default=3600.0, help="seconds a du run may take before it fails"
     )
     parser.add_argument("--concurrency", type=int, default=2, help="du runs at once")
@@ -74,6 +79,7 @@ def settings_from_args(args: argparse.Namespace) -> RunnerSettings:
         du_command=du_command,
         threshold=args.threshold,
         max_depth=args.max_depth,
+        one_file_system=args.one_file_system,
         timeout_s=args.timeout,
         concurrency=args.concurrency,
         batch_size=args.batch_size,

@@ -1,14 +1,17 @@
 """Running `du` on a host root and reading its output; no Kafka here.
 
 - `du_argv` / `summarize_argv` / `check_threshold`: the argument lists.
+  du crosses mount points below the root unless `one_file_system` (`-x`).
 - `parse_record` / `parse_output`: NUL-terminated `<KiB>\\t<path>` records
   -> `PathUsage` (paths escaped with `paths.escape_path`).
 - `DuRun`: one `du` process (argument list, no shell, `LC_ALL=C.UTF-8`, its
-  own session, a time limit). Its records are parsed as they arrive and
+  own session, a time limit), run in a path or in exactly the directory an
+  `OpenedRoot` holds. Its records are parsed as they arrive and
   handed out in batches; stderr is kept up to a limit.
 
-The path escape and the root check live in `paths` and are re-exported here
-(`du.escape_path`, `du.check_root`, ...), where callers have always found them.
+The path escape and the root checks live in `paths` and are re-exported here
+(`du.escape_path`, `du.check_root`, `du.open_root`, ...), where callers have
+always found them.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from dataclasses import dataclass
 
 from duroot_stream.domain import PathUsage
 
-from .paths import RootRefused, check_root, escape_path, unescape_path
+from .paths import OpenedRoot, RootRefused, check_root, escape_path, open_root, unescape_path
 
 __all__ = [
     "DEFAULT_MAX_DEPTH",
@@ -36,12 +39,14 @@ __all__ = [
     "DuOutcome",
     "DuOutputError",
     "DuRun",
+    "OpenedRoot",
     "RootRefused",
     "check_root",
     "check_threshold",
     "du_argv",
     "du_environment",
     "escape_path",
+    "open_root",
     "parse_output",
     "parse_record",
     "run_to_end",
@@ -94,15 +99,21 @@ def du_argv(
     du_command: Sequence[str],
     threshold: str = DEFAULT_THRESHOLD,
     max_depth: int = DEFAULT_MAX_DEPTH,
+    one_file_system: bool = False,
 ) -> list[str]:
-    """`du -0 --threshold=T --max-depth=D .`, after `du_command` (the du executable,
-    possibly behind a wrapper such as `setpriv --reuid=…`)."""
-    return [*du_command, "-0", f"--threshold={threshold}", f"--max-depth={max_depth}", "."]
+    """`du -0 [-x] --threshold=T --max-depth=D .`, after `du_command` (the du
+    executable, possibly behind a wrapper such as `setpriv --reuid=…`)."""
+    limits = [f"--threshold={threshold}", f"--max-depth={max_depth}"]
+    return [*du_command, *_options(one_file_system), *limits, "."]
 
 
-def summarize_argv(du_command: Sequence[str]) -> list[str]:
-    """`du -0 --summarize .`: the one line used when du printed nothing."""
-    return [*du_command, "-0", "--summarize", "."]
+def summarize_argv(du_command: Sequence[str], one_file_system: bool = False) -> list[str]:
+    """`du -0 [-x] --summarize .`: the one line used when du printed nothing."""
+    return [*du_command, *_options(one_file_system), "--summarize", "."]
+
+
+def _options(one_file_system: bool) -> list[str]:
+    return ["-0", "-x"] if one_file_system else ["-0"]
 
 
 def check_threshold(threshold: str) -> str:
@@ -153,7 +164,7 @@ def du_environment() -> dict[str, str]:
 class DuRun:
     """One du process whose output is parsed while it runs.
 
-        run = DuRun(argv, cwd, timeout=3600)
+        run = DuRun(argv, cwd, timeout=3600)  # cwd: a path, or an OpenedRoot
         for batch in run.batches(max_lines=1000, max_bytes=512 * 1024):
             publish(batch)
         outcome = run.wait()
@@ -166,7 +177,7 @@ class DuRun:
     def __init__(
         self,
         argv: Sequence[str],
-        cwd: str,
+        cwd: str | OpenedRoot,
         *,
         timeout: float,
         stderr_limit: int = DEFAULT_STDERR_LIMIT,
@@ -174,6 +185,9 @@ class DuRun:
     ) -> None:
         self.argv = list(argv)
         self.cwd = cwd
+        # Popen's cwd, and the path that messages show for it.
+        self._chdir = cwd.cwd if isinstance(cwd, OpenedRoot) else cwd
+        self._where = cwd.path if isinstance(cwd, OpenedRoot) else cwd
         self.timeout = timeout
         self.stderr_limit = stderr_limit
         self.buffer_bytes = buffer_bytes
@@ -199,7 +213,7 @@ class DuRun:
         try:
             self._proc = subprocess.Popen(
                 self.argv,
-                cwd=self.cwd,
+                cwd=self._chdir,
                 env=du_environment(),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
@@ -208,7 +222,8 @@ class DuRun:
                 start_new_session=True,  # its own process group, killed as a whole
             )
         except OSError as exc:
-            what = f"enter {self.cwd!r}" if exc.filename == self.cwd else f"run {self.argv[0]!r}"
+            entering = exc.filename == self._chdir
+            what = f"enter {self._where!r}" if entering else f"run {self.argv[0]!r}"
             self._error = f"cannot {what}: {exc.strerror or exc}"
             self._finish_reading()
             return self
@@ -352,7 +367,11 @@ def _parsed(record: bytes) -> tuple[PathUsage, int]:
 
 
 def run_to_end(
-    argv: Sequence[str], cwd: str, *, timeout: float, stderr_limit: int = DEFAULT_STDERR_LIMIT
+    argv: Sequence[str],
+    cwd: str | OpenedRoot,
+    *,
+    timeout: float,
+    stderr_limit: int = DEFAULT_STDERR_LIMIT,
 ) -> tuple[list[PathUsage], DuOutcome]:
     """Run du to the end: all its lines and the outcome (for `du --summarize`)."""
     run = DuRun(argv, cwd, timeout=timeout, stderr_limit=stderr_limit).start()

@@ -6,17 +6,27 @@
   `\\xHH` (two lower-case hex digits). `unescape_path(escape_path(b)) == b`
   for every byte string. A path that is valid UTF-8 and has no backslash is
   stored unchanged.
-- `check_root`: the safety check. A host root is accepted only if it is
+- `check_root`: the path check. A host root is accepted only if it is
   absolute, has no NUL, and its real path (symlinks and `..` resolved) lies
   inside the real path of one of the configured roots. `RootRefused` says
   why not, with a short `reason` for metrics.
+- `open_root`: the check that holds. A path checked is resolved again by
+  whoever uses it, so a symlink swapped in between would win. `open_root`
+  checks the path, then opens the host root one component at a time with
+  O_NOFOLLOW (a symlink met on the way is read and its target walked the
+  same way), then checks the directory it holds: it, or one of its parents
+  (`..` from the descriptor), has the device and inode of a configured
+  root. du then runs in exactly that directory (`OpenedRoot.cwd`).
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+import stat
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 # --- the path escape ----------------------------------------------------------------
 
@@ -82,6 +92,11 @@ def check_root(host_root: str, roots: Sequence[str]) -> str:
     allowed = [os.path.realpath(r) for r in roots]
     if any(_inside(real, root) for root in allowed):
         return real
+    raise _refusal(host_root, real, roots)
+
+
+def _refusal(host_root: str, real: str, roots: Sequence[str]) -> RootRefused:
+    """Why `host_root`, found at `real`, is not inside `roots`."""
     lexical = os.path.normpath(host_root)  # `..` applied to the text, no symlinks followed
     if any(_inside(lexical, os.path.normpath(r)) for r in roots):
         reason, how = "symlink", f"is a symlink (or lies below one) that resolves to {real!r}"
@@ -89,7 +104,7 @@ def check_root(host_root: str, roots: Sequence[str]) -> str:
         reason, how = "dotdot", f"resolves through '..' to {real!r}"
     else:
         reason, how = "outside", f"resolves to {real!r}"
-    raise RootRefused(
+    return RootRefused(
         reason,
         f"host root {host_root!r} {how}, which is not inside a root this runner serves",
     )
@@ -97,3 +112,131 @@ def check_root(host_root: str, roots: Sequence[str]) -> str:
 
 def _inside(path: str, root: str) -> bool:
     return os.path.commonpath([path, root]) == root
+
+
+# --- opening a root: the check that holds ---------------------------------------------
+
+# O_PATH: only search permission is needed, and opening has no side effects (a FIFO
+# or device met on the way is not opened for I/O).
+_WALK = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
+MAX_SYMLINKS = 40  # as the kernel allows in one path
+MAX_DEPTH = 4096  # parents looked at on the way up to "/"
+
+
+@dataclass(frozen=True)
+class OpenedRoot:
+    """A host root opened and checked by `open_root`; close it (`contextlib.closing`).
+
+    `cwd` is `/proc/self/fd/N`: in the child, between fork and exec, `chdir` to
+    that magic link enters the open directory itself (the kernel does not look
+    its name up again), as `fchdir(N)` would, without a `preexec_fn`, which is
+    unsafe in a process with threads. The child still holds N then: subprocess
+    closes descriptors after the `chdir`; were it otherwise, the `chdir` would
+    fail (ENOENT), never enter another directory."""
+
+    fd: int
+    path: str  # its real path when it was checked, for messages
+
+    @property
+    def cwd(self) -> str:
+        return f"/proc/self/fd/{self.fd}"
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def open_root(host_root: str, roots: Sequence[str]) -> OpenedRoot:
+    """`host_root` opened as a directory inside one of `roots`, in three steps:
+    1. `check_root`, before anything is opened (a root outside is refused even
+       if it does not exist, so refusals say nothing about what exists there);
+    2. `_walk`: opened from "/" one component at a time, without the kernel
+       following any symlink;
+    3. the directory held is inside a configured root (`_held_inside`).
+    `RootRefused` if 1 or 3 refuses; OSError (filename: the checked path) if a
+    component is missing, not a directory or not searchable."""
+    real = check_root(host_root, roots)
+    try:
+        fd = _walk(host_root)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, real) from None
+    try:
+        inside = _held_inside(fd, roots)
+        now = "" if inside else _where(fd)
+    except BaseException:
+        os.close(fd)
+        raise
+    if inside:
+        return OpenedRoot(fd, real)
+    os.close(fd)
+    raise _refusal(host_root, now, roots)
+
+
+def _where(fd: int) -> str:
+    """Where the directory `fd` is now, for a message."""
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return "an unknown path"
+
+
+def _walk(path: str) -> int:
+    """An O_PATH descriptor of the directory `path` (absolute), each component
+    opened relative to its parent with O_NOFOLLOW. A symlink is read and its
+    target walked in its place, from "/" or from its parent."""
+    pending = path.split("/")[::-1]  # components still to walk, the next one last
+    fd = os.open("/", _WALK | os.O_DIRECTORY)
+    links = 0
+    try:
+        while pending:
+            name = pending.pop()
+            if name in ("", "."):
+                continue
+            child = os.open(name, _WALK, dir_fd=fd)
+            mode = os.fstat(child).st_mode
+            if stat.S_ISDIR(mode):
+                fd, parent = child, fd  # `fd` always names an open descriptor, for the except
+                os.close(parent)
+                continue
+            os.close(child)
+            if not stat.S_ISLNK(mode):
+                raise OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), path)
+            links += 1
+            if links > MAX_SYMLINKS:
+                raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), path)
+            target = os.readlink(name, dir_fd=fd)
+            if target.startswith("/"):
+                fd, parent = os.open("/", _WALK | os.O_DIRECTORY), fd
+                os.close(parent)
+            pending += target.split("/")[::-1]
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _held_inside(fd: int, roots: Sequence[str]) -> bool:
+    """Is the directory `fd`, or one of its parents, one of `roots`? Compared by
+    device and inode, so no path of it is trusted. The configured roots are the
+    operator's: their own symlinks are followed."""
+    allowed = set()
+    for root in roots:
+        try:
+            st = os.stat(root)
+        except OSError:
+            continue  # a configured root that is not there holds nothing
+        allowed.add((st.st_dev, st.st_ino))
+    current = os.dup(fd)
+    try:
+        for _ in range(MAX_DEPTH):
+            st = os.fstat(current)
+            here = (st.st_dev, st.st_ino)
+            if here in allowed:
+                return True
+            current, child = os.open("..", _WALK | os.O_DIRECTORY, dir_fd=current), current
+            os.close(child)
+            up = os.fstat(current)
+            if (up.st_dev, up.st_ino) == here:  # "/" is its own parent
+                return False
+        return False
+    finally:
+        os.close(current)

@@ -11,10 +11,11 @@ fences the first). For each index `DuRootStarted` whose host is its own:
    INITIALIZED -> run du (steps 2-4); APPENDING -> it was interrupted: `Fail`
    `du was interrupted`, never re-run; COMPLETED -> `Commit` again, ignoring
    errors; TERMINATED or deleted -> nothing.
-2. Check the host root (`paths.check_root`): absolute, no NUL, real path inside
-   a configured root. Otherwise refuse: log, count, `Fail` with the reason;
-   du is never started.
-3. Run `du -0 --threshold=T --max-depth=D .` in the root's real path
+2. Check and open the host root (`paths.open_root`): absolute, no NUL, real
+   path inside a configured root; opened without the kernel following a
+   symlink, and the directory held checked again. Otherwise refuse: log,
+   count, `Fail` with the reason; du is never started.
+3. Run `du -0 --threshold=T --max-depth=D .` in exactly that directory
    (`du.DuRun`: argument list, `LC_ALL=C.UTF-8`, a time limit) and publish
    its lines as `Append` batches while it runs, each carrying the vid of the
    previous reply as `expected_vid`. If du printed nothing, one `du -0

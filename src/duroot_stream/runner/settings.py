@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from duroot_stream.config import ConfigError, KafkaConfig
 
@@ -18,11 +19,15 @@ DEFAULT_BATCH_BYTES = 900 * 1024
 class RunnerSettings:
     kafka: KafkaConfig
     host: str  # the host name in Init / DuRootStarted this runner serves
-    roots: tuple[str, ...]  # du runs only inside these (real paths)
+    roots: tuple[str, ...]  # du runs only inside these (their own symlinks followed)
     group_id: str = ""  # default duroot-runner-<host>
     du_command: tuple[str, ...] = ("du",)  # the du executable, possibly behind a wrapper
     threshold: str = du.DEFAULT_THRESHOLD
     max_depth: int = du.DEFAULT_MAX_DEPTH
+    # du -x: stay on the file system of the host root. Off, as in nog: a mount below
+    # a root is the host's administrator's doing, and ZFS datasets or btrfs subvolumes
+    # below a root are mounts that -x would count as empty.
+    one_file_system: bool = False
     timeout_s: float = 3600.0  # per du run
     concurrency: int = 2  # du runs at once
     batch_size: int = DEFAULT_BATCH_SIZE  # paths per Append, at most
@@ -30,6 +35,9 @@ class RunnerSettings:
     stderr_limit: int = du.DEFAULT_STDERR_LIMIT
     command_timeout_s: float = 30.0  # per command, before it is sent again
     metrics_port: int | None = None
+    # Tests only: called with the host root once it is checked and opened, just
+    # before du starts (where a swapped symlink used to win).
+    before_du: Callable[[str], None] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         problems = []

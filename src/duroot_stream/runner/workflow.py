@@ -1,6 +1,7 @@
 """One started workflow brought to its end, in a worker thread (steps 1-4 of the
-runner, see `runner.py`): the state decides, du runs only in a checked root, its
-lines go out as chained `Append`s, then `Commit` or `Fail`."""
+runner, see `runner.py`): the state decides, du runs only in a checked root (in
+the very directory checked, `paths.open_root`), its lines go out as chained
+`Append`s, then `Commit` or `Fail`."""
 
 from __future__ import annotations
 
@@ -160,9 +161,10 @@ class WorkflowHandler:
 
     def _run_du(self, wf: str, host_root: str, vid: str) -> None:
         s = self.settings
-        # 2. The root check: du never starts outside the configured roots.
+        # 2. The root check: du never starts outside the configured roots, and runs in
+        # exactly the directory checked, whatever happens to its path meanwhile.
         try:
-            cwd = paths.check_root(host_root, s.roots)
+            root = paths.open_root(host_root, s.roots)
         except paths.RootRefused as exc:
             log.warning(
                 "refused to run du",
@@ -171,15 +173,31 @@ class WorkflowHandler:
             self.metrics.refusals.labels(exc.reason).inc()
             self._send(wf, Fail(FAIL_CODE, f"refused: {exc}"), vid)
             return
-        # 3. du, its lines appended while it runs; `--summarize` if it printed nothing.
-        log.info("du started", extra={"workflow": wf, "host_root": host_root})
-        argv = du.du_argv(s.du_command, s.threshold, s.max_depth)
-        vid, lines, outcome = self._du_and_append(wf, vid, argv, cwd)
+        except OSError as exc:  # missing, not a directory, not searchable: as du would fail
+            error = f"cannot enter {exc.filename!r}: {exc.strerror}"
+            self._settle(wf, vid, 0, du.DuOutcome(None, "", 0.0, error=error))
+            return
+        with contextlib.closing(root):
+            if s.before_du is not None:
+                s.before_du(host_root)
+            log.info("du started", extra={"workflow": wf, "host_root": host_root})
+            vid, lines, outcome = self._du_in(wf, vid, root)
+        self._settle(wf, vid, lines, outcome)
+
+    def _du_in(self, wf: str, vid: str, root: paths.OpenedRoot) -> tuple[str, int, du.DuOutcome]:
+        """3. du, its lines appended while it runs; `--summarize` if it printed nothing."""
+        s = self.settings
+        argv = du.du_argv(s.du_command, s.threshold, s.max_depth, s.one_file_system)
+        vid, lines, outcome = self._du_and_append(wf, vid, argv, root)
         if outcome.ok and lines == 0:
-            vid, lines, outcome = self._du_and_append(wf, vid, du.summarize_argv(s.du_command), cwd)
+            argv = du.summarize_argv(s.du_command, s.one_file_system)
+            vid, lines, outcome = self._du_and_append(wf, vid, argv, root)
             if outcome.ok and lines == 0:
                 outcome = du.DuOutcome(0, outcome.stderr, outcome.duration_s, error="no output")
-        # 4. Commit, or Fail with du's error and stderr.
+        return vid, lines, outcome
+
+    def _settle(self, wf: str, vid: str, lines: int, outcome: du.DuOutcome) -> None:
+        """4. Commit, or Fail with du's error and stderr."""
         extra = {"workflow": wf, "lines": lines, "seconds": round(outcome.duration_s, 3)}
         if outcome.ok:
             self._send(wf, Commit(), vid)
@@ -192,11 +210,11 @@ class WorkflowHandler:
             log.warning("du failed", extra={**extra, "error": message})
 
     def _du_and_append(
-        self, wf: str, vid: str, argv: list[str], cwd: str
+        self, wf: str, vid: str, argv: list[str], root: paths.OpenedRoot
     ) -> tuple[str, int, du.DuOutcome]:
         """Run du, appending its lines as they come: (vid, lines, outcome)."""
         s = self.settings
-        run = du.DuRun(argv, cwd, timeout=s.timeout_s, stderr_limit=s.stderr_limit)
+        run = du.DuRun(argv, root, timeout=s.timeout_s, stderr_limit=s.stderr_limit)
         with self._shutdown.running(run):
             self.metrics.active_runs.inc()
             try:
