@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
 
 from duroot_stream import metrics
+from duroot_stream.broker import free_port
+from duroot_stream.cli import service
+from duroot_stream.config import KafkaConfig
 from duroot_stream.serving import Probes, serve
 from duroot_stream.version import VERSION
+from duroot_stream.wire import create_topics
+
+from .kafka_helpers import wait_until
 
 
 def get(port: int, path: str) -> tuple[int, str]:
@@ -53,3 +62,38 @@ def test_a_failing_probe_is_a_503_that_says_so() -> None:
     port = serve(CollectorRegistry(), 0, probes=Probes(broken, broken))
     assert get(port, "/healthz") == (503, "probe failed: no state yet\n")
     assert get(port, "/nope")[0] == 404
+
+
+@pytest.mark.broker
+def test_runner_probes_follow_its_state(kafka: KafkaConfig, tmp_path: Path) -> None:
+    create_topics(kafka, partitions=2)
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable, "-m", "duroot_stream.cli.main", "runner",
+            "--host", "probe-host", "--root", str(tmp_path), "--metrics-port", str(port),
+            "-b", kafka.bootstrap_servers, "--topic-prefix", kafka.topic_prefix,
+        ],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        wait_until(lambda: get_or_none(port, "/readyz") == (200, "ok\n"), 60, what="runner ready")
+        assert get(port, "/healthz") == (200, "ok\n")
+        assert "duroot_runner_du_runs_total" in get(port, "/metrics")[1]
+    finally:
+        proc.terminate()
+        assert proc.wait(60) == 0, proc.stderr.read() if proc.stderr else ""
+
+
+def test_an_unreachable_kafka_fails_the_health_probe() -> None:
+    config = KafkaConfig(bootstrap_servers=f"127.0.0.1:{free_port()}")
+    alive = service.probes(config, lambda: None, lambda: None).alive
+    problem = alive()
+    assert problem is not None and problem.startswith("Kafka unreachable at 127.0.0.1:")
+
+
+def get_or_none(port: int, path: str) -> tuple[int, str] | None:
+    try:
+        return get(port, path)
+    except OSError:
+        return None  # not listening yet

@@ -5,15 +5,14 @@ from __future__ import annotations
 import argparse
 import logging
 import shlex
-import signal
 import time
 
-from duroot_stream import metrics as metrics_mod
 from duroot_stream.client import DuRootError
 from duroot_stream.config import ConfigError
 from duroot_stream.runner import DEFAULT_BATCH_BYTES, DEFAULT_BATCH_SIZE, Runner, RunnerSettings, du
 
 from .options import kafka_config
+from .service import probes, start_service
 
 log = logging.getLogger("duroot.runner")
 
@@ -62,8 +61,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--command-timeout", type=float, default=30.0, help="seconds to wait for a reply"
     )
-    parser.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
-    parser.add_argument("--metrics-addr", default="127.0.0.1", help="address for /metrics")
+    parser.add_argument(
+        "--metrics-port", type=int, help="serve /metrics, /healthz and /readyz on this port"
+    )
+    parser.add_argument("--metrics-addr", default="127.0.0.1", help="address of that port")
 
 
 def settings_from_args(args: argparse.Namespace) -> RunnerSettings:
@@ -92,17 +93,24 @@ def settings_from_args(args: argparse.Namespace) -> RunnerSettings:
 
 def cli_main(args: argparse.Namespace) -> int:
     runner = Runner(settings_from_args(args))
-    if runner.settings.metrics_port is not None:
-        port = metrics_mod.serve(
-            runner.metrics.registry, runner.settings.metrics_port, args.metrics_addr
-        )
-        log.info("metrics", extra={"url": f"http://{args.metrics_addr}:{port}/metrics"})
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: runner.stop())
+    failure: list[str] = []
+
+    def ready() -> str | None:
+        return None if runner.ready.is_set() else "waiting for the index partitions"
+
+    start_service(
+        log,
+        runner.metrics.registry,
+        runner.settings.metrics_port,
+        args.metrics_addr,
+        runner.stop,
+        probes(runner.settings.kafka, lambda: failure[0] if failure else None, ready),
+    )
     started = time.monotonic()
     try:
         runner.run()
     except DuRootError as exc:
+        failure.append(f"runner stopped: {exc}")
         log.error("runner stopped: %s", exc)
         return 1
     log.debug("runner ran", extra={"seconds": round(time.monotonic() - started, 1)})

@@ -54,12 +54,12 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from duroot_stream import metrics as metrics_mod
 from duroot_stream.client import DuRootClient, DuRootReader, Unavailable
 from duroot_stream.domain import IndexStarted, WorkflowIndexEvent
-from duroot_stream.kafka import Triage, new_consumer
+from duroot_stream.kafka import Triage, new_consumer, polled
 from duroot_stream.wire import Codec, CodecError, Topics
 
 from .offsets import OffsetTracker
@@ -157,7 +157,7 @@ class Runner:
     def _dispatch(self, message: Message, start: Callable[[WorkflowIndexEvent], None]) -> None:
         error = message.error()
         if error is not None:
-            if _polled(error) is Triage.FATAL:
+            if polled(error) is Triage.FATAL:
                 # Typically fenced: another runner for this host (same group.instance.id).
                 raise Unavailable(f"reading {self.topics.index}: {error.str()}; stopping")
             log.warning("index consumer", extra={"error": error.str()})
@@ -280,14 +280,3 @@ def _consume(consumer: Consumer) -> list[Message]:
     if first is None:
         return []
     return [first, *consumer.consume(CONSUME_BATCH, 0)]
-
-
-def _polled(error: KafkaError) -> Triage:
-    """What an error `poll()` returns means. Not `kafka.triage`, which sorts the errors
-    calls raise: librdkafka recovers by itself from polled errors (all brokers down, a
-    topic not there yet: `triage` would call those FATAL), except when the client has
-    failed for good, which it reports as _FATAL (a static member fenced by a second
-    runner for its host)."""
-    if error.fatal() or error.code() in (KafkaError._FATAL, KafkaError.FENCED_INSTANCE_ID):
-        return Triage.FATAL
-    return Triage.RETRY
