@@ -9,6 +9,8 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import (  # type: ignore[attr-defined]
     AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
     ConfigResource,
     NewTopic,
 )
@@ -305,10 +307,9 @@ def test_check_names_a_retention_too_short(kafka: KafkaConfig) -> None:
     topics = Topics(kafka.topic_prefix)
     create_topics(kafka, partitions=2)
     client = AdminClient({"bootstrap.servers": kafka.bootstrap_servers})
-    resource = ConfigResource(
-        "topic", topics.replies, set_config={"retention.ms": "60000", "cleanup.policy": "delete"}
-    )
-    for future in client.alter_configs([resource]).values():
+    shorter = ConfigEntry("retention.ms", "60000", incremental_operation=AlterConfigOpType.SET)
+    resource = ConfigResource("topic", topics.replies, incremental_configs=[shorter])
+    for future in client.incremental_alter_configs([resource]).values():
         future.result()
 
     def reported() -> str:
