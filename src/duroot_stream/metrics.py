@@ -124,6 +124,13 @@ class ProcessorMetrics:
             ["header"],
             registry=r,
         )
+        self.reply_route_errors = Counter(
+            "duroot_processor_reply_route_errors",
+            "Commands whose reply route was not followed (the reply went to the replies "
+            "topic, keyed by command id, with a reply-route-error header), by reason.",
+            ["reason"],
+            registry=r,
+        )
 
     def on_statistics(self, stats_json: str) -> None:
         """librdkafka `stats_cb`: consumer lag per partition of the consumed topic."""
