@@ -87,7 +87,7 @@ class CommandHandler:
         self._commands_partitions = partition_counts[topics.commands]
         self._index_partitions = partition_counts[topics.index]
         self.routes = ReplyRoutes(
-            txn.consumer, topics, settings.reply_topics, partition_counts, metrics
+            txn.consumer, topics, settings.reply_topics, partition_counts, metrics, txn.count
         )
         self._fail_decide_for = settings.fail_decide_for
         # (partition, offset) -> why: commands whose records Kafka refused part-way;

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaException
@@ -42,12 +43,14 @@ METADATA_REFRESH_S = 1.0  # a flood of routes to unknown topics asks the broker 
 METADATA_MAX_AGE_S = 60.0  # known counts are asked again after this long
 ROUTE_LOG_S = 60.0  # one warning per topic this often
 LOG_KEYS = 1_000  # topics remembered for the log limit (a flood of names stays bounded)
-# The old metric counted by header: kept, counted for the route errors a header causes.
-_HEADER_OF = {
-    RouteProblem.BAD_HEADER: REPLY_TOPIC,
-    RouteProblem.PARTITION_WITHOUT_TOPIC: REPLY_PARTITION,
-    RouteProblem.CORRELATION_ID_TOO_LONG: CORRELATION_ID,
-}
+# The old metric counted by header: kept, for the route errors a header's value causes.
+_HEADER_PROBLEMS = frozenset(
+    (
+        RouteProblem.BAD_HEADER,
+        RouteProblem.PARTITION_WITHOUT_TOPIC,
+        RouteProblem.CORRELATION_ID_TOO_LONG,
+    )
+)
 
 
 def default_reply_topics(topics: Topics) -> str:
@@ -83,8 +86,10 @@ class ReplyRoutes:
         allowed: str | None,
         partition_counts: dict[str, int],
         metrics: ProcessorMetrics,
+        count: Callable[..., None],
     ) -> None:
         self._consumer = consumer
+        self._count = count  # Transaction.count: counted when the transaction commits
         self._metrics = metrics
         self._replies = topics.replies
         self._own = frozenset((topics.commands, topics.events, topics.index, topics.dlq))
@@ -116,10 +121,14 @@ class ReplyRoutes:
 
     def rejected(self, error: RouteError, partition: int, offset: int, topic: str) -> Route:
         """The default route for a command whose route was not followed: counted, logged."""
-        self._metrics.reply_route_errors.labels(error.reason.value).inc()
-        header = _HEADER_OF.get(error.reason)
-        if header is not None:
-            self._metrics.reply_header_errors.labels(header).inc()
+        self._count(self._metrics.reply_route_errors, error.reason.value)
+        if error.reason in _HEADER_PROBLEMS:  # the parser's message names the header first
+            named = (
+                h
+                for h in (REPLY_PARTITION, CORRELATION_ID, REPLY_TOPIC)
+                if repr(h) in error.message
+            )
+            self._count(self._metrics.reply_header_errors, next(named, REPLY_TOPIC))
         self._log(error, partition, offset, topic)
         return Route(self._replies, ANY_PARTITION, error.correlation_id, error.message)
 
@@ -138,7 +147,7 @@ class ReplyRoutes:
                 corr,
                 RouteProblem.NOT_ALLOWED,
             )
-        count = self._count(topic, partition)
+        count = self._partitions(topic, partition)
         if count is None:
             return RouteError(
                 f"reply topic {topic!r} does not exist", corr, RouteProblem.UNKNOWN_TOPIC
@@ -151,7 +160,7 @@ class ReplyRoutes:
             )
         return None
 
-    def _count(self, topic: str, partition: int) -> int | None:
+    def _partitions(self, topic: str, partition: int) -> int | None:
         count = self._counts.get(topic)
         now = time.monotonic()
         stale = now - self._refreshed > METADATA_MAX_AGE_S
