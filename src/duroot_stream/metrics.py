@@ -120,7 +120,7 @@ class ProcessorMetrics:
         self.reply_header_errors = Counter(
             "duroot_processor_reply_header_errors",
             "Commands whose reply header could not be read (the reply went to the replies "
-            "topic, by correlation id), by header.",
+            "topic, keyed by command id), by header; see reply_route_errors for every reason.",
             ["header"],
             registry=r,
         )
