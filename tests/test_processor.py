@@ -13,7 +13,7 @@ import pytest
 from confluent_kafka import Message
 from confluent_kafka.admin import AdminClient, NewPartitions  # type: ignore[attr-defined]
 
-from duroot_stream.config import KafkaConfig
+from duroot_stream.config import ConfigError, KafkaConfig
 from duroot_stream.domain import (
     EVENT_EPOCH,
     AbortExpired,
@@ -33,8 +33,14 @@ from duroot_stream.domain import (
     Init,
     PathUsage,
 )
+from duroot_stream.ids import new_ulid
 from duroot_stream.kafka import header_bytes
-from duroot_stream.processor import ProcessorFatal
+from duroot_stream.processor import (
+    Processor,
+    ProcessorConfigError,
+    ProcessorFatal,
+    ProcessorSettings,
+)
 from duroot_stream.wire import Codec, Topics, partition_for
 
 from .kafka_helpers import read_all, wait_until
@@ -443,6 +449,15 @@ def test_aborted_garbage_collection_is_redone_in_the_next_batch_and_counted_once
     assert gc_counted == 1, "the aborted GC command was counted too"
 
 
+def _replies_with(kafka: KafkaConfig, name: str, value: bytes) -> list[Message]:
+    topics = Topics(kafka.topic_prefix)
+    return [
+        m
+        for m in read_all(kafka.bootstrap_servers, topics.replies)
+        if header_bytes(m, name) == value
+    ]
+
+
 def test_unparsable_reply_partition_is_logged_counted_and_the_correlation_id_echoed(
     kafka: KafkaConfig, requester: Requester, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -463,23 +478,176 @@ def test_unparsable_reply_partition_is_logged_counted_and_the_correlation_id_ech
             ],
         )
         requester.producer.flush(10)
-
-        def echoed() -> list[Message]:
-            return [
-                m
-                for m in read_all(kafka.bootstrap_servers, topics.replies)
-                if header_bytes(m, "correlation-id") == b"corr-bad-partition"
-            ]
-
-        replies = wait_until(echoed, what="the reply with the correlation id")
+        replies = wait_until(
+            lambda: _replies_with(kafka, "correlation-id", b"corr-bad-partition"),
+            what="the reply with the correlation id",
+        )
         counted = proc.metrics.reply_header_errors.labels("reply-partition")._value.get()
+        by_reason = proc.metrics.reply_route_errors.labels("bad-header")._value.get()
     assert len(replies) == 1
     reply = Codec().decode_reply(replies[0].value() or b"")
     assert reply.ok and reply.command_id == cmd.command_id
-    assert replies[0].partition() == partition_for("corr-bad-partition", PARTITIONS)
-    assert counted == 1
-    warnings = [r for r in caplog.records if getattr(r, "header", None) == "reply-partition"]
-    assert len(warnings) == 1 and "b'zero'" in str(getattr(warnings[0], "value", ""))
+    # The default route: the replies topic keyed by command id, saying why.
+    assert replies[0].key() == cmd.command_id.encode()
+    assert replies[0].partition() == partition_for(cmd.command_id, PARTITIONS)
+    assert b"'reply-partition'" in (header_bytes(replies[0], "reply-route-error") or b"")
+    assert counted == 1 and by_reason == 1
+    warnings = [r for r in caplog.records if getattr(r, "reason", None) == "bad-header"]
+    assert len(warnings) == 1 and "'zero'" in str(getattr(warnings[0], "error", ""))
+
+
+# The issue's "Found" routes (each stopped the processor, or misrouted its reply),
+# and a route to each of the pipeline's own topics.
+FOUND_ROUTES: dict[str, list[tuple[str, bytes]]] = {
+    "nul-topic": [
+        ("reply-topic", b"no such topic \x00"),
+        ("reply-partition", b"-7"),
+        ("correlation-id", b"\xff\xfe not utf-8"),
+    ],
+    "partition-out-of-range": [("reply-topic", b"{replies}"), ("reply-partition", b"999999")],
+    "huge-topic": [("reply-topic", b"r" * 100_000), ("reply-partition", b"0")],
+    "unknown-topic": [("reply-topic", b"{prefix}replies.nobody"), ("reply-partition", b"0")],
+    "not-allowed": [("reply-topic", b"elsewhere"), ("reply-partition", b"0")],
+    "huge-correlation-id": [("correlation-id", b"c" * 300)],
+    **{
+        f"own-{role}": [("reply-topic", f"{{{role}}}".encode()), ("reply-partition", b"0")]
+        for role in ("commands", "events", "index", "dlq")
+    },
+}
+
+
+def test_reply_routes_that_cannot_be_followed_still_apply_the_command(
+    kafka: KafkaConfig, requester: Requester
+) -> None:
+    topics = Topics(kafka.topic_prefix)
+    names = {
+        "replies": topics.replies,
+        "prefix": topics.prefix,
+        "commands": topics.commands,
+        "events": topics.events,
+        "index": topics.index,
+        "dlq": topics.dlq,
+    }
+    sent: dict[str, tuple[str, str]] = {}  # case -> (workflow id, command id)
+    with running_processor(kafka) as proc:
+        for case, route in FOUND_ROUTES.items():
+            wf = new_workflow_id()
+            cmd = command(wf, INIT)
+            headers: list[tuple[str, str | bytes | None]] = [
+                (k, v.decode("latin-1").format(**names).encode("latin-1")) for k, v in route
+            ]
+            requester.producer.produce(
+                topics.commands,
+                Codec().encode_command(cmd),
+                wf.encode(),
+                partition=partition_for(wf, PARTITIONS),
+                headers=headers,
+            )
+            sent[case] = (wf, cmd.command_id)
+        requester.producer.flush(10)
+        after = requester.request(command(new_workflow_id(), INIT))
+        assert after.ok, "the processor goes on after the bad routes"
+        assert not proc.failed
+        expected = {
+            "bad-header": 2,
+            "partition-out-of-range": 1,
+            "unknown-topic": 1,
+            "not-allowed": 1,
+            "correlation-id-too-long": 1,
+            "own-topic": 4,
+        }
+        # Counted when each transaction commits; the commands are on several partitions.
+        wait_until(lambda: _route_errors(proc) == expected, what=f"route errors {expected}")
+    replies = {
+        m.key(): m for m in read_all(kafka.bootstrap_servers, topics.replies) if m.key() is not None
+    }
+    for case, (wf, command_id) in sent.items():
+        reply = replies.get(command_id.encode())
+        assert reply is not None, f"{case}: no reply keyed by its command id"
+        assert header_bytes(reply, "reply-route-error"), case
+        assert Codec().decode_reply(reply.value() or b"").ok, case
+        assert [type(e.payload) for _, e in workflow_events(kafka, wf)] == [DuRootStarted], case
+    # Nothing but events in events, index events in index, dead letters in dlq.
+    codec = Codec()
+    for m in read_all(kafka.bootstrap_servers, topics.events):
+        codec.decode_event(m.value())
+    for m in read_all(kafka.bootstrap_servers, topics.index):
+        codec.decode_index_event(m.value())
+    assert read_all(kafka.bootstrap_servers, topics.dlq) == []
+
+
+def _route_errors(proc: Processor) -> dict[str, float]:
+    return {
+        sample.labels["reason"]: sample.value
+        for metric in proc.metrics.reply_route_errors.collect()
+        for sample in metric.samples
+        if sample.name.endswith("_total")
+    }
+
+
+def test_a_bug_in_decide_is_dead_lettered_once_logged_and_leaves_the_state(
+    kafka: KafkaConfig, requester: Requester, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="duroot.processor")
+    wf = new_workflow_id()
+    init = command(wf, INIT)
+    failing = [command(wf, Append((PathUsage("a", 1),))) for _ in range(2)]
+    hook = frozenset(c.command_id for c in failing)
+    with running_processor(kafka, fail_decide_for=hook) as proc:
+        r1 = requester.request(init)
+        assert r1.vid is not None
+        bad = [requester.request(c) for c in failing]
+        r2 = requester.request(command(wf, Append((PathUsage("b", 2),)), r1.vid))
+        internal = proc.metrics.dead_letters.labels("internal-error")
+        wait_until(lambda: internal._value.get() == 2, what="two internal errors counted")
+    assert all(r.error is ErrorCode.MALFORMED and "test hook" in r.message for r in bad)
+    assert r2.ok, "the state is as before the failed commands: r1's vid still current"
+    letters = read_all(kafka.bootstrap_servers, Topics(kafka.topic_prefix).dlq)
+    assert [header_bytes(m, "dlq-reason") for m in letters] == [b"internal-error"] * 2
+    tracebacks = [r for r in caplog.records if r.exc_info is not None]
+    assert len(tracebacks) == 1, "the traceback is logged once"
+    payloads = [type(e.payload) for _, e in workflow_events(kafka, wf)]
+    assert payloads == [DuRootStarted, DuUpdated]
+
+
+def test_a_key_other_than_the_workflow_id_is_dead_lettered(
+    kafka: KafkaConfig, requester: Requester
+) -> None:
+    wf = new_workflow_id()
+    cmd = command(wf, INIT)
+    raw = Codec().encode_command(cmd)
+    with running_processor(kafka):
+        for key in (None, b"x" * 10_000, new_workflow_id().encode()):
+            corr = requester.send(
+                raw=raw, key=key, partition=partition_for(wf, PARTITIONS), correlation=new_ulid()
+            )
+            assert requester.wait_reply(corr).error is ErrorCode.MALFORMED
+        assert requester.request(cmd).ok, "the same command with the right key applies"
+    letters = read_all(kafka.bootstrap_servers, Topics(kafka.topic_prefix).dlq)
+    assert [header_bytes(m, "dlq-reason") for m in letters] == [b"bad-key"] * 3
+
+
+@pytest.mark.parametrize(
+    "setting", ["transactional.id", "isolation.level", "enable.auto.commit", "enable.idempotence"]
+)
+def test_settings_exactly_once_rests_on_are_refused(setting: str) -> None:
+    kafka = KafkaConfig(overrides={setting: "x"})
+    with pytest.raises(ConfigError, match=setting.replace(".", "\\.")):
+        Processor(ProcessorSettings(kafka=kafka))
+
+
+def test_a_session_timeout_the_broker_refuses_stops_the_processor(kafka: KafkaConfig) -> None:
+    setup_topics(kafka)
+    bad = KafkaConfig(
+        bootstrap_servers=kafka.bootstrap_servers,
+        topic_prefix=kafka.topic_prefix,
+        overrides={"session.timeout.ms": "4000"},  # below group.min.session.timeout.ms
+    )
+    with (
+        pytest.raises(ProcessorConfigError, match="Kafka refuses this processor's configuration"),
+        running_processor(bad),
+    ):
+        pass
 
 
 def _grow_commands_topic(kafka: KafkaConfig, partitions: int) -> None:

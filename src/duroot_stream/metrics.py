@@ -125,8 +125,15 @@ class ProcessorMetrics:
         self.reply_header_errors = Counter(
             "duroot_processor_reply_header_errors",
             "Commands whose reply header could not be read (the reply went to the replies "
-            "topic, by correlation id), by header.",
+            "topic, keyed by command id), by header; see reply_route_errors for every reason.",
             ["header"],
+            registry=r,
+        )
+        self.reply_route_errors = Counter(
+            "duroot_processor_reply_route_errors",
+            "Commands whose reply route was not followed (the reply went to the replies "
+            "topic, keyed by command id, with a reply-route-error header), by reason.",
+            ["reason"],
             registry=r,
         )
 

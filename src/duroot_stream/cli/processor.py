@@ -5,16 +5,24 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import signal
 import socket
 import threading
 import time
 
 from duroot_stream import metrics as metrics_mod
-from duroot_stream.processor import HUNG_CALL_S, Processor, ProcessorFatal, ProcessorSettings
+from duroot_stream.config import ConfigError
+from duroot_stream.processor import (
+    HUNG_CALL_S,
+    Processor,
+    ProcessorConfigError,
+    ProcessorFatal,
+    ProcessorSettings,
+)
 from duroot_stream.wire import TopicCheckError
 
-from .options import kafka_config
+from .options import EXIT_FAILED, EXIT_OK, EXIT_USAGE, kafka_config
 
 log = logging.getLogger("duroot.processor")
 
@@ -50,6 +58,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=5 * 24 * 3600.0,
         help="seconds after completion before Delete",
     )
+    parser.add_argument(
+        "--reply-topics",
+        metavar="REGEX",
+        help="topics a command's reply-topic header may name, matched in full (default: the "
+        "replies topic and <prefix>replies.*); never the commands, events, index or dlq topic",
+    )
     parser.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
     parser.add_argument("--metrics-addr", default="127.0.0.1", help="address for /metrics")
 
@@ -65,6 +79,7 @@ def cli_main(args: argparse.Namespace) -> int:
         max_active_s=args.max_active,
         delete_after_s=args.delete_after,
         metrics_port=args.metrics_port,
+        reply_topics=_pattern(args.reply_topics),
     )
     processor = Processor(settings)
     if settings.metrics_port is not None:
@@ -90,7 +105,20 @@ def cli_main(args: argparse.Namespace) -> int:
     threading.Thread(target=watchdog, name="watchdog", daemon=True).start()
     try:
         processor.run()
+    except ProcessorConfigError as exc:
+        log.error("processor stopped: %s", exc)
+        return EXIT_USAGE
     except (ProcessorFatal, TopicCheckError) as exc:
         log.error("processor stopped: %s", exc)
-        return 1
-    return 0
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _pattern(text: str | None) -> str | None:
+    if text is None:
+        return None
+    try:
+        re.compile(text)
+    except re.error as exc:
+        raise ConfigError(f"--reply-topics {text!r}: not a regular expression ({exc})") from None
+    return text

@@ -1,6 +1,7 @@
 """The command processor: consume a command, decide, emit events, index updates and
 a reply, exactly once, in one Kafka transaction."""
 
+from .faults import PROTECTED_SETTINGS, ProcessorConfigError
 from .loop import CONSUME_CHUNK, IDLE_POLL_S, Processor
 from .restore import RESTORE_BATCH, restore_partitions
 from .settings import HUNG_CALL_S, MAX_COMMAND_BYTES, ProcessorFatal, ProcessorSettings
@@ -10,8 +11,10 @@ __all__ = [
     "HUNG_CALL_S",
     "IDLE_POLL_S",
     "MAX_COMMAND_BYTES",
+    "PROTECTED_SETTINGS",
     "RESTORE_BATCH",
     "Processor",
+    "ProcessorConfigError",
     "ProcessorFatal",
     "ProcessorSettings",
     "restore_partitions",

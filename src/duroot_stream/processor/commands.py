@@ -1,12 +1,19 @@
-"""One command in, its records out: decode, routing check, decide, then the
-workflow events, index events and tombstones, and the reply (or the dead letter),
-all produced into the open transaction."""
+"""One command in, its records out: decode, checks, decide, then the workflow events,
+index events and tombstones, and the reply (or the dead letter), all produced into
+the open transaction.
+
+Whatever goes wrong with one record ends with it, never the loop: a record that
+cannot be applied is dead-lettered with its reason (`DeadLetterReason`) and
+answered where a route can be found. Its records are all encoded before the first
+is produced, so a failure (an encoder raising, `decide` raising: a bug) leaves
+nothing behind; should Kafka refuse one of them once others are produced, the
+transaction is aborted and redone with that command dead-lettered.
+"""
 
 from __future__ import annotations
 
 import logging
-import time
-from typing import NamedTuple
+import traceback
 
 from confluent_kafka import Message
 
@@ -24,33 +31,38 @@ from duroot_stream.domain import (
 from duroot_stream.ids import MonotonicUlids
 from duroot_stream.kafka import Headers, headers, position
 from duroot_stream.metrics import ProcessorMetrics
-from duroot_stream.wire import Codec, CodecError, Topics, event_headers, partition_for
-
-from .headers import (
-    CORRELATION_ID,
-    DLQ_ERROR,
-    DLQ_OFFSET,
-    DLQ_PARTITION,
-    DLQ_REASON,
-    DLQ_TOPIC,
-    DLQ_TRUNCATED,
-    REPLY_PARTITION,
-    REPLY_TOPIC,
+from duroot_stream.wire import (
+    Codec,
+    CodecError,
+    DeadLetter,
+    DeadLetterReason,
+    RouteError,
+    RouteProblem,
+    Topics,
+    copyable_headers,
+    dead_letter_headers,
+    event_headers,
+    partition_for,
 )
-from .settings import DEAD_LETTER_MAX_BYTES, MAX_COMMAND_BYTES, ProcessorFatal
+
+from .faults import RecordRefused, check_consumer_error
+from .routes import ReplyRoutes, Route
+from .settings import DEAD_LETTER_MAX_BYTES, MAX_COMMAND_BYTES, ProcessorFatal, ProcessorSettings
 from .state import Workflows
-from .transaction import Transaction
+from .transaction import AbortNeeded, Transaction
 
 log = logging.getLogger("duroot.processor")
 
-ANY_PARTITION = -1  # produce: let the partitioner (murmur2_random) pick by key
-BAD_HEADER_LOG_S = 10.0  # at most one warning about unusable reply headers this often
+# (topic, partition, key, value, headers): one record to produce
+Record = tuple[str, int, bytes | None, bytes | None, Headers | None]
 
 
-class ReplyRoute(NamedTuple):
-    topic: str
-    partition: int
-    correlation_id: bytes | None
+class Rejection(Exception):
+    """This record cannot be applied: dead-letter it with `reason`."""
+
+    def __init__(self, reason: DeadLetterReason, error: str) -> None:
+        super().__init__(error)
+        self.reason = reason
 
 
 class CommandHandler:
@@ -62,6 +74,7 @@ class CommandHandler:
         topics: Topics,
         partition_counts: dict[str, int],
         metrics: ProcessorMetrics,
+        settings: ProcessorSettings,
     ) -> None:
         self._txn = txn
         self._workflows = workflows
@@ -73,16 +86,22 @@ class CommandHandler:
         self._replies_topic, self._dlq_topic = topics.replies, topics.dlq
         self._commands_partitions = partition_counts[topics.commands]
         self._index_partitions = partition_counts[topics.index]
-        self._replies_partitions = partition_counts[topics.replies]
-        self._bad_header_log_at = 0.0
-        self._bad_headers_unlogged = 0
+        self.routes = ReplyRoutes(
+            txn.consumer, topics, settings.reply_topics, partition_counts, metrics, txn.count
+        )
+        self._fail_decide_for = settings.fail_decide_for
+        # (partition, offset) -> why: commands whose records Kafka refused part-way;
+        # the redone transaction dead-letters them. Small: one entry per such command.
+        self.poisoned: dict[tuple[int, int], Rejection] = {}
+        self._tracebacks: set[tuple[str, str, int | None]] = set()
 
     def handle(self, message: Message) -> None:
-        """A consumed record: its command applied, or dead-lettered."""
+        """A consumed record: its command applied, or dead-lettered; never raises for it."""
         error = message.error()
         if error is not None:
             if error.fatal():
                 raise ProcessorFatal(f"consumer error: {error}")
+            check_consumer_error(error)  # raises for errors that will not go away
             log.warning("consumer error", extra={"error": str(error)})
             return
         batch = self._txn.begin()
@@ -90,17 +109,44 @@ class CommandHandler:
         batch.first_offsets.setdefault(partition, offset)
         batch.next_offsets[partition] = offset + 1
         batch.commands += 1
-        route = self._reply_route(message)
+        try:
+            record_headers = headers(message)
+        except Exception as exc:
+            record_headers = []
+            route = self.routes.rejected(
+                RouteError(f"headers not readable: {exc}", None), partition, offset, "(unreadable)"
+            )
+            self._dead_letter(message, [], route, Rejection(DeadLetterReason.BAD_HEADERS, str(exc)))
+            return
+        route = self.routes.route(record_headers, partition, offset)
+        produced = batch.produced
+        try:
+            poisoned = self.poisoned.get((partition, offset))
+            if poisoned is not None:
+                raise poisoned
+            self._apply_record(message, partition, route)
+        except (AbortNeeded, ProcessorFatal):
+            raise
+        except Exception as exc:
+            rejection = exc if isinstance(exc, Rejection) else self._internal_error(exc)
+            if batch.produced != produced:  # some of its records are in the transaction
+                self.poisoned[(partition, offset)] = rejection
+                raise AbortNeeded(
+                    f"command at {partition}/{offset} failed part-way: {rejection}"
+                ) from None
+            self._dead_letter(message, record_headers, route, rejection)
+
+    def _apply_record(self, message: Message, partition: int, route: Route) -> None:
         value = message.value() or b""
         if len(value) > MAX_COMMAND_BYTES:
-            why = f"command of {len(value)} bytes, more than {MAX_COMMAND_BYTES}"
-            self._reject_malformed(message, route, "too-large", why)
-            return
+            raise Rejection(
+                DeadLetterReason.TOO_LARGE,
+                f"command of {len(value)} bytes, more than {MAX_COMMAND_BYTES}",
+            )
         try:
             command = self._codec.decode_command(value)
         except CodecError as exc:
-            self._reject_malformed(message, route, "undecodable", str(exc))
-            return
+            raise Rejection(DeadLetterReason.UNDECODABLE, str(exc)) from None
         workflows = self._workflows.of(partition)
         # A workflow with state here was routed here before; murmur2 (pure Python,
         # ~10 us) only for the others.
@@ -110,28 +156,47 @@ class CommandHandler:
             else partition_for(command.workflow_id, self._commands_partitions)
         )
         if expected != partition:
-            batch.misrouted = True  # checked at commit: did the partition count change?
-            self._reject_malformed(
-                message,
-                route,
-                "misrouted",
+            self._txn.batch.misrouted = True  # checked at commit: did the partition count change?
+            raise Rejection(
+                DeadLetterReason.MISROUTED,
                 f"command for workflow {command.workflow_id} arrived on partition {partition}, "
                 f"but murmur2 partitioning puts it on {expected}: produce with the workflow id "
                 "as key and partitioner=murmur2_random",
             )
-            return
-        batch.issued_at.append(command.issued_at)
-        reply = self.apply(partition, workflows, command)
-        if route is None:  # to the replies topic, partitioned by command id (murmur2)
-            route = ReplyRoute(self._replies_topic, ANY_PARTITION, None)
-        self._send_reply(route, command.command_id, reply)
+        key = message.key()
+        if key != command.workflow_id.encode():
+            raise Rejection(
+                DeadLetterReason.BAD_KEY,
+                f"record key {_show(key)} is not the command's workflow id {command.workflow_id}",
+            )
+        self.apply(partition, workflows, command, route)
+        self._txn.batch.issued_at.append(command.issued_at)
 
-    def apply(self, partition: int, workflows: dict[str, WorkflowState], command: Command) -> Reply:
-        """Decide `command`; on acceptance produce its effects and keep the new state."""
+    def apply(
+        self,
+        partition: int,
+        workflows: dict[str, WorkflowState],
+        command: Command,
+        route: Route | None = None,
+    ) -> Reply:
+        """Decide `command`; on acceptance produce its effects and keep the new state;
+        the reply to `route`. Nothing is produced or changed when this raises before
+        the first record is produced."""
         old = workflows.get(command.workflow_id)
         state = old or initial_state(command.workflow_id)
+        if command.command_id in self._fail_decide_for:
+            raise RuntimeError(f"decide failed for command {command.command_id} (test hook)")
         decision = decide(state, command, self._new_id)
+        reply = reply_for(command, decision)
         command_type = type(command.body).__name__
+        records: list[Record] = []
+        if isinstance(decision, Accepted) and not decision.duplicate:
+            records = self._effects(partition, decision)
+        encoded_reply = None if route is None else self._codec.encode_reply(reply, validate=False)
+        for record in records:
+            self._txn.produce(*record)
+        if route is not None and encoded_reply is not None:
+            self._send_reply(route, command.command_id.encode(), encoded_reply)
         count = self._txn.count
         match decision:
             case Rejected(code=code):
@@ -140,138 +205,133 @@ class CommandHandler:
                 count(self._metrics.commands, command_type, "duplicate")
             case Accepted():
                 count(self._metrics.commands, command_type, "ok")
-                self._emit(partition, decision)
+                self._count_effects(decision)
                 self._txn.batch.undo.setdefault((partition, command.workflow_id), old)
                 self._workflows.replace(workflows, old, decision.state)
-        return reply_for(command, decision)
+        return reply
 
-    def _emit(self, partition: int, decision: Accepted) -> None:
+    def _effects(self, partition: int, decision: Accepted) -> list[Record]:
         # Events, index events and replies are made from a decoded (so checked)
         # command and this processor's ULIDs: encoded without checking the ids again.
-        produce, count, metrics, codec = (
-            self._txn.produce,
-            self._txn.count,
-            self._metrics,
-            self._codec,
-        )
-        events_topic = self._events_topic
-        for event in decision.events:
-            produce(
+        codec, events_topic = self._codec, self._events_topic
+        records: list[Record] = [
+            (
                 events_topic,
                 partition,
                 event.key.encode(),
                 codec.encode_event(event, validate=False),
-                event_headers(event),
+                list(event_headers(event)),
             )
+            for event in decision.events
+        ]
+        records.extend(
+            (events_topic, partition, k.encode(), None, None) for k in decision.deleted_keys
+        )
+        if decision.index_events or decision.index_tombstone:
+            workflow_id = decision.state.workflow_id
+            index_partition = partition_for(workflow_id, self._index_partitions)
+            key = workflow_id.encode()
+            records.extend(
+                (
+                    self._index_topic,
+                    index_partition,
+                    key,
+                    codec.encode_index_event(e, validate=False),
+                    None,
+                )
+                for e in decision.index_events
+            )
+            if decision.index_tombstone:
+                records.append((self._index_topic, index_partition, key, None, None))
+        return records
+
+    def _count_effects(self, decision: Accepted) -> None:
+        count, metrics = self._txn.count, self._metrics
+        for event in decision.events:
             count(metrics.events, type(event.payload).__name__)
-        for key in decision.deleted_keys:
-            produce(events_topic, partition, key.encode(), None, None)
         if decision.deleted_keys:
             count(metrics.tombstones, "events", amount=len(decision.deleted_keys))
-        if not decision.index_events and not decision.index_tombstone:
-            return
-        workflow_id = decision.state.workflow_id
-        index_partition = partition_for(workflow_id, self._index_partitions)
         for index_event in decision.index_events:
-            produce(
-                self._index_topic,
-                index_partition,
-                workflow_id.encode(),
-                codec.encode_index_event(index_event, validate=False),
-                None,
-            )
             count(metrics.index_events, type(index_event.payload).__name__)
         if decision.index_tombstone:
-            produce(self._index_topic, index_partition, workflow_id.encode(), None, None)
             count(metrics.tombstones, "index")
 
     # --- replies and dead letters ---------------------------------------------------
 
-    def _reply_route(self, message: Message) -> ReplyRoute | None:
-        found = dict(headers(message))
-        topic = found.get(REPLY_TOPIC)
-        correlation = found.get(CORRELATION_ID)
-        if topic:
-            try:
-                return ReplyRoute(
-                    topic.decode(), int(found.get(REPLY_PARTITION) or b"0"), correlation
-                )
-            except UnicodeDecodeError:
-                self._bad_reply_header(message, REPLY_TOPIC, topic)
-            except ValueError:
-                self._bad_reply_header(message, REPLY_PARTITION, found.get(REPLY_PARTITION))
-        if correlation:  # to the replies topic, partitioned by correlation id
-            return ReplyRoute(
-                self._replies_topic,
-                partition_for(correlation, self._replies_partitions),
-                correlation,
+    def _send_reply(self, route: Route, key: bytes | None, value: bytes) -> None:
+        """Produce a reply; one Kafka refuses at its route goes to the replies topic."""
+        try:
+            self._txn.produce(route.topic, route.partition, key, value, route.headers())
+        except RecordRefused as exc:
+            if route.error is not None:  # already the default route: not ours to fix
+                raise
+            problem = RouteError(
+                f"reply not accepted at {route.topic!r} [{route.partition}]: {exc}",
+                route.correlation_id,
+                RouteProblem.UNDELIVERABLE,
             )
-        return None
+            default = self.routes.rejected(problem, -1, -1, route.topic)
+            self._txn.produce(default.topic, default.partition, key, value, default.headers())
 
-    def _bad_reply_header(self, message: Message, name: str, value: bytes | None) -> None:
-        """Counted, and logged at most every BAD_HEADER_LOG_S: a bad client can send many."""
-        self._txn.count(self._metrics.reply_header_errors, name)
-        now = time.monotonic()
-        if now < self._bad_header_log_at:
-            self._bad_headers_unlogged += 1
-            return
-        log.warning(
-            "unusable reply header: the reply goes to the replies topic",
-            extra={
-                "header": name,
-                "value": repr(value),
-                "partition": message.partition(),
-                "offset": message.offset(),
-                "not_logged_before": self._bad_headers_unlogged,
-            },
+    def _internal_error(self, exc: Exception) -> Rejection:
+        """A bug met by one record: its traceback logged once per place, reason internal-error."""
+        frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+        where = (
+            type(exc).__name__,
+            frame.filename if frame else "",
+            frame.lineno if frame else None,
         )
-        self._bad_header_log_at = now + BAD_HEADER_LOG_S
-        self._bad_headers_unlogged = 0
+        if where not in self._tracebacks:
+            self._tracebacks.add(where)
+            log.error("internal error on a command (dead-lettered)", exc_info=exc)
+        return Rejection(DeadLetterReason.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
 
-    def _send_reply(self, route: ReplyRoute, key: str | None, reply: Reply) -> None:
-        self._txn.produce(
-            route.topic,
-            route.partition,
-            key.encode() if key else route.correlation_id,
-            self._codec.encode_reply(reply, validate=False),  # ids from a decoded command
-            [(CORRELATION_ID, route.correlation_id)] if route.correlation_id else None,
-        )
-
-    def _reject_malformed(
-        self, message: Message, route: ReplyRoute | None, reason: str, error: str
+    def _dead_letter(
+        self, message: Message, original: Headers, route: Route, rejection: Rejection
     ) -> None:
-        """Answer MALFORMED where someone waits, and keep the bytes in the dead-letter topic."""
+        """Keep the record in the dead-letter topic; answer MALFORMED (or INTERNAL) at `route`."""
+        partition, offset = position(message)
+        reason, error = rejection.reason, str(rejection)
         log.warning(
-            "malformed command dead-lettered",
+            "command dead-lettered",
             extra={
-                "reason": reason,
+                "reason": reason.value,
                 "error": error,
-                "partition": message.partition(),
-                "offset": message.offset(),
+                "partition": partition,
+                "offset": offset,
             },
         )
-        key, value, original = message.key(), message.value(), headers(message)
-        added: Headers = [
-            (DLQ_ERROR, error.encode()),
-            (DLQ_REASON, reason.encode()),
-            (DLQ_TOPIC, (message.topic() or "").encode()),
-            (DLQ_PARTITION, str(message.partition()).encode()),
-            (DLQ_OFFSET, str(message.offset()).encode()),
-        ]
-        if _size(key, value, original + added) > DEAD_LETTER_MAX_BYTES:
-            # Too big to produce (and failing would stop us on every restart): cut it;
-            # the whole record stays in the commands topic at dlq-partition/offset.
-            added.append((DLQ_TRUNCATED, f"{_size(key, value, original)} bytes".encode()))
-            original = []
+        key, value = message.key(), message.value()
+        kept: Headers = copyable_headers(original)
+        letter = DeadLetter(reason, error[:10_000], message.topic() or "", partition, offset)
+        added: Headers = list(dead_letter_headers(letter))
+        if _size(key, value, kept + added) > DEAD_LETTER_MAX_BYTES or len(kept) != len(original):
+            # Too big to produce (failing would stop us on every restart), or headers
+            # that cannot be produced: cut; the whole record stays at dlq-partition/offset.
+            whole = _size(key, value, original)
+            added = list(dead_letter_headers(_truncated(letter, f"{whole} bytes")))
+            kept = []
             key = key[:1024] if key else key
             room = max(0, DEAD_LETTER_MAX_BYTES - _size(key, None, added))
             value = value[:room] if value else value
-        self._txn.produce(self._dlq_topic, 0, key, value, [*original, *added])
-        self._txn.count(self._metrics.dead_letters, reason)
+        self._txn.produce(self._dlq_topic, 0, key, value, [*kept, *added])
+        self._txn.count(self._metrics.dead_letters, reason.value)
         self._txn.count(self._metrics.commands, "unknown", "malformed")
-        if route is not None:
-            reply = Reply(None, None, False, None, ErrorCode.MALFORMED, error)
-            self._send_reply(route, None, reply)
+        if route.awaited:  # someone waits for an answer (the command id is not known)
+            reply = Reply(None, None, False, None, ErrorCode.MALFORMED, error[:1000])
+            self._send_reply(route, None, self._codec.encode_reply(reply, validate=False))
+
+
+def _truncated(letter: DeadLetter, truncated: str) -> DeadLetter:
+    return DeadLetter(
+        letter.reason, letter.error, letter.topic, letter.partition, letter.offset, truncated
+    )
+
+
+def _show(key: bytes | None) -> str:
+    if key is None:
+        return "(none)"
+    return repr(key[:60]) + ("..." if len(key) > 60 else "")
 
 
 def _size(key: bytes | None, value: bytes | None, record_headers: Headers) -> int:

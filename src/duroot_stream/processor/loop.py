@@ -43,6 +43,7 @@ from duroot_stream.kafka import partition_count
 from duroot_stream.wire import Codec, TopicCheckError, Topics
 
 from .commands import CommandHandler
+from .faults import RecordRefused, check_overrides
 from .restore import restore_assigned
 from .settings import KAFKA_TIMEOUT_S, ProcessorFatal, ProcessorSettings
 from .state import Workflows
@@ -60,6 +61,7 @@ class Processor:
         settings: ProcessorSettings,
         metrics: metrics_mod.ProcessorMetrics | None = None,
     ) -> None:
+        check_overrides(settings.kafka.overrides)  # ConfigError: exactly-once would break
         self.settings = settings
         self.metrics = metrics or metrics_mod.ProcessorMetrics()
         self.topics = Topics(settings.kafka.topic_prefix)
@@ -127,7 +129,7 @@ class _Loop:
         self._consumer = txn.consumer
         self._partitions = check_topics(txn.consumer, topics)
         self._handler = CommandHandler(
-            txn, self._workflows, self._codec, topics, self._partitions, self._metrics
+            txn, self._workflows, self._codec, topics, self._partitions, self._metrics, settings
         )
         self._next_gc = time.monotonic() + settings.gc_interval_s
         self._fault: ProcessorFatal | None = None
@@ -220,9 +222,24 @@ class _Loop:
                 body = expiry_command(state, now, max_active, delete_after)
                 if body is None:
                     continue
-                txn.begin().gc = True
+                batch = txn.begin()
+                batch.gc = True
                 command = Command(new_ulid(), state.workflow_id, NO_VC, now, body)
-                reply = self._handler.apply(partition, workflows, command)
+                produced = batch.produced
+                try:
+                    reply = self._handler.apply(partition, workflows, command)
+                except RecordRefused as exc:  # a bug: Kafka refused one of our own records
+                    if batch.produced != produced:
+                        raise AbortNeeded(
+                            f"garbage collection of {state.workflow_id}: {exc}"
+                        ) from None
+                    log.error("garbage collection failed", exc_info=exc)
+                    continue
+                except (AbortNeeded, ProcessorFatal):
+                    raise
+                except Exception as exc:
+                    log.error("garbage collection failed", exc_info=exc)
+                    continue
                 txn.count(self._metrics.gc_commands, type(body).__name__)
                 log.info(
                     "garbage collection",

@@ -34,6 +34,11 @@ class ProcessorSettings:
     max_active_s: float = 24 * 3600.0  # AbortExpired after this long active
     delete_after_s: float = 5 * 24 * 3600.0  # Delete this long after completion
     metrics_port: int | None = None
+    # Topics a command's reply route may name (a regex, matched in full); None: the
+    # replies topic and `<prefix>replies.*`. Never the pipeline's own topics.
+    reply_topics: str | None = None
+    # Test hook: `decide` raises, as a programming error would, for these command ids.
+    fail_decide_for: frozenset[str] = frozenset()
     # Fault injection for tests: called before each commit; returning True makes
     # the processor abort that transaction as if Kafka had required it.
     abort_before_commit: Callable[[], bool] | None = None

@@ -23,6 +23,7 @@ from duroot_stream.domain import WorkflowState
 from duroot_stream.kafka import Triage, kafka_error, new_consumer, new_producer, triage
 from duroot_stream.metrics import ProcessorMetrics
 
+from .faults import CONFIG_ERRORS, ProcessorConfigError, fatal_message, record_refused
 from .settings import KAFKA_TIMEOUT_S, ProcessorFatal, ProcessorSettings
 from .state import Workflows
 
@@ -44,6 +45,7 @@ class Batch:
     first_offsets: dict[int, int] = field(default_factory=dict)  # partition -> rewind target
     undo: dict[tuple[int, str], WorkflowState | None] = field(default_factory=dict)
     commands: int = 0
+    produced: int = 0  # records produced into it
     issued_at: list[int] = field(default_factory=list)
     # Metric counts by (metric, labels), added when the transaction commits (so an
     # aborted and redone batch counts once), one `labels().inc()` per batch.
@@ -168,10 +170,16 @@ class Transaction:
         while True:
             try:
                 producer.produce(topic, value, key, partition=partition, headers=record_headers)
+                self.batch.produced += 1
                 return
             except BufferError:
                 producer.poll(0.05)  # the local queue is full: let it drain
-            except KafkaException as exc:
+            except (KafkaException, ValueError, TypeError) as exc:
+                refused = record_refused(exc)  # this record's fault: its command's to handle
+                if refused is not None:
+                    raise refused from None
+                if not isinstance(exc, KafkaException):
+                    raise
                 self.triage("produce", exc)  # returns only when retriable
                 time.sleep(0.05)
 
@@ -261,10 +269,7 @@ class Transaction:
                 self.producer.poll(0)  # serves error_cb, which records the fatal cause
             except KafkaException as fatal:
                 self._fatal_cause = str(fatal.args[0])
-        shown = str(exc) if error is None else str(error)
-        cause = self._fatal_cause
-        cause = f" (cause: {cause})" if cause and cause != shown else ""
-        raise ProcessorFatal(
-            f"{what} failed: {shown}{cause}; this instance stops (another instance with "
-            "the same --instance-id took over, or Kafka reported a fatal error)"
-        )
+        message = fatal_message(what, exc, error, self._fatal_cause)
+        if error is not None and error.code() in CONFIG_ERRORS:
+            raise ProcessorConfigError(message)
+        raise ProcessorFatal(message)

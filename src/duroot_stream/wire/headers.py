@@ -5,7 +5,8 @@
   without decoding the Avro body.
 - Reply route headers (on `commands`), the request-reply convention of
   Spring Kafka's ReplyingKafkaTemplate: `reply-topic`, `reply-partition`,
-  `correlation-id`; the reply carries `correlation-id` back.
+  `correlation-id`; the reply carries `correlation-id` back, and
+  `reply-route-error` when the route asked for was not followed.
 - Dead-letter headers (on `commands.dlq`), added to the original record's:
   `dlq-error`, `dlq-reason`, `dlq-topic`, `dlq-partition`, `dlq-offset`, and
   `dlq-truncated` when the record was cut to fit.
@@ -44,8 +45,10 @@ __all__ = [
     "EVENT_HEADER_NAMES",
     "EVENT_TYPE",
     "EVENT_TYPES",
+    "MAX_CORRELATION_ID_BYTES",
     "PARENT",
     "REPLY_PARTITION",
+    "REPLY_ROUTE_ERROR",
     "REPLY_TOPIC",
     "SEQ",
     "VID",
@@ -56,6 +59,8 @@ __all__ = [
     "HeaderList",
     "ReplyRoute",
     "RouteError",
+    "RouteProblem",
+    "copyable_headers",
     "dead_letter_headers",
     "event_headers",
     "parse_dead_letter",
@@ -78,6 +83,10 @@ EVENT_HEADER_NAMES = (EVENT_TYPE, WORKFLOW_ID, VID, PARENT, SEQ, COMMAND_ID)
 REPLY_TOPIC = "reply-topic"
 REPLY_PARTITION = "reply-partition"
 CORRELATION_ID = "correlation-id"
+REPLY_ROUTE_ERROR = "reply-route-error"
+# A correlation id is echoed byte for byte (Spring's are 16 binary bytes): of
+# any content, but not of any length (it rides on every reply).
+MAX_CORRELATION_ID_BYTES = 255
 
 DLQ_ERROR = "dlq-error"
 DLQ_REASON = "dlq-reason"
@@ -204,12 +213,27 @@ class ReplyRoute:
     correlation_id: bytes | None  # echoed byte for byte in the reply's header
 
 
+class RouteProblem(StrEnum):
+    """Why a reply route was not followed (a bounded metric label)."""
+
+    BAD_HEADER = "bad-header"  # no value, not UTF-8, not a topic name or partition number
+    PARTITION_WITHOUT_TOPIC = "partition-without-topic"
+    CORRELATION_ID_TOO_LONG = "correlation-id-too-long"
+    # Found by the processor, which knows the topics:
+    OWN_TOPIC = "own-topic"  # commands, events, index or dead-letter topic
+    NOT_ALLOWED = "not-allowed"  # does not match --reply-topics
+    UNKNOWN_TOPIC = "unknown-topic"
+    PARTITION_OUT_OF_RANGE = "partition-out-of-range"
+    UNDELIVERABLE = "undeliverable"  # Kafka refused the reply record there
+
+
 @dataclass(frozen=True, slots=True)
 class RouteError:
     """Route headers that cannot be followed; `message` says which and why."""
 
     message: str
     correlation_id: bytes | None  # still known: the sender may match a reply by it
+    reason: RouteProblem = RouteProblem.BAD_HEADER
 
 
 def reply_route_headers(topic: str, partition: int, correlation_id: str) -> list[tuple[str, bytes]]:
@@ -224,15 +248,25 @@ def reply_route_headers(topic: str, partition: int, correlation_id: str) -> list
 def parse_reply_route(headers: HeaderList | None) -> ReplyRoute | RouteError:
     """The route a command's headers ask for; a RouteError when they cannot be
     followed (a topic name Kafka refuses, a partition that is no number, a
-    partition without a topic). `reply-topic` without `reply-partition` means
-    partition 0."""
+    partition without a topic, a correlation id too long to echo). `reply-topic`
+    without `reply-partition` means partition 0. Whether the topic may take
+    replies, and has that partition, is the processor's to check."""
     found = _last(headers, _ROUTE_NAMES)
     correlation = found.get(CORRELATION_ID)
     correlation_id = (correlation.encode() if isinstance(correlation, str) else correlation) or None
+    if correlation_id is not None and len(correlation_id) > MAX_CORRELATION_ID_BYTES:
+        return RouteError(
+            f"reply route header {CORRELATION_ID!r} of {len(correlation_id)} bytes, more than "
+            f"{MAX_CORRELATION_ID_BYTES}",
+            None,
+            RouteProblem.CORRELATION_ID_TOO_LONG,
+        )
     if REPLY_TOPIC not in found:
         if REPLY_PARTITION in found:
             return RouteError(
-                f"reply route header {REPLY_PARTITION!r} without {REPLY_TOPIC!r}", correlation_id
+                f"reply route header {REPLY_PARTITION!r} without {REPLY_TOPIC!r}",
+                correlation_id,
+                RouteProblem.PARTITION_WITHOUT_TOPIC,
             )
         return ReplyRoute(None, None, correlation_id)
     try:
@@ -259,6 +293,9 @@ class DeadLetterReason(StrEnum):
     TOO_LARGE = "too-large"  # more bytes than an event may take
     UNDECODABLE = "undecodable"  # not a Command the codec can read
     MISROUTED = "misrouted"  # on another partition than murmur2 puts its workflow
+    BAD_KEY = "bad-key"  # the record's key is not the command's workflow id
+    BAD_HEADERS = "bad-headers"  # the record's headers cannot be read
+    INTERNAL_ERROR = "internal-error"  # the processor failed on it (a bug): see its log
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,6 +322,16 @@ def dead_letter_headers(d: DeadLetter) -> list[tuple[str, bytes]]:
     if d.truncated is not None:
         headers.append((DLQ_TRUNCATED, d.truncated.encode()))
     return headers
+
+
+def copyable_headers(headers: HeaderList) -> list[tuple[str, bytes | None]]:
+    """The headers of `headers` that can be produced again (librdkafka takes a
+    header name as C text: one with a NUL byte cannot be)."""
+    return [
+        (key, raw.encode() if isinstance(raw, str) else raw)
+        for key, raw in headers
+        if isinstance(key, str) and "\x00" not in key
+    ]
 
 
 def parse_dead_letter(headers: HeaderList | None) -> DeadLetter:
