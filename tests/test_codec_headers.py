@@ -4,6 +4,8 @@ ignoring it; dead-letter headers round-trip."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from duroot_stream.domain import DuRootCommitted, WorkflowEvent
@@ -181,8 +183,16 @@ def test_dead_letter_headers_round_trip(truncated: str | None) -> None:
     assert parse_dead_letter([*original, *headers]) == letter
 
 
-def test_dead_letter_reasons_are_the_processors() -> None:
-    assert {r.value for r in DeadLetterReason} == {"too-large", "undecodable", "misrouted"}
+def test_dead_letter_reasons_are_the_documented_ones() -> None:
+    # What other languages are told (docs/contract.md, asyncapi.yaml) is what is written.
+    root = Path(__file__).resolve().parents[1]
+    contract = (root / "docs" / "contract.md").read_text(encoding="utf-8")
+    asyncapi = (root / "asyncapi.yaml").read_text(encoding="utf-8")
+    for reason in DeadLetterReason:
+        assert f"`{reason.value}`" in contract, reason
+    enum_line = next(line for line in asyncapi.splitlines() if "enum: [undecodable" in line)
+    listed = {r.strip() for r in enum_line.split("[", 1)[1].rstrip("]").split(",")}
+    assert listed == {r.value for r in DeadLetterReason}
 
 
 @pytest.mark.parametrize(
