@@ -97,3 +97,25 @@ def get_or_none(port: int, path: str) -> tuple[int, str] | None:
         return get(port, path)
     except OSError:
         return None  # not listening yet
+
+
+@pytest.mark.broker
+def test_processor_probes_follow_its_state(kafka: KafkaConfig) -> None:
+    create_topics(kafka, partitions=2)
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable, "-m", "duroot_stream.cli.main", "processor",
+            "--instance-id", f"probe-{port}", "--metrics-port", str(port),
+            "-b", kafka.bootstrap_servers, "--topic-prefix", kafka.topic_prefix,
+        ],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        wait_until(lambda: get_or_none(port, "/healthz") is not None, 60, what="metrics port")
+        wait_until(lambda: get(port, "/readyz") == (200, "ok\n"), 90, what="processor ready")
+        assert get(port, "/healthz") == (200, "ok\n")
+        assert "duroot_build_info" in get(port, "/metrics")[1]
+    finally:
+        proc.terminate()
+        assert proc.wait(60) == 0, proc.stderr.read() if proc.stderr else ""

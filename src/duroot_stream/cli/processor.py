@@ -6,12 +6,10 @@ import argparse
 import logging
 import os
 import re
-import signal
 import socket
 import threading
 import time
 
-from duroot_stream import metrics as metrics_mod
 from duroot_stream.config import ConfigError
 from duroot_stream.processor import (
     HUNG_CALL_S,
@@ -23,6 +21,7 @@ from duroot_stream.processor import (
 from duroot_stream.wire import TopicCheckError
 
 from .options import EXIT_FAILED, EXIT_OK, EXIT_USAGE, kafka_config
+from .service import probes, start_service
 
 log = logging.getLogger("duroot.processor")
 
@@ -82,13 +81,24 @@ def cli_main(args: argparse.Namespace) -> int:
         reply_topics=_pattern(args.reply_topics),
     )
     processor = Processor(settings)
-    if settings.metrics_port is not None:
-        port = metrics_mod.serve(
-            processor.metrics.registry, settings.metrics_port, args.metrics_addr
-        )
-        log.info("metrics", extra={"url": f"http://{args.metrics_addr}:{port}/metrics"})
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: processor.stop())
+
+    def failed() -> str | None:
+        if processor.failed:
+            return "processor failed (see its log)"
+        hung = processor.hung_call(2 * PROBE_HUNG_S)
+        return None if hung is None else f"Kafka call {hung[0]} hung for {hung[1]:.0f} s"
+
+    def ready() -> str | None:
+        return None if processor.ready.is_set() else "partitions not assigned and restored yet"
+
+    start_service(
+        log,
+        processor.metrics.registry,
+        settings.metrics_port,
+        args.metrics_addr,
+        processor.stop,
+        probes(settings.kafka, failed, ready),
+    )
 
     def watchdog() -> None:
         while True:
@@ -112,6 +122,9 @@ def cli_main(args: argparse.Namespace) -> int:
         log.error("processor stopped: %s", exc)
         return EXIT_FAILED
     return EXIT_OK
+
+
+PROBE_HUNG_S = 15.0  # a Kafka call this much past its usual time is a health problem
 
 
 def _pattern(text: str | None) -> str | None:
