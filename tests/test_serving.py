@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import urllib.error
@@ -119,3 +120,24 @@ def test_processor_probes_follow_its_state(kafka: KafkaConfig) -> None:
     finally:
         proc.terminate()
         assert proc.wait(60) == 0, proc.stderr.read() if proc.stderr else ""
+
+
+def test_the_runner_exports_records_held_back_by_open_transactions() -> None:
+    registry = CollectorRegistry()
+    runner_metrics = metrics.RunnerMetrics(registry)
+    stats = {
+        "topics": {
+            "duroot.index": {
+                "partitions": {
+                    "0": {"hi_offset": 120, "ls_offset": 100},
+                    "1": {"hi_offset": 7, "ls_offset": 7},
+                    "-1": {"hi_offset": -1, "ls_offset": -1},
+                }
+            }
+        }
+    }
+    runner_metrics.on_index_statistics(json.dumps(stats))
+    name = "duroot_runner_index_unstable_messages"
+    assert registry.get_sample_value(name, {"partition": "0"}) == 20
+    assert registry.get_sample_value(name, {"partition": "1"}) == 0
+    assert registry.get_sample_value(name, {"partition": "-1"}) is None

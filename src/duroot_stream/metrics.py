@@ -156,6 +156,13 @@ class RunnerMetrics:
         self.registry = registry or CollectorRegistry()
         build_info(self.registry)
         r = self.registry
+        self.index_unstable = Gauge(
+            "duroot_runner_index_unstable_messages",
+            "Index records past the last stable offset, by partition: held back from "
+            "read_committed readers by an open transaction (librdkafka statistics).",
+            ["partition"],
+            registry=r,
+        )
         self.du_runs = Counter(
             "duroot_runner_du_runs",
             "du runs, by outcome (ok, failed, timeout, interrupted, rejected).",
@@ -186,6 +193,14 @@ class RunnerMetrics:
             ["action"],
             registry=r,
         )
+
+    def on_index_statistics(self, stats_json: str) -> None:
+        stats: dict[str, Any] = json.loads(stats_json)
+        for topic in stats.get("topics", {}).values():
+            for pid, part in topic.get("partitions", {}).items():
+                high, stable = part.get("hi_offset", -1), part.get("ls_offset", -1)
+                if pid != "-1" and high >= 0 and stable >= 0:
+                    self.index_unstable.labels(pid).set(high - stable)
 
 
 def serve(

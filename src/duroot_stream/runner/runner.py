@@ -119,6 +119,10 @@ class Runner:
                     "enable.auto.offset.store": False,
                     "isolation.level": "read_committed",
                     "auto.offset.reset": "earliest",
+                    # Index records held back by an open transaction, for the
+                    # stalled-last-stable-offset alert.
+                    "statistics.interval.ms": 5_000,
+                    "stats_cb": self.metrics.on_index_statistics,
                 },
             )
         except BaseException:
