@@ -18,6 +18,9 @@ from .headers import (
     REPLY_PARTITION,
     REPLY_TOPIC,
     SEQ,
+    TRACEPARENT,
+    TRACESTATE,
+    TRACESTATE_MAX_BYTES,
     VID,
     WORKFLOW_ID,
     DeadLetter,
@@ -32,6 +35,7 @@ from .headers import (
     parse_event_headers,
     parse_reply_route,
     reply_route_headers,
+    trace_carrier,
 )
 from .partitioning import murmur2, partition_for
 from .schemas import NAMESPACE, schemas_dir
@@ -68,6 +72,9 @@ __all__ = [
     "REPLY_PARTITION",
     "REPLY_TOPIC",
     "SEQ",
+    "TRACEPARENT",
+    "TRACESTATE",
+    "TRACESTATE_MAX_BYTES",
     "VID",
     "WORKFLOW_ID",
     "Codec",
@@ -98,5 +105,6 @@ __all__ = [
     "partition_problems",
     "reply_route_headers",
     "schemas_dir",
+    "trace_carrier",
     "wait_visible",
 ]
