@@ -45,14 +45,14 @@ REGISTRY = "5f0c7a1e-3d2b-4c8e-9a6f-1b2c3d4e5f60"
 
 @pytest.fixture
 def spans(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemorySpanExporter]:
-    """The SDK with an in-memory exporter behind duroot_stream's tracer (not the global
-    provider, so no other test records into it)."""
+    """The SDK with an in-memory exporter as duroot_stream's tracer provider (not the
+    global one, so that no other test records into it)."""
     otel = tracing._otel
     assert otel is not None, "the dev extra installs opentelemetry-api"
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    monkeypatch.setattr(otel, "tracer", provider.get_tracer("duroot_stream"))
+    monkeypatch.setattr(otel, "provider", provider)
     yield exporter
     provider.shutdown()
 
@@ -61,6 +61,16 @@ def spans(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemorySpanExporter]:
 def no_otel(monkeypatch: pytest.MonkeyPatch) -> None:
     """duroot_stream.tracing as it runs without opentelemetry-api."""
     monkeypatch.setattr(tracing, "_otel", None)
+
+
+@pytest.fixture(params=["absent", "api only"])
+def no_sdk(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without opentelemetry-api, or with the API and no SDK (nothing records)."""
+    if request.param == "absent":
+        monkeypatch.setattr(tracing, "_otel", None)
+    else:
+        assert tracing._otel is not None
+        monkeypatch.setattr(tracing._otel, "provider", trace.NoOpTracerProvider())
 
 
 def ids(span: ReadableSpan) -> tuple[str, str]:
@@ -154,8 +164,8 @@ def test_records_outside_a_command_are_left_alone() -> None:
     assert tracing.carried(None) is None
 
 
-@pytest.mark.usefixtures("no_otel")
-def test_without_opentelemetry_the_commands_context_is_passed_on() -> None:
+@pytest.mark.usefixtures("no_sdk")
+def test_without_a_span_the_commands_context_is_passed_on() -> None:
     carrier = {TRACEPARENT: PARENT, TRACESTATE: STATE}
     traced = [(TRACEPARENT, PARENT.encode()), (TRACESTATE, STATE.encode())]
     with tracing.processing(consumed(), carrier, "g"):
@@ -172,6 +182,21 @@ def test_without_opentelemetry_the_commands_context_is_passed_on() -> None:
         assert tracing.carried(None) is None
     with tracing.publishing("p.commands", 0, "wf", "c1") as trace_headers:
         assert trace_headers == ()
+
+
+def test_with_the_api_alone_the_client_passes_the_applications_context_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert tracing._otel is not None
+    monkeypatch.setattr(tracing._otel, "provider", trace.NoOpTracerProvider())
+    remote = trace.SpanContext(
+        int(TRACE_ID, 16), int(PARENT_ID, 16), is_remote=True, trace_flags=trace.TraceFlags(1)
+    )
+    with (
+        trace.use_span(trace.NonRecordingSpan(remote)),
+        tracing.publishing("p.commands", 0, "wf", "c1") as trace_headers,
+    ):
+        assert trace_headers == ((TRACEPARENT, PARENT.encode()),)
 
 
 def test_the_process_span_is_a_child_of_the_commands_context(
@@ -220,7 +245,7 @@ def test_a_command_without_context_starts_a_trace_and_errors_get_no_span(
 
 
 def test_the_publish_span_is_a_child_of_the_current_span(spans: InMemorySpanExporter) -> None:
-    tracer = tracing._otel.tracer if tracing._otel else None
+    tracer = tracing._otel.tracer() if tracing._otel else None
     assert tracer is not None
     with (
         tracer.start_as_current_span("caller"),
@@ -288,7 +313,7 @@ def test_one_trace_from_begin_to_the_completed_event(
     pipeline: KafkaConfig, spans: InMemorySpanExporter
 ) -> None:
     topics = Topics(pipeline.topic_prefix)
-    tracer = tracing._otel.tracer if tracing._otel else None
+    tracer = tracing._otel.tracer() if tracing._otel else None
     assert tracer is not None
     with DuRootClient(pipeline, timeout=30) as client, tracer.start_as_current_span("du root"):
         begun = client.begin(REGISTRY, "/example/data", "files.example.org", "/srv/data")

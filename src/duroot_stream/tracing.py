@@ -66,21 +66,38 @@ _outgoing: ContextVar[TraceHeaders] = ContextVar("duroot_trace", default=())
 
 
 class _OpenTelemetry:
-    """The API objects, made once."""
+    """The API objects, made once, and the tracer of the tracer provider in use."""
 
     def __init__(self) -> None:
         assert _trace is not None
         self.trace = _trace
-        # A proxy: spans go to whatever tracer provider is set, now or later.
-        self.tracer = _trace.get_tracer("duroot_stream", schema_url=SEMCONV_SCHEMA_URL)
         self.propagator = TraceContextTextMapPropagator()
+        self.provider: _trace.TracerProvider | None = None  # None: the global one
+        self._seen: _trace.TracerProvider | None = None
+        self._tracer: _trace.Tracer | None = None
+
+    def tracer(self) -> _trace.Tracer | None:
+        """None while no SDK is set up (the API alone records nothing): then the
+        processor passes trace headers on as if OpenTelemetry were absent, which
+        costs a tenth of a span that records nothing."""
+        trace = self.trace
+        provider = self.provider or trace.get_tracer_provider()
+        if provider is not self._seen:
+            idle = isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider)
+            self._tracer = (
+                None
+                if idle
+                else provider.get_tracer("duroot_stream", schema_url=SEMCONV_SCHEMA_URL)
+            )
+            self._seen = provider
+        return self._tracer
 
 
 _otel: _OpenTelemetry | None = None if _trace is None else _OpenTelemetry()
 
 
 def enabled() -> bool:
-    """Whether spans are made (opentelemetry-api is installed)."""
+    """Whether spans can be made (opentelemetry-api is installed)."""
     return _otel is not None
 
 
@@ -101,38 +118,44 @@ def _attributes(operation: str, topic: str, partition: int, key: str | None) -> 
 @contextmanager
 def publishing(topic: str, partition: int, key: str, message_id: str) -> Iterator[TraceHeaders]:
     """A publish span for one record, a child of the current span: yields the
-    trace headers to add to the record's (none without OpenTelemetry)."""
+    trace headers to add to the record's. Without OpenTelemetry, none; with the
+    API but no SDK, no span and the current context (if an application set one)."""
     otel = _otel
     if otel is None:
         yield ()
         return
+    tracer = otel.tracer()
+    if tracer is None:
+        yield _inject(otel)
+        return
     attributes = _attributes("publish", topic, partition, key)
     attributes["messaging.message.id"] = message_id
-    with otel.tracer.start_as_current_span(
+    with tracer.start_as_current_span(
         f"publish {topic}", kind=otel.trace.SpanKind.PRODUCER, attributes=attributes
     ):
-        carrier: dict[str, str] = {}
-        otel.propagator.inject(carrier)
-        yield _encode(carrier)
+        yield _inject(otel)
 
 
 @contextmanager
 def processing(message: Message, carrier: Carrier, group: str) -> Iterator[None]:
     """Handle one consumed record inside this: a process span (a child of the
     context in `carrier`, the record's trace headers) and, for the records
-    produced meanwhile (`carried`), that span's context; without OpenTelemetry,
-    the record's own trace headers. A consumer error event gets neither."""
+    produced meanwhile (`carried`), that span's context; without a span (no
+    OpenTelemetry SDK), the record's own trace headers. A consumer error event
+    gets neither."""
     if message.error() is not None:
         yield
         return
     otel = _otel
-    if otel is None:
+    tracer = None if otel is None else otel.tracer()
+    if otel is None or tracer is None:
         token = _outgoing.set(_encode(carrier))
         try:
             yield
         finally:
             _outgoing.reset(token)
         return
+    assert _otel is not None
     topic, partition, offset = message.topic() or "", message.partition(), message.offset()
     attributes = _attributes(
         "process", topic, -1 if partition is None else partition, _key(message)
@@ -140,20 +163,24 @@ def processing(message: Message, carrier: Carrier, group: str) -> Iterator[None]
     attributes["messaging.consumer.group.name"] = group
     if offset is not None:
         attributes["messaging.kafka.offset"] = offset
-    with otel.tracer.start_as_current_span(
+    with tracer.start_as_current_span(
         f"process {topic}",
         context=otel.propagator.extract(carrier),
         kind=otel.trace.SpanKind.CONSUMER,
         attributes=attributes,
     ):
-        injected: dict[str, str] = {}
-        otel.propagator.inject(injected)
-        # No SDK, or not sampled: no context of our own, pass the record's on.
-        token = _outgoing.set(_encode(injected or carrier))
+        token = _outgoing.set(_inject(otel) or _encode(carrier))
         try:
             yield
         finally:
             _outgoing.reset(token)
+
+
+def _inject(otel: _OpenTelemetry) -> TraceHeaders:
+    """The current context's trace headers."""
+    carrier: dict[str, str] = {}
+    otel.propagator.inject(carrier)
+    return _encode(carrier)
 
 
 def carried(headers: RecordHeaders | None) -> RecordHeaders | None:
