@@ -411,3 +411,31 @@ def test_without_opentelemetry_a_commands_headers_are_passed_on(pipeline: KafkaC
     assert len(sent_commands) == 1
     assert trace_carrier(headers(sent_commands[0])) == {}
     assert header(sent_commands[0], TRACEPARENT) is None
+
+
+@pytest.mark.broker
+def test_a_resent_command_stays_in_its_first_sends_trace(
+    pipeline: KafkaConfig, spans: InMemorySpanExporter
+) -> None:
+    lost: list[Message] = []
+    with DuRootClient(pipeline, timeout=6, retries=2) as client:  # re-send after 2 s
+        exchange = client._exchange
+        deliver = exchange.on_reply
+
+        def lose_the_first_reply(msg: Message) -> None:
+            if not lost and msg.error() is None and header(msg, "correlation-id"):
+                lost.append(msg)
+                return
+            deliver(msg)
+
+        exchange.on_reply = lose_the_first_reply  # type: ignore[method-assign]
+        begun = client.begin(REGISTRY, "/g", "h", "/srv")
+    assert len(lost) == 1
+    (publish,) = [s for s in spans.get_finished_spans() if s.name.startswith("publish ")]
+    sent = [
+        m
+        for m in read_all(pipeline.bootstrap_servers, Topics(pipeline.topic_prefix).commands)
+        if m.key() == begun.workflow_id.encode()
+    ]
+    assert len(sent) == 2, "the command and its re-send"
+    assert {traceparent_of(m) for m in sent} == {ids(publish)}

@@ -4,7 +4,8 @@ The mechanics behind `DuRootClient` (DESIGN.md, "Request-reply"; the steps are
 in `requester`'s docstring): one idempotent producer to `<prefix>commands`, one
 consumer assigned to a random partition of `<prefix>replies` from its end, and
 a thread that reads the replies, re-sends commands without one (same command
-id) and fails them with `CommandTimeout` at their deadline.
+id, same headers: a re-send is in the first send's trace) and fails them with
+`CommandTimeout` at their deadline.
 """
 
 from __future__ import annotations
