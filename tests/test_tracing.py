@@ -147,6 +147,18 @@ def test_a_tracestate_that_is_too_long_or_not_text_is_dropped() -> None:
 # --- what the processor's records carry (no broker) -------------------------------
 
 
+def messaging(operation: str, partition: str) -> dict[str, object]:
+    """The attributes every span has (semantic conventions 1.27.0), for topic p.commands, key wf."""
+    return {
+        "messaging.system": "kafka",
+        "messaging.operation.type": operation,
+        "messaging.operation.name": operation,
+        "messaging.destination.name": "p.commands",
+        "messaging.destination.partition.id": partition,
+        "messaging.kafka.message.key": "wf",
+    }
+
+
 def consumed(*record_headers: tuple[str, bytes]) -> Message:
     return Message(
         topic="p.commands",
@@ -211,12 +223,7 @@ def test_the_process_span_is_a_child_of_the_commands_context(
     assert span.name == "process p.commands"
     assert span.kind is trace.SpanKind.CONSUMER
     assert dict(span.attributes or {}) == {
-        "messaging.system": "kafka",
-        "messaging.operation.type": "process",
-        "messaging.operation.name": "process",
-        "messaging.destination.name": "p.commands",
-        "messaging.destination.partition.id": "2",
-        "messaging.kafka.message.key": "wf",
+        **messaging("process", "2"),
         "messaging.kafka.offset": 7,
         "messaging.consumer.group.name": "duroot-processor",
     }
@@ -258,12 +265,7 @@ def test_the_publish_span_is_a_child_of_the_current_span(spans: InMemorySpanExpo
     assert publish.name == "publish p.commands"
     assert publish.kind is trace.SpanKind.PRODUCER
     assert dict(publish.attributes or {}) == {
-        "messaging.system": "kafka",
-        "messaging.operation.type": "publish",
-        "messaging.operation.name": "publish",
-        "messaging.destination.name": "p.commands",
-        "messaging.destination.partition.id": "1",
-        "messaging.kafka.message.key": "wf",
+        **messaging("publish", "1"),
         "messaging.message.id": "01CMD",
     }
     ((name, value),) = trace_headers
