@@ -129,6 +129,7 @@ def test_a_valid_context_is_picked_from_the_headers() -> None:
         f"00-{TRACE_ID}-{'0' * 16}-01".encode(),
         f"00-{TRACE_ID}-{PARENT_ID}-01-extra".encode(),  # version 00 has four fields
         f"00-{TRACE_ID[:-1]}-{PARENT_ID}-01".encode(),
+        f"01-{TRACE_ID}-{PARENT_ID}-01-{'x' * 300}".encode(),  # too long to pass on
     ],
 )
 def test_an_invalid_traceparent_carries_no_context(value: bytes | None) -> None:

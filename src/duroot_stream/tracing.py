@@ -7,7 +7,10 @@ client makes a "publish" span for each command it sends and injects its context,
 and the processor makes a "process" span around handling each command, a child
 of the context the command carries; the records it writes then carry the process
 span's context. Without it nothing is imported, no span is made, the client
-sends no trace headers, and the processor passes a command's on unchanged.
+sends no trace headers, and the processor passes a command's on unchanged. With
+the API but no SDK set up (nothing would record), no span is made either: the
+processor passes the headers on, the client sends the application's current
+context if it has one.
 
 Spans follow OpenTelemetry's messaging semantic conventions, version 1.27.0
 (`SEMCONV_SCHEMA_URL`): names `publish <topic>` (PRODUCER) and

@@ -332,8 +332,8 @@ _TRACE_NAMES = frozenset((TRACEPARENT, TRACESTATE))
 
 
 def _valid_traceparent(text: str) -> bool:
-    match = _TRACEPARENT.fullmatch(text)
-    if match is None or len(text) > _TRACEPARENT_MAX:
+    match = None if len(text) > _TRACEPARENT_MAX else _TRACEPARENT.fullmatch(text)
+    if match is None:
         return False
     version, trace_id, parent_id, rest = match.groups()
     if version == "ff" or (version == "00" and rest is not None):
