@@ -21,7 +21,7 @@ MAX_LINES = 420  # "about 400": a module that needs a table of contents is too l
 # Each part may import only the parts on lower lines (and itself).
 LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"domain"}),
-    frozenset({"version", "ids", "config", "logs", "serving", "metrics"}),
+    frozenset({"version", "ids", "config", "logs", "serving", "metrics", "tracing"}),
     frozenset({"wire"}),
     frozenset({"kafka"}),
     frozenset({"broker", "local_registry", "local_tls", "acls", "processor", "client"}),

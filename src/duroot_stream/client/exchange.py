@@ -4,7 +4,8 @@ The mechanics behind `DuRootClient` (DESIGN.md, "Request-reply"; the steps are
 in `requester`'s docstring): one idempotent producer to `<prefix>commands`, one
 consumer assigned to a random partition of `<prefix>replies` from its end, and
 a thread that reads the replies, re-sends commands without one (same command
-id) and fails them with `CommandTimeout` at their deadline.
+id, same headers: a re-send is in the first send's trace) and fails them with
+`CommandTimeout` at their deadline.
 """
 
 from __future__ import annotations
@@ -23,17 +24,25 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from duroot_stream.config import KafkaConfig
 from duroot_stream.domain import Command, Reply
 from duroot_stream.kafka import header, new_producer, new_reader
-from duroot_stream.wire import Codec, CodecError, Topics, partition_for
+from duroot_stream.tracing import publishing
+from duroot_stream.wire import (
+    CORRELATION_ID,
+    REPLY_PARTITION,
+    REPLY_TOPIC,
+    Codec,
+    CodecError,
+    Topics,
+    partition_for,
+    reply_route_headers,
+)
 
 from .calls import topic_partitions, watermarks
 from .errors import CommandTimeout, DuRootError, Unavailable, kafka_unavailable
 
 log = logging.getLogger(__name__)
 
-# Request-reply headers (Spring Kafka's ReplyingKafkaTemplate names), UTF-8 text.
-REPLY_TOPIC = "reply-topic"
-REPLY_PARTITION = "reply-partition"
-CORRELATION_ID = "correlation-id"
+# Importable from here as before (the requester re-exports them).
+__all__ = ["CORRELATION_ID", "REPLY_PARTITION", "REPLY_TOPIC", "Exchange"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +59,9 @@ class _Pending:
 
     command: Command
     value: bytes
+    partition: int  # of `<prefix>commands`: the workflow's
+    # The reply route and the publish span's trace context: a re-send is the same record.
+    headers: list[tuple[str, str | bytes | None]]
     future: Future[Reply]
     deadline: float  # time.monotonic() when CommandTimeout is raised
     attempts: int = 0
@@ -151,17 +163,23 @@ class Exchange:
         value = self._codec.encode_command(command)
         future: Future[Reply] = Future()
         future.set_running_or_notify_cancel()
-        now = time.monotonic()
-        pending = _Pending(command, value, future, deadline=now + self.timeout)
-        with self._lock:
-            if command.command_id in self._pending:
-                raise ValueError(f"command {command.command_id} is already in flight")
-            self._pending[command.command_id] = pending
-            self._schedule(now, command.command_id)
+        topic, command_id = self.topics.commands, command.command_id
+        partition = partition_for(command.workflow_id, conn.command_partitions)
+        route = reply_route_headers(self.topics.replies, conn.reply_partition, command_id)
         try:
-            self._produce(conn, pending)
-        except DuRootError as exc:
-            self._finish(command.command_id, exc)
+            with publishing(topic, partition, command.workflow_id, command_id) as trace:
+                now = time.monotonic()
+                pending = _Pending(
+                    command, value, partition, [*route, *trace], future, now + self.timeout
+                )
+                with self._lock:
+                    if command_id in self._pending:
+                        raise ValueError(f"command {command_id} is already in flight")
+                    self._pending[command_id] = pending
+                    self._schedule(now, command_id)
+                self._produce(conn, pending)
+        except DuRootError as exc:  # the span records it; the future fails with it
+            self._finish(command_id, exc)
         return future
 
     def result(self, future: Future[Reply], command: Command) -> Reply:
@@ -183,12 +201,6 @@ class Exchange:
     def _produce(self, conn: _Connection, pending: _Pending) -> None:
         command = pending.command
         pending.attempts += 1
-        headers: list[tuple[str, str | bytes | None]] = [
-            (REPLY_TOPIC, self.topics.replies.encode()),
-            (REPLY_PARTITION, str(conn.reply_partition).encode()),
-            (CORRELATION_ID, command.command_id.encode()),
-        ]
-        partition = partition_for(command.workflow_id, conn.command_partitions)
 
         def delivered(err: KafkaError | None, _msg: Message) -> None:
             if err is not None:
@@ -206,8 +218,8 @@ class Exchange:
                     self.topics.commands,
                     value=pending.value,
                     key=command.workflow_id.encode(),
-                    partition=partition,
-                    headers=headers,
+                    partition=pending.partition,
+                    headers=pending.headers,
                     on_delivery=delivered,
                 )
                 return

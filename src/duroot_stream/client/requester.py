@@ -16,6 +16,10 @@ How a command travels (DESIGN.md, "Request-reply"):
 2. Each command is produced to `<prefix>commands`, key = workflow id, in the
    workflow's partition (`partition_for`, Java's murmur2), with the headers
    `reply-topic`, `reply-partition` and `correlation-id` (= the command id).
+   With OpenTelemetry (the `otel` extra and an SDK set up), each command gets
+   a "publish" span, a child of the caller's current span, and carries its
+   W3C `traceparent`/`tracestate`; its events, index events and reply then
+   carry the processor's span in the same trace (`duroot_stream.tracing`).
 3. A background thread reads the reply partition and completes the future of
    the command whose correlation id the reply echoes; other replies in that
    partition (other clients share it) are ignored.

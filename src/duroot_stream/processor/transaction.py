@@ -22,6 +22,7 @@ from prometheus_client import Counter
 from duroot_stream.domain import WorkflowState
 from duroot_stream.kafka import Triage, kafka_error, new_consumer, new_producer, triage
 from duroot_stream.metrics import ProcessorMetrics
+from duroot_stream.tracing import carried
 
 from .faults import CONFIG_ERRORS, ProcessorConfigError, fatal_message, record_refused
 from .settings import KAFKA_TIMEOUT_S, ProcessorFatal, ProcessorSettings
@@ -166,7 +167,7 @@ class Transaction:
     ) -> None:
         producer = self.producer
         # confluent-kafka's stub wants a list of str-or-bytes values: ours is one.
-        record_headers = cast("list[tuple[str, str | bytes | None]] | None", headers)
+        record_headers = cast("list[tuple[str, str | bytes | None]] | None", carried(headers))
         while True:
             try:
                 producer.produce(topic, value, key, partition=partition, headers=record_headers)

@@ -29,6 +29,9 @@ from .headers import (
     REPLY_ROUTE_ERROR,
     REPLY_TOPIC,
     SEQ,
+    TRACEPARENT,
+    TRACESTATE,
+    TRACESTATE_MAX_BYTES,
     VID,
     WORKFLOW_ID,
     DeadLetter,
@@ -45,6 +48,7 @@ from .headers import (
     parse_event_headers,
     parse_reply_route,
     reply_route_headers,
+    trace_carrier,
 )
 from .partitioning import murmur2, partition_for
 from .schemas import NAMESPACE, schemas_dir
@@ -77,6 +81,9 @@ __all__ = [
     "REPLY_ROUTE_ERROR",
     "REPLY_TOPIC",
     "SEQ",
+    "TRACEPARENT",
+    "TRACESTATE",
+    "TRACESTATE_MAX_BYTES",
     "VID",
     "WORKFLOW_ID",
     "Codec",
@@ -110,5 +117,6 @@ __all__ = [
     "partition_problems",
     "reply_route_headers",
     "schemas_dir",
+    "trace_carrier",
     "wait_visible",
 ]

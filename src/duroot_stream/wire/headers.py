@@ -10,6 +10,9 @@
 - Dead-letter headers (on `commands.dlq`), added to the original record's:
   `dlq-error`, `dlq-reason`, `dlq-topic`, `dlq-partition`, `dlq-offset`, and
   `dlq-truncated` when the record was cut to fit.
+- Trace context (W3C Trace Context, any record): `traceparent` and
+  `tracestate`, carried from a command onto its events, index events, reply
+  and dead letter (`duroot_stream.tracing`).
 
 Values are UTF-8 text, numbers in decimal. Of a repeated header the last
 counts; headers of other names are ignored.
@@ -29,6 +32,7 @@ from duroot_stream.domain import (
     DuUpdated,
     WorkflowEvent,
 )
+from duroot_stream.tracing import TRACEPARENT, TRACESTATE
 
 from .checks import show, ulid_match, uuid_match
 from .errors import CodecError
@@ -51,6 +55,9 @@ __all__ = [
     "REPLY_ROUTE_ERROR",
     "REPLY_TOPIC",
     "SEQ",
+    "TRACEPARENT",
+    "TRACESTATE",
+    "TRACESTATE_MAX_BYTES",
     "VID",
     "WORKFLOW_ID",
     "DeadLetter",
@@ -67,6 +74,7 @@ __all__ = [
     "parse_event_headers",
     "parse_reply_route",
     "reply_route_headers",
+    "trace_carrier",
 ]
 
 # Headers as confluent-kafka gives and takes them.
@@ -355,3 +363,48 @@ def parse_dead_letter(headers: HeaderList | None) -> DeadLetter:
         _number("dead-letter", DLQ_OFFSET, found[DLQ_OFFSET], _INT64_MAX),
         found.get(DLQ_TRUNCATED),
     )
+
+
+# --- trace context ----------------------------------------------------------------
+
+# W3C Trace Context, version 00: version-traceid-parentid-flags in lower-case hex;
+# a later version may add fields after a "-". Version ff and all-zero ids are invalid.
+_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}(-.*)?")
+_ZERO_TRACE_ID, _ZERO_PARENT_ID = "0" * 32, "0" * 16
+_TRACEPARENT_MAX = 256  # room for a later version's fields
+# What W3C asks every vendor to propagate at least; more is dropped, so that a
+# command cannot make each of its events carry a large header.
+TRACESTATE_MAX_BYTES = 512
+_TRACE_NAMES = frozenset((TRACEPARENT, TRACESTATE))
+
+
+def _valid_traceparent(text: str) -> bool:
+    match = None if len(text) > _TRACEPARENT_MAX else _TRACEPARENT.fullmatch(text)
+    if match is None:
+        return False
+    version, trace_id, parent_id, rest = match.groups()
+    if version == "ff" or (version == "00" and rest is not None):
+        return False
+    return trace_id != _ZERO_TRACE_ID and parent_id != _ZERO_PARENT_ID
+
+
+def trace_carrier(headers: HeaderList | None) -> dict[str, str]:
+    """A record's trace context as a W3C text map (`traceparent`, and
+    `tracestate` if it has one), or {} when its `traceparent` is missing or
+    invalid (its `tracestate` then means nothing). A `tracestate` that is not
+    UTF-8 or longer than TRACESTATE_MAX_BYTES is dropped. Never raises."""
+    found = _last(headers, _TRACE_NAMES)
+    try:
+        parent = _text("trace", TRACEPARENT, found.get(TRACEPARENT))
+    except CodecError:
+        return {}
+    if not _valid_traceparent(parent):
+        return {}
+    carrier = {TRACEPARENT: parent}
+    try:
+        state = _text("trace", TRACESTATE, found.get(TRACESTATE)).strip()
+    except CodecError:
+        return carrier
+    if state and len(state.encode()) <= TRACESTATE_MAX_BYTES:
+        carrier[TRACESTATE] = state
+    return carrier
