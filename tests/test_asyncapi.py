@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from duroot_stream.domain import DuUpdated, WorkflowEvent
-from duroot_stream.wire import Topics, event_headers
+from duroot_stream.wire import TRACEPARENT, TRACESTATE, Topics, event_headers
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = ROOT / "asyncapi.yaml"
@@ -68,8 +68,9 @@ def test_event_headers_are_the_ones_the_processor_writes() -> None:
     )
     written = {name for name, _ in event_headers(event)}
     described = spec()["components"]["schemas"]["eventHeaders"]
-    assert set(described["properties"]) == written
+    # Always written: required; the trace context only when the command had one.
     assert set(described["required"]) == written
+    assert set(described["properties"]) == written | {TRACEPARENT, TRACESTATE}
 
 
 @pytest.mark.parametrize("name", ["Command", "WorkflowEvent", "WorkflowIndexEvent", "Reply"])
