@@ -376,6 +376,8 @@ def _decode(codec: Codec, r: Record, partitions: int) -> Command | None:
         command = codec.decode_command(r.value or b"")
     except CodecError:
         return None
+    if (r.key or b"") != command.workflow_id.encode():
+        return None  # bad-key: a command is keyed by its workflow id
     if partition_for(command.workflow_id, partitions) != r.partition:
         return None
     return command
