@@ -5,11 +5,12 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from typing import TypedDict, Unpack
 
-from confluent_kafka import OFFSET_END, Consumer, Producer, TopicPartition
+from confluent_kafka import OFFSET_END, Consumer, Message, Producer, TopicPartition
 
 from duroot_stream.config import KafkaConfig
 from duroot_stream.domain import NO_VC, Command, CommandBody, Reply, WorkflowEvent
@@ -28,13 +29,34 @@ from .kafka_helpers import read_all, wait_until
 
 PARTITIONS = 3
 
+# A record's headers as confluent_kafka types them: (name, value) pairs, in order.
+Headers = list[tuple[str, str | bytes | None]]
+
+
+class SettingsOverrides(TypedDict, total=False):
+    """The ProcessorSettings fields a test may set, besides `kafka`."""
+
+    instance_id: str
+    group_id: str
+    batch_size: int
+    commit_interval_s: float
+    gc_interval_s: float
+    max_active_s: float
+    delete_after_s: float
+    metrics_port: int | None
+    reply_topics: str | None
+    fail_decide_for: frozenset[str]
+    abort_before_commit: Callable[[], bool] | None
+
 
 @contextmanager
-def running_processor(kafka: KafkaConfig, **overrides: object) -> Iterator[Processor]:
+def running_processor(
+    kafka: KafkaConfig, **overrides: Unpack[SettingsOverrides]
+) -> Iterator[Processor]:
     """A processor in a thread, ready (first assignment restored) when yielded."""
     settings = replace(
         ProcessorSettings(kafka=kafka, instance_id=f"t-{uuid.uuid4().hex[:6]}"), **overrides
-    )  # type: ignore[arg-type]
+    )
     processor = Processor(settings)
     errors: list[BaseException] = []
 
@@ -69,6 +91,34 @@ def command(
     return Command(command_id or new_ulid(), workflow_id, expected_vid, now_ms(), body)
 
 
+def vid_of(reply: Reply) -> str:
+    """The head a reply names; every successful reply names one."""
+    assert reply.vid is not None, f"the reply names no vid: {reply}"
+    return reply.vid
+
+
+def record_headers(msg: Message) -> Headers:
+    """A record's headers in order (consumed records carry a list; the stubs allow a dict)."""
+    raw = msg.headers()
+    if raw is None:
+        return []
+    return list(raw.items()) if isinstance(raw, dict) else list(raw)
+
+
+def header_value(msg: Message, name: str) -> bytes:
+    """The last value of header `name`, which the record must carry (as bytes, as consumed)."""
+    value = dict(record_headers(msg))[name]
+    assert isinstance(value, bytes), f"header {name!r} is {value!r}"
+    return value
+
+
+def key_text(msg: Message) -> str:
+    """A record's key as text; the record must have one."""
+    key = msg.key()
+    assert key is not None, "a record without a key"
+    return key.decode()
+
+
 @dataclass
 class Requester:
     """Publishes commands and collects replies from one partition of the replies topic."""
@@ -91,7 +141,7 @@ class Requester:
         )
         self.replies.assign([TopicPartition(self.topics.replies, 0, OFFSET_END)])
         self.received: dict[bytes, Reply] = {}
-        self.reply_headers: dict[bytes, list[tuple[str, bytes]]] = {}
+        self.reply_headers: dict[bytes, Headers] = {}
         # The end offset is resolved lazily: poll once so replies sent from now on are seen.
         self.replies.poll(0.5)
 
@@ -112,7 +162,7 @@ class Requester:
             key = cmd.workflow_id.encode()
             if partition is None:
                 partition = partition_for(cmd.workflow_id, PARTITIONS)
-        headers = (
+        headers: Headers | None = (
             [
                 ("reply-topic", self.topics.replies.encode()),
                 ("reply-partition", b"0"),
@@ -136,14 +186,16 @@ class Requester:
             for msg in self.replies.consume(100, 0.2):
                 if msg.error():
                     continue
-                headers = list(msg.headers() or [])
+                headers = record_headers(msg)
                 cid = dict(headers).get("correlation-id")
-                if cid is not None:
+                if isinstance(cid, bytes):  # as consumed; never str
                     self.received[cid] = self.codec.decode_reply(msg.value())
                     self.reply_headers[cid] = headers
             return self.received.get(corr)
 
-        return wait_until(arrived, timeout=timeout, interval=0, what=f"reply to {correlation}")
+        reply = wait_until(arrived, timeout=timeout, interval=0, what=f"reply to {correlation}")
+        assert reply is not None  # wait_until returns only a truthy result
+        return reply
 
     def request(self, cmd: Command, timeout: float = 30) -> Reply:
         return self.wait_reply(self.send(cmd), timeout)
@@ -156,11 +208,11 @@ def workflow_events(
     kafka: KafkaConfig, workflow_id: str
 ) -> list[tuple[EventHeaders, WorkflowEvent]]:
     codec = Codec()
-    out = []
+    out: list[tuple[EventHeaders, WorkflowEvent]] = []
     for msg in read_all(kafka.bootstrap_servers, Topics(kafka.topic_prefix).events):
         if msg.value() is None:
             continue
-        h = parse_event_headers(msg.headers())
+        h = parse_event_headers(record_headers(msg))
         if h.workflow_id == workflow_id:
             out.append((h, codec.decode_event(msg.value())))
     return out

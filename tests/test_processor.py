@@ -18,6 +18,7 @@ from duroot_stream.domain import (
     EVENT_EPOCH,
     AbortExpired,
     Append,
+    CommandBody,
     Commit,
     Delete,
     DuRootCommitted,
@@ -32,6 +33,7 @@ from duroot_stream.domain import (
     IndexStarted,
     Init,
     PathUsage,
+    Reply,
 )
 from duroot_stream.ids import new_ulid
 from duroot_stream.kafka import header_bytes
@@ -48,9 +50,12 @@ from .processor_harness import (
     PARTITIONS,
     Requester,
     command,
+    key_text,
     new_workflow_id,
+    record_headers,
     running_processor,
     setup_topics,
+    vid_of,
     workflow_events,
 )
 
@@ -76,10 +81,10 @@ def test_happy_path_events_index_and_automatic_end(
         r1 = requester.request(command(wf, INIT))
         assert r1.ok and r1.error is None and r1.workflow_id == wf
         r2 = requester.request(
-            command(wf, Append((PathUsage("a", 1024), PathUsage("b", 2048))), r1.vid)
+            command(wf, Append((PathUsage("a", 1024), PathUsage("b", 2048))), vid_of(r1))
         )
-        assert r2.ok and r2.vid > r1.vid
-        r3 = requester.request(command(wf, Commit(), r2.vid))
+        assert r2.ok and vid_of(r2) > vid_of(r1)
+        r3 = requester.request(command(wf, Commit(), vid_of(r2)))
         assert r3.ok
     events = workflow_events(kafka, wf)
     payloads = [e.payload for _, e in events]
@@ -135,7 +140,11 @@ def test_happy_path_events_index_and_automatic_end(
     ],
 )
 def test_rejections_through_kafka(
-    kafka: KafkaConfig, requester: Requester, setup, cmd, error
+    kafka: KafkaConfig,
+    requester: Requester,
+    setup: list[CommandBody],
+    cmd: CommandBody,
+    error: ErrorCode,
 ) -> None:
     wf = new_workflow_id()
     with running_processor(kafka):
@@ -169,8 +178,8 @@ def test_idempotent_no_ops_and_fail_abort(kafka: KafkaConfig, requester: Request
 def test_version_conflict_names_both_vids(kafka: KafkaConfig, requester: Requester) -> None:
     wf = new_workflow_id()
     with running_processor(kafka):
-        v1 = requester.request(command(wf, INIT)).vid
-        v2 = requester.request(command(wf, Append((PathUsage("a", 1),)), v1)).vid
+        v1 = vid_of(requester.request(command(wf, INIT)))
+        v2 = vid_of(requester.request(command(wf, Append((PathUsage("a", 1),)), v1)))
         stale = requester.request(command(wf, Append((PathUsage("b", 1),)), v1))
     assert stale.error is ErrorCode.VERSION_CONFLICT
     assert v1 in stale.message and v2 in stale.message
@@ -189,7 +198,7 @@ def test_reply_routes_header_and_replies_topic(kafka: KafkaConfig, requester: Re
         requester.send(bare, reply_route=False)
         codec = Codec()
 
-        def keyed_reply():
+        def keyed_reply() -> list[Reply]:
             return [
                 codec.decode_reply(m.value())
                 for m in read_all(kafka.bootstrap_servers, Topics(kafka.topic_prefix).replies)
@@ -218,8 +227,8 @@ def test_restart_restores_state_and_continues_with_last_vid(
 ) -> None:
     wf = new_workflow_id()
     with running_processor(kafka, instance_id="one"):
-        v1 = requester.request(command(wf, INIT)).vid
-        v2 = requester.request(command(wf, Append((PathUsage("a", 5),)), v1)).vid
+        v1 = vid_of(requester.request(command(wf, INIT)))
+        v2 = vid_of(requester.request(command(wf, Append((PathUsage("a", 5),)), v1)))
     with running_processor(kafka, instance_id="two") as second:
         assert second.workflow_count() >= 1
         assert (
@@ -247,9 +256,9 @@ def test_delete_tombstones_every_event_key_and_the_index(
     records = [
         m
         for m in read_all(kafka.bootstrap_servers, topics.events)
-        if m.key().decode().startswith(wf + "/")
+        if key_text(m).startswith(wf + "/")
     ]
-    tombstoned = {m.key().decode() for m in records if m.value() is None}
+    tombstoned = {key_text(m) for m in records if m.value() is None}
     assert tombstoned == {f"{wf}/{s}" for s in range(5)}
     index = [m for m in read_all(kafka.bootstrap_servers, topics.index) if m.key() == wf.encode()]
     codec = Codec()
@@ -287,7 +296,7 @@ def test_bad_input_is_answered_dead_lettered_and_processing_goes_on(
     assert after.ok, "a valid command after the bad ones is processed"
     dlq = read_all(kafka.bootstrap_servers, Topics(kafka.topic_prefix).dlq)
     assert sorted(m.value() or b"" for m in dlq) == sorted(bad_inputs.values())
-    assert all(dict(m.headers())["dlq-error"] for m in dlq)
+    assert all(dict(record_headers(m))["dlq-error"] for m in dlq)
 
 
 def test_garbage_collection_expires_and_deletes(kafka: KafkaConfig, requester: Requester) -> None:
@@ -325,7 +334,7 @@ def test_aborted_transaction_leaves_nothing_visible_and_no_state(
         return False
 
     with running_processor(kafka, abort_before_commit=abort_once) as proc:
-        v1 = requester.request(command(wf, INIT)).vid
+        v1 = vid_of(requester.request(command(wf, INIT)))
         armed["on"] = True
         append = command(wf, Append((PathUsage("a", 1),)), v1)
         reply = requester.request(append)
@@ -400,7 +409,7 @@ def test_deleted_history_is_compacted_away(kafka: KafkaConfig) -> None:
         # Segments roll only on an append after segment.ms: append harmless tombstones.
         producer.produce(events_topic, None, f"{uuid.uuid4()}/0".encode(), partition=partition)
         producer.flush(10)
-        keys = [m.key().decode() for m in read_all(kafka.bootstrap_servers, events_topic)]
+        keys = [key_text(m) for m in read_all(kafka.bootstrap_servers, events_topic)]
         return not any(k.startswith(wf + "/") for k in keys)
 
     wait_until(compacted, timeout=120, interval=1, what=f"the cleaner to remove {wf}'s keys")

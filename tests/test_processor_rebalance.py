@@ -16,7 +16,14 @@ from duroot_stream.domain import Append, Commit, DuUpdated, Init, PathUsage
 from duroot_stream.wire import Codec, Topics
 
 from .kafka_helpers import read_all, wait_until
-from .processor_harness import Requester, command, running_processor, setup_topics, workflow_events
+from .processor_harness import (
+    Requester,
+    command,
+    header_value,
+    running_processor,
+    setup_topics,
+    workflow_events,
+)
 
 pytestmark = pytest.mark.broker
 
@@ -59,7 +66,7 @@ def test_instances_join_and_leave_during_a_run(kafka: KafkaConfig) -> None:
 
     # Every command answered exactly once (read_committed: aborted replies are invisible).
     replies = read_all(kafka.bootstrap_servers, Topics(kafka.topic_prefix).replies)
-    per_command = Counter(dict(m.headers() or [])["correlation-id"].decode() for m in replies)
+    per_command = Counter(header_value(m, "correlation-id").decode() for m in replies)
     assert set(per_command) == set(sent)
     assert [c for c, n in per_command.items() if n != 1] == []
     codec = Codec()
