@@ -31,7 +31,7 @@ from duroot_stream.wire import Topics
 BATCH_SIZE = 1000  # the processor's defaults
 COMMIT_INTERVAL_S = 0.1
 # As many headers as an event carries, values of the same sizes.
-HEADERS = [
+HEADERS: list[tuple[str, str | bytes | None]] = [
     ("event-type", b"UPDATED"),
     ("workflow-id", b"7f1c0a3e-5b1d-4c2a-9e3f-0123456789ab"),
     ("vid", b"01JD0000000000000000000000"),
