@@ -60,6 +60,20 @@ def log(message: str) -> None:
     print(f"  {time.strftime('%H:%M:%S')} {message}", file=sys.stderr, flush=True)
 
 
+def machine_load(what: str = "") -> dict[str, float]:
+    """The load averages now, and a warning on stderr when the machine is busy
+    (more runnable work than cores over the last minute before this process's own
+    load): figures measured then are low and noisy."""
+    one, five, fifteen = os.getloadavg()
+    cores = os.cpu_count() or 1
+    if one > cores:
+        log(
+            f"WARNING: the machine is busy{' before ' + what if what else ''}: "
+            f"load average {one:.1f} / {five:.1f} / {fifteen:.1f} on {cores} cores"
+        )
+    return {"load_1m": round(one, 2), "load_5m": round(five, 2), "load_15m": round(fifteen, 2)}
+
+
 @contextmanager
 def bootstrap(log_file: Path | None = None) -> Iterator[str]:
     """`DUROOT_BOOTSTRAP_SERVERS` if set, else a local broker of its own."""

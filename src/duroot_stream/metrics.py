@@ -13,6 +13,23 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 BATCH_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000)
+# Per-batch time of one step of a transaction: from tens of microseconds up.
+STEP_BUCKETS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+)
 DU_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600)
 
 
@@ -73,6 +90,32 @@ class ProcessorMetrics:
             "duroot_processor_command_latency_seconds",
             "Time from a command's issued_at to the commit of its transaction.",
             buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        # Where a transaction's time goes (issue 17): one observation per committed batch.
+        self.decide_duration = Histogram(
+            "duroot_processor_decide_duration_seconds",
+            "Per transaction: time handling its commands in Python (decode, decide, encode, "
+            "state), produce calls excluded.",
+            buckets=STEP_BUCKETS,
+            registry=r,
+        )
+        self.produce_duration = Histogram(
+            "duroot_processor_produce_duration_seconds",
+            "Per transaction: time in the producer's produce calls.",
+            buckets=STEP_BUCKETS,
+            registry=r,
+        )
+        self.send_offsets_duration = Histogram(
+            "duroot_processor_send_offsets_duration_seconds",
+            "Per transaction: time in send_offsets_to_transaction, retries included.",
+            buckets=STEP_BUCKETS,
+            registry=r,
+        )
+        self.commit_duration = Histogram(
+            "duroot_processor_commit_duration_seconds",
+            "Per transaction: time in commit_transaction, retries included.",
+            buckets=STEP_BUCKETS,
             registry=r,
         )
         self.restore_duration = Gauge(

@@ -2,8 +2,9 @@
 a reply, exactly once, in one Kafka transaction."""
 
 from .loop import CONSUME_CHUNK, IDLE_POLL_S, Processor
-from .restore import RESTORE_BATCH, restore_partitions
+from .restore import RESTORE_BATCH, RESTORE_CONSUMER, restore_partitions
 from .settings import HUNG_CALL_S, MAX_COMMAND_BYTES, ProcessorFatal, ProcessorSettings
+from .transaction import RETRY_BACKOFF_MAX_MS, RETRY_BACKOFF_MS
 
 __all__ = [
     "CONSUME_CHUNK",
@@ -11,6 +12,9 @@ __all__ = [
     "IDLE_POLL_S",
     "MAX_COMMAND_BYTES",
     "RESTORE_BATCH",
+    "RESTORE_CONSUMER",
+    "RETRY_BACKOFF_MAX_MS",
+    "RETRY_BACKOFF_MS",
     "Processor",
     "ProcessorFatal",
     "ProcessorSettings",
