@@ -31,7 +31,9 @@ log = logging.getLogger("duroot.processor")
 T = TypeVar("T")
 
 RETRY_BACKOFF_MS = 5  # the transactional producer's (librdkafka: 100)
-RETRY_BACKOFF_MAX_MS = 500  # (librdkafka: 1000) doubling from 5 ms, reached after 7 retries
+# (librdkafka: 1000) The backoff doubles per retry: capped low, a retry comes at most
+# 50 ms after the coordinator is free (20 requests/s at most while it is not).
+RETRY_BACKOFF_MAX_MS = 50
 
 
 class AbortNeeded(Exception):
