@@ -13,15 +13,16 @@ from different runs to be compared.
    warm-up drain, the two take turns (best of two rounds; one with --quick).
 2. Restore: `restore_partitions` over an events topic of 1,000,000 events
    (10,000 workflows of 100 events) with one partition and with six, versus a
-   raw consume of the same partitions (same consumer settings; per record
-   only `error()` and `value()`).
-3. Latency: command → reply at half the processor's measured maximum, open
-   loop (commands sent on a schedule, not waiting for replies), the same
-   commands as in 1 (replies to the replies topic, keyed by command id).
-   `visible`: until the benchmark's read_committed consumer has the reply
-   (what a client sees); `produced`: until the reply record's own timestamp
-   (when the processor produced it, before its transaction committed).
-   Again at a tenth of the maximum (`latency_low`), for scale.
+   raw consume of the same partitions (the restore consumer's settings,
+   `RESTORE_CONSUMER`; per record only `error()` and `value()`), and restore
+   with librdkafka's fetch queue backoff (`_untuned`, the setting before
+   issue 17).
+3. Latency (`benchmarks/latency.py`): the capacity of the latency set-up
+   itself (the offered rate stepped up until lag is no longer bounded), then
+   command → reply visible at 10, 25, 50 and 75 % of it and at 200/s, split
+   into queueing and commit, with the processor's retry backoff as tuned
+   and as librdkafka's default, taking turns, best of three; the client is
+   two processes of its own; each run with the processor's attribution.
 4. Memory: VmRSS of a process holding 100,000 restored workflows (each
    Init, one Append of 7 lines, Commit: 10 events) minus the same process
    after restoring an empty topic (`benchmarks/memory_probe.py`).
@@ -29,7 +30,7 @@ from different runs to be compared.
    group on the six partitions, next to one instance.
 
 Quick (`--quick`): 30,000 commands, 100,000 events, 20,000 workflows,
-6 s of latency. Run: `python -m benchmarks.processor [--quick] [SECTION...]`
+5 s latency steps and runs, one round. Run: `python -m benchmarks.processor [--quick] [SECTION...]`
 (sections: throughput, latency, restore, memory); writes
 bench-results/processor.json.
 """
