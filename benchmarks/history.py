@@ -15,7 +15,6 @@ Run: `python -m benchmarks.history [--quick]` (quick: a tenth of it), or
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 import uuid
@@ -23,7 +22,6 @@ from collections.abc import Iterator, Sequence
 
 from benchmarks.processor import raw_consume
 from benchmarks.workload import (
-    REPO,
     HistoryShape,
     Record,
     _produce_all,
@@ -34,6 +32,7 @@ from benchmarks.workload import (
     machine_load,
     workflow_ids,
     write_histories,
+    write_report,
 )
 from duroot_stream.config import KafkaConfig
 from duroot_stream.domain import (
@@ -123,13 +122,9 @@ def run(quick: bool) -> dict[str, float]:
 def main(argv: Sequence[str] = ()) -> None:
     quick = "--quick" in argv
     results = run(quick)
-    out = REPO / "bench-results" / "history.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    report = {"benchmark": "history", "quick": quick, "results": results}
-    out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     for name, value in results.items():
         print(f"{name:<28} {value:>14,.2f}")
-    print(f"wrote {out}")
+    print(f"wrote {write_report('history', quick, results)}")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ Run: `python -m benchmarks.txn_floor [--quick]`; writes bench-results/txn_floor.
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import sys
@@ -30,7 +29,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from benchmarks.workload import REPO, bootstrap, fresh_topics, log, machine_load
+from benchmarks.workload import bootstrap, fresh_topics, log, machine_load, write_report
 from duroot_stream.config import KafkaConfig
 from duroot_stream.processor import RETRY_BACKOFF_MAX_MS, RETRY_BACKOFF_MS
 from duroot_stream.wire import Topics
@@ -110,6 +109,7 @@ def run(quick: bool = False) -> dict[str, float]:
     with bootstrap() as servers:
         config = fresh_topics(servers, 1)
         transactions(config, SETTINGS["tuned"], 10)  # warm-up, not counted
+        results.update(machine_load("the bare transactions"))
         best: dict[str, dict[str, float]] = {}
         for _ in range(rounds):  # taking turns; best median of each
             for name, settings in SETTINGS.items():
@@ -129,15 +129,10 @@ def run(quick: bool = False) -> dict[str, float]:
 
 def main(argv: Sequence[str] = ()) -> None:
     quick = "--quick" in argv
-    load = machine_load()
     results = run(quick=quick)
-    out = REPO / "bench-results" / "txn_floor.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    report = {"benchmark": "txn_floor", "quick": quick, "load": load, "results": results}
-    out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     for name, value in results.items():
         print(f"{name:<44} {value:>10,.2f}")
-    print(f"wrote {out}")
+    print(f"wrote {write_report('txn_floor', quick, results)}")
 
 
 if __name__ == "__main__":

@@ -17,14 +17,16 @@
 
 from __future__ import annotations
 
+import json
 import os
+import platform
 import signal
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +60,23 @@ Record = tuple[str, int, bytes, bytes, list[tuple[str, bytes]]]
 def log(message: str) -> None:
     """A progress line on stderr."""
     print(f"  {time.strftime('%H:%M:%S')} {message}", file=sys.stderr, flush=True)
+
+
+def write_report(name: str, quick: bool, results: Mapping[str, object]) -> Path:
+    """bench-results/<name>.json: the figures, the machine, its load now."""
+    out = REPO / "bench-results" / f"{name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    report = {
+        "benchmark": name,
+        "quick": quick,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "load_after": machine_load(),
+        "results": results,
+    }
+    out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return out
 
 
 def machine_load(what: str = "") -> dict[str, float]:

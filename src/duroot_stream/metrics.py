@@ -92,32 +92,26 @@ class ProcessorMetrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+
         # Where a transaction's time goes (issue 17): one observation per committed batch.
-        self.decide_duration = Histogram(
-            "duroot_processor_decide_duration_seconds",
-            "Per transaction: time handling its commands in Python (decode, decide, encode, "
-            "state), produce calls excluded.",
-            buckets=STEP_BUCKETS,
-            registry=r,
+        def step(name: str, what: str) -> Histogram:
+            return Histogram(
+                f"duroot_processor_{name}_duration_seconds",
+                f"Per transaction: time {what}.",
+                buckets=STEP_BUCKETS,
+                registry=r,
+            )
+
+        self.decide_duration = step(
+            "decide",
+            "handling its commands in Python (decode, decide, encode, state), produce "
+            "calls excluded",
         )
-        self.produce_duration = Histogram(
-            "duroot_processor_produce_duration_seconds",
-            "Per transaction: time in the producer's produce calls.",
-            buckets=STEP_BUCKETS,
-            registry=r,
+        self.produce_duration = step("produce", "in the producer's produce calls")
+        self.send_offsets_duration = step(
+            "send_offsets", "in send_offsets_to_transaction, retries included"
         )
-        self.send_offsets_duration = Histogram(
-            "duroot_processor_send_offsets_duration_seconds",
-            "Per transaction: time in send_offsets_to_transaction, retries included.",
-            buckets=STEP_BUCKETS,
-            registry=r,
-        )
-        self.commit_duration = Histogram(
-            "duroot_processor_commit_duration_seconds",
-            "Per transaction: time in commit_transaction, retries included.",
-            buckets=STEP_BUCKETS,
-            registry=r,
-        )
+        self.commit_duration = step("commit", "in commit_transaction, retries included")
         self.restore_duration = Gauge(
             "duroot_processor_restore_duration_seconds",
             "Duration of the last state restore, by partition.",
