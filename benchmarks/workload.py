@@ -325,6 +325,31 @@ class Drain:
         return (high[1] - low[1]) / (high[0] - low[0])
 
 
+def wait_drained(config: KafkaConfig, group: str, partitions: int, timeout: float) -> float:
+    """Until `group` has committed every command written so far; the seconds waited."""
+    topic = Topics(config.topic_prefix).commands
+    watcher = Consumer(
+        {"bootstrap.servers": config.bootstrap_servers, "group.id": group, "log_level": 0}
+    )
+    started = time.monotonic()
+    try:
+        while True:
+            ends = [
+                watcher.get_watermark_offsets(TopicPartition(topic, p), 10)[1]
+                for p in range(partitions)
+            ]
+            tps = [TopicPartition(topic, p) for p in range(partitions)]
+            committed = [tp.offset for tp in watcher.committed(tps, timeout=10)]
+            # A partition never written to has no committed offset (-1001).
+            if all(c >= end or end == 0 for c, end in zip(committed, ends, strict=True)):
+                return time.monotonic() - started
+            if time.monotonic() - started > timeout:
+                raise RuntimeError(f"group {group} not caught up after {timeout} s")
+            time.sleep(0.1)
+    finally:
+        watcher.close()
+
+
 def watch_drain(
     config: KafkaConfig, group: str, partitions: int, held: HeldCommands, timeout: float = 900
 ) -> Drain:
