@@ -292,7 +292,7 @@ def run(servers: str, quick: bool, drain_max: float | None) -> dict[str, Results
             for i, (name, options) in enumerate(VARIANTS.items())
         }
         load = machine_load("the latency runs")
-        knee, steps = capacity(setups["tuned"], (drain_max or 4_000) / 4, step_s)
+        knee, steps = capacity(setups["tuned"], (drain_max or 10_000) / 4, step_s)
         results["capacity"] = {
             "knee_per_s": round(knee),
             "steps": float(len(steps)),
