@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 DIR    ?= .
 PYTEST_ARGS ?=
 
-.PHONY: run test test-reliability bench bench-quick lint broker deps jars images clean
+.PHONY: run test test-reliability bench bench-quick bench-latency bench-history lint broker deps jars images clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,12 +35,21 @@ test: jars
 test-reliability: jars
 	$(BIN)/pytest -m slow $(PYTEST_ARGS)
 
-## make bench: benchmarks, figures printed and written to bench-results/*.json
+## make bench: benchmarks, issue 17's table (each figure, its target, met?) printed and
+## written to bench-results/summary.json (each module's figures to bench-results/*.json)
 bench: jars
 	$(BIN)/python -m benchmarks
 
 bench-quick: jars
 	$(BIN)/python -m benchmarks --quick
+
+## make bench-latency: the latency set-up alone (capacity, the curve, tuned vs default)
+bench-latency: jars
+	$(BIN)/python -m benchmarks.processor latency
+
+## make bench-history: restore of one partition of 10,000,000 events (not in make bench)
+bench-history: jars
+	$(BIN)/python -m benchmarks.history
 
 ## make images: the README's pictures (web pages, dashboard panels) from real runs
 images: jars

@@ -25,7 +25,12 @@ from collections.abc import Sequence
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
 from duroot_stream.config import KafkaConfig
-from duroot_stream.processor import CONSUME_CHUNK, IDLE_POLL_S
+from duroot_stream.processor import (
+    CONSUME_CHUNK,
+    IDLE_POLL_S,
+    RETRY_BACKOFF_MAX_MS,
+    RETRY_BACKOFF_MS,
+)
 from duroot_stream.wire import Topics
 
 BATCH_SIZE = 1000  # the processor's defaults
@@ -52,6 +57,8 @@ class PassThrough:
                     "transactional.id": f"{group}-passthrough",
                     "transaction.timeout.ms": 10_000,
                     "linger.ms": 5,
+                    "retry.backoff.ms": RETRY_BACKOFF_MS,
+                    "retry.backoff.max.ms": RETRY_BACKOFF_MAX_MS,
                     "queue.buffering.max.messages": 1_000_000,
                     "queue.buffering.max.kbytes": 1_048_576,
                 }

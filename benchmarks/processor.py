@@ -13,15 +13,16 @@ from different runs to be compared.
    warm-up drain, the two take turns (best of two rounds; one with --quick).
 2. Restore: `restore_partitions` over an events topic of 1,000,000 events
    (10,000 workflows of 100 events) with one partition and with six, versus a
-   raw consume of the same partitions (same consumer settings; per record
-   only `error()` and `value()`).
-3. Latency: command → reply at half the processor's measured maximum, open
-   loop (commands sent on a schedule, not waiting for replies), the same
-   commands as in 1 (replies to the replies topic, keyed by command id).
-   `visible`: until the benchmark's read_committed consumer has the reply
-   (what a client sees); `produced`: until the reply record's own timestamp
-   (when the processor produced it, before its transaction committed).
-   Again at a tenth of the maximum (`latency_low`), for scale.
+   raw consume of the same partitions (the restore consumer's settings,
+   `RESTORE_CONSUMER`; per record only `error()` and `value()`), and restore
+   with librdkafka's fetch queue backoff (`_untuned`, the setting before
+   issue 17).
+3. Latency (`benchmarks/latency.py`): the capacity of the latency set-up
+   itself (the offered rate stepped up until lag is no longer bounded), then
+   command → reply visible at 10, 25, 50 and 75 % of it and at 200/s, split
+   into queueing and commit, with the processor's retry backoff as tuned
+   and as librdkafka's default, taking turns, best of three; the client is
+   two processes of its own; each run with the processor's attribution.
 4. Memory: VmRSS of a process holding 100,000 restored workflows (each
    Init, one Append of 7 lines, Commit: 10 events) minus the same process
    after restoring an empty topic (`benchmarks/memory_probe.py`).
@@ -29,7 +30,7 @@ from different runs to be compared.
    group on the six partitions, next to one instance.
 
 Quick (`--quick`): 30,000 commands, 100,000 events, 20,000 workflows,
-6 s of latency. Run: `python -m benchmarks.processor [--quick] [SECTION...]`
+5 s latency steps and runs, one round. Run: `python -m benchmarks.processor [--quick] [SECTION...]`
 (sections: throughput, latency, restore, memory); writes
 bench-results/processor.json.
 """
@@ -37,18 +38,18 @@ bench-results/processor.json.
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
-from confluent_kafka import OFFSET_END, Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer, KafkaError, TopicPartition
 
+from benchmarks import latency
 from benchmarks.workload import (
     REPO,
     HeldCommands,
@@ -63,12 +64,12 @@ from benchmarks.workload import (
     write_histories,
 )
 from duroot_stream.config import KafkaConfig
-from duroot_stream.domain import NO_VC, Append, Command, PathUsage
-from duroot_stream.ids import new_ulid, now_ms
-from duroot_stream.processor import RESTORE_BATCH, restore_partitions
-from duroot_stream.wire import Codec, Topics, partition_for
+from duroot_stream.processor import RESTORE_BATCH, RESTORE_CONSUMER, restore_partitions
+from duroot_stream.wire import Codec, Topics
 
 PARTITIONS = 6
+# librdkafka's defaults, which the restore consumer overrides (issue 17)
+UNTUNED = {"fetch.queue.backoff.ms": "1000", "queued.min.messages": "100000"}
 WORKFLOWS = 1_000  # for the command benchmarks
 Results = dict[str, float]
 
@@ -82,6 +83,7 @@ def _drain(
     workflows: list[str],
     start: Callable[[ProcessSet], None],
     name: str,
+    metrics_port: int | None = None,
 ) -> float:
     """Hold `commands`, start the consumers, release, and time the drain: sustained rate."""
     config = fresh_topics(bootstrap_servers, PARTITIONS)
@@ -93,9 +95,14 @@ def _drain(
         start(procs)
         procs.wait_stable(PARTITIONS)
         drain = watch_drain(config, group, PARTITIONS, held)
+        attribution = (
+            ""
+            if metrics_port is None
+            else latency.attribution_text(latency.attribution({}, latency.scrape(metrics_port)))
+        )
     log(
         f"{name}: {drain.total:,} commands in {drain.seconds:.1f} s, "
-        f"sustained {drain.sustained_rate:,.0f}/s"
+        f"sustained {drain.sustained_rate:,.0f}/s{attribution}"
     )
     return drain.sustained_rate
 
@@ -113,6 +120,7 @@ def throughput(bootstrap_servers: str, quick: bool) -> Results:
     # not counted, before the measured ones, which take turns, best of `rounds`.
     _drain(bootstrap_servers, commands[:10_000], workflows, passthrough_set, "warm-up")
     passthrough = one = 0.0
+    port = latency.free_port()
     for _ in range(rounds):
         passthrough = max(
             passthrough,
@@ -124,8 +132,9 @@ def throughput(bootstrap_servers: str, quick: bool) -> Results:
                 bootstrap_servers,
                 commands,
                 workflows,
-                lambda p: p.start_processors(1),
+                lambda p: p.start_processors(1, "--metrics-port", str(port)),
                 "processor x1",
+                port,
             ),
         )
     two = _drain(
@@ -142,122 +151,13 @@ def throughput(bootstrap_servers: str, quick: bool) -> Results:
     }
 
 
-# --- 3: latency ---------------------------------------------------------------------------
-
-
-def _percentile(values: list[float], q: float) -> float:
-    return values[min(len(values) - 1, max(0, math.ceil(q * len(values)) - 1))]
-
-
-def latency(bootstrap_servers: str, quick: bool, rate: float, seconds: float) -> Results:
-    config = fresh_topics(bootstrap_servers, PARTITIONS)
-    topics = Topics(config.topic_prefix)
-    workflows = workflow_ids(WORKFLOWS, seed=1)
-    write_histories(
-        [(topics.events, PARTITIONS)], config, workflows, HistoryShape(1, 1, completed=False)
-    )
-    codec = Codec()
-    count = int(rate * seconds)
-    commands = []
-    for i in range(count):
-        wf = workflows[i % len(workflows)]
-        command_id = new_ulid()
-        body = Append((PathUsage(f"l{i}", 4096),))
-        value = codec.encode_command(Command(command_id, wf, NO_VC, now_ms(), body))
-        commands.append((wf, command_id, value))
-    sent: dict[bytes, float] = {}
-    visible: dict[bytes, float] = {}
-    produced: dict[bytes, float] = {}
-
-    from confluent_kafka import Producer
-
-    producer = Producer(config.client(**{"enable.idempotence": True, "linger.ms": 5}))
-    replies = Consumer(
-        config.client(
-            **{"group.id": "bench-latency", "isolation.level": "read_committed", "log_level": 0}
-        )
-    )
-    replies.assign([TopicPartition(topics.replies, p, OFFSET_END) for p in range(PARTITIONS)])
-    replies.consume(num_messages=1, timeout=1.0)  # resolve the end offsets before sending
-    done = threading.Event()
-
-    def receive() -> None:
-        while not done.is_set():
-            # What is fetched, at once; `consume(n, timeout)` would wait for n.
-            messages = replies.consume(num_messages=1000, timeout=0)
-            if not messages:
-                message = replies.poll(0.05)
-                messages = [message] if message is not None else []
-            now = time.time()
-            for message in messages:
-                key = message.key()
-                if message.error() is None and key is not None:
-                    visible[key] = now
-                    produced[key] = message.timestamp()[1] / 1000
-            if len(visible) >= count:
-                done.set()
-
-    with ProcessSet(config, f"{config.topic_prefix}group") as procs:
-        procs.start_processors(1)
-        procs.wait_stable(PARTITIONS)
-        receiver = threading.Thread(target=receive, daemon=True)
-        receiver.start()
-        log(f"latency: {count:,} commands at {rate:,.0f}/s for {seconds:.0f} s, open loop")
-        start = time.monotonic() + 0.2
-        for i, (wf, command_id, value) in enumerate(commands):
-            due = start + i / rate
-            pause = due - time.monotonic()
-            if pause > 0.001:
-                time.sleep(pause)
-            key = command_id.encode()
-            sent[key] = time.time()
-            producer.produce(topics.commands, value, wf.encode(), partition_for(wf, PARTITIONS))
-            producer.poll(0)
-        producer.flush(30)
-        offered_s = time.monotonic() - start
-        done.wait(60)
-        done.set()
-        receiver.join(10)
-    replies.close()
-    warm = count // 20  # the first 5 % are start-up
-    keys = [c.encode() for _, c, _ in commands[warm:]]
-    missing = sum(1 for k in keys if k not in visible)
-    seen = sorted((visible[k] - sent[k]) * 1000 for k in keys if k in visible)
-    early = sorted((produced[k] - sent[k]) * 1000 for k in keys if k in produced)
-    return {
-        "offered_per_s": round(rate),
-        "achieved_offered_per_s": round(count / offered_s),
-        "commands": float(count),
-        "missing_replies": float(missing),
-        "visible_p50_ms": round(_percentile(seen, 0.5), 1),
-        "visible_p99_ms": round(_percentile(seen, 0.99), 1),
-        "visible_p999_ms": round(_percentile(seen, 0.999), 1),
-        "produced_p50_ms": round(_percentile(early, 0.5), 1),
-        "produced_p99_ms": round(_percentile(early, 0.99), 1),
-        "produced_p999_ms": round(_percentile(early, 0.999), 1),
-    }
-
-
 # --- 2: restore -----------------------------------------------------------------------------
 
 
 def raw_consume(kafka: KafkaConfig, topic: str, partitions: list[int]) -> int:
     """Read the partitions to their end with restore's consumer settings and loop
     (`restore_partitions`), touching only each record's value."""
-    consumer = Consumer(
-        kafka.client(
-            **{
-                "group.id": "bench-raw",
-                "enable.auto.commit": False,
-                "isolation.level": "read_committed",
-                "enable.partition.eof": True,
-                "fetch.max.bytes": 64 * 1024 * 1024,
-                "max.partition.fetch.bytes": 16 * 1024 * 1024,
-                "queued.max.messages.kbytes": 256 * 1024,
-                "fetch.wait.max.ms": 10,
-            }
-        )
-    )
+    consumer = Consumer(kafka.client(**{**RESTORE_CONSUMER, "group.id": "bench-raw"}))
     count = 0
     try:
         starts = []
@@ -319,11 +219,24 @@ def restore(bootstrap_servers: str, quick: bool) -> Results:
         ) -> int:
             return raw_consume(config, topic, partitions)
 
-        restore_rate = raw_rate = 0.0
+        def untuned(
+            config: KafkaConfig = config, topic: str = topic, partitions: list[int] = partitions
+        ) -> int:  # before issue 17: librdkafka's fetch queue backoff
+            restored = restore_partitions(
+                replace(config, overrides=UNTUNED), topic, partitions, codec
+            )
+            return sum(n for _, n in restored.values())
+
+        restore_rate = raw_rate = untuned_rate = 0.0
         for _ in range(rounds):  # taking turns, best of each
             restore_rate = max(restore_rate, _best_rate(work, 1))
             raw_rate = max(raw_rate, _best_rate(raw, 1))
-        log(f"restore {label}: {restore_rate:,.0f} events/s, raw consume {raw_rate:,.0f}/s")
+            untuned_rate = max(untuned_rate, _best_rate(untuned, 1))
+        log(
+            f"restore {label}: {restore_rate:,.0f} events/s, raw consume {raw_rate:,.0f}/s, "
+            f"restore with librdkafka's fetch queue backoff {untuned_rate:,.0f}/s"
+        )
+        results[f"restore_{label}_untuned_events_per_s"] = round(untuned_rate)
         results[f"restore_{label}_events_per_s"] = round(restore_rate)
         results[f"raw_consume_{label}_events_per_s"] = round(raw_rate)
         results[f"restore_{label}_ratio"] = round(restore_rate / raw_rate, 3)
@@ -369,24 +282,26 @@ def memory(bootstrap_servers: str, quick: bool) -> Results:
 SECTIONS = ("throughput", "latency", "restore", "memory")
 
 
-def run(quick: bool = False, sections: Sequence[str] = SECTIONS) -> dict[str, Results]:
-    results: dict[str, Results] = {}
+def run(quick: bool = False, sections: Sequence[str] = SECTIONS) -> dict[str, Any]:
+    results: dict[str, Any] = {}
     with bootstrap() as servers:
-        if "throughput" in sections or "latency" in sections:
+        if "throughput" in sections:
             log("throughput: pass-through, one processor, two processors")
             results["throughput"] = throughput(servers, quick)
         if "latency" in sections:
-            most = results["throughput"]["processor_per_s"]
-            results["latency"] = latency(servers, quick, most / 2, 6.0 if quick else 20.0)
-            # For scale: at a tenth of the maximum, where batches are small.
-            results["latency_low"] = latency(servers, quick, most / 10, 5.0 if quick else 10.0)
+            drain = results.get("throughput", {}).get("processor_per_s")
+            results["latency"] = latency.run(servers, quick, drain)
         if "restore" in sections:
             results["restore"] = restore(servers, quick)
         if "memory" in sections:
             results["memory"] = memory(servers, quick)
     for section, figures in results.items():
         for name, value in figures.items():
-            print(f"{section:<11} {name:<34} {value:>14,.3f}")
+            if isinstance(value, dict):  # the latency runs, one level down
+                for key, number in value.items():
+                    print(f"{section:<11} {name + '.' + key:<44} {number:>14,.3f}")
+            else:
+                print(f"{section:<11} {name:<44} {value:>14,.3f}")
     return results
 
 

@@ -17,14 +17,16 @@
 
 from __future__ import annotations
 
+import json
 import os
+import platform
 import signal
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +60,37 @@ Record = tuple[str, int, bytes, bytes, list[tuple[str, bytes]]]
 def log(message: str) -> None:
     """A progress line on stderr."""
     print(f"  {time.strftime('%H:%M:%S')} {message}", file=sys.stderr, flush=True)
+
+
+def write_report(name: str, quick: bool, results: Mapping[str, object]) -> Path:
+    """bench-results/<name>.json: the figures, the machine, its load now."""
+    out = REPO / "bench-results" / f"{name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    report = {
+        "benchmark": name,
+        "quick": quick,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "load_after": machine_load(),
+        "results": results,
+    }
+    out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return out
+
+
+def machine_load(what: str = "") -> dict[str, float]:
+    """The load averages now, and a warning on stderr when the machine is busy
+    (more runnable work than cores over the last minute before this process's own
+    load): figures measured then are low and noisy."""
+    one, five, fifteen = os.getloadavg()
+    cores = os.cpu_count() or 1
+    if one > cores:
+        log(
+            f"WARNING: the machine is busy{' before ' + what if what else ''}: "
+            f"load average {one:.1f} / {five:.1f} / {fifteen:.1f} on {cores} cores"
+        )
+    return {"load_1m": round(one, 2), "load_5m": round(five, 2), "load_15m": round(fifteen, 2)}
 
 
 @contextmanager
@@ -290,6 +323,31 @@ class Drain:
         if high[0] <= low[0]:
             return self.rate
         return (high[1] - low[1]) / (high[0] - low[0])
+
+
+def wait_drained(config: KafkaConfig, group: str, partitions: int, timeout: float) -> float:
+    """Until `group` has committed every command written so far; the seconds waited."""
+    topic = Topics(config.topic_prefix).commands
+    watcher = Consumer(
+        {"bootstrap.servers": config.bootstrap_servers, "group.id": group, "log_level": 0}
+    )
+    started = time.monotonic()
+    try:
+        while True:
+            ends = [
+                watcher.get_watermark_offsets(TopicPartition(topic, p), 10)[1]
+                for p in range(partitions)
+            ]
+            tps = [TopicPartition(topic, p) for p in range(partitions)]
+            committed = [tp.offset for tp in watcher.committed(tps, timeout=10)]
+            # A partition never written to has no committed offset (-1001).
+            if all(c >= end or end == 0 for c, end in zip(committed, ends, strict=True)):
+                return time.monotonic() - started
+            if time.monotonic() - started > timeout:
+                raise RuntimeError(f"group {group} not caught up after {timeout} s")
+            time.sleep(0.1)
+    finally:
+        watcher.close()
 
 
 def watch_drain(

@@ -17,6 +17,23 @@ from duroot_stream.version import VERSION
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 BATCH_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000)
+# Per-batch time of one step of a transaction: from tens of microseconds up.
+STEP_BUCKETS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+)
 DU_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600)
 
 
@@ -80,6 +97,26 @@ class ProcessorMetrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+
+        # Where a transaction's time goes (issue 17): one observation per committed batch.
+        def step(name: str, what: str) -> Histogram:
+            return Histogram(
+                f"duroot_processor_{name}_duration_seconds",
+                f"Per transaction: time {what}.",
+                buckets=STEP_BUCKETS,
+                registry=r,
+            )
+
+        self.decide_duration = step(
+            "decide",
+            "handling its commands in Python (decode, decide, encode, state), produce "
+            "calls excluded",
+        )
+        self.produce_duration = step("produce", "in the producer's produce calls")
+        self.send_offsets_duration = step(
+            "send_offsets", "in send_offsets_to_transaction, retries included"
+        )
+        self.commit_duration = step("commit", "in commit_transaction, retries included")
         self.restore_duration = Gauge(
             "duroot_processor_restore_duration_seconds",
             "Duration of the last state restore, by partition.",

@@ -3,8 +3,9 @@ a reply, exactly once, in one Kafka transaction."""
 
 from .faults import PROTECTED_SETTINGS, ProcessorConfigError
 from .loop import CONSUME_CHUNK, IDLE_POLL_S, Processor
-from .restore import RESTORE_BATCH, restore_partitions
+from .restore import RESTORE_BATCH, RESTORE_CONSUMER, restore_partitions
 from .settings import HUNG_CALL_S, MAX_COMMAND_BYTES, ProcessorFatal, ProcessorSettings
+from .transaction import RETRY_BACKOFF_MAX_MS, RETRY_BACKOFF_MS
 
 __all__ = [
     "CONSUME_CHUNK",
@@ -13,6 +14,9 @@ __all__ = [
     "MAX_COMMAND_BYTES",
     "PROTECTED_SETTINGS",
     "RESTORE_BATCH",
+    "RESTORE_CONSUMER",
+    "RETRY_BACKOFF_MAX_MS",
+    "RETRY_BACKOFF_MS",
     "Processor",
     "ProcessorConfigError",
     "ProcessorFatal",

@@ -181,9 +181,11 @@ class _Loop:
                 if self._fault is not None:  # found by a rebalance callback
                     raise self._fault
                 # 2. Per command: decode, decide, produce its records.
+                handling = time.perf_counter()
                 for message in messages:
                     with processing(message, trace_carrier(headers(message)), group):
                         handle(message)
+                txn.batch.handling += time.perf_counter() - handling
                 if len(messages) < asked:
                     break
             # 3. Garbage collection when due, or at once when its last batch aborted.

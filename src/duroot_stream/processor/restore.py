@@ -22,6 +22,24 @@ log = logging.getLogger("duroot.processor")
 
 RESTORE_BATCH = 10_000  # records taken from the fetch queue at a time
 ACTIVE_REPLAYS = 1_000  # per partition, see _PartitionFold
+# The restore consumer's settings (the benchmarks' raw-consume yardstick reads with them).
+RESTORE_CONSUMER: dict[str, object] = {
+    "group.id": "duroot-restore",  # required; never joined or committed
+    "enable.auto.commit": False,
+    "isolation.level": "read_committed",
+    "enable.partition.eof": True,
+    "fetch.max.bytes": 64 * 1024 * 1024,
+    "max.partition.fetch.bytes": 16 * 1024 * 1024,
+    "queued.max.messages.kbytes": 256 * 1024,
+    # librdkafka stops fetching for fetch.queue.backoff.ms (1 s) whenever
+    # queued.min.messages (100,000) are queued: a fold slower than the fetch
+    # would wait a second at a time. The queue stays bounded by the kbytes above.
+    "queued.min.messages": 1_000_000,
+    "fetch.queue.backoff.ms": 0,
+    # The EOF comes with the first fetch that finds nothing new, which
+    # the broker holds back this long (default 500 ms).
+    "fetch.wait.max.ms": 10,
+}
 
 
 def restore_assigned(
@@ -80,21 +98,7 @@ def restore_partitions(
     builds a message's header list on first access, which costs more (about
     9 us for the six on a 2-core test machine) than all the rest of the fold.
     """
-    consumer = new_consumer(
-        kafka,
-        **{
-            "group.id": "duroot-restore",  # required; never joined or committed
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed",
-            "enable.partition.eof": True,
-            "fetch.max.bytes": 64 * 1024 * 1024,
-            "max.partition.fetch.bytes": 16 * 1024 * 1024,
-            "queued.max.messages.kbytes": 256 * 1024,
-            # The EOF comes with the first fetch that finds nothing new, which
-            # the broker holds back this long (default 500 ms).
-            "fetch.wait.max.ms": 10,
-        },
-    )
+    consumer = new_consumer(kafka, **RESTORE_CONSUMER)
     folds = {p: _PartitionFold() for p in partitions}
     # The fold makes no reference cycles, only many objects that live on: the
     # cyclic garbage collector would walk them again and again (10-15 % of a

@@ -32,6 +32,11 @@ log = logging.getLogger("duroot.processor")
 
 T = TypeVar("T")
 
+RETRY_BACKOFF_MS = 5  # the transactional producer's (librdkafka: 100)
+# (librdkafka: 1000) The backoff doubles per retry: capped low, a retry comes at most
+# 50 ms after the coordinator is free (20 requests/s at most while it is not).
+RETRY_BACKOFF_MAX_MS = 50
+
 
 class AbortNeeded(Exception):
     """A transactional call failed with `txn_requires_abort`."""
@@ -53,6 +58,10 @@ class Batch:
     counts: dict[tuple[Counter, tuple[str, ...]], float] = field(default_factory=dict)
     gc: bool = False  # holds garbage-collection commands
     misrouted: bool = False  # dead-lettered a command as misrouted
+    # Seconds spent, for the attribution histograms: handling commands (the loop
+    # adds it; produce calls included) and in produce calls alone.
+    handling: float = 0.0
+    producing: float = 0.0
 
 
 class _Call(NamedTuple):
@@ -102,6 +111,14 @@ class Transaction:
                 "transactional.id": f"{settings.group_id}-{settings.instance_id}",
                 "transaction.timeout.ms": 10_000,
                 "linger.ms": 5,
+                # librdkafka retries send_offsets_to_transaction (AddOffsetsToTxn) after
+                # CONCURRENT_TRANSACTIONS, which the coordinator answers while it still
+                # writes the last transaction's markers: back-to-back transactions meet it
+                # on nearly every commit. With the default backoff (100 ms, doubling) each
+                # costs 100 ms; the markers take a few ms (Java retries after 20 ms,
+                # KAFKA-5477).
+                "retry.backoff.ms": RETRY_BACKOFF_MS,
+                "retry.backoff.max.ms": RETRY_BACKOFF_MAX_MS,
                 "queue.buffering.max.messages": 1_000_000,
                 "queue.buffering.max.kbytes": 1_048_576,
                 # For replies keyed by command id without a reply partition
@@ -168,10 +185,12 @@ class Transaction:
         producer = self.producer
         # confluent-kafka's stub wants a list of str-or-bytes values: ours is one.
         record_headers = cast("list[tuple[str, str | bytes | None]] | None", carried(headers))
+        started = time.perf_counter()
         while True:
             try:
                 producer.produce(topic, value, key, partition=partition, headers=record_headers)
                 self.batch.produced += 1
+                self.batch.producing += time.perf_counter() - started
                 return
             except BufferError:
                 producer.poll(0.05)  # the local queue is full: let it drain
@@ -195,6 +214,7 @@ class Transaction:
         try:
             if self._abort_before_commit and self._abort_before_commit():
                 raise AbortNeeded("injected by abort_before_commit")
+            sending = time.perf_counter()
             if offsets:
                 self.retry(
                     "send_offsets_to_transaction",
@@ -202,7 +222,9 @@ class Transaction:
                         offsets, consumer.consumer_group_metadata(), KAFKA_TIMEOUT_S
                     ),
                 )
+            committing = time.perf_counter()
             self.retry("commit_transaction", lambda: producer.commit_transaction(KAFKA_TIMEOUT_S))
+            committed = time.perf_counter()
         except AbortNeeded as exc:
             self.abort(str(exc))
             return False
@@ -214,6 +236,10 @@ class Transaction:
         metrics.transactions.labels("committed").inc()
         metrics.batch_size.observe(batch.commands)
         metrics.batch_duration.observe(time.monotonic() - batch.started)
+        metrics.decide_duration.observe(max(0.0, batch.handling - batch.producing))
+        metrics.produce_duration.observe(batch.producing)
+        metrics.send_offsets_duration.observe(committing - sending)
+        metrics.commit_duration.observe(committed - committing)
         observe = metrics.command_latency.observe
         for issued_at in batch.issued_at:
             observe(max(0.0, now - issued_at / 1000))

@@ -1,0 +1,131 @@
+"""Restart time against the length of history (issue 17, item 4): restore of one
+partition holding 10,000,000 events.
+
+The partition holds 50,000 small workflows of 100 events (Init, Appends of 10
+paths, Commit), then one large workflow of 5,000,000 events (a du of five
+million directories: Appends of 100 paths), written as the processor writes
+them. `restore_partitions` reads it to its end, against a raw consume of the
+same partition with the same consumer settings (`processor.raw_consume`),
+taking turns. No snapshot: this measures what a restart costs now.
+
+Run: `python -m benchmarks.history [--quick]` (quick: a tenth of it), or
+`make bench-history`; writes bench-results/history.json. Not part of
+`make bench` (writing the events alone takes minutes).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+
+from benchmarks.processor import raw_consume
+from benchmarks.workload import (
+    HistoryShape,
+    Record,
+    _produce_all,
+    _producer,
+    bootstrap,
+    fresh_topics,
+    log,
+    machine_load,
+    workflow_ids,
+    write_histories,
+    write_report,
+)
+from duroot_stream.config import KafkaConfig
+from duroot_stream.domain import (
+    EVENT_EPOCH,
+    DuRootCommitted,
+    DuRootCompleted,
+    DuRootStarted,
+    DuUpdated,
+    EventPayload,
+    WorkflowEvent,
+)
+from duroot_stream.ids import MonotonicUlids, new_ulid
+from duroot_stream.processor import restore_partitions
+from duroot_stream.wire import Codec, Topics, event_headers
+
+PATHS_PER_APPEND = 100
+
+
+def large_workflow(topic: str, workflow_id: str, events: int) -> Iterator[Record]:
+    """One workflow's `events` records, made as they are produced (not held)."""
+    codec, new_id = Codec(), MonotonicUlids()
+    head, command_id = EVENT_EPOCH, new_ulid()
+    for seq in range(events):
+        payload: EventPayload
+        if seq == 0:
+            payload = DuRootStarted(str(uuid.UUID(int=7)), "/big", "files.example.org", "/big")
+        elif seq == events - 2:
+            payload = DuRootCompleted(0, "")
+        elif seq == events - 1:
+            payload = DuRootCommitted()
+        else:
+            payload = DuUpdated(f"d{seq}", 4096 * seq)
+        if seq % PATHS_PER_APPEND == 1 or seq >= events - 2:
+            command_id = new_ulid()
+        vid = new_id(head)
+        event = WorkflowEvent(vid, head, workflow_id, seq, command_id, payload)
+        head = vid
+        key = f"{workflow_id}/{seq}".encode()
+        yield topic, 0, key, codec.encode_event(event, validate=False), event_headers(event)
+
+
+def write(config: KafkaConfig, small: int, large: int) -> int:
+    topic = Topics(config.topic_prefix).events
+    started = time.monotonic()
+    written = write_histories(
+        [(topic, 1)], config, workflow_ids(small, seed=4), HistoryShape(100, 10)
+    )
+    producer = _producer(config, acks="all")
+    written += _produce_all(producer, large_workflow(topic, str(uuid.uuid4()), large))
+    if producer.flush(300):
+        raise RuntimeError("events not delivered")
+    log(f"history: wrote {written:,} events in {time.monotonic() - started:.0f} s")
+    return written
+
+
+def run(quick: bool) -> dict[str, float]:
+    small, large = (5_000, 500_000) if quick else (50_000, 5_000_000)
+    rounds = 1 if quick else 2
+    with bootstrap() as servers:
+        config = fresh_topics(servers, 1)
+        events = write(config, small, large)
+        topic = Topics(config.topic_prefix).events
+        load = machine_load("the restore of a long history")
+        restore_s = raw_s = float("inf")
+        for _ in range(rounds):  # taking turns, best of each
+            t0 = time.monotonic()
+            restored = restore_partitions(config, topic, [0], Codec())
+            restore_s = min(restore_s, time.monotonic() - t0)
+            workflows, records = restored[0]
+            assert records == events and len(workflows) == small + 1, (records, len(workflows))
+            t0 = time.monotonic()
+            assert raw_consume(config, topic, [0]) == events
+            raw_s = min(raw_s, time.monotonic() - t0)
+            log(f"history: restore {restore_s:.1f} s, raw consume {raw_s:.1f} s (best so far)")
+    return {
+        "events": float(events),
+        "workflows": float(small + 1),
+        "restore_s": round(restore_s, 2),
+        "restore_events_per_s": round(events / restore_s),
+        "raw_consume_s": round(raw_s, 2),
+        "raw_consume_events_per_s": round(events / raw_s),
+        "restore_ratio": round(raw_s / restore_s, 3),
+        **load,
+    }
+
+
+def main(argv: Sequence[str] = ()) -> None:
+    quick = "--quick" in argv
+    results = run(quick)
+    for name, value in results.items():
+        print(f"{name:<28} {value:>14,.2f}")
+    print(f"wrote {write_report('history', quick, results)}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
