@@ -29,9 +29,6 @@ from .headers import (
     REPLY_ROUTE_ERROR,
     REPLY_TOPIC,
     SEQ,
-    TRACEPARENT,
-    TRACESTATE,
-    TRACESTATE_MAX_BYTES,
     VID,
     WORKFLOW_ID,
     DeadLetter,
@@ -48,7 +45,6 @@ from .headers import (
     parse_event_headers,
     parse_reply_route,
     reply_route_headers,
-    trace_carrier,
 )
 from .partitioning import murmur2, partition_for
 from .schemas import NAMESPACE, schemas_dir
@@ -60,6 +56,7 @@ from .topics import (
     TopicRole,
     Topics,
 )
+from .trace import TRACEPARENT, TRACESTATE, TRACESTATE_MAX_BYTES, trace_carrier
 
 __all__ = [
     "COMMAND_ID",

@@ -32,7 +32,6 @@ from duroot_stream.domain import (
     DuUpdated,
     WorkflowEvent,
 )
-from duroot_stream.tracing import TRACEPARENT, TRACESTATE
 
 from .checks import show, ulid_match, uuid_match
 from .errors import CodecError
@@ -55,9 +54,6 @@ __all__ = [
     "REPLY_ROUTE_ERROR",
     "REPLY_TOPIC",
     "SEQ",
-    "TRACEPARENT",
-    "TRACESTATE",
-    "TRACESTATE_MAX_BYTES",
     "VID",
     "WORKFLOW_ID",
     "DeadLetter",
@@ -74,7 +70,6 @@ __all__ = [
     "parse_event_headers",
     "parse_reply_route",
     "reply_route_headers",
-    "trace_carrier",
 ]
 
 # Headers as confluent-kafka gives and takes them.
@@ -112,12 +107,12 @@ _INT32_MAX, _INT64_MAX = (1 << 31) - 1, (1 << 63) - 1
 _TOPIC_NAME = re.compile(r"[a-zA-Z0-9._-]{1,249}")
 
 
-def _last(headers: HeaderList | None, names: frozenset[str]) -> dict[str, bytes | str | None]:
+def last_values(headers: HeaderList | None, names: frozenset[str]) -> dict[str, bytes | str | None]:
     """The last value of each header in `names` that is present."""
     return {key: raw for key, raw in headers or () if key in names}
 
 
-def _text(what: str, key: str, raw: bytes | str | None) -> str:
+def header_text(what: str, key: str, raw: bytes | str | None) -> str:
     if raw is None:
         raise CodecError(f"{what} header {key!r} has no value")
     if isinstance(raw, str):
@@ -176,11 +171,11 @@ def event_headers(e: WorkflowEvent) -> list[tuple[str, bytes]]:
 
 def parse_event_headers(headers: HeaderList | None) -> EventHeaders:
     """Read an event's headers. Raises CodecError naming a missing or bad header."""
-    raw = _last(headers, _EVENT_NAMES)
+    raw = last_values(headers, _EVENT_NAMES)
     missing = [name for name in EVENT_HEADER_NAMES if name not in raw]
     if missing:
         raise CodecError(f"missing event header {missing[0]!r}")
-    found = {key: _text("event", key, raw[key]) for key in EVENT_HEADER_NAMES}
+    found = {key: header_text("event", key, raw[key]) for key in EVENT_HEADER_NAMES}
     event_type = found[EVENT_TYPE]
     if event_type not in _EVENT_TYPE_NAMES:
         raise CodecError(f"bad event header 'event-type': {show(event_type)}")
@@ -259,7 +254,7 @@ def parse_reply_route(headers: HeaderList | None) -> ReplyRoute | RouteError:
     partition without a topic, a correlation id too long to echo). `reply-topic`
     without `reply-partition` means partition 0. Whether the topic may take
     replies, and has that partition, is the processor's to check."""
-    found = _last(headers, _ROUTE_NAMES)
+    found = last_values(headers, _ROUTE_NAMES)
     correlation = found.get(CORRELATION_ID)
     correlation_id = (correlation.encode() if isinstance(correlation, str) else correlation) or None
     if correlation_id is not None and len(correlation_id) > MAX_CORRELATION_ID_BYTES:
@@ -278,13 +273,13 @@ def parse_reply_route(headers: HeaderList | None) -> ReplyRoute | RouteError:
             )
         return ReplyRoute(None, None, correlation_id)
     try:
-        name = _text("reply route", REPLY_TOPIC, found[REPLY_TOPIC])
+        name = header_text("reply route", REPLY_TOPIC, found[REPLY_TOPIC])
         if _TOPIC_NAME.fullmatch(name) is None or name in (".", ".."):
             raise CodecError(
                 f"bad reply route header {REPLY_TOPIC!r}: {show(name)} is not a Kafka topic name"
             )
         partition = found.get(REPLY_PARTITION, "0")  # absent: partition 0, as before
-        number = _text("reply route", REPLY_PARTITION, partition)
+        number = header_text("reply route", REPLY_PARTITION, partition)
         return ReplyRoute(
             name, _number("reply route", REPLY_PARTITION, number, _INT32_MAX), correlation_id
         )
@@ -344,11 +339,11 @@ def copyable_headers(headers: HeaderList) -> list[tuple[str, bytes | None]]:
 
 def parse_dead_letter(headers: HeaderList | None) -> DeadLetter:
     """Read a dead letter's headers. Raises CodecError naming a missing or bad one."""
-    raw = _last(headers, _DEAD_LETTER_NAMES)
+    raw = last_values(headers, _DEAD_LETTER_NAMES)
     missing = [name for name in _DLQ_NAMES if name not in raw]
     if missing:
         raise CodecError(f"missing dead-letter header {missing[0]!r}")
-    found = {key: _text("dead-letter", key, value) for key, value in raw.items()}
+    found = {key: header_text("dead-letter", key, value) for key, value in raw.items()}
     try:
         reason = DeadLetterReason(found[DLQ_REASON])
     except ValueError:
@@ -363,48 +358,3 @@ def parse_dead_letter(headers: HeaderList | None) -> DeadLetter:
         _number("dead-letter", DLQ_OFFSET, found[DLQ_OFFSET], _INT64_MAX),
         found.get(DLQ_TRUNCATED),
     )
-
-
-# --- trace context ----------------------------------------------------------------
-
-# W3C Trace Context, version 00: version-traceid-parentid-flags in lower-case hex;
-# a later version may add fields after a "-". Version ff and all-zero ids are invalid.
-_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}(-.*)?")
-_ZERO_TRACE_ID, _ZERO_PARENT_ID = "0" * 32, "0" * 16
-_TRACEPARENT_MAX = 256  # room for a later version's fields
-# What W3C asks every vendor to propagate at least; more is dropped, so that a
-# command cannot make each of its events carry a large header.
-TRACESTATE_MAX_BYTES = 512
-_TRACE_NAMES = frozenset((TRACEPARENT, TRACESTATE))
-
-
-def _valid_traceparent(text: str) -> bool:
-    match = None if len(text) > _TRACEPARENT_MAX else _TRACEPARENT.fullmatch(text)
-    if match is None:
-        return False
-    version, trace_id, parent_id, rest = match.groups()
-    if version == "ff" or (version == "00" and rest is not None):
-        return False
-    return trace_id != _ZERO_TRACE_ID and parent_id != _ZERO_PARENT_ID
-
-
-def trace_carrier(headers: HeaderList | None) -> dict[str, str]:
-    """A record's trace context as a W3C text map (`traceparent`, and
-    `tracestate` if it has one), or {} when its `traceparent` is missing or
-    invalid (its `tracestate` then means nothing). A `tracestate` that is not
-    UTF-8 or longer than TRACESTATE_MAX_BYTES is dropped. Never raises."""
-    found = _last(headers, _TRACE_NAMES)
-    try:
-        parent = _text("trace", TRACEPARENT, found.get(TRACEPARENT))
-    except CodecError:
-        return {}
-    if not _valid_traceparent(parent):
-        return {}
-    carrier = {TRACEPARENT: parent}
-    try:
-        state = _text("trace", TRACESTATE, found.get(TRACESTATE)).strip()
-    except CodecError:
-        return carrier
-    if state and len(state.encode()) <= TRACESTATE_MAX_BYTES:
-        carrier[TRACESTATE] = state
-    return carrier
