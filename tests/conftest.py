@@ -12,6 +12,8 @@ import pytest
 
 from duroot_stream.config import KafkaConfig
 
+from .processor_harness import Requester, setup_topics
+
 
 @pytest.fixture(scope="session")
 def bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
@@ -39,3 +41,12 @@ def topic_prefix() -> str:
 def kafka(bootstrap: str, topic_prefix: str) -> KafkaConfig:
     """Settings for one test: the session broker and topics of its own."""
     return KafkaConfig(bootstrap_servers=bootstrap, topic_prefix=topic_prefix)
+
+
+@pytest.fixture
+def requester(kafka: KafkaConfig) -> Iterator[Requester]:
+    """Raw commands and their replies on the test's own topics (processor tests)."""
+    setup_topics(kafka)
+    r = Requester(kafka)
+    yield r
+    r.close()

@@ -7,7 +7,6 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 
 import pytest
 from confluent_kafka import Message
@@ -63,14 +62,6 @@ pytestmark = pytest.mark.broker
 
 REGISTRY = str(uuid.UUID(int=7))
 INIT = Init(REGISTRY, "/g/root", "files1", "/data/root")
-
-
-@pytest.fixture
-def requester(kafka: KafkaConfig) -> Iterator[Requester]:
-    setup_topics(kafka)
-    r = Requester(kafka)
-    yield r
-    r.close()
 
 
 def test_happy_path_events_index_and_automatic_end(

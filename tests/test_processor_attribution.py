@@ -4,7 +4,6 @@ once in each attribution histogram, and an aborted one in none."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 
 import pytest
 
@@ -17,7 +16,6 @@ from .processor_harness import (
     command,
     new_workflow_id,
     running_processor,
-    setup_topics,
     vid_of,
 )
 
@@ -30,14 +28,6 @@ STEPS = (
     "duroot_processor_send_offsets_duration_seconds",
     "duroot_processor_commit_duration_seconds",
 )
-
-
-@pytest.fixture
-def requester(kafka: KafkaConfig) -> Iterator[Requester]:
-    setup_topics(kafka)
-    r = Requester(kafka)
-    yield r
-    r.close()
 
 
 def _sample(metrics: ProcessorMetrics, name: str) -> float:
