@@ -24,7 +24,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"version", "ids", "config", "logs", "serving", "metrics", "tracing"}),
     frozenset({"wire"}),
     frozenset({"kafka"}),
-    frozenset({"broker", "local_registry", "local_tls", "acls", "processor", "client"}),
+    frozenset({"broker", "cluster", "local_registry", "local_tls", "acls", "processor", "client"}),
     frozenset({"runner"}),
     frozenset({"web"}),
     frozenset({"cli"}),

@@ -4,7 +4,9 @@ The jars are fetched once with Maven (`deploy/kafka/pom.xml`) into a cache outsi
 the repository; each start formats a storage directory and runs `kafka.Kafka` on
 127.0.0.1. With `security="sasl_ssl"` its one client listener is SASL_SSL
 (SCRAM-SHA-512 users made at format time, a certificate authority made on the spot:
-see `local_tls`) and the StandardAuthorizer denies what no ACL allows.
+see `local_tls`) and the StandardAuthorizer denies what no ACL allows. A `Quorum`
+makes it one node of a multi-node cluster (`cluster.LocalCluster`); a `Listener`
+adds a plaintext client listener advertised at another port (a proxy in front).
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import IO
@@ -39,6 +42,26 @@ STOP_TIMEOUT_S = 30.0
 
 class BrokerError(RuntimeError):
     """The local broker could not be fetched, formatted or started; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Listener:
+    """A further plaintext client listener: the broker binds `port` and advertises
+    `advertised_port`, so clients bootstrapped there keep talking through whatever
+    forwards that port (a fault-injecting proxy in the tests)."""
+
+    name: str
+    port: int
+    advertised_port: int
+
+
+@dataclass(frozen=True)
+class Quorum:
+    """This node's place in a KRaft quorum of combined broker+controller nodes."""
+
+    node_id: int
+    voters: Mapping[int, int] = field(hash=False)  # node id -> controller port
+    cluster_id: str
 
 
 def _pom_path() -> Path:
@@ -118,7 +141,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _cluster_id() -> str:
+def new_cluster_id() -> str:
     # Kafka's Uuid text: URL-safe base64 of 16 random bytes, no padding; like
     # Kafka's own generator, never one starting with "-" (it reads as an option).
     while True:
@@ -141,30 +164,49 @@ rootLogger.appenderRef.stderr.ref = STDERR
 
 
 def server_properties(
-    port: int, controller_port: int, log_dir: Path, secured: Mapping[str, str] | None = None
+    port: int,
+    controller_port: int,
+    log_dir: Path,
+    secured: Mapping[str, str] | None = None,
+    *,
+    quorum: Quorum | None = None,
+    listeners: Sequence[Listener] = (),
 ) -> str:
     """The broker's settings; `secured` (from `local_tls.server_settings`) replaces the
     plaintext listeners."""
+    voters = dict(quorum.voters) if quorum else {1: controller_port}
+    # Three replicas (one node may die) and three partitions for the coordinators (they
+    # spread over the nodes) in a cluster; else one of each: first use is fast.
+    replicas, min_isr, internal = (3, 2, "3") if len(voters) >= 3 else (1, 1, "1")
+    listen, advertised = [f"PLAINTEXT://127.0.0.1:{port}"], [f"PLAINTEXT://127.0.0.1:{port}"]
+    protocols = ["PLAINTEXT"]
+    for x in listeners:
+        listen.append(f"{x.name}://127.0.0.1:{x.port}")
+        advertised.append(f"{x.name}://127.0.0.1:{x.advertised_port}")
+        protocols.append(x.name)
     settings = {
         "process.roles": "broker,controller",
-        "node.id": "1",
-        "controller.quorum.voters": f"1@127.0.0.1:{controller_port}",
-        "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
-        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}",
+        "node.id": str(quorum.node_id if quorum else 1),
+        "controller.quorum.voters": ",".join(f"{n}@127.0.0.1:{p}" for n, p in voters.items()),
+        "listeners": ",".join([*listen, f"CONTROLLER://127.0.0.1:{controller_port}"]),
+        "advertised.listeners": ",".join(advertised),
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "PLAINTEXT",
-        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        "listener.security.protocol.map": ",".join(
+            f"{name}:PLAINTEXT" for name in ["CONTROLLER", *protocols]
+        ),
         "log.dirs": str(log_dir),
         "num.partitions": "1",
         "auto.create.topics.enable": "false",
-        # One replica and one partition for the internal topics: first use is fast.
-        "offsets.topic.replication.factor": "1",
-        "offsets.topic.num.partitions": "1",
-        "transaction.state.log.replication.factor": "1",
-        "transaction.state.log.min.isr": "1",
-        "transaction.state.log.num.partitions": "1",
-        "share.coordinator.state.topic.replication.factor": "1",
-        "share.coordinator.state.topic.min.isr": "1",
+        "default.replication.factor": str(replicas),
+        "min.insync.replicas": str(min_isr),
+        "offsets.topic.replication.factor": str(replicas),
+        "offsets.topic.num.partitions": internal,
+        "transaction.state.log.replication.factor": str(replicas),
+        "transaction.state.log.min.isr": str(min_isr),
+        "transaction.state.log.num.partitions": internal,
+        "share.coordinator.state.topic.replication.factor": str(replicas),
+        "share.coordinator.state.topic.min.isr": str(min_isr),
         "group.initial.rebalance.delay.ms": "0",
         # Compaction observable within a test's patience.
         "log.cleaner.backoff.ms": "500",
@@ -186,11 +228,18 @@ class LocalBroker:
         heap: str = "1g",
         security: str = "plaintext",
         users: Mapping[str, str] | None = None,
+        quorum: Quorum | None = None,
+        listeners: Sequence[Listener] = (),
     ) -> None:
         """`security`: "plaintext" or "sasl_ssl"; `users`: SCRAM user -> password for
-        sasl_ssl, besides the super user `admin` (a password made for any left empty)."""
+        sasl_ssl, besides the super user `admin` (a password made for any left empty).
+        `quorum`: one node of a cluster; `listeners`: further plaintext listeners."""
         if security not in ("plaintext", "sasl_ssl"):
             raise BrokerError(f"security {security!r}: expected plaintext or sasl_ssl")
+        if security != "plaintext" and (quorum is not None or listeners):
+            raise BrokerError("a cluster node or extra listeners: only with security plaintext")
+        self.quorum = quorum
+        self.listeners = tuple(listeners)
         self.security = security
         self.users = dict(users or {})
         self.port = port or free_port()
@@ -232,6 +281,13 @@ class LocalBroker:
         ]
 
     def start(self, timeout: float = START_TIMEOUT_S) -> LocalBroker:
+        self.launch()
+        self.wait_ready(timeout)
+        return self
+
+    def launch(self) -> None:
+        """Format (once) and start the process without waiting: a cluster's nodes must
+        all be running before any of them can answer."""
         jars = fetch_jars()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         props = self.data_dir / "server.properties"
@@ -244,7 +300,16 @@ class LocalBroker:
             secured = local_tls.server_settings(self.data_dir, self.port, controller_port, users)
             scram = [arg for u, pw in users.items() for arg in local_tls.scram_args(u, pw)]
         props.touch(mode=0o600)  # the inter-broker password is in it
-        props.write_text(server_properties(self.port, controller_port, log_dirs, secured))
+        props.write_text(
+            server_properties(
+                self.port,
+                controller_port,
+                log_dirs,
+                secured,
+                quorum=self.quorum,
+                listeners=self.listeners,
+            )
+        )
         (self.data_dir / "log4j2.properties").write_text(LOG4J2)
         if not (log_dirs / "meta.properties").exists():
             fmt = subprocess.run(
@@ -253,7 +318,7 @@ class LocalBroker:
                     "kafka.tools.StorageTool",
                     "format",
                     "-t",
-                    _cluster_id(),
+                    self.quorum.cluster_id if self.quorum else new_cluster_id(),
                     "-c",
                     str(props),
                     *scram,
@@ -275,18 +340,18 @@ class LocalBroker:
             stderr=stderr,
             start_new_session=True,  # Ctrl-C reaches us, and we stop the broker in order
         )
-        self._wait_ready(timeout)
-        return self
 
     def _controller_port(self, props: Path) -> int:
         # A restarted broker on the same data dir must keep its controller address.
+        if self.quorum is not None:
+            return self.quorum.voters[self.quorum.node_id]
         if props.exists():
             match = re.search(r"controller\.quorum\.voters=1@127\.0\.0\.1:(\d+)", props.read_text())
             if match:
                 return int(match.group(1))
         return free_port()
 
-    def _wait_ready(self, timeout: float) -> None:
+    def wait_ready(self, timeout: float = START_TIMEOUT_S) -> None:
         assert self.process is not None
         client = AdminClient({**self.client_settings(), "log_level": 0})
         deadline = time.monotonic() + timeout

@@ -45,6 +45,8 @@ Handler = Callable[[argparse.Namespace], int]
 def cmd_broker(args: argparse.Namespace) -> int:
     from duroot_stream.broker import LocalBroker
 
+    if args.nodes != 1:
+        return _cluster(args)
     roles = {role: "" for role in ("processor", "runner", "requester", "reader")}
     broker = LocalBroker(
         port=args.port, data_dir=args.data_dir, security=args.security, users=roles
@@ -58,6 +60,26 @@ def cmd_broker(args: argparse.Namespace) -> int:
         wait_for_signal()
     finally:
         broker.stop()
+    return EXIT_OK
+
+
+def _cluster(args: argparse.Namespace) -> int:
+    from duroot_stream.cluster import LocalCluster
+
+    if args.nodes < 1 or args.port is not None or args.security != "plaintext":
+        print(
+            f"duroot-stream broker --nodes {args.nodes}: one or more nodes, plaintext, "
+            "ports chosen freely (leave out --port and --security)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    cluster = LocalCluster(args.nodes, base_dir=args.data_dir)
+    try:
+        cluster.start()
+        print(f"bootstrap={cluster.bootstrap}", flush=True)
+        wait_for_signal()
+    finally:
+        cluster.stop()
     return EXIT_OK
 
 
@@ -104,9 +126,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"duroot-stream {VERSION}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("broker", help="run a local single-node Kafka broker (KRaft)")
+    p = sub.add_parser("broker", help="run a local Kafka broker or cluster (KRaft)")
     p.add_argument("--port", type=int, help="listener port (default: a free one)")
     p.add_argument("--data-dir", type=Path, help="keep the broker's data here (default: temporary)")
+    p.add_argument(
+        "--nodes",
+        type=int,
+        default=1,
+        help="3: a cluster of combined broker+controller nodes on loopback, one quorum, "
+        "replication 3 and min.insync.replicas 2 (plaintext; prints all nodes' addresses)",
+    )
     p.add_argument(
         "--security",
         default="plaintext",
