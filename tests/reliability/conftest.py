@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from duroot_stream.broker import LocalBroker, free_port
+from duroot_stream.cluster import LocalCluster
 from duroot_stream.config import KafkaConfig
 
 from .harness import Scale, prepare
@@ -36,3 +37,14 @@ def own_broker(tmp_path: Path) -> Iterator[LocalBroker]:
         yield broker
     finally:
         broker.stop()
+
+
+@pytest.fixture
+def own_cluster(tmp_path: Path) -> Iterator[LocalCluster]:
+    """Three brokers of this test's own (one KRaft quorum, replication 3, min ISR 2)."""
+    cluster = LocalCluster(3, base_dir=tmp_path / "cluster", log_dir=tmp_path)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
