@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from duroot_stream.broker import LocalBroker, free_port
+from duroot_stream.broker import Listener, LocalBroker, free_port
 from duroot_stream.cluster import LocalCluster
 from duroot_stream.config import KafkaConfig
 
 from .harness import Scale, prepare
+from .proxy import FaultProxy
 
 
 @pytest.fixture(scope="session")
@@ -48,3 +49,23 @@ def own_cluster(tmp_path: Path) -> Iterator[LocalCluster]:
         yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture
+def proxied_broker(tmp_path: Path) -> Iterator[tuple[LocalBroker, FaultProxy]]:
+    """A broker of this test's own with a second listener, PROXIED, advertised at a
+    fault proxy's port: a client bootstrapped at `proxy.address` talks only through it."""
+    listen_port = free_port()
+    proxy = FaultProxy(listen_port)
+    broker = LocalBroker(
+        port=free_port(),
+        data_dir=tmp_path / "kafka",
+        log_file=tmp_path / "broker.log",
+        listeners=[Listener("PROXIED", listen_port, proxy.port)],
+    )
+    try:
+        broker.start()
+        yield broker, proxy
+    finally:
+        proxy.close()
+        broker.stop()

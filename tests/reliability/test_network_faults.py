@@ -1,0 +1,176 @@
+"""Network trouble: processor a talks to the broker only through a fault proxy (the
+broker's PROXIED listener is advertised at the proxy's port), processor b directly.
+At each fault point (a share of the load answered) the proxy, in turn, stalls every
+connection of a for a while, resets them all, holds a's next EndTxn, or a's next
+Produce, for 5-15 s. Nothing lost, nothing duplicated; and no partition's last
+stable offset stays stuck below its high watermark for longer than the transaction
+timeout plus the broker's abort check interval (a watcher samples them all run long).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+from duroot_stream.broker import LocalBroker
+from duroot_stream.config import KafkaConfig
+from duroot_stream.wire import Topics
+
+from ..kafka_helpers import wait_until
+from .harness import PARTITIONS, Run, Scale, prepare
+from .proxy import END_TXN, PRODUCE, FaultProxy
+from .supervisor import ProcessorProcess, Supervisor
+
+pytestmark = [pytest.mark.slow, pytest.mark.broker, pytest.mark.timeout(7200)]
+
+TRANSACTION_TIMEOUT_S = 10.0  # the processor's transaction.timeout.ms
+ABORT_CHECK_S = 5.0  # the local broker's abort check interval
+# A loaded machine: sampling every second, the coordinator's markers, the scheduler.
+SETTLE_SLACK_S = 15.0
+STALL_S = 8.0  # how long a stall lasts, on purpose: the fault itself
+APPLIED_TIMEOUT_S = 240.0  # a's next EndTxn or Produce: a may be restarting first
+
+
+@dataclass
+class LsoWatch:
+    """Samples the last stable offset and high watermark of `topics`' partitions every
+    second; `longest_stuck_s` is the longest any LSO stayed at one value below its HW."""
+
+    kafka: KafkaConfig
+    topics: list[str]
+    longest_stuck_s: float = 0.0
+    worst: str = ""
+    _since: dict[tuple[str, int], tuple[int, float]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lso-watch", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(60)
+
+    def _run(self) -> None:
+        committed = Consumer(
+            self.kafka.client(**{"group.id": "lso-watch", "isolation.level": "read_committed"})
+        )
+        uncommitted = Consumer(
+            self.kafka.client(**{"group.id": "hw-watch", "isolation.level": "read_uncommitted"})
+        )
+        try:
+            while not self._stop.wait(1.0):
+                for topic in self.topics:
+                    for p in range(PARTITIONS):
+                        try:
+                            self._sample(committed, uncommitted, topic, p)
+                        except KafkaException:
+                            continue  # the broker was slow to answer: next round
+        finally:
+            committed.close()
+            uncommitted.close()
+
+    def _sample(self, committed: Consumer, uncommitted: Consumer, topic: str, p: int) -> None:
+        tp = TopicPartition(topic, p)
+        lso = committed.get_watermark_offsets(tp, timeout=10)[1]
+        hw = uncommitted.get_watermark_offsets(tp, timeout=10)[1]
+        now = time.monotonic()
+        if lso >= hw:
+            self._since.pop((topic, p), None)
+            return
+        seen = self._since.get((topic, p))
+        if seen is None or seen[0] != lso:
+            self._since[(topic, p)] = (lso, now)
+            return
+        stuck = now - seen[1]
+        if stuck > self.longest_stuck_s:
+            self.longest_stuck_s = stuck
+            self.worst = f"{topic}[{p}] lso={lso} hw={hw} for {stuck:.0f} s"
+
+
+def test_network_faults(
+    proxied_broker: tuple[LocalBroker, FaultProxy],
+    scale: Scale,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    broker, proxy = proxied_broker
+    kafka = KafkaConfig(bootstrap_servers=broker.bootstrap, topic_prefix="reliability.")
+    prepare(kafka)
+    topics = Topics(kafka.topic_prefix)
+    run = Run(kafka, scale, tmp_path)
+    watch = LsoWatch(kafka, [topics.events, topics.index, topics.replies])
+
+    def stall() -> str:
+        proxy.stall()
+        time.sleep(STALL_S)  # the outage's length, not a wait for something
+        proxy.resume()
+        return f"stall {STALL_S:.0f} s"
+
+    def reset() -> str:
+        return f"reset {proxy.reset()} connections"
+
+    def delay(api_key: int, name: str) -> str:
+        seconds = run.rng.uniform(5, 15)
+        before = proxy.delayed({api_key})
+        proxy.delay({api_key}, seconds)
+        wait_until(
+            lambda: proxy.delayed({api_key}) > before,
+            timeout=APPLIED_TIMEOUT_S,
+            interval=0.2,
+            what=f"a's next {name} held by the proxy",
+        )
+        return f"delay {name} {seconds:.1f} s"
+
+    faults: list[Callable[[], str]] = [
+        stall,
+        lambda: delay(END_TXN, "EndTxn"),
+        reset,
+        lambda: delay(PRODUCE, "Produce"),
+    ]
+
+    def fault() -> str:
+        return faults[len(run.supervisor.faults) % len(faults)]()
+
+    def chaos(sup: Supervisor) -> None:
+        # a is bootstrapped at the proxy: the metadata it gets back names the proxy too.
+        sup.instances["a"] = ProcessorProcess("a", proxy.address, kafka.topic_prefix, tmp_path)
+        sup.start("a")
+        sup.start("b")
+        watch.start()
+        sup.run_chaos(sup.at_progress(scale.fault_points, fault))
+
+    try:
+        run.go(chaos)
+        report = run.settle_and_verify()
+    finally:
+        watch.stop()
+        run.supervisor.close()
+    stats = proxy.stats
+    with capsys.disabled():
+        print(
+            f"\n[reliability network-faults] proxy: connections={stats.connections} "
+            f"requests={dict(stats.requests)} stalls={stats.stalls} resets={stats.resets} "
+            f"(connections reset {stats.connections_reset}) delayed={dict(stats.delayed)}; "
+            f"longest LSO stuck {watch.longest_stuck_s:.1f} s ({watch.worst or '-'})"
+        )
+    # A transaction the proxy held past its timeout is aborted by the coordinator: a's
+    # commit then fails fenced, it exits 1 and is restarted, as a service manager would.
+    run.verdict("network-faults", report, capsys, allow_fatal_exits=True)
+    assert stats.requests[PRODUCE] > 0, "processor a never produced through the proxy"
+    injected = stats.stalls + stats.resets + sum(stats.delayed.values())
+    assert injected == len(run.supervisor.faults), f"the proxy counted {injected} faults"
+    assert stats.connections_reset >= stats.resets, "a reset found no connection to reset"
+    limit = TRANSACTION_TIMEOUT_S + ABORT_CHECK_S + SETTLE_SLACK_S
+    assert watch.longest_stuck_s <= limit, (
+        f"a last stable offset stood still below its high watermark for "
+        f"{watch.longest_stuck_s:.0f} s ({watch.worst}), more than {limit:.0f} s"
+    )
