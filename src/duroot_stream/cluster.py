@@ -132,9 +132,13 @@ class LocalCluster:
         """SIGKILL one node: no controlled shutdown, its leaderships move on election."""
         self.nodes[node_id].kill()
 
-    def restart(self, node_id: int, timeout: float = START_TIMEOUT_S) -> None:
-        """Start a killed node again on its data dir and ports; returns once it answers."""
-        self.nodes[node_id].start(timeout)
+    def restart(self, node_id: int, timeout: float = START_TIMEOUT_S, wait: bool = True) -> None:
+        """Start a killed node again on its data dir and ports; returns once it answers,
+        or at once with `wait=False` (then `nodes[node_id].wait_ready()`)."""
+        if wait:
+            self.nodes[node_id].start(timeout)
+        else:
+            self.nodes[node_id].launch()
 
     def running(self) -> list[int]:
         return [n for n, b in self.nodes.items() if b.process and b.process.poll() is None]
