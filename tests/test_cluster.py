@@ -16,7 +16,7 @@ import pytest
 from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient, ConfigResource  # type: ignore[attr-defined]
 
-from duroot_stream.broker import Quorum, server_properties
+from duroot_stream.broker import Listener, Quorum, server_properties
 from duroot_stream.cluster import (
     OFFSETS_TOPIC,
     LocalCluster,
@@ -54,6 +54,19 @@ def test_cluster_node_properties_replicate_everything(tmp_path: Path) -> None:
     assert props["offsets.topic.replication.factor"] == "3"
     assert props["transaction.state.log.replication.factor"] == "3"
     assert props["transaction.state.log.min.isr"] == "2"
+
+
+def test_extra_listener_binds_one_port_and_advertises_another(tmp_path: Path) -> None:
+    text = server_properties(9092, 9093, tmp_path, listeners=[Listener("PROXIED", 9200, 9300)])
+    props = dict(line.split("=", 1) for line in text.splitlines())
+    assert props["listeners"] == (
+        "PLAINTEXT://127.0.0.1:9092,PROXIED://127.0.0.1:9200,CONTROLLER://127.0.0.1:9093"
+    )
+    assert props["advertised.listeners"] == "PLAINTEXT://127.0.0.1:9092,PROXIED://127.0.0.1:9300"
+    assert props["listener.security.protocol.map"] == (
+        "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,PROXIED:PLAINTEXT"
+    )
+    assert props["inter.broker.listener.name"] == "PLAINTEXT"
 
 
 @pytest.fixture(scope="module")
