@@ -46,7 +46,7 @@ APPLIED_TIMEOUT_S = 240.0  # a's next EndTxn or Produce: a may be restarting fir
 END_TXN_HOLDS_S = {"within-timeout": (5.0, 7.0), "past-timeout": (11.0, 15.0)}
 LATE_END_TXN = pytest.mark.xfail(
     reason="a held EndTxn retried by librdkafka commits the next transaction (old "
-    "transaction protocol, test_network_late_endtxn.py): in 3 of 5 small runs commands "
+    "transaction protocol, test_network_late_endtxn.py): in 3 of 6 small runs commands "
     "answered twice, or consumed (offsets committed) with no reply or event at all",
     strict=False,
 )
