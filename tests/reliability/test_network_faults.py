@@ -10,8 +10,8 @@ Two variants differ in how long the EndTxn is held: `within-timeout` (5-7 s, bel
 librdkafka's request timeout, which the 10 s transaction timeout caps) and
 `past-timeout` (11-15 s). Past the timeout librdkafka sends the EndTxn again, and
 the held one, arriving later, commits the processor's next transaction (see
-test_network_late_endtxn.py) half-made: its offsets without its records (commands
-lost) or its records without its offsets (commands answered twice).
+test_network_late_endtxn.py) half-made: its offsets without its replies (commands
+unanswered) or its records without its offsets (commands answered twice).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ END_TXN_HOLDS_S = {"within-timeout": (5.0, 7.0), "past-timeout": (11.0, 15.0)}
 LATE_END_TXN = pytest.mark.xfail(
     reason="a held EndTxn retried by librdkafka commits the next transaction (old "
     "transaction protocol, test_network_late_endtxn.py): in 3 of 6 small runs commands "
-    "answered twice, or consumed (offsets committed) with no reply or event at all",
+    "answered twice, or consumed (offsets committed) with no reply",
     strict=False,
 )
 
