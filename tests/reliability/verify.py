@@ -208,11 +208,13 @@ class _Stream:
         return self.records[self.at - 1]
 
 
-def replay(kafka: KafkaConfig) -> Report:
-    """Read the five topics and check them against the domain core (module docstring)."""
+def replay(kafka: KafkaConfig, events: dict[int, list[Record]] | None = None) -> Report:
+    """Read the five topics and check them against the domain core (module docstring).
+    `events`: the events topic if already read."""
     topics = Topics(kafka.topic_prefix)
     commands = read_topic(kafka, topics.commands)
-    events = read_topic(kafka, topics.events)
+    if events is None:
+        events = read_topic(kafka, topics.events)
     index = read_topic(kafka, topics.index)
     replies = read_topic(kafka, topics.replies)
     dlq = read_topic(kafka, topics.dlq)
