@@ -199,17 +199,24 @@ class WorkflowChecker:
             return f"headers {h} disagree with the body {body}"
         if body.workflow_id != workflow or body.seq != seq:
             return f"body says {body.workflow_id}/{body.seq}"
+        bad = self._follows(wf, kind, seq, body.parent, body.event_id)
+        # Checked from this one on, after a violation too (one report, not a cascade).
+        wf.code, wf.seq, wf.vid, wf.tombstones = _AFTER[kind], seq + 1, body.event_id, 0
+        return bad
+
+    @staticmethod
+    def _follows(wf: _Workflow, kind: str, seq: int, parent: str, vid: str) -> str | None:
+        """Does this event continue the workflow's history as read so far?"""
         if wf.tombstones:
             return f"{kind} seq {seq} in the middle of a deletion ({wf.tombstones} tombstones)"
         if seq != wf.seq:
             return f"seq {seq}, expected {wf.seq} ({'a gap' if seq > wf.seq else 'again'})"
-        if body.parent != wf.vid:
-            return f"parent {body.parent}, expected the vid before it {wf.vid}: chain broken"
-        if not body.event_id > body.parent:
-            return f"vid {body.event_id} not above its parent {body.parent}"
+        if parent != wf.vid:
+            return f"parent {parent}, expected the vid before it {wf.vid}: chain broken"
+        if not vid > parent:
+            return f"vid {vid} not above its parent {parent}"
         if kind not in _NEXT[wf.code]:
             return f"{kind} after {wf.code.name}: not a valid history"
-        wf.code, wf.seq, wf.vid = _AFTER[kind], seq + 1, body.event_id
         return None
 
     def check_final(self, final: Mapping[int, Sequence[Seen]]) -> int:
