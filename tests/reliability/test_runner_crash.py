@@ -34,7 +34,7 @@ from typing import IO
 
 import pytest
 
-from duroot_stream.client import DuRootClient, DuRootReader
+from duroot_stream.client import DuResult, DuRootClient, DuRootReader
 from duroot_stream.config import KafkaConfig
 from duroot_stream.domain import DuRootCompleted, StateCode
 from duroot_stream.runner import INTERRUPTED
@@ -57,7 +57,9 @@ WAIT_S = 240.0  # generous: 2 cores shared by several test runs
 GATE = """#!/bin/sh
 # du behind a gate: log the start, then do what the root's mode file says.
 name=$(basename "$(pwd -P)")
+again=$(grep -c " $name$" {log} 2>/dev/null)
 echo "$$ $name" >> {log}
+[ "${{again:-0}}" = 0 ] || exit 3  # a second start: the test fails on it, du does not block
 read mode n < {gates}/$name.mode
 case $mode in
 block) touch {gates}/$name.started; exec sleep 3600 ;;
@@ -135,6 +137,11 @@ class Gates:
         lines = self.log.read_text().split("\n") if self.log.exists() else []
         return [(int(pid), name) for pid, name in (ln.split() for ln in lines if ln)]
 
+    def assert_once(self) -> None:
+        names = [name for _, name in self.starts()]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        assert not twice, f"du ran twice for {twice}"
+
     def kill_all(self) -> None:
         """du outlives a SIGKILLed runner (its own process group): end the blocked ones."""
         for pid, _ in self.starts():
@@ -143,6 +150,7 @@ class Gates:
 
 
 def kill_point(gates: Gates, reader: DuRootReader, r: int, started: dict[str, str]) -> bool:
+    gates.assert_once()
     return (
         gates.started(f"block{r}")
         and reader.status(started["chunk"]).lines == CHUNK
@@ -177,6 +185,7 @@ def test_runner_crash(
     client = DuRootClient(kafka)
     reader = DuRootReader(kafka)
     interrupted: list[str] = []
+    results: dict[str, DuResult] = {}
     controls: list[str] = []
     names: dict[str, str] = {}  # workflow id -> root name
     kills = 0
@@ -206,9 +215,11 @@ def test_runner_crash(
             kills += 1
             gates.kill_all()
             runner.start()
-            interrupted += [started["block"], started["chunk"]]
+            for kind in ("block", "chunk"):  # failed by the new runner, not run again
+                results[started[kind]] = reader.get_du(started[kind], wait=True, timeout=WAIT_S)
+                interrupted.append(started[kind])
+            gates.assert_once()
             controls.append(started["free"])
-        results = {wf: reader.get_du(wf, wait=True, timeout=WAIT_S) for wf in interrupted}
         runner.kill()
         sup.stop_all()
         topics = Topics(kafka.topic_prefix)
