@@ -186,6 +186,7 @@ def test_runner_crash(
     reader = DuRootReader(kafka)
     interrupted: list[str] = []
     results: dict[str, DuResult] = {}
+    recovery: list[float] = []
     controls: list[str] = []
     names: dict[str, str] = {}  # workflow id -> root name
     kills = 0
@@ -215,9 +216,11 @@ def test_runner_crash(
             kills += 1
             gates.kill_all()
             runner.start()
+            restarted = time.monotonic()
             for kind in ("block", "chunk"):  # failed by the new runner, not run again
                 results[started[kind]] = reader.get_du(started[kind], wait=True, timeout=WAIT_S)
                 interrupted.append(started[kind])
+            recovery.append(round(time.monotonic() - restarted, 1))  # restart -> both failed
             gates.assert_once()
             controls.append(started["free"])
         runner.kill()
@@ -249,10 +252,12 @@ def test_runner_crash(
     figures = {
         "scenario": "runner-crash",
         "scale": scale.name,
+        "seed": scale.seed,
         "seconds": round(seconds, 1),
         "rounds": rounds,
         "kills": kills,
         "runner_starts": runner.starts,
+        "recovery_s": recovery,
         "workflows": len(names),
         "interrupted": len(interrupted),
         "du_runs": sum(du_runs.values()),
@@ -265,7 +270,12 @@ def test_runner_crash(
     RESULTS_DIR.mkdir(exist_ok=True)
     (RESULTS_DIR / "reliability-runner-crash.json").write_text(json.dumps(figures, indent=2))
     with capsys.disabled():
-        print(f"\n[reliability runner-crash] {figures}\n  {report.summary()}")
+        print(
+            f"\n[reliability runner-crash] seed={scale.seed} {seconds:.0f} s "
+            f"commands={report.commands} faults={kills} (runner SIGKILLs) "
+            f"events={report.events_found} lost={report.lost} duplicated={report.duplicated} "
+            f"recovery (restart to both failed) {recovery} s\n  {figures}\n  {report.summary()}"
+        )
 
     assert kills == rounds >= scale.min_faults, f"{kills} runner SIGKILLs"
     for wf in interrupted:
