@@ -278,6 +278,7 @@ def test_runner_crash(
         )
 
     assert kills == rounds >= scale.min_faults, f"{kills} runner SIGKILLs"
+    assert not sup.unexpected_exits, f"the processor exited unasked: {sup.unexpected_exits}"
     for wf in interrupted:
         assert (results[wf].status_code, results[wf].status_message) == (1, INTERRUPTED), wf
         assert completed[wf] == [DuRootCompleted(1, INTERRUPTED)], f"{names[wf]}: {completed[wf]}"
