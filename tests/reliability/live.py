@@ -320,6 +320,7 @@ class LiveReader:
                 timeout=60,
                 what=f"the partitions of {self.topic}",
             )
+            self.checker.partitions = len(meta)  # the topic's own count, whatever a scenario made
             consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in meta])
             while not self._stop.is_set():
                 messages = consumer.consume(BATCH, POLL_S)
