@@ -28,6 +28,7 @@ from duroot_stream.domain import (
 )
 from duroot_stream.metrics import RunnerMetrics
 from duroot_stream.runner import INTERRUPTED, OffsetTracker, Runner, RunnerSettings
+from duroot_stream.runner.offsets import MAX_MARKS, DuStartMarks
 from duroot_stream.runner.workflow import Shutdown, WorkflowHandler
 
 REGISTRY = str(uuid.UUID(int=42))
@@ -284,3 +285,94 @@ def test_du_runs_in_the_checked_directory_after_a_swap(tmp_path: Path) -> None:
     assert sorted(appended) == [".", "a", "b"]
     assert client.sent[-1].body == Commit()
     assert spy_log.read_text() == f"{moved} -0 -x --threshold=0 --max-depth=3 .\n"
+
+
+# --- du-start marks: du is never run twice for a workflow ------------------------------
+
+
+def test_du_start_marks_round_trip_through_offset_metadata() -> None:
+    marks = DuStartMarks()
+    a, b = str(uuid.UUID(int=1)), str(uuid.UUID(int=2))
+    marks.load(3, None)
+    assert marks.metadata(3) == "" and not marks.was_started(a)
+    marks.add(3, b)
+    marks.add(3, a)
+    assert marks.dirty() == {3} and not marks.durable(3, a)
+    meta = marks.metadata(3)
+    assert meta == f"du-started {a} {b}"
+    marks.committed(3, meta)
+    assert marks.dirty() == set() and marks.durable(3, a)
+    fresh = DuStartMarks()  # the next runner, assigned partition 3
+    fresh.load(3, meta)
+    fresh.load(4, "someone else's metadata")
+    assert fresh.was_started(a) and fresh.was_started(b) and fresh.metadata(4) == ""
+    fresh.discard(a)  # settled
+    assert fresh.dirty() == {3} and fresh.metadata(3) == f"du-started {b}"
+    fresh.drop([3])
+    assert not fresh.was_started(b) and fresh.dirty() == set()
+    full = " ".join(["du-started", *(str(uuid.uuid4()) for _ in range(MAX_MARKS))])
+    assert len(full.encode()) <= 4096  # Kafka's default offset.metadata.max.bytes
+
+
+def test_offsets_position_and_committable_survive_a_failed_commit() -> None:
+    t = OffsetTracker()
+    assert t.position(0) is None
+    for offset in (7, 8, 9):
+        t.add(0, offset)
+    t.settle(0, 7)
+    assert t.committable() == {0: 8}
+    assert t.committable() == {0: 8}, "not committed yet: still committable"
+    assert t.position(0) == 8  # 8 is running: committing 8 re-delivers it
+    t.committed(0, 8)
+    t.settle(0, 8)
+    t.settle(0, 9)
+    assert t.committable() == {0: 10} and t.position(0) == 10
+
+
+class FakeMarks:
+    def __init__(self, started: bool, log: Path | None = None) -> None:
+        self.started = started
+        self.log = log
+        self.marked: list[str] = []
+
+    def was_started(self, workflow_id: str) -> bool:
+        return self.started
+
+    def mark_started(self, workflow_id: str) -> None:
+        self.marked.append(workflow_id)
+        if self.log is not None:
+            with self.log.open("a") as f:
+                f.write("marked\n")
+
+
+def test_initialized_but_marked_fails_as_interrupted_without_du(tmp_path: Path) -> None:
+    """A runner killed while du ran, before its first line: INITIALIZED, but marked."""
+    log = tmp_path / "order.log"
+    spy = tmp_path / "spy-du"
+    spy.write_text(f'#!/bin/sh\necho du >> {log}\nexec du "$@"\n')
+    spy.chmod(0o755)
+    (tmp_path / "root").mkdir()
+    settings = RunnerSettings(
+        KafkaConfig(), host="h", roots=(str(tmp_path),), du_command=(str(spy),)
+    )
+    event = WorkflowIndexEvent("0" * 26, REGISTRY, str(uuid.uuid4()), "0" * 26,
+                               IndexStarted("/g", "h", str(tmp_path / "root")))  # fmt: skip
+
+    def handle(started: bool) -> tuple[list[Command], FakeMarks, RunnerMetrics]:
+        client, marks, metrics = FakeClient(reject=False), FakeMarks(started, log), RunnerMetrics()
+        reader = FakeReader(StateCode.INITIALIZED)
+        handler = WorkflowHandler(settings, metrics, client, reader, Shutdown(), marks)
+        assert handler.handle(event)
+        return client.sent, marks, metrics
+
+    sent, marks, metrics = handle(started=True)
+    assert [(c.body, c.expected_vid) for c in sent] == [(Fail(1, INTERRUPTED), VID)]
+    assert marks.marked == [] and not log.exists(), "du must not run again"
+    value = metrics.registry.get_sample_value(
+        "duroot_runner_du_runs_total", {"outcome": "interrupted"}
+    )
+    assert value == 1
+    sent, marks, _ = handle(started=False)
+    assert marks.marked == [event.workflow_id] and sent[-1].body == Commit()
+    # Marked once, before du (which printed nothing under 10G, so `--summarize` too).
+    assert log.read_text() == "marked\ndu\ndu\n", "the mark is recorded before du starts"

@@ -17,8 +17,9 @@ from duroot_stream.config import KafkaConfig
 from duroot_stream.wire import Topics, create_topics
 
 from ..kafka_helpers import wait_until
+from .live import LiveReader
 from .supervisor import Supervisor
-from .verify import Report, open_transactions, replay, unconsumed_commands
+from .verify import Report, open_transactions, read_topic, replay, unconsumed_commands
 from .workload import Driver, MalformedFactory, Walker
 
 PARTITIONS = 6
@@ -110,11 +111,18 @@ class Run:
             malformed=self.malformed_factory,
             malformed_total=self.malformed,
         )
+        # Every scenario gets a reader during the chaos (live.py); off with
+        # DUROOT_RELIABILITY_LIVE=0, to measure what it costs.
+        self.live = LiveReader(self.kafka, PARTITIONS)
+        self.live_on = os.environ.get("DUROOT_RELIABILITY_LIVE", "1") != "0"
+        self.supervisor.cleanups.append(self.live.stop)  # also when the test fails
         self.started = time.monotonic()
         self.seconds = 0.0
 
     def go(self, chaos: Callable[[Supervisor], None] | None = None) -> None:
         """Drive the load; `chaos(supervisor)` starts whatever disturbs it."""
+        if self.live_on:
+            self.live.start()
         if chaos is not None:
             chaos(self.supervisor)
         try:
@@ -131,7 +139,8 @@ class Run:
         self.supervisor.stop_all()
 
     def settle_and_verify(self) -> Report:
-        """No transaction left open, every command consumed, then the replay."""
+        """No transaction left open, every command consumed, the live reader's final
+        check (what it read is what is there), then the replay."""
         topics = Topics(self.kafka.topic_prefix)
         names = [topics.commands, topics.events, topics.index, topics.replies, topics.dlq]
         wait_until(
@@ -142,7 +151,9 @@ class Run:
         )
         behind = unconsumed_commands(self.kafka)
         assert not behind, f"the processors' committed offsets are not at the end: {behind}"
-        return replay(self.kafka)
+        events = read_topic(self.kafka, topics.events)
+        self.live.finish(events)
+        return replay(self.kafka, events=events)
 
     def verdict(
         self,
@@ -175,6 +186,7 @@ class Run:
             "malformed_kinds": self.malformed_factory.counts if self.malformed_factory else {},
             **{k: v for k, v in asdict(report).items() if k not in ("problems", "errors")},
             "outcomes": dict(report.errors),
+            **self.live.figures(),
         }
         RESULTS_DIR.mkdir(exist_ok=True)
         (RESULTS_DIR / f"reliability-{name}.json").write_text(json.dumps(figures, indent=2))
@@ -187,7 +199,8 @@ class Run:
                 f"(longest quiet {driver.longest_quiet_s:.0f} s)\n"
                 f"  faults: {figures['fault_log']}\n"
                 f"  exits={[(e.instance_id, e.returncode, e.at) for e in sup.unexpected_exits]} "
-                f"{report.summary()}"
+                f"{report.summary()}\n"
+                f"  live reader: {self.live.figures()}"
             )
         problems = "\n".join(report.problems)
         exits = [e for e in sup.unexpected_exits if not (allow_fatal_exits and e.returncode == 1)]
@@ -195,6 +208,10 @@ class Run:
         assert not driver.unexpected_replies, driver.unexpected_replies[:10]
         assert report.commands == driver.sent, "the commands topic lost or gained records"
         assert report.lost == 0 and report.duplicated == 0, problems
+        live = self.live.problems
+        assert not live, f"the live reader saw {len(live)}+ violations:\n" + "\n".join(live)
+        if self.live_on:
+            assert self.live.checker.events > 0, "the live reader read nothing"
         assert report.problem_count == 0, f"{report.problem_count} problems:\n{problems}"
         planned = len(self.scale.fault_points)
         assert len(sup.faults) == planned, f"{len(sup.faults)} of {planned} faults injected"

@@ -164,6 +164,7 @@ class Supervisor:
     leaves: int = 0
     unexpected_exits: list[Exit] = field(default_factory=list)
     faults: list[Fault] = field(default_factory=list)
+    cleanups: list[Callable[[], None]] = field(default_factory=list)  # run by close()
 
     def __post_init__(self) -> None:
         self._lock = threading.RLock()
@@ -235,6 +236,8 @@ class Supervisor:
             with self._lock:
                 for proc in self.instances.values():
                     proc.close()
+            for cleanup in self.cleanups:
+                cleanup()
 
     def _now(self) -> float:
         return round(time.monotonic() - self._started, 1)

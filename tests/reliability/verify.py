@@ -208,11 +208,13 @@ class _Stream:
         return self.records[self.at - 1]
 
 
-def replay(kafka: KafkaConfig) -> Report:
-    """Read the five topics and check them against the domain core (module docstring)."""
+def replay(kafka: KafkaConfig, events: dict[int, list[Record]] | None = None) -> Report:
+    """Read the five topics and check them against the domain core (module docstring).
+    `events`: the events topic if already read."""
     topics = Topics(kafka.topic_prefix)
     commands = read_topic(kafka, topics.commands)
-    events = read_topic(kafka, topics.events)
+    if events is None:
+        events = read_topic(kafka, topics.events)
     index = read_topic(kafka, topics.index)
     replies = read_topic(kafka, topics.replies)
     dlq = read_topic(kafka, topics.dlq)
@@ -273,19 +275,27 @@ def check(
     first_reply: dict[str, bytes] = {}  # command id -> the reply bytes of its application
     seen_ids: set[str] = set()
     answered: set[bytes] = set()
+    # A client that sends a command again (no reply in time) keeps its command id and
+    # correlation id: then one reply per record, in the same order.
+    per_corr = Counter(r.headers.get("correlation-id", b"") for rs in commands.values() for r in rs)
+    nth: Counter[bytes] = Counter()
     for p in sorted(commands):
         for r in commands[p]:
             report.commands += 1
             corr = r.headers.get("correlation-id", b"")
             answered.add(corr)
             found = reply_by_corr.get(corr, [])
-            if len(found) != 1:
-                report.problem(f"command {p}@{r.offset} (corr {corr!r}): {len(found)} replies")
-                if not found:
-                    report.missing_replies += 1
+            i, nth[corr] = nth[corr], nth[corr] + 1
+            if len(found) != per_corr[corr]:
+                report.problem(
+                    f"command {p}@{r.offset} (corr {corr!r}): {len(found)} replies "
+                    f"for {per_corr[corr]} records"
+                )
+                if len(found) < per_corr[corr]:
+                    report.missing_replies += i >= len(found)
                 else:
-                    report.extra_replies += len(found) - 1
-            reply_record = found[0] if found else None
+                    report.extra_replies += (len(found) - per_corr[corr]) * (i == 0)
+            reply_record = found[i] if i < len(found) else None
             actual_reply = codec.decode_reply(reply_record.value) if reply_record else None
             dead = dead_by_origin.pop((p, r.offset), [])
             command = _decode(codec, r, partitions)

@@ -8,14 +8,17 @@ fences the first). For each index `DuRootStarted` whose host is its own:
 1. Read the workflow's state (`DuRootReader.status`: the workflow's own
    partition). The state, not the offset, decides what to do, so a message
    delivered again after a crash is handled correctly:
-   INITIALIZED -> run du (steps 2-4); APPENDING -> it was interrupted: `Fail`
-   `du was interrupted`, never re-run; COMPLETED -> `Commit` again, ignoring
-   errors; TERMINATED or deleted -> nothing.
+   INITIALIZED -> run du (steps 2-4), unless a du was started for it before
+   (its du-start mark, below); APPENDING, or INITIALIZED and marked -> it was
+   interrupted: `Fail` `du was interrupted`, never re-run; COMPLETED -> `Commit`
+   again, ignoring errors; TERMINATED or deleted -> nothing.
 2. Check and open the host root (`paths.open_root`): absolute, no NUL, real
    path inside a configured root; opened without the kernel following a
    symlink, and the directory held checked again. Otherwise refuse: log,
    count, `Fail` with the reason; du is never started.
-3. Run `du -0 --threshold=T --max-depth=D .` in exactly that directory
+3. Mark the workflow du-started, durably (`DuStartMarks`: the metadata of the
+   index offset commit, which the next runner reads when it is assigned the
+   partition), then run `du -0 --threshold=T --max-depth=D .` in exactly that directory
    (`du.DuRun`: argument list, `LC_ALL=C.UTF-8`, a time limit) and publish
    its lines as `Append` batches while it runs, each carrying the vid of the
    previous reply as `expected_vid`. If du printed nothing, one `du -0
@@ -34,11 +37,13 @@ is sent again until it is answered or the runner stops. A rejected command
 killed, the workflow is left as it is.
 
 Stopping kills the running du processes and commits only settled offsets;
-the next start finds those workflows APPENDING (failed as interrupted) or
-INITIALIZED (run again).
+the next start finds those workflows APPENDING or marked du-started, and fails
+them as interrupted: du is never run twice for a workflow. (nog runs du again for
+a workflow found INITIALIZED; a du killed before its first line left no trace
+there.)
 
-Steps 1-4 run in a worker thread (`workflow.py`), step 5 here with
-`offsets.py`. Whatever a job raises, it settles: an error past the handler's
+Steps 1-4 run in a worker thread (`workflow.py`), step 5 and the commit of the
+marks here with `offsets.py`. Whatever a job raises, it settles: an error past the handler's
 own (a bug) is logged with the workflow id and counted
 (`duroot_runner_errors_total{action="left"}`), and the workflow is left as it
 is for the state check when its record is read again; otherwise that
@@ -52,7 +57,7 @@ import queue
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
@@ -62,9 +67,9 @@ from duroot_stream.domain import IndexStarted, WorkflowIndexEvent
 from duroot_stream.kafka import Triage, new_consumer, polled
 from duroot_stream.wire import Codec, CodecError, Topics
 
-from .offsets import OffsetTracker
+from .offsets import DuStartMarks, OffsetTracker
 from .settings import RunnerSettings
-from .workflow import Shutdown, WorkflowHandler
+from .workflow import Shutdown, Stopping, WorkflowHandler
 
 log = logging.getLogger("duroot.runner")
 
@@ -76,6 +81,16 @@ CONSUME_BATCH = 100
 class _Job:
     workflow_id: str
     offsets: list[tuple[int, int]]  # (partition, offset) of the index records it settles
+
+
+@dataclass
+class _MarkRequest:
+    """A worker asks the main loop to commit a du-start mark; `done` once tried."""
+
+    workflow_id: str
+    done: threading.Event = field(default_factory=threading.Event)
+    error: str = ""  # the commit failed
+    gone: bool = False  # the job is gone
 
 
 class Runner:
@@ -91,6 +106,10 @@ class Runner:
         self.ready = threading.Event()  # set once the first assignment arrived
         self._shutdown = Shutdown()
         self._tracker = OffsetTracker()
+        self._marks = DuStartMarks()
+        self._mark_requests: queue.SimpleQueue[_MarkRequest] = queue.SimpleQueue()
+        self._deferred: list[_MarkRequest] = []
+        self._assigned: set[int] = set()
         self._jobs: dict[str, _Job] = {}  # workflow id -> job in progress
         self._finished: queue.SimpleQueue[tuple[str, bool]] = queue.SimpleQueue()
         self._paused: bool | None = None  # None: unknown (after an assignment)
@@ -106,7 +125,7 @@ class Runner:
         s = self.settings
         client = DuRootClient(s.kafka, timeout=s.command_timeout_s)
         reader = DuRootReader(s.kafka, codec=self.codec)
-        handler = WorkflowHandler(s, self.metrics, client, reader, self._shutdown)
+        handler = WorkflowHandler(s, self.metrics, client, reader, self._shutdown, self)
         try:
             consumer = new_consumer(
                 s.kafka,
@@ -145,6 +164,7 @@ class Runner:
                 for message in _consume(consumer):
                     self._dispatch(message, start)
                 self._collect_finished()
+                self._apply_marks(consumer)
                 self._commit(consumer)
                 self._flow_control(consumer)
         finally:
@@ -220,25 +240,67 @@ class Runner:
                 return
             job = self._jobs.pop(wf)
             if settled:
+                self._marks.discard(wf)
                 for partition, offset in job.offsets:
                     self._tracker.settle(partition, offset)
 
-    def _commit(self, consumer: Consumer, partitions: list[int] | None = None) -> None:
+    def _apply_marks(self, consumer: Consumer) -> None:
+        """Commit the du-start marks the workers asked for (du waits for this). One
+        of a partition not ours at the moment (in a rebalance) waits until it is."""
+        requests, self._deferred = self._deferred, []
+        while True:
+            try:
+                requests.append(self._mark_requests.get_nowait())
+            except queue.Empty:
+                break
+        for request in requests:
+            wf = request.workflow_id
+            job = self._jobs.get(wf)
+            if job is None:
+                request.gone = True
+                request.done.set()
+                continue
+            partition = job.offsets[0][0]
+            if partition in self._assigned:
+                self._marks.add(partition, wf)
+                error = self._commit(consumer, [partition])
+                if error is not None:  # du does not start: no mark left behind
+                    self._marks.discard(wf)
+                    request.error = error
+                if error is not None or self._marks.durable(partition, wf):
+                    request.done.set()
+                    continue
+            self._deferred.append(request)
+
+    def _commit(self, consumer: Consumer, partitions: list[int] | None = None) -> str | None:
+        """Commit the settled offsets, and the marks where they changed; the error."""
         points = self._tracker.committable()
+        for p in self._marks.dirty() - points.keys():
+            at = self._tracker.position(p)
+            if at is not None:  # the offset unchanged, only the marks
+                points[p] = at
         if partitions is not None:
             points = {p: o for p, o in points.items() if p in partitions}
         if not points:
-            return
-        offsets = [TopicPartition(self.topics.index, p, o) for p, o in points.items()]
+            return None
+        marks = {p: self._marks.metadata(p) for p in points}
+        offsets = [
+            TopicPartition(self.topics.index, p, o, metadata=marks[p]) for p, o in points.items()
+        ]
         try:
-            consumer.commit(offsets=offsets, asynchronous=False)
+            done = consumer.commit(offsets=offsets, asynchronous=False) or []
+            failed = [tp for tp in done if tp.error is not None]
+            if failed:
+                raise KafkaException(failed[0].error)
         except KafkaException as exc:
             # The offsets stay settled and are committed with the next advance (or
             # delivered again after a restart, which the state check makes harmless).
             log.warning("committing index offsets failed", extra={"error": str(exc)})
-            return
+            return f"committing index offsets: {exc}"
         for p, o in points.items():
             self._tracker.committed(p, o)
+            self._marks.committed(p, marks[p])
+        return None
 
     def _flow_control(self, consumer: Consumer) -> None:
         """Stop fetching while `concurrency` workflows are in progress. (Polling goes on,
@@ -255,20 +317,55 @@ class Runner:
         self._paused = full
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        log.info(
-            "index partitions assigned", extra={"partitions": [p.partition for p in partitions]}
-        )
+        numbers = [p.partition for p in partitions]
+        log.info("index partitions assigned", extra={"partitions": numbers})
+        # The marks a previous runner left: which workflows du was started for.
+        try:
+            committed = consumer.committed(partitions, timeout=30) if partitions else []
+        except KafkaException as exc:
+            raise Unavailable(
+                f"reading the committed offsets (du-start marks) of {self.topics.index}: "
+                f"{exc}; stopping, a restart tries again"
+            ) from exc
+        for tp in committed:
+            self._marks.load(tp.partition, tp.metadata)
+        self._assigned |= set(numbers)
         self._paused = None
         self.ready.set()
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         numbers = [p.partition for p in partitions]
         self._collect_finished()
+        self._apply_marks(consumer)
         self._commit(consumer, numbers)  # still ours: commit what is settled
-        self._tracker.drop(numbers)
+        self._forget(numbers)
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._tracker.drop([p.partition for p in partitions])
+        self._forget([p.partition for p in partitions])
+
+    def _forget(self, numbers: list[int]) -> None:
+        self._tracker.drop(numbers)
+        self._marks.drop(numbers)
+        self._assigned -= set(numbers)
+
+    # --- du-start marks, for the workers (workflow.DuStarts) --------------------------
+
+    def was_started(self, workflow_id: str) -> bool:
+        """Did a previous runner start du for this workflow (and not settle it)?"""
+        return self._marks.was_started(workflow_id)
+
+    def mark_started(self, workflow_id: str) -> None:
+        """Record durably that du starts for the workflow; returns once committed.
+        `Unavailable` if the commit failed; `Stopping` if the runner stops."""
+        request = _MarkRequest(workflow_id)
+        self._mark_requests.put(request)
+        while not request.done.wait(POLL_TIMEOUT_S):
+            if self._shutdown.is_set():
+                raise Stopping
+        if request.gone:
+            raise Stopping
+        if request.error:
+            raise Unavailable(request.error)
 
     # --- for tests and status ---------------------------------------------------------------
 

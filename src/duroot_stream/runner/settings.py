@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from duroot_stream.config import ConfigError, KafkaConfig
 
 from . import du
+from .offsets import MAX_MARKS
 
 # Appends are chained (each waits for the previous reply), so their size sets the pace;
 # the byte bound keeps an Append well below Kafka's 1 MB message limit.
@@ -56,6 +57,11 @@ class RunnerSettings:
             value = getattr(self, name)
             if value < (0 if name in ("max_depth", "stderr_limit") else 1):
                 problems.append(f"{name} {value} is too small")
+        if self.concurrency > MAX_MARKS:
+            problems.append(
+                f"concurrency {self.concurrency} is too large: at most {MAX_MARKS} (the du-start "
+                "marks of the workflows in progress must fit Kafka's 4 KiB offset metadata)"
+            )
         if self.timeout_s <= 0 or self.command_timeout_s <= 0:
             problems.append("timeouts must be positive")
         if problems:

@@ -59,6 +59,25 @@ class StatusReader(Protocol):
     def status(self, workflow_id: str) -> WorkflowStatus: ...
 
 
+class DuStarts(Protocol):
+    """Which workflows du was started for (the runner's du-start marks)."""
+
+    def was_started(self, workflow_id: str) -> bool: ...
+
+    def mark_started(self, workflow_id: str) -> None:
+        """Durably, before du starts; `Unavailable` if it could not be recorded."""
+
+
+class NoMarks:
+    """Nothing remembered (tests of one handler): INITIALIZED runs du."""
+
+    def was_started(self, workflow_id: str) -> bool:
+        return False
+
+    def mark_started(self, workflow_id: str) -> None:
+        return None
+
+
 class Shutdown:
     """The runner's stop signal and the du processes it kills (any thread)."""
 
@@ -102,12 +121,14 @@ class WorkflowHandler:
         client: CommandSender,
         reader: StatusReader,
         shutdown: Shutdown,
+        starts: DuStarts | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
         self._client = client
         self._reader = reader
         self._shutdown = shutdown
+        self._starts: DuStarts = starts or NoMarks()
 
     def handle(self, event: WorkflowIndexEvent) -> bool:
         """Bring one started workflow to its end; True when it is settled."""
@@ -146,10 +167,14 @@ class WorkflowHandler:
             log.info("workflow deleted; nothing to do", extra={"workflow": wf})
             return
         match status.state:
-            case StateCode.INITIALIZED:
+            case StateCode.INITIALIZED if not self._starts.was_started(wf):
                 self._run_du(wf, event.payload.host_root, status.vid)
-            case StateCode.APPENDING:
-                log.warning("found an interrupted du run", extra={"workflow": wf})
+            case StateCode.INITIALIZED | StateCode.APPENDING:
+                # Started before (marked, or lines appended) and interrupted: never re-run.
+                log.warning(
+                    "found an interrupted du run",
+                    extra={"workflow": wf, "state": status.state.name},
+                )
                 self._send(wf, Fail(FAIL_CODE, INTERRUPTED), status.vid)
                 self.metrics.du_runs.labels("interrupted").inc()
             case StateCode.COMPLETED:
@@ -178,6 +203,11 @@ class WorkflowHandler:
             self._settle(wf, vid, 0, du.DuOutcome(None, "", 0.0, error=error))
             return
         with contextlib.closing(root):
+            # Durable before du starts: a crash from here on fails the workflow as
+            # interrupted instead of running du a second time.
+            self._retrying(
+                f"record that du starts for workflow {wf}", lambda: self._starts.mark_started(wf)
+            )
             if s.before_du is not None:
                 s.before_du(host_root)
             log.info("du started", extra={"workflow": wf, "host_root": host_root})
