@@ -269,9 +269,25 @@ class _Loop:
             )
             return
         if numbers:
-            restored = restore_assigned(
-                self._settings.kafka, self._topics.events, numbers, self._codec, self._metrics
-            )
+            try:
+                # Cooperative rebalancing calls this inside poll/consume, mid-batch: a
+                # restore longer than the transaction timeout would get the batch's
+                # open transaction aborted and this instance fenced. Commit it first.
+                if self._txn.open and not self._txn.failed:
+                    self.commit()
+                restored = restore_assigned(
+                    consumer,
+                    self._settings.kafka,
+                    self._topics.commands,
+                    self._topics.events,
+                    numbers,
+                    self._codec,
+                    self._metrics,
+                    self._settings.restore_wait(),
+                )
+            except ProcessorFatal as exc:  # raised by the loop (see above)
+                self._fault = exc
+                return
             for partition, workflows in restored.items():
                 self._workflows.restored(partition, workflows)
         self._workflows.recount()
