@@ -100,6 +100,8 @@ def test_a_zombie_commit_after_its_partitions_moved_is_neither_lost_nor_doubled(
     logs = _Logs()
     logger = logging.getLogger("duroot.processor")
     logger.addHandler(logs)
+    level = logger.level
+    logger.setLevel(logging.INFO)  # the restore's own log lines are INFO
     workflows = workflow_per_partition(PARTITIONS)
     everything = set(range(PARTITIONS))
     zombie_kafka = replace(kafka, overrides=ZOMBIE_SETTINGS)
@@ -154,6 +156,7 @@ def test_a_zombie_commit_after_its_partitions_moved_is_neither_lost_nor_doubled(
                 heir_restored = heir.workflow_count()
     finally:
         logger.removeHandler(logs)
+        logger.setLevel(level)
         resume.set()
     report = replay(kafka)
     with capsys.disabled():

@@ -274,6 +274,14 @@ class _Loop:
                 # restore longer than the transaction timeout would get the batch's
                 # open transaction aborted and this instance fenced. Commit it first.
                 if self._txn.open and not self._txn.failed:
+                    log.info(
+                        "committing before the restore",
+                        extra={
+                            "instance": self._settings.instance_id,
+                            "partitions": numbers,
+                            "commands": self._txn.batch.commands,
+                        },
+                    )
                     self.commit()
                 restored = restore_assigned(
                     consumer,
