@@ -18,6 +18,7 @@ from duroot_stream.processor import (
     ProcessorConfigError,
     ProcessorFatal,
     ProcessorSettings,
+    stall_hook,
 )
 from duroot_stream.wire import TopicCheckError
 
@@ -95,6 +96,7 @@ def cli_main(args: argparse.Namespace) -> int:
         restore_wait_s=args.restore_wait,
         metrics_port=args.metrics_port,
         reply_topics=_pattern(args.reply_topics),
+        pause_before_commit=stall_hook(args.instance_id),
     )
     processor = Processor(settings)
 

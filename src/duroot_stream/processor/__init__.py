@@ -1,7 +1,7 @@
 """The command processor: consume a command, decide, emit events, index updates and
 a reply, exactly once, in one Kafka transaction."""
 
-from .faults import PROTECTED_SETTINGS, ProcessorConfigError
+from .faults import PROTECTED_SETTINGS, ProcessorConfigError, stall_hook
 from .loop import CONSUME_CHUNK, IDLE_POLL_S, Processor
 from .restore import RESTORE_BATCH, RESTORE_CONSUMER, restore_partitions
 from .settings import (
@@ -29,4 +29,5 @@ __all__ = [
     "ProcessorFatal",
     "ProcessorSettings",
     "restore_partitions",
+    "stall_hook",
 ]
