@@ -12,15 +12,18 @@ Delete's tombstones, index entry and index tombstone stay atomic): a command tha
 alone makes more than the bound is a chunk of its own.
 
 Each workflow is looked at again when its turn comes (a command may have changed
-it meanwhile, or its partition gone). An aborted chunk (`Transaction.gc_aborted`)
-starts the pass again at once, from the states the abort restored; GC commands
-are counted when their transaction commits.
+it meanwhile, or its partition gone). A chunk sends offsets even without commands of
+its own (`_fence`), so that a zombie's cannot commit. An aborted chunk
+(`Transaction.gc_aborted`) starts the pass again at once, from the states the abort
+restored; GC commands are counted when their transaction commits.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+
+from confluent_kafka import TopicPartition
 
 from duroot_stream.domain import NO_VC, Command, expiry_command, expiry_records
 from duroot_stream.ids import new_ulid, now_ms
@@ -43,8 +46,10 @@ class Collector:
         workflows: Workflows,
         handler: CommandHandler,
         metrics: ProcessorMetrics,
+        commands_topic: str,
     ) -> None:
         self._settings = settings
+        self._commands_topic = commands_topic
         self._txn = txn
         self._workflows = workflows
         self._handler = handler
@@ -67,6 +72,7 @@ class Collector:
         max_active = int(settings.max_active_s * 1000)
         delete_after = int(settings.delete_after_s * 1000)
         records = commands = 0
+        partitions: set[int] = set()
         while self._due:
             partition, workflow_id = self._due[-1]
             workflows = self._workflows.by_partition.get(partition)
@@ -96,6 +102,7 @@ class Collector:
                 continue
             records += batch.produced - produced
             commands += 1
+            partitions.add(partition)
             txn.count(self._metrics.gc_commands, type(body).__name__)
             log.info(
                 "garbage collection",
@@ -107,11 +114,26 @@ class Collector:
                 },
             )
         if commands:
+            self._fence(partitions)
             self._metrics.gc_chunk_records.observe(records)
             log.info(
                 "garbage collection chunk",
                 extra={"commands": commands, "records": records, "left": len(self._due)},
             )
+
+    def _fence(self, partitions: set[int]) -> None:
+        """KIP-447 fences a zombie only in `send_offsets_to_transaction`, which a
+        transaction without consumed commands skips: such a chunk could still commit
+        after its partitions moved on. It sends the positions of its partitions instead
+        (what is committed already: every consumed command is in a transaction that
+        commits, or aborts and rewinds), so the group generation is checked."""
+        batch = self._txn.batch
+        if batch.next_offsets:  # commands consumed: their offsets are sent
+            return
+        wanted = [TopicPartition(self._commands_topic, p) for p in sorted(partitions)]
+        for tp in self._txn.consumer.position(wanted):
+            if tp.error is None and tp.offset >= 0:  # nothing consumed yet: unknown
+                batch.next_offsets[tp.partition] = tp.offset
 
     def _expired(self) -> list[tuple[int, str]]:
         """The workflows due for expiry or deletion now, in the order they are issued

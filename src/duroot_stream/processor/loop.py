@@ -133,7 +133,9 @@ class _Loop:
         self._handler = CommandHandler(
             txn, self._workflows, self._codec, topics, self._partitions, self._metrics, settings
         )
-        self._collector = Collector(settings, txn, self._workflows, self._handler, self._metrics)
+        self._collector = Collector(
+            settings, txn, self._workflows, self._handler, self._metrics, topics.commands
+        )
         self._fault: ProcessorFatal | None = None
         txn.init()
         self._consumer.subscribe(
