@@ -47,6 +47,9 @@ class SettingsOverrides(TypedDict, total=False):
     reply_topics: str | None
     fail_decide_for: frozenset[str]
     abort_before_commit: Callable[[], bool] | None
+    pause_before_commit: Callable[[], None] | None
+    restore_wait_s: float | None
+    gc_chunk_records: int
 
 
 @contextmanager

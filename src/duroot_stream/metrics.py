@@ -17,6 +17,7 @@ from duroot_stream.version import VERSION
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 BATCH_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000)
+GC_CHUNK_BUCKETS = (10, 100, 1000, 2500, 5000, 10_000, 25_000, 50_000, 100_000, 1_000_000)
 # Per-batch time of one step of a transaction: from tens of microseconds up.
 STEP_BUCKETS = (
     0.0001,
@@ -157,6 +158,14 @@ class ProcessorMetrics:
             "Garbage-collection commands issued (counted when their transaction commits), "
             "by command.",
             ["command"],
+            registry=r,
+        )
+        self.gc_chunk_records = Histogram(
+            "duroot_processor_gc_chunk_records",
+            "Records garbage collection put into one transaction (a chunk, at most "
+            "--gc-chunk-records; one command's records are never split, so a Delete of a "
+            "longer history is a chunk of its own).",
+            buckets=GC_CHUNK_BUCKETS,
             registry=r,
         )
         self.reply_header_errors = Counter(

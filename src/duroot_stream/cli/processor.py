@@ -12,11 +12,13 @@ import time
 
 from duroot_stream.config import ConfigError
 from duroot_stream.processor import (
+    GC_CHUNK_RECORDS,
     HUNG_CALL_S,
     Processor,
     ProcessorConfigError,
     ProcessorFatal,
     ProcessorSettings,
+    stall_hook,
 )
 from duroot_stream.wire import TopicCheckError
 
@@ -58,6 +60,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="seconds after completion before Delete",
     )
     parser.add_argument(
+        "--gc-chunk-records",
+        type=int,
+        default=GC_CHUNK_RECORDS,
+        help="records garbage collection puts into one transaction, at most (one command's "
+        "own records are never split)",
+    )
+    parser.add_argument(
+        "--restore-wait",
+        type=float,
+        help="seconds a restore waits for an open transaction of a previous owner before it "
+        "stops as hanging (default: 70, or -X transaction.timeout.ms plus 30)",
+    )
+    parser.add_argument(
         "--reply-topics",
         metavar="REGEX",
         help="topics a command's reply-topic header may name, matched in full (default: the "
@@ -77,8 +92,11 @@ def cli_main(args: argparse.Namespace) -> int:
         gc_interval_s=args.gc_interval,
         max_active_s=args.max_active,
         delete_after_s=args.delete_after,
+        gc_chunk_records=args.gc_chunk_records,
+        restore_wait_s=args.restore_wait,
         metrics_port=args.metrics_port,
         reply_topics=_pattern(args.reply_topics),
+        pause_before_commit=stall_hook(args.instance_id),
     )
     processor = Processor(settings)
 

@@ -4,7 +4,7 @@
 - decider.py: `decide` (validation, version check, the state table), `reply_for`;
 - state.py: `WorkflowState` and its fold, `evolve` and `WorkflowReplay`;
 - recent.py: the command ids a workflow remembers for dedupe;
-- gc.py: the expiry policy (`expiry_command`);
+- gc.py: the expiry policy (`expiry_command`, `expiry_records`);
 - ulid.py: ULID text to and from its value and time.
 
 No Kafka, no Avro, no clock, no randomness, no I/O (a test checks the
@@ -19,7 +19,7 @@ from .decider import (
     decide,
     reply_for,
 )
-from .gc import expiry_command
+from .gc import expiry_command, expiry_records
 from .model import (
     CROCKFORD,
     EVENT_EPOCH,
@@ -115,6 +115,7 @@ __all__ = [
     "event_key",
     "evolve",
     "expiry_command",
+    "expiry_records",
     "initial_state",
     "reply_for",
     "ulid_time_ms",

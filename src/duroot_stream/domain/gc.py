@@ -29,3 +29,12 @@ def expiry_command(
         case _:
             pass
     return None
+
+
+def expiry_records(state: WorkflowState, command: AbortExpired | Delete) -> int:
+    """About how many records `command` makes for `state` (garbage collection's chunks
+    are counted so): AbortExpired its COMPLETED and COMMITTED events and the index
+    entry; Delete a tombstone per event, the index DuRootDeleted and its tombstone."""
+    if isinstance(command, Delete):
+        return state.seq + 2
+    return 3

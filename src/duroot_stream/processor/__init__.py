@@ -1,14 +1,21 @@
 """The command processor: consume a command, decide, emit events, index updates and
 a reply, exactly once, in one Kafka transaction."""
 
-from .faults import PROTECTED_SETTINGS, ProcessorConfigError
+from .faults import PROTECTED_SETTINGS, ProcessorConfigError, stall_hook
 from .loop import CONSUME_CHUNK, IDLE_POLL_S, Processor
 from .restore import RESTORE_BATCH, RESTORE_CONSUMER, restore_partitions
-from .settings import HUNG_CALL_S, MAX_COMMAND_BYTES, ProcessorFatal, ProcessorSettings
+from .settings import (
+    GC_CHUNK_RECORDS,
+    HUNG_CALL_S,
+    MAX_COMMAND_BYTES,
+    ProcessorFatal,
+    ProcessorSettings,
+)
 from .transaction import RETRY_BACKOFF_MAX_MS, RETRY_BACKOFF_MS
 
 __all__ = [
     "CONSUME_CHUNK",
+    "GC_CHUNK_RECORDS",
     "HUNG_CALL_S",
     "IDLE_POLL_S",
     "MAX_COMMAND_BYTES",
@@ -22,4 +29,5 @@ __all__ = [
     "ProcessorFatal",
     "ProcessorSettings",
     "restore_partitions",
+    "stall_hook",
 ]

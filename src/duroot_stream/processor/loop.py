@@ -8,18 +8,20 @@ batch, in one Kafka transaction (`_Loop.run_batch`, its steps numbered so):
 2. per command: decode, `decide` against the workflow's state, apply the new
    state (remembering the old one for an abort), and produce the workflow
    events, index events, tombstones and the reply (or the dead letter);
-3. garbage collection, when its timer is due (or its last batch aborted):
-   `AbortExpired` and `Delete` for old workflows of the owned partitions,
-   through the same path;
+3. garbage collection, when its timer is due, a pass is under way, or its last
+   batch aborted: `AbortExpired` and `Delete` for old workflows of the owned
+   partitions, through the same path, a bounded chunk per transaction;
 4. send the consumed offsets to the transaction and commit it.
 
 Where each runs: this module the loop and the rebalance callbacks,
-`commands.py` one command (step 2), `transaction.py` begin, commit, abort and
-the error triage, `restore.py` the restore on assignment.
+`commands.py` one command (step 2), `collector.py` garbage collection (step 3),
+`transaction.py` begin, commit, abort and the error triage, `restore.py` the
+restore on assignment.
 
 State per owned partition is rebuilt from the compacted event topic when the
-partition is assigned (restore), read to its last stable offset before any of
-its commands is handled.
+partition is assigned (restore), before any of its commands is handled: after the
+open transaction is committed, once no transaction of a previous owner can still
+commit into it (see `restore.py`).
 
 A workflow's partition is murmur2(workflow id) % partitions: the commands
 topic's partition count can never change. When the processor sees that it did
@@ -37,14 +39,13 @@ import time
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from duroot_stream import metrics as metrics_mod
-from duroot_stream.domain import NO_VC, Command, expiry_command
-from duroot_stream.ids import new_ulid, now_ms
 from duroot_stream.kafka import headers, partition_count
 from duroot_stream.tracing import processing
 from duroot_stream.wire import Codec, TopicCheckError, Topics, trace_carrier
 
+from .collector import Collector
 from .commands import CommandHandler
-from .faults import RecordRefused, check_overrides
+from .faults import check_overrides
 from .restore import restore_assigned
 from .settings import KAFKA_TIMEOUT_S, ProcessorFatal, ProcessorSettings
 from .state import Workflows
@@ -132,7 +133,9 @@ class _Loop:
         self._handler = CommandHandler(
             txn, self._workflows, self._codec, topics, self._partitions, self._metrics, settings
         )
-        self._next_gc = time.monotonic() + settings.gc_interval_s
+        self._collector = Collector(
+            settings, txn, self._workflows, self._handler, self._metrics, topics.commands
+        )
         self._fault: ProcessorFatal | None = None
         txn.init()
         self._consumer.subscribe(
@@ -188,9 +191,10 @@ class _Loop:
                 txn.batch.handling += time.perf_counter() - handling
                 if len(messages) < asked:
                     break
-            # 3. Garbage collection when due, or at once when its last batch aborted.
-            if txn.gc_aborted or time.monotonic() >= self._next_gc:
-                self._collect_garbage()
+            # 3. Garbage collection when due, under way (one chunk per transaction),
+            #    or at once when its last batch aborted.
+            if self._collector.due():
+                self._collector.collect()
         except AbortNeeded as exc:
             txn.abort(str(exc))
             return
@@ -213,49 +217,6 @@ class _Loop:
                 raise ProcessorFatal(_count_changed(name, started, f"now has {now}"))
         txn.commit()
 
-    # --- garbage collection -----------------------------------------------------
-
-    def _collect_garbage(self) -> None:
-        self._next_gc = time.monotonic() + self._settings.gc_interval_s
-        self._txn.gc_aborted = False
-        settings, txn = self._settings, self._txn
-        now = now_ms()
-        max_active = int(settings.max_active_s * 1000)
-        delete_after = int(settings.delete_after_s * 1000)
-        for partition, workflows in list(self._workflows.by_partition.items()):
-            for state in list(workflows.values()):
-                body = expiry_command(state, now, max_active, delete_after)
-                if body is None:
-                    continue
-                batch = txn.begin()
-                batch.gc = True
-                command = Command(new_ulid(), state.workflow_id, NO_VC, now, body)
-                produced = batch.produced
-                try:
-                    reply = self._handler.apply(partition, workflows, command)
-                except RecordRefused as exc:  # a bug: Kafka refused one of our own records
-                    if batch.produced != produced:
-                        raise AbortNeeded(
-                            f"garbage collection of {state.workflow_id}: {exc}"
-                        ) from None
-                    log.error("garbage collection failed", exc_info=exc)
-                    continue
-                except (AbortNeeded, ProcessorFatal):
-                    raise
-                except Exception as exc:
-                    log.error("garbage collection failed", exc_info=exc)
-                    continue
-                txn.count(self._metrics.gc_commands, type(body).__name__)
-                log.info(
-                    "garbage collection",
-                    extra={
-                        "workflow": state.workflow_id,
-                        "command": type(body).__name__,
-                        "ok": reply.ok,
-                        "error": reply.error.value if reply.error else None,
-                    },
-                )
-
     # --- rebalancing and restore ------------------------------------------------
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -269,9 +230,33 @@ class _Loop:
             )
             return
         if numbers:
-            restored = restore_assigned(
-                self._settings.kafka, self._topics.events, numbers, self._codec, self._metrics
-            )
+            try:
+                # Cooperative rebalancing calls this inside poll/consume, mid-batch: a
+                # restore longer than the transaction timeout would get the batch's
+                # open transaction aborted and this instance fenced. Commit it first.
+                if self._txn.open and not self._txn.failed:
+                    log.info(
+                        "committing before the restore",
+                        extra={
+                            "instance": self._settings.instance_id,
+                            "partitions": numbers,
+                            "commands": self._txn.batch.commands,
+                        },
+                    )
+                    self.commit()
+                restored = restore_assigned(
+                    consumer,
+                    self._settings.kafka,
+                    self._topics.commands,
+                    self._topics.events,
+                    numbers,
+                    self._codec,
+                    self._metrics,
+                    self._settings.restore_wait(),
+                )
+            except ProcessorFatal as exc:  # raised by the loop (see above)
+                self._fault = exc
+                return
             for partition, workflows in restored.items():
                 self._workflows.restored(partition, workflows)
         self._workflows.recount()

@@ -1,27 +1,46 @@
-"""Restore on assignment: a partition's workflows folded from the compacted event topic,
-read to its last stable offset before any of its commands is handled."""
+"""Restore on assignment: a partition's workflows folded from the compacted event topic
+before any of its commands is handled.
+
+A restore must not miss what a predecessor commits late (Kafka Streams' KAFKA-10167).
+KIP-447 fences a zombie at `send_offsets_to_transaction`, but not at
+`commit_transaction`: an instance paused in between (its partitions given to another
+meanwhile) can still commit, its events above the last stable offset while the new
+owner restores. So, per assignment (`restore_assigned`):
+
+1. wait until the group's committed offsets of the assigned command partitions are
+   stable: the broker answers UNSTABLE_OFFSET_COMMIT while a transaction that sent
+   offsets for them is open (`await_stable_offsets`); once it ends, everything that
+   transaction wrote is in the log (commit_transaction flushes before EndTxn);
+2. read each events partition to its high watermark taken then, read_committed,
+   waiting for open transactions below it to resolve (`restore_partitions`).
+
+Both waits are bounded (`restore_wait_s`: the transaction timeout plus the broker's
+abort check, with a margin); a transaction open past that is hanging, and the
+processor stops with `ProcessorFatal` naming the partition and the commands that show
+and abort it, rather than restore a state that could lack its events.
+"""
 
 from __future__ import annotations
 
 import gc
 import logging
 import time
-from collections.abc import Callable
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from duroot_stream.config import KafkaConfig
 from duroot_stream.domain import DuRootStarted, WorkflowReplay, WorkflowState
-from duroot_stream.kafka import kafka_error, new_consumer, position, watermarks
+from duroot_stream.kafka import Triage, kafka_error, new_consumer, position, triage, watermarks
 from duroot_stream.metrics import ProcessorMetrics
 from duroot_stream.wire import Codec
 
-from .settings import KAFKA_TIMEOUT_S, ProcessorFatal
+from .settings import KAFKA_TIMEOUT_S, RESTORE_WAIT_S, ProcessorFatal
 
 log = logging.getLogger("duroot.processor")
 
 RESTORE_BATCH = 10_000  # records taken from the fetch queue at a time
 ACTIVE_REPLAYS = 1_000  # per partition, see _PartitionFold
+STABLE_FIRST_TRY_S = 2.0  # committed offsets not stable by then: log that we wait
 # The restore consumer's settings (the benchmarks' raw-consume yardstick reads with them).
 RESTORE_CONSUMER: dict[str, object] = {
     "group.id": "duroot-restore",  # required; never joined or committed
@@ -43,21 +62,22 @@ RESTORE_CONSUMER: dict[str, object] = {
 
 
 def restore_assigned(
+    consumer: Consumer,
     kafka: KafkaConfig,
+    commands_topic: str,
     events_topic: str,
     partitions: list[int],
     codec: Codec,
     metrics: ProcessorMetrics,
+    wait_s: float = RESTORE_WAIT_S,
 ) -> dict[int, dict[str, WorkflowState]]:
-    """`restore_partitions`, with the restore metrics and one log line."""
+    """The two steps of the module docstring, with the restore metrics and one log
+    line. `consumer` is the group's, whose committed offsets are awaited."""
     started = time.monotonic()
-    restored = restore_partitions(
-        kafka,
-        events_topic,
-        partitions,
-        codec,
-        on_start=lambda p: metrics.restore_in_progress.labels(str(p)).set(1),
-    )
+    for p in partitions:
+        metrics.restore_in_progress.labels(str(p)).set(1)
+    await_stable_offsets(consumer, commands_topic, partitions, wait_s)
+    restored = restore_partitions(kafka, events_topic, partitions, codec, wait_s=wait_s)
     for partition, (_, events) in restored.items():
         label = str(partition)
         metrics.restore_in_progress.labels(label).set(0)
@@ -78,19 +98,77 @@ def restore_assigned(
     return {p: workflows for p, (workflows, _) in restored.items()}
 
 
+def await_stable_offsets(
+    consumer: Consumer, topic: str, partitions: list[int], wait_s: float = RESTORE_WAIT_S
+) -> None:
+    """Return once no open transaction holds committed offsets of `partitions`.
+
+    A read_committed consumer's `committed()` asks with require_stable and retries
+    while the broker answers UNSTABLE_OFFSET_COMMIT, until its timeout."""
+    wanted = [TopicPartition(topic, p) for p in partitions]
+    deadline = time.monotonic() + wait_s
+    logged = False
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            found = consumer.committed(wanted, timeout=max(0.1, min(left, STABLE_FIRST_TRY_S)))
+            errors: list[KafkaError | KafkaException] = [
+                tp.error for tp in found if tp.error is not None
+            ]
+        except KafkaException as exc:
+            errors = [kafka_error(exc) or exc]
+        if not errors:
+            return
+        for error in errors:
+            if not isinstance(error, KafkaError) or not _retriable(error):
+                raise ProcessorFatal(f"committed offsets of {topic} {partitions}: {error}")
+        if time.monotonic() >= deadline:
+            raise ProcessorFatal(
+                f"the committed offsets of {topic} partitions {partitions} stayed unstable for "
+                f"{wait_s:.0f} s: a transaction that sent them (a previous owner's) is still "
+                "open, longer than a transaction may live plus the broker's abort check, so it "
+                "is hanging. `kafka-transactions.sh --bootstrap-server ... find-hanging "
+                "--broker-id N` lists it with its producer; abort it with `kafka-transactions.sh "
+                "... abort`, then start this instance again"
+            )
+        if not logged:
+            logged = True
+            log.warning(
+                "restore waiting for an open transaction",
+                extra={
+                    "topic": topic,
+                    "partitions": partitions,
+                    "waits_for": "the group's committed offsets to become stable",
+                    "limit_s": wait_s,
+                },
+            )
+
+
+def _retriable(error: KafkaError) -> bool:
+    """Worth asking again: a timeout (still unstable), or an error that passes."""
+    code = error.code()
+    return (
+        code in (KafkaError._TIMED_OUT, KafkaError.UNSTABLE_OFFSET_COMMIT)
+        or triage(error) is Triage.RETRY
+    )
+
+
 def restore_partitions(
     kafka: KafkaConfig,
     events_topic: str,
     partitions: list[int],
     codec: Codec,
-    on_start: Callable[[int], None] | None = None,
+    wait_s: float = RESTORE_WAIT_S,
 ) -> dict[int, tuple[dict[str, WorkflowState], int]]:
     """Fold each partition of the event topic into workflow states.
 
-    Reads from the beginning to the last stable offset (read_committed: the
-    partition EOF fires there) and folds each partition with a
-    `_PartitionFold`. A tombstone drops its workflow. Returns, per partition,
-    the workflows and the number of records read.
+    Reads from the beginning to the high watermark as of now, read_committed, and
+    folds each partition with a `_PartitionFold`. A read_committed fetch ends at
+    the last stable offset, where the partition EOF fires: an EOF below the high
+    watermark means a transaction is open there, and the read goes on until it
+    commits (its records come) or aborts (they are skipped), at most `wait_s` from
+    that EOF (then `ProcessorFatal`: a hanging transaction). A tombstone drops its
+    workflow. Returns, per partition, the workflows and the number of records read.
 
     Per event only the first fields of the Avro body are read (id, workflow,
     seq, cause, payload type: `Codec.event_facts`), and only STARTED payloads
@@ -98,6 +176,7 @@ def restore_partitions(
     builds a message's header list on first access, which costs more (about
     9 us for the six on a 2-core test machine) than all the rest of the fold.
     """
+    ends = high_watermarks(kafka, events_topic, partitions)
     consumer = new_consumer(kafka, **RESTORE_CONSUMER)
     folds = {p: _PartitionFold() for p in partitions}
     # The fold makes no reference cycles, only many objects that live on: the
@@ -106,14 +185,12 @@ def restore_partitions(
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        starts: list[TopicPartition] = []
-        for p in partitions:
-            low, high = offsets(consumer, events_topic, p)
-            if high > low:
-                starts.append(TopicPartition(events_topic, p, low))  # no offset lookup
-                if on_start:
-                    on_start(p)
-        pending = {tp.partition for tp in starts}
+        # No offset lookup: each partition is read from its first offset.
+        starts = [
+            TopicPartition(events_topic, p, low) for p, (low, high) in ends.items() if high > low
+        ]
+        pending = {tp.partition: ends[tp.partition][1] for tp in starts}  # partition -> target
+        waiting: dict[int, tuple[int, float]] = {}  # partition -> (stable offset, since)
         if starts:
             consumer.assign(starts)
         while pending:
@@ -125,12 +202,17 @@ def restore_partitions(
                 messages = [message] if message is not None else []
             for message in messages:
                 error = message.error()
-                if error is not None:
-                    if error.code() == KafkaError._PARTITION_EOF:
-                        pending.discard(position(message)[0])
-                        continue
+                if error is None:
+                    folds[position(message)[0]].add(message, codec)
+                elif error.code() == KafkaError._PARTITION_EOF:
+                    _reached(events_topic, position(message), pending, waiting, wait_s)
+                else:
                     raise ProcessorFatal(f"restoring {events_topic}: {error}")
-                folds[position(message)[0]].add(message, codec)
+            for partition, (stable, since) in waiting.items():
+                if time.monotonic() - since > wait_s:
+                    raise ProcessorFatal(
+                        _hanging(kafka, events_topic, partition, stable, pending[partition], wait_s)
+                    )
     finally:
         consumer.close()
         if gc_was_enabled:
@@ -138,9 +220,70 @@ def restore_partitions(
     return {p: (fold.finish(), fold.records) for p, fold in folds.items()}
 
 
+def _reached(
+    topic: str,
+    at: tuple[int, int],
+    pending: dict[int, int],
+    waiting: dict[int, tuple[int, float]],
+    wait_s: float,
+) -> None:
+    """A partition EOF at `at` (partition, offset): the last stable offset. Done with
+    the partition if it is at its target, else waiting (logged once per partition)."""
+    partition, offset = at
+    target = pending.get(partition)
+    if target is None:
+        return
+    if offset >= target:
+        del pending[partition]
+        waiting.pop(partition, None)
+        return
+    if partition not in waiting:
+        log.warning(
+            "restore waiting for an open transaction",
+            extra={
+                "topic": topic,
+                "partitions": [partition],
+                "last_stable_offset": offset,
+                "high_watermark": target,
+                "waits_for": "the transaction to commit or abort",
+                "limit_s": wait_s,
+            },
+        )
+    previous = waiting.get(partition)
+    if previous is None or previous[0] != offset:  # the first look, or it moved
+        waiting[partition] = (offset, time.monotonic())
+
+
+def _hanging(
+    kafka: KafkaConfig, topic: str, partition: int, stable: int, high: int, wait_s: float
+) -> str:
+    tool = f"kafka-transactions.sh --bootstrap-server {kafka.bootstrap_servers}"
+    return (
+        f"restoring {topic} [{partition}]: its last stable offset stayed at {stable}, below "
+        f"the high watermark {high}, for {wait_s:.0f} s, longer than a transaction may live "
+        "plus the broker's abort check: a transaction is hanging there. Its producer: "
+        f"`{tool} describe-producers --topic {topic} --partition {partition}`; abort it with "
+        f"`{tool} abort --topic {topic} --partition {partition} --start-offset {stable}`, "
+        "then start this instance again"
+    )
+
+
+def high_watermarks(
+    kafka: KafkaConfig, topic: str, partitions: list[int]
+) -> dict[int, tuple[int, int]]:
+    """(low, high watermark) per partition. A read_committed client is told the last
+    stable offset instead of the high watermark: these are asked read_uncommitted."""
+    consumer = new_consumer(kafka, **{**RESTORE_CONSUMER, "isolation.level": "read_uncommitted"})
+    try:
+        return {p: offsets(consumer, topic, p) for p in partitions}
+    finally:
+        consumer.close()
+
+
 def offsets(consumer: Consumer, topic: str, partition: int) -> tuple[int, int]:
-    """Low and high (last stable) offsets, retried while the error is transient
-    (a fresh topic without a leader yet)."""
+    """Low and high offsets (the high one is the last stable offset for a
+    read_committed consumer), retried while the error is transient (a fresh topic
+    without a leader yet)."""
     try:
         return watermarks(consumer, topic, partition, timeout=KAFKA_TIMEOUT_S)
     except KafkaException as exc:

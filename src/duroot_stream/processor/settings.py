@@ -17,6 +17,14 @@ HUNG_CALL_S = 2 * KAFKA_TIMEOUT_S  # the CLI exits when a Kafka call blocks this
 # headers, so one of a record near the limit is cut to fit.
 MAX_COMMAND_BYTES = 990_000
 DEAD_LETTER_MAX_BYTES = 990_000
+# A transaction may live `transaction.timeout.ms` (at most 40 s unless -X sets more),
+# and the broker aborts one past it on its next check (every 10 s by default): an
+# open transaction a restore still waits for after both, with a margin, is hanging.
+RESTORE_WAIT_S = 70.0
+ABORT_CHECK_MARGIN_S = 30.0  # added to a -X transaction.timeout.ms for the same bound
+# Records garbage collection puts into one transaction, at most (one command's own
+# records excepted: a Delete's tombstones and index records are never split).
+GC_CHUNK_RECORDS = 10_000
 
 
 class ProcessorFatal(RuntimeError):
@@ -39,6 +47,21 @@ class ProcessorSettings:
     reply_topics: str | None = None
     # Test hook: `decide` raises, as a programming error would, for these command ids.
     fail_decide_for: frozenset[str] = frozenset()
+    # How long a restore waits for an open transaction (None: `restore_wait()`).
+    restore_wait_s: float | None = None
+    gc_chunk_records: int = GC_CHUNK_RECORDS
     # Fault injection for tests: called before each commit; returning True makes
     # the processor abort that transaction as if Kafka had required it.
     abort_before_commit: Callable[[], bool] | None = None
+    # Fault injection for tests: called between send_offsets_to_transaction and
+    # commit_transaction; blocking there makes this instance a zombie (KAFKA-10167).
+    pause_before_commit: Callable[[], None] | None = None
+
+    def restore_wait(self) -> float:
+        """`restore_wait_s`, or a bound above the transaction timeout in effect."""
+        if self.restore_wait_s is not None:
+            return self.restore_wait_s
+        timeout_ms = self.kafka.overrides.get("transaction.timeout.ms")
+        if timeout_ms is None or not str(timeout_ms).isdigit():
+            return RESTORE_WAIT_S
+        return max(RESTORE_WAIT_S, int(timeout_ms) / 1000 + ABORT_CHECK_MARGIN_S)

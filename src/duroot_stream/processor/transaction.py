@@ -96,6 +96,7 @@ class Transaction:
         self._workflows = workflows
         self._watch = watch
         self._abort_before_commit = settings.abort_before_commit
+        self._pause_before_commit = settings.pause_before_commit
         self._fatal_cause = ""
         self.open = False
         self.batch = Batch()
@@ -222,6 +223,8 @@ class Transaction:
                         offsets, consumer.consumer_group_metadata(), KAFKA_TIMEOUT_S
                     ),
                 )
+            if self._pause_before_commit:
+                self._pause_before_commit()
             committing = time.perf_counter()
             self.retry("commit_transaction", lambda: producer.commit_transaction(KAFKA_TIMEOUT_S))
             committed = time.perf_counter()

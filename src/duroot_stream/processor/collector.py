@@ -1,0 +1,151 @@
+"""Garbage collection (the loop's step 3), in bounded transactions.
+
+Every `gc_interval_s` a pass lists the workflows of the owned partitions that
+`expiry_command` would expire (`AbortExpired`) or delete (`Delete`) now. Its
+commands go through the same path as any other command (`CommandHandler.apply`),
+into the open transaction, a chunk at a time: once the chunk holds
+`gc_chunk_records` records the rest waits for the next batch, so the loop goes on
+handling commands between chunks, and no transaction outgrows the transaction
+timeout however many workflows expired (after days of downtime, or a clock jump)
+and however long their histories. One command's records are never split (a
+Delete's tombstones, index entry and index tombstone stay atomic): a command that
+alone makes more than the bound is a chunk of its own.
+
+Each workflow is looked at again when its turn comes (a command may have changed
+it meanwhile, or its partition gone). A chunk sends offsets even without commands of
+its own (`_fence`), so that a zombie's cannot commit. An aborted chunk
+(`Transaction.gc_aborted`) starts the pass again at once, from the states the abort
+restored; GC commands are counted when their transaction commits.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from confluent_kafka import TopicPartition
+
+from duroot_stream.domain import NO_VC, Command, expiry_command, expiry_records
+from duroot_stream.ids import new_ulid, now_ms
+from duroot_stream.metrics import ProcessorMetrics
+
+from .commands import CommandHandler
+from .faults import RecordRefused
+from .settings import ProcessorFatal, ProcessorSettings
+from .state import Workflows
+from .transaction import AbortNeeded, Transaction
+
+log = logging.getLogger("duroot.processor")
+
+
+class Collector:
+    def __init__(
+        self,
+        settings: ProcessorSettings,
+        txn: Transaction,
+        workflows: Workflows,
+        handler: CommandHandler,
+        metrics: ProcessorMetrics,
+        commands_topic: str,
+    ) -> None:
+        self._settings = settings
+        self._commands_topic = commands_topic
+        self._txn = txn
+        self._workflows = workflows
+        self._handler = handler
+        self._metrics = metrics
+        self._next_pass = time.monotonic() + settings.gc_interval_s
+        self._due: list[tuple[int, str]] = []  # (partition, workflow id), last first
+
+    def due(self) -> bool:
+        """A pass is due, under way, or to be redone (its last chunk aborted)."""
+        return bool(self._due) or self._txn.gc_aborted or time.monotonic() >= self._next_pass
+
+    def collect(self) -> None:
+        """Start a pass if one is due, then issue the next chunk of its commands."""
+        txn, settings = self._txn, self._settings
+        if txn.gc_aborted or (not self._due and time.monotonic() >= self._next_pass):
+            txn.gc_aborted = False
+            self._next_pass = time.monotonic() + settings.gc_interval_s
+            self._due = self._expired()
+        now = now_ms()
+        max_active = int(settings.max_active_s * 1000)
+        delete_after = int(settings.delete_after_s * 1000)
+        records = commands = 0
+        partitions: set[int] = set()
+        while self._due:
+            partition, workflow_id = self._due[-1]
+            workflows = self._workflows.by_partition.get(partition)
+            state = None if workflows is None else workflows.get(workflow_id)
+            body = None if state is None else expiry_command(state, now, max_active, delete_after)
+            if workflows is None or state is None or body is None:
+                self._due.pop()  # revoked, deleted, or changed meanwhile
+                continue
+            if commands and records + expiry_records(state, body) > settings.gc_chunk_records:
+                break  # the next transaction's
+            self._due.pop()
+            batch = txn.begin()
+            batch.gc = True
+            command = Command(new_ulid(), workflow_id, NO_VC, now, body)
+            produced = batch.produced
+            try:
+                reply = self._handler.apply(partition, workflows, command)
+            except RecordRefused as exc:  # a bug: Kafka refused one of our own records
+                if batch.produced != produced:
+                    raise AbortNeeded(f"garbage collection of {workflow_id}: {exc}") from None
+                log.error("garbage collection failed", exc_info=exc)
+                continue
+            except (AbortNeeded, ProcessorFatal):
+                raise
+            except Exception as exc:
+                log.error("garbage collection failed", exc_info=exc)
+                continue
+            records += batch.produced - produced
+            commands += 1
+            partitions.add(partition)
+            txn.count(self._metrics.gc_commands, type(body).__name__)
+            log.info(
+                "garbage collection",
+                extra={
+                    "workflow": workflow_id,
+                    "command": type(body).__name__,
+                    "ok": reply.ok,
+                    "error": reply.error.value if reply.error else None,
+                },
+            )
+        if commands:
+            self._fence(partitions)
+            self._metrics.gc_chunk_records.observe(records)
+            log.info(
+                "garbage collection chunk",
+                extra={"commands": commands, "records": records, "left": len(self._due)},
+            )
+
+    def _fence(self, partitions: set[int]) -> None:
+        """KIP-447 fences a zombie only in `send_offsets_to_transaction`, which a
+        transaction without consumed commands skips: such a chunk could still commit
+        after its partitions moved on. It sends the positions of its partitions instead
+        (what is committed already: every consumed command is in a transaction that
+        commits, or aborts and rewinds), so the group generation is checked."""
+        batch = self._txn.batch
+        if batch.next_offsets:  # commands consumed: their offsets are sent
+            return
+        wanted = [TopicPartition(self._commands_topic, p) for p in sorted(partitions)]
+        for tp in self._txn.consumer.position(wanted):
+            if tp.error is None and tp.offset >= 0:  # nothing consumed yet: unknown
+                batch.next_offsets[tp.partition] = tp.offset
+
+    def _expired(self) -> list[tuple[int, str]]:
+        """The workflows due for expiry or deletion now, in the order they are issued
+        (popped from the end)."""
+        settings, now = self._settings, now_ms()
+        max_active = int(settings.max_active_s * 1000)
+        delete_after = int(settings.delete_after_s * 1000)
+        due = [
+            (partition, state.workflow_id)
+            for partition, workflows in self._workflows.by_partition.items()
+            for state in workflows.values()
+            if expiry_command(state, now, max_active, delete_after) is not None
+        ]
+        due.reverse()
+        return due
