@@ -41,7 +41,7 @@ from duroot_stream.wire import (
     Topics,
     copyable_headers,
     dead_letter_headers,
-    event_headers,
+    events_headers,
     partition_for,
 )
 
@@ -213,16 +213,12 @@ class CommandHandler:
     def _effects(self, partition: int, decision: Accepted) -> list[Record]:
         # Events, index events and replies are made from a decoded (so checked)
         # command and this processor's ULIDs: encoded without checking the ids again.
-        codec, events_topic = self._codec, self._events_topic
+        codec, events_topic, events = self._codec, self._events_topic, decision.events
         records: list[Record] = [
-            (
-                events_topic,
-                partition,
-                event.key.encode(),
-                codec.encode_event(event, validate=False),
-                list(event_headers(event)),
+            (events_topic, partition, event.key.encode(), value, event_headers)
+            for event, value, event_headers in zip(
+                events, codec.encode_events(events), events_headers(events), strict=True
             )
-            for event in decision.events
         ]
         records.extend(
             (events_topic, partition, k.encode(), None, None) for k in decision.deleted_keys
@@ -247,8 +243,12 @@ class CommandHandler:
 
     def _count_effects(self, decision: Accepted) -> None:
         count, metrics = self._txn.count, self._metrics
+        by_type: dict[str, int] = {}  # an Append's events are one type: counted once
         for event in decision.events:
-            count(metrics.events, type(event.payload).__name__)
+            name = type(event.payload).__name__
+            by_type[name] = by_type.get(name, 0) + 1
+        for name, n in by_type.items():
+            count(metrics.events, name, amount=n)
         if decision.deleted_keys:
             count(metrics.tombstones, "events", amount=len(decision.deleted_keys))
         for index_event in decision.index_events:
