@@ -17,6 +17,7 @@ import traceback
 
 from confluent_kafka import Message
 
+from duroot_stream import tracing
 from duroot_stream.domain import (
     Accepted,
     Command,
@@ -43,6 +44,7 @@ from duroot_stream.wire import (
     dead_letter_headers,
     events_headers,
     partition_for,
+    trace_carrier,
 )
 
 from .faults import RecordRefused, check_consumer_error
@@ -90,13 +92,16 @@ class CommandHandler:
             txn.consumer, topics, settings.reply_topics, partition_counts, metrics, txn.count
         )
         self._fail_decide_for = settings.fail_decide_for
+        self._group = settings.group_id
+        self._recording = False  # tracing.recording(), checked once per transaction
         # (partition, offset) -> why: commands whose records Kafka refused part-way;
         # the redone transaction dead-letters them. Small: one entry per such command.
         self.poisoned: dict[tuple[int, int], Rejection] = {}
         self._tracebacks: set[tuple[str, str, int | None]] = set()
 
     def handle(self, message: Message) -> None:
-        """A consumed record: its command applied, or dead-lettered; never raises for it."""
+        """A consumed record: its command applied, or dead-lettered, in the record's
+        trace context (`tracing.processing`); never raises for it."""
         error = message.error()
         if error is not None:
             if error.fatal():
@@ -104,20 +109,32 @@ class CommandHandler:
             check_consumer_error(error)  # raises for errors that will not go away
             log.warning("consumer error", extra={"error": str(error)})
             return
+        if not self._txn.open:  # once per transaction: is an OpenTelemetry SDK set up?
+            self._recording = tracing.recording()
         batch = self._txn.begin()
         partition, offset = position(message)
         batch.first_offsets.setdefault(partition, offset)
         batch.next_offsets[partition] = offset + 1
         batch.commands += 1
         try:
-            record_headers = headers(message)
+            record_headers = headers(message)  # read once: for the trace and the route
         except Exception as exc:
-            record_headers = []
             route = self.routes.rejected(
                 RouteError(f"headers not readable: {exc}", None), partition, offset, "(unreadable)"
             )
             self._dead_letter(message, [], route, Rejection(DeadLetterReason.BAD_HEADERS, str(exc)))
             return
+        carrier = trace_carrier(record_headers)
+        if not carrier and not self._recording:  # no span, no trace headers to carry
+            self._handle(message, record_headers, partition, offset)
+            return
+        with tracing.processing(message, carrier, self._group):
+            self._handle(message, record_headers, partition, offset)
+
+    def _handle(
+        self, message: Message, record_headers: Headers, partition: int, offset: int
+    ) -> None:
+        batch = self._txn.batch
         route = self.routes.route(record_headers, partition, offset)
         produced = batch.produced
         try:
