@@ -12,6 +12,7 @@ transaction is aborted and redone with that command dead-lettered.
 
 from __future__ import annotations
 
+import gc
 import logging
 import traceback
 
@@ -125,11 +126,20 @@ class CommandHandler:
             self._dead_letter(message, [], route, Rejection(DeadLetterReason.BAD_HEADERS, str(exc)))
             return
         carrier = trace_carrier(record_headers)
-        if not carrier and not self._recording:  # no span, no trace headers to carry
-            self._handle(message, record_headers, partition, offset)
-            return
-        with tracing.processing(message, carrier, self._group):
-            self._handle(message, record_headers, partition, offset)
+        # The cyclic garbage collector waits until the command is handled: an Append
+        # of 10,000 paths makes about 100,000 containers (events, headers, records),
+        # none cyclic, and collections among them took a third of its time.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            if not carrier and not self._recording:  # no span, no trace headers to carry
+                self._handle(message, record_headers, partition, offset)
+                return
+            with tracing.processing(message, carrier, self._group):
+                self._handle(message, record_headers, partition, offset)
+        finally:
+            if collecting:
+                gc.enable()
 
     def _handle(
         self, message: Message, record_headers: Headers, partition: int, offset: int
