@@ -8,7 +8,6 @@ import contextlib
 import io
 import json
 import uuid
-from dataclasses import replace
 from typing import Any
 
 import fastavro
@@ -170,7 +169,8 @@ def to_avro(value: Any) -> dict[str, Any]:
 def _fields(body: Any) -> dict[str, Any]:
     if isinstance(body, Append):
         return {"paths": [{"path": p.path, "usage": p.usage} for p in body.paths]}
-    return {name: getattr(body, name) for name in body.__slots__}
+    names = getattr(body, "_fields", None) or body.__slots__  # NamedTuple or dataclass
+    return {name: getattr(body, name) for name in names}
 
 
 def _schema(kind: str) -> Any:
@@ -277,9 +277,9 @@ def _chained(events: list[WorkflowEvent], chain: bool, same: bool) -> list[Workf
     out: list[WorkflowEvent] = []
     for e in events:
         if out and same:
-            e = replace(e, workflow_id=out[0].workflow_id, command_id=out[0].command_id)
+            e = e._replace(workflow_id=out[0].workflow_id, command_id=out[0].command_id)
         if out and chain:
-            e = replace(e, parent=out[-1].event_id)
+            e = e._replace(parent=out[-1].event_id)
         out.append(e)
     return out
 
