@@ -2,7 +2,8 @@
 
     python -m benchmarks [--quick]
 
-Runs, in order, `core` (the pure core on one core), `txn_floor` (a bare
+Runs, in order, `core` (the pure core on one core), `handler` (the
+processor's Python per command, CPU time, no Kafka), `txn_floor` (a bare
 transaction, default vs tuned retry backoff), `processor` (throughput
 against the pass-through, scale-out, latency in its own set-up, restore
 against raw consume, memory; one local broker), `get` and `runner` (a
@@ -32,13 +33,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks import core, get, processor, runner, txn_floor
+from benchmarks import core, get, handler, processor, runner, txn_floor
 
 RESULTS = Path(__file__).resolve().parents[1] / "bench-results"
 
 # (name, main) in the order they run; each main(argv) writes RESULTS/<name>.json.
 MODULES: list[tuple[str, Callable[[Sequence[str]], None]]] = [
     ("core", core.main),
+    ("handler", handler.main),
     ("txn_floor", txn_floor.main),
     ("processor", processor.main),
     ("get", get.main),
@@ -141,6 +143,10 @@ FIGURES = [
     Figure("core.decide_evolve_encode_per_s", "decide+evolve+encode, Append of 1 path", "/s",
            (">=", 100_000)),
     Figure("core.command_round_per_s", "per-command core: decode+decide+encode+reply", "/s"),
+    Figure("handler.us_append_1_path", "processor's Python per command, Append of 1 path (CPU)",
+           "us"),
+    Figure("handler.us_per_path", "processor's Python per path, Append of 10,000 paths (CPU)",
+           "us"),
     Figure("get.get_sequential_s", "get, 10,000 lines, workflows one after another", "s"),
     Figure("get.get_interleaved_s", "get, 10,000 lines, workflows interleaved", "s"),
 ]  # fmt: skip

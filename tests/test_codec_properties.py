@@ -41,6 +41,7 @@ from duroot_stream.domain import (
     WorkflowEvent,
     WorkflowIndexEvent,
 )
+from duroot_stream.wire import events_headers
 from duroot_stream.wire.codec import (
     Codec,
     CodecError,
@@ -168,7 +169,8 @@ def to_avro(value: Any) -> dict[str, Any]:
 def _fields(body: Any) -> dict[str, Any]:
     if isinstance(body, Append):
         return {"paths": [{"path": p.path, "usage": p.usage} for p in body.paths]}
-    return {name: getattr(body, name) for name in body.__slots__}
+    names = getattr(body, "_fields", None) or body.__slots__  # NamedTuple or dataclass
+    return {name: getattr(body, name) for name in names}
 
 
 def _schema(kind: str) -> Any:
@@ -268,6 +270,32 @@ def test_event_headers_round_trip(event: WorkflowEvent) -> None:
         event.seq,
         event.command_id,
     )
+
+
+def _chained(events: list[WorkflowEvent], chain: bool, same: bool) -> list[WorkflowEvent]:
+    """`events` as one decision makes them (chained, one workflow and command), or not."""
+    out: list[WorkflowEvent] = []
+    for e in events:
+        if out and same:
+            e = e._replace(workflow_id=out[0].workflow_id, command_id=out[0].command_id)
+        if out and chain:
+            e = e._replace(parent=out[-1].event_id)
+        out.append(e)
+    return out
+
+
+@SETTINGS
+@given(
+    batch=st.lists(events, max_size=6), chain=st.booleans(), same=st.booleans(),
+    codec=st.sampled_from([PLAIN, REGISTRY]),
+)  # fmt: skip
+def test_a_decision_s_events_encode_as_each_alone(
+    batch: list[WorkflowEvent], chain: bool, same: bool, codec: Codec
+) -> None:
+    """encode_events and events_headers (shared fields encoded once) = one at a time."""
+    batch = _chained(batch, chain, same)
+    assert codec.encode_events(batch) == [codec.encode_event(e, validate=False) for e in batch]
+    assert events_headers(batch) == [event_headers(e) for e in batch]
 
 
 @given(

@@ -687,7 +687,7 @@ def test_evolve_reads_only_the_type_of_payloads_other_than_started() -> None:
     ]
     for real, stub in pairs:
         event = WorkflowEvent(ulid(T0, 50), state.vid, WF, state.seq, "c", real)
-        assert evolve(state, event) == evolve(state, replace(event, payload=stub))
+        assert evolve(state, event) == evolve(state, event._replace(payload=stub))
 
 
 def test_evolve_deleted_returns_to_the_initial_state() -> None:

@@ -104,6 +104,12 @@ def enabled() -> bool:
     return _otel is not None
 
 
+def recording() -> bool:
+    """Whether spans are recorded now (an SDK is set up); without, `processing`
+    only carries the record's own trace headers."""
+    return _otel is not None and _otel.tracer() is not None
+
+
 def _attributes(operation: str, topic: str, partition: int, key: str | None) -> dict[str, Any]:
     attributes: dict[str, Any] = {
         "messaging.system": "kafka",

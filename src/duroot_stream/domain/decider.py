@@ -294,19 +294,22 @@ class _Emitter(NamedTuple):
     ) -> Accepted:
         """Chain `payloads` as events after the head; `mirror` indexes the first."""
         events: list[WorkflowEvent] = []
-        after = self.state
+        after, new_id, command_id = self.state, self.new_id, self.command_id
+        workflow_id, vid, seq = after.workflow_id, after.vid, after.seq
+        # A run of DuUpdated (an Append's paths) folds as its last event does (the
+        # last vid and seq, one recent entry): one state per run, not per path.
+        run_end: WorkflowEvent | None = None
         for payload in payloads:
-            # WorkflowEvent(event_id, parent, workflow_id, seq, command_id, payload)
-            event = WorkflowEvent(
-                _next_id(self.new_id, after.vid),
-                after.vid,
-                after.workflow_id,
-                after.seq,
-                self.command_id,
-                payload,
-            )
+            event = WorkflowEvent(_next_id(new_id, vid), vid, workflow_id, seq, command_id, payload)
             events.append(event)
-            after = evolve(after, event)
+            vid, seq = event.event_id, seq + 1
+            if type(payload) is DuUpdated:
+                run_end = event
+            else:
+                after = evolve(after if run_end is None else evolve(after, run_end), event)
+                run_end = None
+        if run_end is not None:
+            after = evolve(after, run_end)
         index_events: tuple[WorkflowIndexEvent, ...] = ()
         if mirror is not None:
             index_events = (

@@ -39,9 +39,8 @@ import time
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from duroot_stream import metrics as metrics_mod
-from duroot_stream.kafka import headers, partition_count
-from duroot_stream.tracing import processing
-from duroot_stream.wire import Codec, TopicCheckError, Topics, trace_carrier
+from duroot_stream.kafka import partition_count
+from duroot_stream.wire import Codec, TopicCheckError, Topics
 
 from .collector import Collector
 from .commands import CommandHandler
@@ -157,7 +156,6 @@ class _Loop:
         """One transaction, in the steps of the module docstring."""
         txn, consumer, handle = self._txn, self._consumer, self._handler.handle
         batch_size, interval = self._settings.batch_size, self._settings.commit_interval_s
-        group = self._settings.group_id
         try:
             asked = 0
             while True:
@@ -186,8 +184,7 @@ class _Loop:
                 # 2. Per command: decode, decide, produce its records.
                 handling = time.perf_counter()
                 for message in messages:
-                    with processing(message, trace_carrier(headers(message)), group):
-                        handle(message)
+                    handle(message)  # in its trace context (CommandHandler.handle)
                 txn.batch.handling += time.perf_counter() - handling
                 if len(messages) < asked:
                     break

@@ -15,13 +15,14 @@ import logging
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from confluent_kafka import Consumer, KafkaException
 
 from duroot_stream.metrics import ProcessorMetrics
 from duroot_stream.wire import (
     CORRELATION_ID,
+    MAX_CORRELATION_ID_BYTES,
     REPLY_PARTITION,
     REPLY_ROUTE_ERROR,
     REPLY_TOPIC,
@@ -43,6 +44,7 @@ METADATA_REFRESH_S = 1.0  # a flood of routes to unknown topics asks the broker 
 METADATA_MAX_AGE_S = 60.0  # known counts are asked again after this long
 ROUTE_LOG_S = 60.0  # one warning per topic this often
 LOG_KEYS = 1_000  # topics remembered for the log limit (a flood of names stays bounded)
+_ROUTE_HEADERS = frozenset((REPLY_TOPIC, REPLY_PARTITION, CORRELATION_ID))
 # The old metric counted by header: kept, for the route errors a header's value causes.
 _HEADER_PROBLEMS = frozenset(
     (
@@ -58,10 +60,10 @@ def default_reply_topics(topics: Topics) -> str:
     return re.escape(topics.replies) + "|" + re.escape(topics.prefix) + "replies.*"
 
 
-@dataclass(frozen=True, slots=True)
-class Route:
+class Route(NamedTuple):
     """Where a reply is produced: topic, partition (ANY_PARTITION: by key), the
-    correlation id echoed, and why the route asked for was not followed."""
+    correlation id echoed, and why the route asked for was not followed. A
+    NamedTuple: one per command (a frozen dataclass costs twice as much to make)."""
 
     topic: str
     partition: int
@@ -99,9 +101,22 @@ class ReplyRoutes:
         self._refreshed = time.monotonic()
         self._logged: dict[str, float] = {}
         self._unlogged = 0
+        # (reply-topic, reply-partition) header values -> the route they asked for,
+        # checked against the metadata of `_refreshed` (cleared when it is read
+        # again): a client's commands all ask for the same one.
+        self._followed: dict[tuple[object, object], tuple[str, int]] = {}
 
     def route(self, headers: HeaderList, partition: int, offset: int) -> Route:
         """The route of a command's reply (at `partition`/`offset`); never raises."""
+        found = {key: raw for key, raw in headers if key in _ROUTE_HEADERS}
+        if found:
+            asked_before = (found.get(REPLY_TOPIC), found.get(REPLY_PARTITION))
+            followed = self._followed.get(asked_before)
+            if followed is not None and time.monotonic() - self._refreshed <= METADATA_MAX_AGE_S:
+                raw = found.get(CORRELATION_ID)
+                correlation_id = (raw.encode() if isinstance(raw, str) else raw) or None
+                if correlation_id is None or len(correlation_id) <= MAX_CORRELATION_ID_BYTES:
+                    return Route(followed[0], followed[1], correlation_id)
         asked = parse_reply_route(headers)
         if isinstance(asked, RouteError):
             return self.rejected(asked, partition, offset, _shown_topic(headers))
@@ -117,6 +132,12 @@ class ReplyRoutes:
         if problem is not None:
             return self.rejected(problem, partition, offset, asked.topic)
         assert asked.partition is not None  # a route with a topic has a partition
+        if len(self._followed) >= LOG_KEYS:  # a flood of routes stays bounded
+            self._followed.clear()
+        self._followed[(found.get(REPLY_TOPIC), found.get(REPLY_PARTITION))] = (
+            asked.topic,
+            asked.partition,
+        )
         return Route(asked.topic, asked.partition, asked.correlation_id)
 
     def rejected(self, error: RouteError, partition: int, offset: int, topic: str) -> Route:
@@ -172,6 +193,7 @@ class ReplyRoutes:
 
     def _refresh(self, now: float) -> None:
         self._refreshed = now
+        self._followed.clear()  # checked against the counts read before
         try:
             md = self._consumer.list_topics(timeout=KAFKA_TIMEOUT_S)
         except KafkaException as exc:  # keep what is known; asked again after METADATA_REFRESH_S

@@ -123,20 +123,6 @@ def _write_paths(paths: tuple[PathUsage, ...]) -> bytes:
 
 
 def write_event(prefix: bytes, e: WorkflowEvent) -> bytes:
-    p = e.payload
-    match p:  # DuRootStarted, DuUpdated, DuRootCompleted, DuRootCommitted
-        case DuUpdated():
-            payload = TAG[1] + wstr(p.path) + wlong(p.usage, "DuUpdated.usage")
-        case DuRootStarted():
-            payload = b"".join(
-                (TAG[0], wstr(p.registry_id), wstr(p.global_root), wstr(p.host), wstr(p.host_root))
-            )
-        case DuRootCompleted():
-            payload = TAG[2] + wint(p.status_code, "status_code") + wstr(p.status_message)
-        case DuRootCommitted():
-            payload = TAG[3]
-        case _:
-            raise CodecError(f"not an event payload: {type(p).__name__}")
     return b"".join(
         (
             prefix,
@@ -145,9 +131,25 @@ def write_event(prefix: bytes, e: WorkflowEvent) -> bytes:
             wstr(e.workflow_id),
             wlong(e.seq, "seq"),
             wstr(e.command_id),
-            payload,
+            write_event_payload(e.payload),
         )
     )
+
+
+def write_event_payload(p: object) -> bytes:
+    """The `payload` union of a WorkflowEvent (its last field)."""
+    if type(p) is DuUpdated:  # the common case: one per path
+        return TAG[1] + wstr(p.path) + wlong(p.usage, "DuUpdated.usage")
+    match p:  # DuRootStarted, DuRootCompleted, DuRootCommitted
+        case DuRootStarted():
+            return b"".join(
+                (TAG[0], wstr(p.registry_id), wstr(p.global_root), wstr(p.host), wstr(p.host_root))
+            )
+        case DuRootCompleted():
+            return TAG[2] + wint(p.status_code, "status_code") + wstr(p.status_message)
+        case DuRootCommitted():
+            return TAG[3]
+    raise CodecError(f"not an event payload: {type(p).__name__}")
 
 
 def write_index_event(prefix: bytes, e: WorkflowIndexEvent) -> bytes:

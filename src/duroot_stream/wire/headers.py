@@ -169,6 +169,36 @@ def event_headers(e: WorkflowEvent) -> list[tuple[str, bytes]]:
     ]
 
 
+def events_headers(events: Sequence[WorkflowEvent]) -> list[list[tuple[str, bytes | None]]]:
+    """`event_headers` of each of one decision's events, with the values they share
+    (workflow id, command id, the parent = the previous vid) encoded once."""
+    out: list[list[tuple[str, bytes | None]]] = []  # the type records are produced with
+    workflow_id: str | None = None
+    command_id: str | None = None
+    previous_id: str | None = None
+    workflow = command = previous = b""
+    for e in events:
+        event_type = _EVENT_TYPE_BYTES.get(type(e.payload))
+        if event_type is None:
+            raise CodecError(f"not an event payload: {type(e.payload).__name__}")
+        if e.workflow_id != workflow_id or e.command_id != command_id:
+            workflow_id, command_id = e.workflow_id, e.command_id
+            workflow, command = workflow_id.encode(), command_id.encode()
+        parent = previous if e.parent == previous_id else e.parent.encode()
+        previous, previous_id = e.event_id.encode(), e.event_id
+        out.append(
+            [
+                (EVENT_TYPE, event_type),
+                (WORKFLOW_ID, workflow),
+                (VID, previous),
+                (PARENT, parent),
+                (SEQ, str(e.seq).encode()),
+                (COMMAND_ID, command),
+            ]
+        )
+    return out
+
+
 def parse_event_headers(headers: HeaderList | None) -> EventHeaders:
     """Read an event's headers. Raises CodecError naming a missing or bad header."""
     raw = last_values(headers, _EVENT_NAMES)

@@ -38,7 +38,11 @@ def trace_carrier(headers: HeaderList | None) -> dict[str, str]:
     `tracestate` if it has one), or {} when its `traceparent` is missing or
     invalid (its `tracestate` then means nothing). A `tracestate` that is not
     UTF-8 or longer than TRACESTATE_MAX_BYTES is dropped. Never raises."""
+    if not headers:
+        return {}
     found = last_values(headers, _TRACE_NAMES)
+    if TRACEPARENT not in found:  # the common case, without raising and catching
+        return {}
     try:
         parent = header_text("trace", TRACEPARENT, found.get(TRACEPARENT))
     except CodecError:
