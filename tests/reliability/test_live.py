@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 
 import pytest
 
@@ -89,9 +88,9 @@ BROKEN: dict[str, tuple[Callable[[list[WorkflowEvent]], list[Item]], str]] = {
     "gap": (lambda h: [h[0], *h[2:]], "seq 2, expected 1 (a gap)"),
     "twice": (lambda h: [h[0], h[1], h[1]], "seq 1, expected 2 (again)"),
     "reordered": (lambda h: swap(h, 1, 2), "seq 2, expected 1"),
-    "chain": (lambda h: [h[0], replace(h[1], parent=h[1].event_id)], "chain broken"),
+    "chain": (lambda h: [h[0], h[1]._replace(parent=h[1].event_id)], "chain broken"),
     "invalid": (lambda h: [h[0], h[-1]], "seq 5, expected 1"),
-    "type": (lambda h: [h[0], replace(h[-1], seq=1, parent=h[0].event_id)], "COMMITTED after"),
+    "type": (lambda h: [h[0], h[-1]._replace(seq=1, parent=h[0].event_id)], "COMMITTED after"),
     "early tombstone": (lambda h: [h[0], 0], "tombstone for seq 0 while INITIALIZED"),
     "tombstones out of order": (lambda h: [*h, 1], "tombstone for seq 1, expected 0"),
     "event while deleting": (lambda h: [*h, 0, h[0]], "in the middle of a deletion"),
