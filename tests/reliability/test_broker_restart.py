@@ -20,18 +20,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.broker, pytest.mark.timeout(7200)]
 
 OUTAGE_S = 5.0  # how long the broker stays down, on purpose: the fault itself
 
-# Measured at small size (4 SIGKILLs a run): 3 of 4 runs passed; in one, 240 s
-# after the last reply partition 1 of events, index and replies still had a
-# transaction open (lso 1064 < hw 1631 on events[1]), far past the 10 s
-# transaction timeout plus the 5 s abort check: a hanging transaction.
-HANGING = pytest.mark.xfail(
-    reason="after a broker SIGKILL a transaction can hang: lso < hw on events, index and "
-    "replies of one partition for 240 s and more (1 of 4 small runs)",
-    strict=False,
-)
 
-
-@pytest.mark.parametrize("stop", ["term", pytest.param("kill", marks=HANGING)])
+@pytest.mark.parametrize("stop", ["term", "kill"])
 def test_broker_restart(
     stop: str,
     own_broker: LocalBroker,

@@ -46,9 +46,9 @@ from duroot_stream.wire import Codec, TopicCheckError, Topics, trace_carrier
 from .commands import CommandHandler
 from .faults import RecordRefused, check_overrides
 from .restore import restore_assigned
-from .settings import KAFKA_TIMEOUT_S, ProcessorFatal, ProcessorSettings
+from .settings import KAFKA_TIMEOUT_S, CallWatch, ProcessorFatal, ProcessorSettings
 from .state import Workflows
-from .transaction import AbortNeeded, CallWatch, Transaction
+from .transaction import AbortNeeded, Transaction
 
 log = logging.getLogger("duroot.processor")
 
