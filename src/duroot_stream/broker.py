@@ -10,6 +10,7 @@ see `local_tls`) and the StandardAuthorizer denies what no ACL allows.
 from __future__ import annotations
 
 import base64
+import hashlib
 import logging
 import os
 import re
@@ -61,7 +62,10 @@ def cache_dir() -> Path:
     base = os.environ.get("DUROOT_CACHE_DIR") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "duroot-stream"
     )
-    return Path(base) / f"kafka-{kafka_version()}"
+    # The dependencies' hash in the name: a pom that gains a jar gets a cache of its own.
+    deps = re.search(r"<dependencies>.*</dependencies>", _pom_path().read_text(), re.S)
+    digest = hashlib.sha256((deps.group(0) if deps else "").encode()).hexdigest()[:8]
+    return Path(base) / f"kafka-{kafka_version()}-{digest}"
 
 
 def _require(tool: str, install: str) -> str:

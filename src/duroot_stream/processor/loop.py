@@ -43,10 +43,11 @@ from duroot_stream.kafka import headers, partition_count
 from duroot_stream.tracing import processing
 from duroot_stream.wire import Codec, TopicCheckError, Topics, trace_carrier
 
+from .calls import CallWatch
 from .commands import CommandHandler
 from .faults import RecordRefused, check_overrides
 from .restore import restore_assigned
-from .settings import KAFKA_TIMEOUT_S, CallWatch, ProcessorFatal, ProcessorSettings
+from .settings import KAFKA_TIMEOUT_S, ProcessorFatal, ProcessorSettings
 from .state import Workflows
 from .transaction import AbortNeeded, Transaction
 

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import socket
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
 from duroot_stream.config import KafkaConfig
 
@@ -44,21 +42,3 @@ class ProcessorSettings:
     # Fault injection for tests: called before each commit; returning True makes
     # the processor abort that transaction as if Kafka had required it.
     abort_before_commit: Callable[[], bool] | None = None
-
-
-class Call(NamedTuple):
-    what: str
-    started: float
-
-
-class CallWatch:
-    """The transactional call running now, for the hung-call exit (read from any thread)."""
-
-    def __init__(self) -> None:
-        self.call: Call | None = None
-
-    def hung(self, limit_s: float) -> tuple[str, float] | None:
-        call = self.call
-        if call is None or time.monotonic() - call.started <= limit_s:
-            return None
-        return call.what, time.monotonic() - call.started

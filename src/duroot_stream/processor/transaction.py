@@ -30,9 +30,10 @@ from duroot_stream.metrics import ProcessorMetrics
 from duroot_stream.tracing import carried
 from duroot_stream.wire import Topics
 
+from .calls import Call, CallTimedOut, CallWatch, Worker
 from .faults import CONFIG_ERRORS, ProcessorConfigError, fatal_message, record_refused
 from .hanging import ABORT_CHECK_INTERVAL_S, HangingMonitor
-from .settings import KAFKA_TIMEOUT_S, Call, CallWatch, ProcessorFatal, ProcessorSettings
+from .settings import KAFKA_TIMEOUT_S, ProcessorFatal, ProcessorSettings
 from .state import Workflows
 
 log = logging.getLogger("duroot.processor")
@@ -50,6 +51,7 @@ TRANSACTION_TIMEOUT_MS = 40_000
 # send_offsets_to_transaction and commit_transaction take milliseconds; one that
 # times out after this long is given up with its producer (see `renew`).
 TXN_CALL_TIMEOUT_S = 10.0
+CALL_GRACE_S = 5.0  # past its own timeout, a call is given up (see calls.py)
 TIMEOUT_CODES = frozenset({KafkaError._TIMED_OUT, KafkaError.REQUEST_TIMED_OUT})
 
 
@@ -103,8 +105,9 @@ class Transaction:
         self.failed = False  # set when the processor stops on an error: nothing to commit
         self.gc_aborted = False  # an aborted batch held GC commands: issue them again now
         self._settings = settings
-        self.renewals = 0  # producers abandoned for a new one (see `renew`)
+        self.renewals = 0  # producers given up for a new one (see `renew`)
         self.producer = self._new_producer()
+        self._worker = Worker("txn-calls")
         self.consumer = new_consumer(
             settings.kafka,
             **{
@@ -130,14 +133,13 @@ class Transaction:
         self.monitor.start()
 
     def _new_producer(self) -> Producer:
-        settings = self._settings
+        settings, renewal = self._settings, self.renewals
         return new_producer(
             settings.kafka,
             **{
-                # Stable per instance: a restarted instance aborts what its
-                # predecessor left open (init_transactions) instead of letting it
-                # hold back the last stable offset until the timeout; a renewed
-                # producer does the same to the one it replaces.
+                # Stable per instance: a restarted instance (or a renewed producer)
+                # aborts what its predecessor left open at init_transactions instead
+                # of letting it hold back the last stable offset until the timeout.
                 "transactional.id": f"{settings.group_id}-{settings.instance_id}",
                 "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS,
                 "linger.ms": 5,
@@ -154,7 +156,7 @@ class Transaction:
                 # For replies keyed by command id without a reply partition
                 # (partition -1): the Java client's murmur2, computed in C.
                 "partitioner": "murmur2_random",
-                "error_cb": self._on_producer_error,
+                "error_cb": lambda error: self._on_producer_error(error, renewal),
             },
         )
 
@@ -168,26 +170,28 @@ class Transaction:
         Its `init_transactions` makes the coordinator end the old producer's open
         transaction (abort it, or finish a commit already begun) before it answers,
         and fences the old producer, so nothing it still has in flight can land."""
+        self.renewals += 1  # first: the old producer's errors are ignored from now on
+        log.warning("renewing the producer", extra={"reason": why, "renewals": self.renewals})
         old, self.producer = self.producer, self._new_producer()
-        self.renewals += 1
+        self._worker.close()  # a call stuck in it stays behind with the old producer
+        self._worker = Worker("txn-calls")
         self._metrics.producer_renewals.inc()
-        log.warning(
-            "renewing the transactional producer",
-            extra={"reason": why, "renewals": self.renewals},
-        )
         # Destroying a client whose requests hang can block: let a thread do it.
         threading.Thread(target=_discard, args=(old,), name="discard-producer", daemon=True).start()
         del old
         self.init()
 
     def close(self) -> None:
+        self._worker.close()
         self.monitor.stop()  # it reads the consumer's assignment
         # Leaves the group; on_revoke runs and finds nothing to commit.
         self.consumer.close()
         if not self.failed:  # a fenced producer has nothing left to deliver
             self.producer.flush(5)
 
-    def _on_producer_error(self, error: KafkaError) -> None:
+    def _on_producer_error(self, error: KafkaError, renewal: int) -> None:
+        if renewal != self.renewals:  # an abandoned producer's (fenced, say)
+            return
         # A fatal error reaches later calls only as a generic _FATAL: keep the cause.
         if error.fatal():
             self._fatal_cause = str(error)
@@ -361,7 +365,11 @@ class Transaction:
         try:
             while True:
                 try:
-                    return call()
+                    if timeouts:
+                        return call()
+                    return self._worker.run(call, TXN_CALL_TIMEOUT_S + CALL_GRACE_S)
+                except CallTimedOut as exc:  # blocked past its own timeout (issue 5456)
+                    raise _TimedOut(f"{what}: {exc}") from None
                 except KafkaException as exc:
                     error = kafka_error(exc)
                     if not timeouts and error is not None and error.code() in TIMEOUT_CODES:
