@@ -5,10 +5,14 @@ the transactional producer, and the consumer whose offsets each transaction
 commits. Kafka errors are sorted by `kafka.triage`, in one place here
 (`Transaction.triage`): RETRY → the same call again; ABORT → `AbortNeeded`,
 which makes the caller abort, rewind the consumer and undo the state changes;
-FATAL → `ProcessorFatal`. A transactional call that times out (after a broker
-restart librdkafka can time out on every retry, issues 5456 and 5511) is not
-retried: its producer is replaced (`renew`), and the batch redone, or kept if
-the consumed offsets show that it committed.
+FATAL → `ProcessorFatal`.
+
+A transactional call that times out, or blocks past its timeout (after a broker
+restart librdkafka can do both for good: issues 5456 and 5511), is not retried:
+the producer is replaced by a new one with the same transactional.id (`renew`),
+whose init_transactions ends the old one's transaction, and the batch is redone,
+or kept if the group's committed offsets show that it committed. A producer that
+saw every broker go away is renewed at the next commit rather than tried.
 """
 
 from __future__ import annotations
@@ -25,12 +29,13 @@ from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 from prometheus_client import Counter
 
 from duroot_stream.domain import WorkflowState
-from duroot_stream.kafka import Triage, kafka_error, new_consumer, new_producer, triage
+from duroot_stream.kafka import Triage, kafka_error, triage
 from duroot_stream.metrics import ProcessorMetrics
 from duroot_stream.tracing import carried
 from duroot_stream.wire import Topics
 
 from .calls import Call, CallTimedOut, CallWatch, Worker
+from .clients import TRANSACTION_TIMEOUT_MS, command_consumer, transactional_producer
 from .faults import CONFIG_ERRORS, ProcessorConfigError, fatal_message, record_refused
 from .hanging import ABORT_CHECK_INTERVAL_S, HangingMonitor
 from .settings import KAFKA_TIMEOUT_S, ProcessorFatal, ProcessorSettings
@@ -40,14 +45,6 @@ log = logging.getLogger("duroot.processor")
 
 T = TypeVar("T")
 
-RETRY_BACKOFF_MS = 5  # the transactional producer's (librdkafka: 100)
-# (librdkafka: 1000) The backoff doubles per retry: capped low, a retry comes at most
-# 50 ms after the coordinator is free (20 requests/s at most while it is not).
-RETRY_BACKOFF_MAX_MS = 50
-# Kafka's own hard-bounce transaction tests use 40 s: a broker restart (down, log
-# recovery, the coordinator loading its state) must not outlast it, or the
-# coordinator aborts transactions under the clients that are about to commit them.
-TRANSACTION_TIMEOUT_MS = 40_000
 # send_offsets_to_transaction and commit_transaction take milliseconds; one that
 # times out after this long is given up with its producer (see `renew`).
 TXN_CALL_TIMEOUT_S = 10.0
@@ -106,23 +103,10 @@ class Transaction:
         self.gc_aborted = False  # an aborted batch held GC commands: issue them again now
         self._settings = settings
         self.renewals = 0  # producers given up for a new one (see `renew`)
+        self._brokers_lost = False  # the producer has seen every broker go away
         self.producer = self._new_producer()
         self._worker = Worker("txn-calls")
-        self.consumer = new_consumer(
-            settings.kafka,
-            **{
-                "group.id": settings.group_id,
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-                "isolation.level": "read_committed",
-                "auto.offset.reset": "earliest",
-                "partition.assignment.strategy": "cooperative-sticky",
-                "session.timeout.ms": 10_000,
-                "heartbeat.interval.ms": 1_000,
-                "statistics.interval.ms": 5_000,
-                "stats_cb": metrics.on_statistics,
-            },
-        )
+        self.consumer = command_consumer(settings, metrics.on_statistics)
         self.monitor = HangingMonitor(
             settings.kafka,
             Topics(settings.kafka.topic_prefix).events,
@@ -133,36 +117,16 @@ class Transaction:
         self.monitor.start()
 
     def _new_producer(self) -> Producer:
-        settings, renewal = self._settings, self.renewals
-        return new_producer(
-            settings.kafka,
-            **{
-                # Stable per instance: a restarted instance (or a renewed producer)
-                # aborts what its predecessor left open at init_transactions instead
-                # of letting it hold back the last stable offset until the timeout.
-                "transactional.id": f"{settings.group_id}-{settings.instance_id}",
-                "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS,
-                "linger.ms": 5,
-                # librdkafka retries send_offsets_to_transaction (AddOffsetsToTxn) after
-                # CONCURRENT_TRANSACTIONS, which the coordinator answers while it still
-                # writes the last transaction's markers: back-to-back transactions meet it
-                # on nearly every commit. With the default backoff (100 ms, doubling) each
-                # costs 100 ms; the markers take a few ms (Java retries after 20 ms,
-                # KAFKA-5477).
-                "retry.backoff.ms": RETRY_BACKOFF_MS,
-                "retry.backoff.max.ms": RETRY_BACKOFF_MAX_MS,
-                "queue.buffering.max.messages": 1_000_000,
-                "queue.buffering.max.kbytes": 1_048_576,
-                # For replies keyed by command id without a reply partition
-                # (partition -1): the Java client's murmur2, computed in C.
-                "partitioner": "murmur2_random",
-                "error_cb": lambda error: self._on_producer_error(error, renewal),
-            },
+        renewal = self.renewals
+        return transactional_producer(
+            self._settings, lambda error: self._on_producer_error(error, renewal)
         )
 
     def init(self) -> None:
         producer = self.producer
         self.retry("init_transactions", lambda: producer.init_transactions(KAFKA_TIMEOUT_S))
+        producer.poll(0)  # errors from before it could reach the brokers are stale now
+        self._brokers_lost = False
 
     def renew(self, why: str) -> None:
         """Replace the producer with a new one of the same transactional.id.
@@ -195,6 +159,9 @@ class Transaction:
         # A fatal error reaches later calls only as a generic _FATAL: keep the cause.
         if error.fatal():
             self._fatal_cause = str(error)
+        # Every broker was away (a restart): the next commit would likely block in
+        # librdkafka (issue 5456), so the producer is renewed before it instead.
+        self._brokers_lost = self._brokers_lost or error.code() == KafkaError._ALL_BROKERS_DOWN
         log.warning("producer error", extra={"error": str(error)})
 
     # --- the transaction ----------------------------------------------------------
@@ -252,6 +219,9 @@ class Transaction:
         try:
             if self._abort_before_commit and self._abort_before_commit():
                 raise AbortNeeded("injected by abort_before_commit")
+            producer.poll(0)  # serves error_cb
+            if self._brokers_lost:
+                raise _TimedOut("every broker went away during the transaction")
             sending = time.perf_counter()
             if offsets:
                 self.retry(
