@@ -13,7 +13,13 @@ Java 17+. `duroot-stream transactions ...` (cli/admin.py) is its command line.
   producers that hold them open and for how long, and the `abort` that ends each
   one. An open transaction older than its producer's timeout plus the broker's
   abort check is stuck, hanging by KIP-664's definition or not.
-- `abort`: writes the abort marker for the transaction that starts at an offset.
+- `fence`: what ends an open transaction that its coordinator knows, on every
+  partition at once and with the consumer offsets it carries: a producer with its
+  transactional.id calls init_transactions (as a restarted processor instance
+  does), which aborts it and fences its producer.
+- `abort`: writes an abort marker into one partition for the transaction that
+  starts at an offset there: for a hanging transaction, which no coordinator
+  will end.
 """
 
 from __future__ import annotations
@@ -25,7 +31,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from confluent_kafka import IsolationLevel, TopicPartition
+from confluent_kafka import IsolationLevel, KafkaException, TopicPartition
+from confluent_kafka import Producer as KafkaProducer
 from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
 
 from duroot_stream.broker import LOG4J2, fetch_jars
@@ -58,13 +65,17 @@ class OpenTransaction:
     stable: int  # last stable offset
     high: int  # high watermark
     producer: Producer
+    transactional_id: str | None  # None: no coordinator knows its producer id
 
     @property
     def age_s(self) -> float:
         """Seconds since the producer last wrote to the partition."""
         return max(0.0, time.time() - self.producer.last_timestamp_ms / 1000)
 
-    def abort_args(self) -> list[str]:
+    def ending_args(self) -> list[str]:
+        """The `duroot-stream transactions` arguments that end it."""
+        if self.transactional_id is not None:
+            return ["fence", "--transactional-id", self.transactional_id]
         return [
             "abort",
             "--topic",
@@ -235,12 +246,38 @@ def open_transactions(
     """Open transactions holding back the last stable offset of `topics`, whose
     producer last wrote more than `older_than_s` ago; the oldest first."""
     found = []
-    for topic, partition, stable, high in unstable_partitions(kafka, topics):
+    unstable = unstable_partitions(kafka, topics)
+    ids = transactional_ids(kafka, command_config) if unstable else {}
+    for topic, partition, stable, high in unstable:
         for producer in describe_producers(kafka, topic, partition, command_config):
-            txn = OpenTransaction(topic, partition, stable, high, producer)
+            txn_id = ids.get(producer.producer_id)
+            txn = OpenTransaction(topic, partition, stable, high, producer, txn_id)
             if producer.transaction_start >= 0 and txn.age_s > older_than_s:
                 found.append(txn)
     return sorted(found, key=lambda t: t.producer.last_timestamp_ms)
+
+
+def transactional_ids(kafka: KafkaConfig, command_config: str | None = None) -> dict[int, str]:
+    """Producer id -> transactional id of every transaction the coordinators know."""
+    table = parse_table(run_tool(kafka, ["list"], command_config))
+    if not table:
+        return {}
+    column = {name: i for i, name in enumerate(table[0])}
+    return {
+        _int(row[column["ProducerId"]]): row[column["TransactionalId"]]
+        for row in table[1:]
+        if len(row) == len(table[0])
+    }
+
+
+def fence(kafka: KafkaConfig, transactional_id: str, timeout_s: float = 60.0) -> None:
+    """End the open transaction of `transactional_id` (aborted on every partition),
+    and fence whichever producer still uses that id."""
+    producer = KafkaProducer(kafka.client(**{"transactional.id": transactional_id, "log_level": 3}))
+    try:
+        producer.init_transactions(timeout_s)
+    except KafkaException as exc:
+        raise TransactionToolError(f"init_transactions for {transactional_id!r}: {exc}") from None
 
 
 def abort(

@@ -80,6 +80,7 @@ def cmd_transactions(args: argparse.Namespace) -> int:
     action, cc = args.action, args.command_config
     topic = args.topic[0] if args.topic else None
     needs = {"abort": ("topic", "partition", "start_offset"), "describe": ("transactional_id",)}
+    needs["fence"] = ("transactional_id",)
     needs["describe-producers"] = ("topic", "partition")
     missing = [n for n in needs.get(action, ()) if getattr(args, n) is None]
     if missing:
@@ -99,6 +100,9 @@ def cmd_transactions(args: argparse.Namespace) -> int:
             print("\n".join("\t".join(row) for row in rows))
             if len(rows) <= 1:
                 print("no hanging transactions (open, and unknown to their coordinator)")
+        elif action == "fence":
+            transactions.fence(config, args.transactional_id)
+            print(f"ended the open transaction of {args.transactional_id!r} (if any): aborted")
         elif action == "abort":
             assert topic is not None
             transactions.abort(config, topic, args.partition, args.start_offset, cc)
@@ -119,19 +123,21 @@ def _print_open(found: list[transactions.OpenTransaction], args: argparse.Namesp
     if not found:
         print(f"no open transactions older than {args.older_than:.0f} s")
         return
-    print("topic\tpartition\tlast-stable\thigh-watermark\tproducer-id\tepoch\tstart-offset\tage-s")
+    print("topic\tpartition\tlast-stable\thigh-watermark\tproducer-id\tstart-offset\tage-s\tid")
     for t in found:
         p = t.producer
         print(
-            f"{t.topic}\t{t.partition}\t{t.stable}\t{t.high}\t{p.producer_id}\t{p.epoch}\t"
-            f"{p.transaction_start}\t{t.age_s:.0f}"
+            f"{t.topic}\t{t.partition}\t{t.stable}\t{t.high}\t{p.producer_id}\t"
+            f"{p.transaction_start}\t{t.age_s:.0f}\t{t.transactional_id or '(none: hanging)'}"
         )
-    print("\nto abort (their records are dropped; the commands behind them are consumed again):")
-    for t in found:
-        print(
-            f"  duroot-stream transactions -b {args.bootstrap_servers or '...'} "
-            + " ".join(t.abort_args())
-        )
+    # fence aborts a known transaction everywhere at once (a processor's events, index,
+    # replies and consumed offsets together); abort only one partition's share of it.
+    print("\nto end them (what they wrote is dropped; a processor redoes its commands):")
+    prefix = (
+        f"duroot-stream transactions -b {args.bootstrap_servers or '$DUROOT_BOOTSTRAP_SERVERS'}"
+    )
+    for line in dict.fromkeys(" ".join(t.ending_args()) for t in found):
+        print(f"  {prefix} {line}")
 
 
 def add_transaction_commands(sub: Any) -> None:
@@ -143,10 +149,21 @@ def add_transaction_commands(sub: Any) -> None:
     )
     p.add_argument(
         "action",
-        choices=["find-open", "find-hanging", "abort", "list", "describe", "describe-producers"],
+        choices=[
+            "find-open",
+            "find-hanging",
+            "fence",
+            "abort",
+            "list",
+            "describe",
+            "describe-producers",
+        ],
         help="find-open: partitions of the pipeline's topics whose last stable offset is held "
-        "back, the producers holding them and the abort for each; find-hanging: KIP-664's "
-        "hanging transactions; abort: end the transaction that starts at --start-offset",
+        "back, the producers holding them and how to end each; find-hanging: KIP-664's "
+        "hanging transactions (open, unknown to their coordinator); fence: abort the open "
+        "transaction of --transactional-id on every partition (and fence its producer); "
+        "abort: write an abort marker for the transaction at --start-offset of one partition "
+        "(for a hanging one)",
     )
     p.add_argument(
         "--topic",
@@ -172,7 +189,7 @@ def add_transaction_commands(sub: Any) -> None:
         help="find-open: only transactions whose producer last wrote longer ago "
         f"(default {HANGING_AFTER_S:.0f}: the processor's transaction timeout + the abort check)",
     )
-    p.add_argument("--transactional-id", help="describe: the transactional id")
+    p.add_argument("--transactional-id", help="describe, fence: the transactional id")
     p.add_argument(
         "--command-config",
         metavar="FILE",

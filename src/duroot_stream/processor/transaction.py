@@ -47,8 +47,8 @@ T = TypeVar("T")
 
 # send_offsets_to_transaction and commit_transaction take milliseconds; one that
 # times out after this long is given up with its producer (see `renew`).
-TXN_CALL_TIMEOUT_S = 10.0
-CALL_GRACE_S = 5.0  # past its own timeout, a call is given up (see calls.py)
+TXN_CALL_TIMEOUT_S = 6.0
+CALL_GRACE_S = 2.0  # past its own timeout, a call is given up (see calls.py)
 TIMEOUT_CODES = frozenset({KafkaError._TIMED_OUT, KafkaError.REQUEST_TIMED_OUT})
 
 
