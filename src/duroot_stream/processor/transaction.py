@@ -110,7 +110,9 @@ class Transaction:
         self.monitor = HangingMonitor(
             settings.kafka,
             Topics(settings.kafka.topic_prefix).events,
-            lambda: [tp.partition for tp in self.consumer.assignment()],
+            # Not consumer.assignment(): from another thread it blocks while the loop
+            # polls. The restored partitions are the owned ones (list() holds the GIL).
+            lambda: sorted(list(workflows.by_partition)),
             metrics,
             limit_s=TRANSACTION_TIMEOUT_MS / 1000 + ABORT_CHECK_INTERVAL_S,
         )
@@ -147,7 +149,7 @@ class Transaction:
 
     def close(self) -> None:
         self._worker.close()
-        self.monitor.stop()  # it reads the consumer's assignment
+        self.monitor.stop()
         # Leaves the group; on_revoke runs and finds nothing to commit.
         self.consumer.close()
         if not self.failed:  # a fenced producer has nothing left to deliver
