@@ -19,7 +19,10 @@ Java 17+. `duroot-stream transactions ...` (cli/admin.py) is its command line.
   does), which aborts it and fences its producer.
 - `abort`: writes an abort marker into one partition for the transaction that
   starts at an offset there: for a hanging transaction, which no coordinator
-  will end.
+  will end. It drops that partition's records of the transaction: if the
+  transaction committed elsewhere (a commit marker lost, as seen after a broker
+  restart), that loses committed records. Check `describe` of its transactional
+  id and the consumer group's offsets first.
 """
 
 from __future__ import annotations

@@ -132,7 +132,11 @@ def _print_open(found: list[transactions.OpenTransaction], args: argparse.Namesp
         )
     # fence aborts a known transaction everywhere at once (a processor's events, index,
     # replies and consumed offsets together); abort only one partition's share of it.
-    print("\nto end them (what they wrote is dropped; a processor redoes its commands):")
+    # A hanging one may have committed on its other partitions (a lost commit marker):
+    # an abort then drops committed records, so it is named, not recommended.
+    print("\nto end them (what they wrote is dropped; a processor redoes its commands;")
+    print("for one without id, abort drops its records here even if it committed elsewhere:")
+    print("see docs/operations.md before running it):")
     prefix = (
         f"duroot-stream transactions -b {args.bootstrap_servers or '$DUROOT_BOOTSTRAP_SERVERS'}"
     )
@@ -163,7 +167,7 @@ def add_transaction_commands(sub: Any) -> None:
         "hanging transactions (open, unknown to their coordinator); fence: abort the open "
         "transaction of --transactional-id on every partition (and fence its producer); "
         "abort: write an abort marker for the transaction at --start-offset of one partition "
-        "(for a hanging one)",
+        "(for a hanging one; it drops those records, committed elsewhere or not)",
     )
     p.add_argument(
         "--topic",
