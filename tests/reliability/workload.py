@@ -310,7 +310,10 @@ class Driver:
                     )
                 if now > deadline or now - last_reply > self.stall_timeout_s:
                     stalled = self._stalled(now > deadline, now - last_reply)
-                    raise DriverError(f"{stalled}; reader: {self._reader_state(consumer)}")
+                    raise DriverError(
+                        f"{stalled}; reader: {self._reader_state(consumer)}; "
+                        f"records the load's producer has not delivered yet: {len(producer)}"
+                    )
             producer.flush(60)
         finally:
             consumer.close()
