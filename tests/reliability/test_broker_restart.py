@@ -6,9 +6,9 @@ and nothing is lost or duplicated. Printed: the seconds from each fault until
 replies flow again (100 more than when the broker answered).
 
 Kafka itself can leave a transaction hanging across a restart (KIP-664: open in a
-partition, unknown to its coordinator; seen once in seven small runs, a commit marker
-lost): `HangingWatch` runs find-hanging when a last stable offset stands still, and
-a failure names what it found."""
+partition, unknown to its coordinator; seen in 2 of 9 small runs, both at a broker's
+controlled shutdown): `HangingWatch` runs find-hanging when a last stable offset
+stands still, and a failure names what it found."""
 
 from __future__ import annotations
 
@@ -47,9 +47,9 @@ class HangingWatch:
     """What an operator would look at when the alert fires: once a partition of the
     pipeline's topics has had its last stable offset stand still past
     `WATCH_AFTER_S`, runs `find-hanging` (Kafka's KIP-664 check) and records what it
-    lists, for the failure message. It aborts nothing: the one hanging transaction seen
-    so far had COMMITTED at its coordinator and lost its commit marker in three
-    partitions, and an abort there would drop committed events."""
+    lists, for the failure message. It aborts nothing: one hanging transaction seen had
+    COMMITTED at its coordinator without commit markers in three partitions, and an
+    abort there would drop committed events."""
 
     def __init__(self, kafka: KafkaConfig) -> None:
         self.kafka = kafka
