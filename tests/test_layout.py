@@ -24,7 +24,18 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"version", "ids", "config", "logs", "serving", "metrics", "tracing"}),
     frozenset({"wire"}),
     frozenset({"kafka"}),
-    frozenset({"broker", "cluster", "local_registry", "local_tls", "acls", "processor", "client"}),
+    frozenset(
+        {
+            "broker",
+            "cluster",
+            "local_registry",
+            "local_tls",
+            "acls",
+            "transactions",
+            "processor",
+            "client",
+        }
+    ),
     frozenset({"runner"}),
     frozenset({"web"}),
     frozenset({"cli"}),

@@ -12,6 +12,7 @@ adds a plaintext client listener advertised at another port (a proxy in front).
 from __future__ import annotations
 
 import base64
+import hashlib
 import logging
 import os
 import re
@@ -84,7 +85,10 @@ def cache_dir() -> Path:
     base = os.environ.get("DUROOT_CACHE_DIR") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "duroot-stream"
     )
-    return Path(base) / f"kafka-{kafka_version()}"
+    # The dependencies' hash in the name: a pom that gains a jar gets a cache of its own.
+    deps = re.search(r"<dependencies>.*</dependencies>", _pom_path().read_text(), re.S)
+    digest = hashlib.sha256((deps.group(0) if deps else "").encode()).hexdigest()[:8]
+    return Path(base) / f"kafka-{kafka_version()}-{digest}"
 
 
 def _require(tool: str, install: str) -> str:

@@ -182,6 +182,27 @@ class ProcessorMetrics:
             ["reason"],
             registry=r,
         )
+        self.producer_renewals = Counter(
+            "duroot_processor_producer_renewals",
+            "Transactional producers abandoned for a new one with the same transactional.id "
+            "after a transactional call timed out (after a broker restart, say).",
+            registry=r,
+        )
+        self.unstable_messages = Gauge(
+            "duroot_processor_unstable_messages",
+            "Records of an owned events partition past its last stable offset: held back "
+            "from read_committed readers by an open transaction, by partition.",
+            ["partition"],
+            registry=r,
+        )
+        self.unstable_seconds = Gauge(
+            "duroot_processor_unstable_seconds",
+            "How long an owned events partition's last stable offset has stood still below "
+            "its high watermark (0 when it moves or reaches it): a hanging transaction once "
+            "past the transaction timeout plus the coordinator's abort check, by partition.",
+            ["partition"],
+            registry=r,
+        )
 
     def on_statistics(self, stats_json: str) -> None:
         """librdkafka `stats_cb`: consumer lag per partition of the consumed topic."""

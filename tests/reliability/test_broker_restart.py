@@ -1,37 +1,102 @@
 """Broker restart: at each fault point (a share of the load answered) the broker goes
 down (SIGTERM, or SIGKILL) and is started again on the same port and data dir; the
-processors reconnect (or, fenced or hung, exit and are restarted) and nothing is
-lost or duplicated."""
+processors ride it out on their own (a transactional call that times out or blocks
+gives up its producer for a new one, see processor/transaction.py), none exits,
+and nothing is lost or duplicated. Printed: the seconds from each fault until
+replies flow again (100 more than when the broker answered).
+
+Kafka itself can leave a transaction hanging across a restart (KIP-664: open in a
+partition, unknown to its coordinator; seen in 2 of 9 small runs, both at a broker's
+controlled shutdown): `HangingWatch` runs find-hanging when a last stable offset
+stands still, and a failure names what it found."""
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from duroot_stream import transactions
 from duroot_stream.broker import LocalBroker
 from duroot_stream.config import KafkaConfig
+from duroot_stream.processor.hanging import StallTracker
+from duroot_stream.wire import Topics
 
+from ..kafka_helpers import wait_until
 from .harness import Run, Scale, prepare
 from .supervisor import Supervisor
 
 pytestmark = [pytest.mark.slow, pytest.mark.broker, pytest.mark.timeout(7200)]
 
 OUTAGE_S = 5.0  # how long the broker stays down, on purpose: the fault itself
-
-# Measured at small size (4 SIGKILLs a run): 3 of 4 runs passed; in one, 240 s
-# after the last reply partition 1 of events, index and replies still had a
-# transaction open (lso 1064 < hw 1631 on events[1]), far past the 10 s
-# transaction timeout plus the 5 s abort check: a hanging transaction.
-HANGING = pytest.mark.xfail(
-    reason="after a broker SIGKILL a transaction can hang: lso < hw on events, index and "
-    "replies of one partition for 240 s and more (1 of 4 small runs)",
-    strict=False,
-)
+RECOVERY_TIMEOUT_S = 300.0  # a generous bound on a loaded machine: replies must flow again
+FLOWING = 100  # replies after the broker is back that show the processors work again
 
 
-@pytest.mark.parametrize("stop", ["term", pytest.param("kill", marks=HANGING)])
+# When DurootHangingTransaction would fire: a last stable offset that has stood still
+# for longer than the processors' transaction timeout (40 s) plus the broker's abort
+# check (5 s here; 10 s by default).
+WATCH_AFTER_S = 50.0
+WATCH_POLL_S = 2.0
+WATCH_BACKOFF_S = 15.0
+
+
+class HangingWatch:
+    """What an operator would look at when the alert fires: once a partition of the
+    pipeline's topics has had its last stable offset stand still past
+    `WATCH_AFTER_S`, runs `find-hanging` (Kafka's KIP-664 check) and records what it
+    lists, for the failure message. It aborts nothing: one hanging transaction seen had
+    COMMITTED at its coordinator without commit markers in three partitions, and an
+    abort there would drop committed events."""
+
+    def __init__(self, kafka: KafkaConfig) -> None:
+        self.kafka = kafka
+        t = Topics(kafka.topic_prefix)
+        self.names = [t.events, t.index, t.replies, t.dlq]
+        self.found: list[str] = []
+        self.errors: list[str] = []
+        self._trackers = {name: StallTracker() for name in self.names}
+        self._next_look = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="hanging-watch", daemon=True)
+
+    def __enter__(self) -> HangingWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(240)
+
+    def _run(self) -> None:
+        while not self._stop.wait(WATCH_POLL_S):
+            try:
+                self._check(time.monotonic())
+            except Exception as exc:  # the broker is down, the tool failed: look again
+                self.errors.append(repr(exc)[:200])
+
+    def _check(self, now: float) -> None:
+        unstable = transactions.unstable_partitions(self.kafka, self.names)
+        stalled = False
+        for name, tracker in self._trackers.items():
+            mine = [(p, lso, hw) for topic, p, lso, hw in unstable if topic == name]
+            tracker.keep(p for p, _, _ in mine)
+            for p, lso, hw in mine:
+                stalled |= tracker.observe(p, lso, hw, now).seconds > WATCH_AFTER_S
+        if not stalled or now < self._next_look:
+            return
+        self._next_look = now + WATCH_BACKOFF_S  # a JVM per look: not every poll
+        rows = transactions.find_hanging(self.kafka, max_transaction_timeout_min=0)
+        for row in rows[1:]:
+            topic, partition, producer, epoch, _, start = row[:6]
+            found = f"{topic}[{partition}]@{start} producer {producer} epoch {epoch}"
+            if found not in self.found:
+                self.found.append(found)
+
+
+@pytest.mark.parametrize("stop", ["term", "kill"])
 def test_broker_restart(
     stop: str,
     own_broker: LocalBroker,
@@ -44,13 +109,28 @@ def test_broker_restart(
     prepare(kafka)
     run = Run(kafka, scale, tmp_path)
 
+    recoveries: list[float] = []  # seconds from each fault until replies flow again
+    back: list[float] = []  # seconds from each fault until the broker answered again
+
     def restart() -> str:
+        down = time.monotonic()
         if stop == "kill":
             own_broker.kill()
         else:
             own_broker.stop()
         time.sleep(OUTAGE_S)  # the outage's length, not a wait for something
         own_broker.start()
+        back.append(round(time.monotonic() - down, 1))
+        # Flowing again: FLOWING replies more than when the broker answered (the first
+        # few may be of transactions committed before it went down).
+        replied = run.driver.replied
+        wait_until(
+            lambda: run.driver.replied >= min(replied + FLOWING, run.driver.total),
+            timeout=RECOVERY_TIMEOUT_S,
+            interval=0.05,
+            what="a reply after the broker restart",
+        )
+        recoveries.append(round(time.monotonic() - down, 1))
         return f"broker SIG{stop.upper()}"
 
     def chaos(sup: Supervisor) -> None:
@@ -59,11 +139,20 @@ def test_broker_restart(
         sup.run_chaos(sup.at_progress(scale.fault_points, restart))
 
     try:
-        run.go(chaos)
+        with HangingWatch(kafka) as watch:
+            try:
+                run.go(chaos)
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}\nfind-hanging listed: {watch.found}") from None
         report = run.settle_and_verify()
     finally:
         run.supervisor.close()
-    # An instance whose transaction was open through the outage is fenced when the
-    # broker aborts it on its timeout (10 s), or finds a Kafka call hung past its
-    # timeout: it exits 1 and is restarted, as a service manager would.
-    run.verdict(f"broker-restart-{stop}", report, capsys, allow_fatal_exits=True)
+    with capsys.disabled():
+        print(
+            f"  seconds from each broker SIG{stop.upper()} until it answered again: {back}, "
+            f"until {FLOWING} more replies: {recoveries}; "
+            f"replies read twice by the load's reader: {run.driver.rereads}\n"
+            f"  hanging transactions (KIP-664) found: {watch.found}"
+        )
+    run.verdict(f"broker-restart-{stop}", report, capsys)
+    assert len(recoveries) == len(scale.fault_points)

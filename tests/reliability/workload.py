@@ -223,6 +223,8 @@ class Driver:
         self._pending: dict[bytes, _Pending] = {}
         self._answered: set[bytes] = set()
         self._delivery_errors: list[str] = []
+        self._next_offsets: dict[int, int] = {}  # replies partition -> next offset to read
+        self.rereads = 0  # replies read again after the reader's position went back
 
     @property
     def progress(self) -> float:
@@ -245,6 +247,12 @@ class Driver:
                     "group.id": f"reliability-{uuid.uuid4().hex}",  # assigned, never joined
                     "enable.auto.commit": False,
                     "isolation.level": "read_committed",
+                    # Should the position ever be reset (an offset out of range while a
+                    # restarted broker's high watermark catches up), go back, not to the
+                    # end: the end would skip replies that every walker then waits for.
+                    # What is read twice is skipped by offset (`_fresh`).
+                    "auto.offset.reset": "earliest",
+                    "logger": log,
                 }
             )
         )
@@ -284,6 +292,8 @@ class Driver:
                         if error.code() != KafkaError._PARTITION_EOF:
                             raise DriverError(f"reading replies: {error}")
                         continue
+                    if not self._fresh(message):
+                        continue
                     answered = self._on_reply(message)
                     last_reply = self._quiet_until(last_reply, time.monotonic())
                     if answered is not None and answered.budget > 0:
@@ -299,10 +309,40 @@ class Driver:
                         len(self._pending),
                     )
                 if now > deadline or now - last_reply > self.stall_timeout_s:
-                    raise DriverError(self._stalled(now > deadline, now - last_reply))
+                    stalled = self._stalled(now > deadline, now - last_reply)
+                    raise DriverError(
+                        f"{stalled}; reader: {self._reader_state(consumer)}; "
+                        f"records the load's producer has not delivered yet: {len(producer)}"
+                    )
             producer.flush(60)
         finally:
             consumer.close()
+
+    def _fresh(self, message: Message) -> bool:
+        """False for a record read before (the position went back): not a second reply."""
+        partition, offset = message.partition(), message.offset()
+        if partition is None or offset is None:
+            return True
+        if offset < self._next_offsets.get(partition, 0):
+            self.rereads += 1
+            return False
+        self._next_offsets[partition] = offset + 1
+        return True
+
+    def _reader_state(self, consumer: Consumer) -> str:
+        """Where the reply reader is against each partition's last stable offset and end,
+        to tell a reader that stopped from a transaction that holds the replies back."""
+        parts = []
+        for tp in consumer.position(consumer.assignment()):
+            try:
+                stable = str(consumer.get_watermark_offsets(tp, timeout=10)[1])
+            except Exception as exc:  # a diagnostic only
+                stable = f"? ({exc})"
+            parts.append(
+                f"{tp.partition}: position {tp.offset}, read to "
+                f"{self._next_offsets.get(tp.partition, 0)}, last stable {stable}"
+            )
+        return f"{'; '.join(parts)}; read twice {self.rereads}"
 
     def _quiet_until(self, last_reply: float, now: float) -> float:
         """Count the quiet before this reply as a stall if it was long; `now`."""

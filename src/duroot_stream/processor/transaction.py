@@ -6,25 +6,38 @@ commits. Kafka errors are sorted by `kafka.triage`, in one place here
 (`Transaction.triage`): RETRY → the same call again; ABORT → `AbortNeeded`,
 which makes the caller abort, rewind the consumer and undo the state changes;
 FATAL → `ProcessorFatal`.
+
+A transactional call that times out, or blocks past its timeout (after a broker
+restart librdkafka can do both for good: issues 5456 and 5511), is not retried:
+the producer is replaced by a new one with the same transactional.id (`renew`),
+whose init_transactions ends the old one's transaction, and the batch is redone,
+or kept if the group's committed offsets show that it committed. A producer that
+saw every broker go away is renewed at the next commit rather than tried.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple, TypeVar, cast
+from typing import TypeVar, cast
 
-from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 from prometheus_client import Counter
 
 from duroot_stream.domain import WorkflowState
-from duroot_stream.kafka import Triage, kafka_error, new_consumer, new_producer, triage
+from duroot_stream.kafka import Triage, kafka_error, triage
 from duroot_stream.metrics import ProcessorMetrics
 from duroot_stream.tracing import carried
+from duroot_stream.wire import Topics
 
+from .calls import Call, CallTimedOut, CallWatch, Worker
+from .clients import TRANSACTION_TIMEOUT_MS, command_consumer, transactional_producer
 from .faults import CONFIG_ERRORS, ProcessorConfigError, fatal_message, record_refused
+from .hanging import ABORT_CHECK_INTERVAL_S, HangingMonitor
 from .settings import KAFKA_TIMEOUT_S, ProcessorFatal, ProcessorSettings
 from .state import Workflows
 
@@ -32,14 +45,19 @@ log = logging.getLogger("duroot.processor")
 
 T = TypeVar("T")
 
-RETRY_BACKOFF_MS = 5  # the transactional producer's (librdkafka: 100)
-# (librdkafka: 1000) The backoff doubles per retry: capped low, a retry comes at most
-# 50 ms after the coordinator is free (20 requests/s at most while it is not).
-RETRY_BACKOFF_MAX_MS = 50
+# send_offsets_to_transaction and commit_transaction take milliseconds; one that
+# times out after this long is given up with its producer (see `renew`).
+TXN_CALL_TIMEOUT_S = 6.0
+CALL_GRACE_S = 2.0  # past its own timeout, a call is given up (see calls.py)
+TIMEOUT_CODES = frozenset({KafkaError._TIMED_OUT, KafkaError.REQUEST_TIMED_OUT})
 
 
 class AbortNeeded(Exception):
     """A transactional call failed with `txn_requires_abort`."""
+
+
+class _TimedOut(Exception):
+    """A transactional call timed out: its outcome is unknown, its producer suspect."""
 
 
 @dataclass
@@ -64,24 +82,6 @@ class Batch:
     producing: float = 0.0
 
 
-class _Call(NamedTuple):
-    what: str
-    started: float
-
-
-class CallWatch:
-    """The transactional call running now, for the hung-call exit (read from any thread)."""
-
-    def __init__(self) -> None:
-        self.call: _Call | None = None
-
-    def hung(self, limit_s: float) -> tuple[str, float] | None:
-        call = self.call
-        if call is None or time.monotonic() - call.started <= limit_s:
-            return None
-        return call.what, time.monotonic() - call.started
-
-
 class Transaction:
     def __init__(
         self,
@@ -102,62 +102,69 @@ class Transaction:
         self.batch = Batch()
         self.failed = False  # set when the processor stops on an error: nothing to commit
         self.gc_aborted = False  # an aborted batch held GC commands: issue them again now
-        kafka = settings.kafka
-        self.producer = new_producer(
-            kafka,
-            **{
-                # Stable per instance: a restarted instance aborts what its
-                # predecessor left open (init_transactions) instead of letting it
-                # hold back the last stable offset until the timeout.
-                "transactional.id": f"{settings.group_id}-{settings.instance_id}",
-                "transaction.timeout.ms": 10_000,
-                "linger.ms": 5,
-                # librdkafka retries send_offsets_to_transaction (AddOffsetsToTxn) after
-                # CONCURRENT_TRANSACTIONS, which the coordinator answers while it still
-                # writes the last transaction's markers: back-to-back transactions meet it
-                # on nearly every commit. With the default backoff (100 ms, doubling) each
-                # costs 100 ms; the markers take a few ms (Java retries after 20 ms,
-                # KAFKA-5477).
-                "retry.backoff.ms": RETRY_BACKOFF_MS,
-                "retry.backoff.max.ms": RETRY_BACKOFF_MAX_MS,
-                "queue.buffering.max.messages": 1_000_000,
-                "queue.buffering.max.kbytes": 1_048_576,
-                # For replies keyed by command id without a reply partition
-                # (partition -1): the Java client's murmur2, computed in C.
-                "partitioner": "murmur2_random",
-                "error_cb": self._on_producer_error,
-            },
+        self._settings = settings
+        self.renewals = 0  # producers given up for a new one (see `renew`)
+        self._brokers_lost = False  # the producer has seen every broker go away
+        self.producer = self._new_producer()
+        self._worker = Worker("txn-calls")
+        self.consumer = command_consumer(settings, metrics.on_statistics)
+        self.monitor = HangingMonitor(
+            settings.kafka,
+            Topics(settings.kafka.topic_prefix).events,
+            # Not consumer.assignment(): from another thread it blocks while the loop
+            # polls. The restored partitions are the owned ones (list() holds the GIL).
+            lambda: sorted(list(workflows.by_partition)),
+            metrics,
+            limit_s=TRANSACTION_TIMEOUT_MS / 1000 + ABORT_CHECK_INTERVAL_S,
         )
-        self.consumer = new_consumer(
-            kafka,
-            **{
-                "group.id": settings.group_id,
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-                "isolation.level": "read_committed",
-                "auto.offset.reset": "earliest",
-                "partition.assignment.strategy": "cooperative-sticky",
-                "session.timeout.ms": 10_000,
-                "heartbeat.interval.ms": 1_000,
-                "statistics.interval.ms": 5_000,
-                "stats_cb": metrics.on_statistics,
-            },
+        self.monitor.start()
+
+    def _new_producer(self) -> Producer:
+        renewal = self.renewals
+        return transactional_producer(
+            self._settings, lambda error: self._on_producer_error(error, renewal)
         )
 
     def init(self) -> None:
         producer = self.producer
         self.retry("init_transactions", lambda: producer.init_transactions(KAFKA_TIMEOUT_S))
+        producer.poll(0)  # errors from before it could reach the brokers are stale now
+        self._brokers_lost = False
+
+    def renew(self, why: str) -> None:
+        """Replace the producer with a new one of the same transactional.id.
+
+        Its `init_transactions` makes the coordinator end the old producer's open
+        transaction (abort it, or finish a commit already begun) before it answers,
+        and fences the old producer, so nothing it still has in flight can land."""
+        self.renewals += 1  # first: the old producer's errors are ignored from now on
+        log.warning("renewing the producer", extra={"reason": why, "renewals": self.renewals})
+        old, self.producer = self.producer, self._new_producer()
+        self._worker.close()  # a call stuck in it stays behind with the old producer
+        self._worker = Worker("txn-calls")
+        self._metrics.producer_renewals.inc()
+        # Destroying a client whose requests hang can block: let a thread do it.
+        threading.Thread(target=_discard, args=(old,), name="discard-producer", daemon=True).start()
+        del old
+        self.init()
 
     def close(self) -> None:
+        self._worker.close()
+        self.monitor.stop()
         # Leaves the group; on_revoke runs and finds nothing to commit.
         self.consumer.close()
         if not self.failed:  # a fenced producer has nothing left to deliver
             self.producer.flush(5)
 
-    def _on_producer_error(self, error: KafkaError) -> None:
+    def _on_producer_error(self, error: KafkaError, renewal: int) -> None:
+        if renewal != self.renewals:  # an abandoned producer's (fenced, say)
+            return
         # A fatal error reaches later calls only as a generic _FATAL: keep the cause.
         if error.fatal():
             self._fatal_cause = str(error)
+        # Every broker was away (a restart): the next commit would likely block in
+        # librdkafka (issue 5456), so the producer is renewed before it instead.
+        self._brokers_lost = self._brokers_lost or error.code() == KafkaError._ALL_BROKERS_DOWN
         log.warning("producer error", extra={"error": str(error)})
 
     # --- the transaction ----------------------------------------------------------
@@ -215,19 +222,36 @@ class Transaction:
         try:
             if self._abort_before_commit and self._abort_before_commit():
                 raise AbortNeeded("injected by abort_before_commit")
+            producer.poll(0)  # serves error_cb
+            if self._brokers_lost:
+                raise _TimedOut("every broker went away during the transaction")
             sending = time.perf_counter()
             if offsets:
                 self.retry(
                     "send_offsets_to_transaction",
                     lambda: producer.send_offsets_to_transaction(
-                        offsets, consumer.consumer_group_metadata(), KAFKA_TIMEOUT_S
+                        offsets, consumer.consumer_group_metadata(), TXN_CALL_TIMEOUT_S
                     ),
+                    timeouts=False,
                 )
             if self._pause_before_commit:
                 self._pause_before_commit()
             committing = time.perf_counter()
-            self.retry("commit_transaction", lambda: producer.commit_transaction(KAFKA_TIMEOUT_S))
+            try:
+                self.retry(
+                    "commit_transaction",
+                    lambda: producer.commit_transaction(TXN_CALL_TIMEOUT_S),
+                    timeouts=False,
+                )
+            except _TimedOut as exc:
+                if not self._committed_after_renew(str(exc), offsets):
+                    self._undo()
+                    return False
             committed = time.perf_counter()
+        except _TimedOut as exc:  # before the commit: the new producer aborted it
+            self.renew(str(exc))
+            self._undo()
+            return False
         except AbortNeeded as exc:
             self.abort(str(exc))
             return False
@@ -249,14 +273,54 @@ class Transaction:
         self._workflows.publish()
         return True
 
+    def _committed_after_renew(self, why: str, offsets: list[TopicPartition]) -> bool:
+        """After commit_transaction timed out: renew the producer (which ends the
+        transaction one way or the other), then read the group's committed offsets,
+        part of the same transaction, to learn which way."""
+        self.renew(why)
+        if not offsets:
+            raise ProcessorFatal(
+                f"{why}; a transaction without consumed offsets (garbage collection) "
+                "cannot be checked for its outcome: exiting, a restart restores the state"
+            )
+        try:
+            found = self.consumer.committed(offsets, timeout=KAFKA_TIMEOUT_S)
+        except KafkaException as exc:
+            raise ProcessorFatal(
+                f"{why}; the committed offsets could not be read ({exc}): exiting, "
+                "a restart restores the state"
+            ) from None
+        wanted = {tp.partition: tp.offset for tp in offsets}
+        same = [tp.offset == wanted[tp.partition] for tp in found]
+        if all(same):
+            log.warning("the timed-out transaction committed", extra={"reason": why})
+            return True
+        if not any(same):
+            return False
+        raise ProcessorFatal(
+            f"{why}; the committed offsets match the transaction's on some partitions "
+            "only: exiting, a restart restores the state"
+        )
+
     def abort(self, why: str) -> None:
         """Abort the open transaction, rewind the consumer, undo the state changes."""
         batch, producer = self.batch, self.producer
         log.warning("aborting transaction", extra={"reason": why, "commands": batch.commands})
         try:
-            self.retry("abort_transaction", lambda: producer.abort_transaction(KAFKA_TIMEOUT_S))
+            self.retry(
+                "abort_transaction",
+                lambda: producer.abort_transaction(TXN_CALL_TIMEOUT_S),
+                timeouts=False,
+            )
+        except _TimedOut as exc:
+            self.renew(str(exc))  # the new producer's init aborts it
         except AbortNeeded as exc:
             raise ProcessorFatal(f"abort_transaction failed: {exc}") from None
+        self._undo()
+
+    def _undo(self) -> None:
+        """The open transaction is aborted: rewind the consumer, undo the state changes."""
+        batch = self.batch
         self.open = False
         self.gc_aborted = self.gc_aborted or batch.gc
         self._workflows.undo(batch.undo)
@@ -268,15 +332,23 @@ class Transaction:
 
     # --- calls and errors ----------------------------------------------------------
 
-    def retry(self, what: str, call: Callable[[], T]) -> T:
-        """Run a transactional call; retriable errors are retried, the rest triaged."""
+    def retry(self, what: str, call: Callable[[], T], timeouts: bool = True) -> T:
+        """Run a transactional call; retriable errors are retried, the rest triaged.
+        With `timeouts` False a timeout raises `_TimedOut` instead of a retry."""
         delay = 0.1
-        self._watch.call = _Call(what, time.monotonic())
+        self._watch.call = Call(what, time.monotonic())
         try:
             while True:
                 try:
-                    return call()
+                    if timeouts:
+                        return call()
+                    return self._worker.run(call, TXN_CALL_TIMEOUT_S + CALL_GRACE_S)
+                except CallTimedOut as exc:  # blocked past its own timeout (issue 5456)
+                    raise _TimedOut(f"{what}: {exc}") from None
                 except KafkaException as exc:
+                    error = kafka_error(exc)
+                    if not timeouts and error is not None and error.code() in TIMEOUT_CODES:
+                        raise _TimedOut(f"{what}: {error}") from None
                     self.triage(what, exc)
                     time.sleep(delay)
                     delay = min(delay * 2, 2.0)
@@ -303,3 +375,9 @@ class Transaction:
         if error is not None and error.code() in CONFIG_ERRORS:
             raise ProcessorConfigError(message)
         raise ProcessorFatal(message)
+
+
+def _discard(producer: Producer) -> None:
+    """Drop what an abandoned producer still holds; it is destroyed when this returns."""
+    with contextlib.suppress(KafkaException, RuntimeError):
+        producer.purge(in_queue=True, in_flight=True)
