@@ -117,6 +117,11 @@ class FaultProxy:
     def resume(self) -> None:
         self._flowing.set()
 
+    def open_connections(self) -> int:
+        """How many client connections are being forwarded now."""
+        with self._lock:
+            return len(self._pairs)
+
     def reset(self) -> int:
         """Reset every open connection (both sides); returns how many."""
         with self._lock:

@@ -7,11 +7,11 @@ stable offset stays stuck below its high watermark for longer than the transacti
 timeout plus the broker's abort check interval (a watcher samples them all run long).
 
 Two variants differ in how long the EndTxn is held: `within-timeout` (5-7 s, below
-librdkafka's request timeout, which the 10 s transaction timeout caps) and
-`past-timeout` (11-15 s). Past the timeout librdkafka sends the EndTxn again, and
-the held one, arriving later, commits the processor's next transaction (see
-test_network_late_endtxn.py) half-made: its offsets without its replies (commands
-unanswered) or its records without its offsets (commands answered twice).
+the processor's 6 s timeout for transactional calls) and `past-timeout` (11-15 s).
+Past librdkafka's request timeout it sends the EndTxn again, and the held one,
+arriving later, can commit the producer's next transaction half-made (see
+test_network_late_endtxn.py); the processor gives a call up after 8 s and renews
+its producer (a new epoch fences the late request).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from duroot_stream.broker import LocalBroker
 from duroot_stream.config import KafkaConfig
+from duroot_stream.processor.clients import TRANSACTION_TIMEOUT_MS
 from duroot_stream.wire import Topics
 
 from ..kafka_helpers import wait_until
@@ -36,7 +37,7 @@ from .supervisor import ProcessorProcess, Supervisor
 
 pytestmark = [pytest.mark.slow, pytest.mark.broker, pytest.mark.timeout(7200)]
 
-TRANSACTION_TIMEOUT_S = 10.0  # the processor's transaction.timeout.ms
+TRANSACTION_TIMEOUT_S = TRANSACTION_TIMEOUT_MS / 1000  # the processor's transaction.timeout.ms
 ABORT_CHECK_S = 5.0  # the local broker's abort check interval
 # A loaded machine: sampling every second, the coordinator's markers, the scheduler.
 SETTLE_SLACK_S = 15.0
@@ -135,6 +136,14 @@ def test_network_faults(
         return f"stall {STALL_S:.0f} s"
 
     def reset() -> str:
+        # a may be between connections (restarting, renewing its producer): a reset
+        # then finds nothing to reset, so wait until it is connected again.
+        wait_until(
+            lambda: proxy.open_connections() > 0,
+            timeout=APPLIED_TIMEOUT_S,
+            interval=0.2,
+            what="a connection of processor a through the proxy",
+        )
         return f"reset {proxy.reset()} connections"
 
     def delay(api_key: int, name: str, low: float = 5.0, high: float = 15.0) -> str:
