@@ -227,10 +227,13 @@ class Transaction:
                 raise _TimedOut("every broker went away during the transaction")
             sending = time.perf_counter()
             if offsets:
+                # Read here, not in the worker: a consumer call from another thread
+                # blocks while this one is inside poll (a rebalance callback commits).
+                group = consumer.consumer_group_metadata()
                 self.retry(
                     "send_offsets_to_transaction",
                     lambda: producer.send_offsets_to_transaction(
-                        offsets, consumer.consumer_group_metadata(), TXN_CALL_TIMEOUT_S
+                        offsets, group, TXN_CALL_TIMEOUT_S
                     ),
                     timeouts=False,
                 )
