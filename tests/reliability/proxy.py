@@ -139,7 +139,7 @@ class FaultProxy:
             self._delays.append(_Delay(frozenset(api_keys), seconds, count))
 
     def delayed(self, api_keys: set[int]) -> int:
-        """How many requests of `api_keys` have been held so far."""
+        """How many requests of `api_keys` have been held so far (a hold counts as it begins)."""
         with self._lock:
             return sum(self.stats.delayed[k] for k in api_keys)
 
@@ -212,9 +212,10 @@ class FaultProxy:
             delay.remaining -= 1
             if delay.remaining <= 0:
                 self._delays.remove(delay)
-        time.sleep(delay.seconds)  # the fault itself: this request arrives late
-        with self._lock:
+            # Counted as the hold begins: a fault schedule waiting for it goes on
+            # while the request is held, not seconds later.
             self.stats.delayed[api_key] += 1
+        time.sleep(delay.seconds)  # the fault itself: this request arrives late
 
     def _forget(self, client: socket.socket, upstream: socket.socket) -> None:
         with self._lock:
