@@ -14,7 +14,11 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer
-from confluent_kafka.admin import AdminClient, ConfigResource  # type: ignore[attr-defined]
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AdminClient,
+    ClusterMetadata,
+    ConfigResource,
+)
 
 from duroot_stream.broker import Listener, Quorum, server_properties
 from duroot_stream.cluster import (
@@ -81,7 +85,16 @@ def test_topics_get_three_replicas_and_min_isr_two(cluster: LocalCluster) -> Non
     create_topics(kafka, partitions=3)
     topics = Topics(kafka.topic_prefix)
     admin = cluster.admin()
-    md = admin.list_topics(timeout=30)
+    names = [topic.name for topic in topics.all()]
+
+    # Created at the controller; each broker's metadata learns of them a little later.
+    def metadata() -> ClusterMetadata | None:
+        m = admin.list_topics(timeout=30)
+        known = all(n in m.topics and m.topics[n].partitions for n in names)
+        return m if known else None
+
+    md = wait_until(metadata, timeout=60, what="the new topics in the metadata")
+    assert md is not None
     for topic in topics.all():
         for p in md.topics[topic.name].partitions.values():
             assert sorted(p.replicas) == [1, 2, 3], f"{topic.name}[{p.id}] {p.replicas}"
@@ -154,8 +167,13 @@ def test_cli_broker_nodes_3_prints_every_node_and_stops_on_sigterm() -> None:
         assert proc.stdout is not None
         line = proc.stdout.readline().strip()  # blocks until ready or exit
         assert re.fullmatch(r"bootstrap=(127\.0\.0\.1:\d+,){2}127\.0\.0\.1:\d+", line), line
-        md = AdminClient({"bootstrap.servers": line.split("=", 1)[1]}).list_topics(timeout=30)
-        assert sorted(md.brokers) == [1, 2, 3]
+        admin = AdminClient({"bootstrap.servers": line.split("=", 1)[1]})
+        # Whichever node answers: its metadata may learn of the last node a little later.
+        wait_until(
+            lambda: sorted(admin.list_topics(timeout=30).brokers) == [1, 2, 3],
+            timeout=60,
+            what="three brokers in the metadata",
+        )
         started = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=120) == 0
