@@ -55,7 +55,8 @@ class ProxyStats:
     stalls: int = 0
     resets: int = 0  # reset() calls
     connections_reset: int = 0
-    delayed: Counter[int] = field(default_factory=Counter)  # held requests by api key
+    delayed: Counter[int] = field(default_factory=Counter)  # held and sent on, by api key
+    holding: Counter[int] = field(default_factory=Counter)  # holds begun, by api key
 
 
 @dataclass
@@ -139,9 +140,14 @@ class FaultProxy:
             self._delays.append(_Delay(frozenset(api_keys), seconds, count))
 
     def delayed(self, api_keys: set[int]) -> int:
-        """How many requests of `api_keys` have been held so far (a hold counts as it begins)."""
+        """How many requests of `api_keys` have been held and then sent on."""
         with self._lock:
             return sum(self.stats.delayed[k] for k in api_keys)
+
+    def held(self, api_keys: set[int]) -> int:
+        """How many holds of requests of `api_keys` have begun (the one under way too)."""
+        with self._lock:
+            return sum(self.stats.holding[k] for k in api_keys)
 
     def close(self) -> None:
         self._closed.set()
@@ -212,10 +218,10 @@ class FaultProxy:
             delay.remaining -= 1
             if delay.remaining <= 0:
                 self._delays.remove(delay)
-            # Counted as the hold begins: a fault schedule waiting for it goes on
-            # while the request is held, not seconds later.
-            self.stats.delayed[api_key] += 1
+            self.stats.holding[api_key] += 1
         time.sleep(delay.seconds)  # the fault itself: this request arrives late
+        with self._lock:
+            self.stats.delayed[api_key] += 1
 
     def _forget(self, client: socket.socket, upstream: socket.socket) -> None:
         with self._lock:

@@ -151,10 +151,11 @@ def test_network_faults(
 
     def delay(api_key: int, name: str, low: float = 5.0, high: float = 15.0) -> str:
         seconds = run.rng.uniform(low, high)
-        before = proxy.delayed({api_key})
+        # The schedule goes on once the hold begins, not when it ends.
+        before = proxy.held({api_key})
         proxy.delay({api_key}, seconds)
         wait_until(
-            lambda: proxy.delayed({api_key}) > before,
+            lambda: proxy.held({api_key}) > before,
             timeout=APPLIED_TIMEOUT_S,
             interval=0.2,
             what=f"a's next {name} held by the proxy",
