@@ -164,6 +164,10 @@ appender.stderr.layout.type = PatternLayout
 appender.stderr.layout.pattern = [%d] %p [kafka] %c{1}: %m%n
 rootLogger.level = WARN
 rootLogger.appenderRef.stderr.ref = STDERR
+# The transaction coordinator at INFO (a few lines per producer, not per transaction):
+# what it did with each transaction across a restart is what explains a hanging one.
+logger.txn.name = kafka.coordinator.transaction
+logger.txn.level = INFO
 """
 
 

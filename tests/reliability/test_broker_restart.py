@@ -5,10 +5,12 @@ gives up its producer for a new one, see processor/transaction.py), none exits,
 and nothing is lost or duplicated. Printed: the seconds from each fault until
 replies flow again (100 more than when the broker answered).
 
-Kafka itself can leave a transaction hanging across a restart (KIP-664: open in a
-partition, unknown to its coordinator; seen in 2 of 9 small runs, both at a broker's
-controlled shutdown): `HangingWatch` runs find-hanging when a last stable offset
-stands still, and a failure names what it found."""
+Kafka 4.3.0 to 4.4.0 leave a transaction hanging across a restart (KAFKA-20734: a
+partition without a leader for a moment reads to the coordinator as deleted, and a
+transaction it is committing is recorded as committed without its markers; 2 of 4
+small SIGKILL runs on 4.4.0), so the project pins 4.2.2. `HangingWatch` runs
+find-hanging when a last stable offset stands still, and a failure names what it
+found."""
 
 from __future__ import annotations
 
@@ -47,9 +49,8 @@ class HangingWatch:
     """What an operator would look at when the alert fires: once a partition of the
     pipeline's topics has had its last stable offset stand still past
     `WATCH_AFTER_S`, runs `find-hanging` (Kafka's KIP-664 check) and records what it
-    lists, for the failure message. It aborts nothing: one hanging transaction seen had
-    COMMITTED at its coordinator without commit markers in three partitions, and an
-    abort there would drop committed events."""
+    lists, for the failure message. It aborts nothing: the hanging transactions seen
+    had committed at their coordinator (KAFKA-20734), and an abort would drop them."""
 
     def __init__(self, kafka: KafkaConfig) -> None:
         self.kafka = kafka
