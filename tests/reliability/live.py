@@ -272,16 +272,30 @@ class LiveReader:
             self._thread.join(60)
             self._thread = None
 
-    def caught_up(self, final: Mapping[int, Sequence[Seen]]) -> bool:
-        """Has it read up to the last record of every partition of `final`?"""
+    def behind(self, final: Mapping[int, Sequence[Seen]]) -> dict[int, tuple[int, int]]:
+        """The partitions of `final` it has not read to the end: (last read, last record)."""
         with self._lock:
             last = dict(self.checker.last_offset)
-        return all(not rs or last.get(p, -1) >= rs[-1].offset for p, rs in final.items())
+        return {
+            p: (last.get(p, -1), rs[-1].offset)
+            for p, rs in final.items()
+            if rs and last.get(p, -1) < rs[-1].offset
+        }
+
+    def caught_up(self, final: Mapping[int, Sequence[Seen]]) -> bool:
+        """Has it read up to the last record of every partition of `final`?"""
+        return not self.behind(final)
 
     def finish(self, final: Mapping[int, Sequence[Seen]], timeout: float = 300.0) -> None:
         """Wait until it has read everything in `final`, stop, compare (no aborted reads)."""
         if self._thread is not None and not self.errors:
-            wait_until(lambda: self.errors or self.caught_up(final), timeout, 0.2, "live reader")
+            try:
+                wait_until(lambda: self.errors or self.caught_up(final), timeout, 0.2, "live")
+            except AssertionError as exc:
+                lag = self.behind(final)
+                raise AssertionError(
+                    f"{exc} reader; partition: (last read, last record) {lag}"
+                ) from None
         self.stop()
         self.checker.check_final(final)
 
