@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 DIR    ?= .
 PYTEST_ARGS ?=
 
-.PHONY: run test test-reliability bench bench-quick bench-latency bench-history lint broker deps jars images clean
+.PHONY: run test test-reliability bench bench-quick bench-latency bench-history bench-baseline lint broker deps jars images clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,13 @@ bench-latency: jars
 ## make bench-history: restore of one partition of 10,000,000 events (not in make bench)
 bench-history: jars
 	$(BIN)/python -m benchmarks.history
+
+## make bench-baseline REV=<commit>: this tree's processor against REV's, taking turns
+## (throughput, latency at 200/s and 1,000/s, restore and memory; bench-results/baseline.json)
+## (the default REV: the last commit before issue 17's attribution and tuning)
+REV ?= 72e1f0a
+bench-baseline: jars
+	$(BIN)/python -m benchmarks.baseline $(REV)
 
 ## make images: the README's pictures (web pages, dashboard panels) from real runs
 images: jars

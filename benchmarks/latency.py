@@ -42,7 +42,7 @@ import sys
 import tempfile
 import urllib.request
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,13 +134,15 @@ class Setup:
 
 
 @contextmanager
-def setup(servers: str, options: Sequence[str], seed: int) -> Iterator[Setup]:
+def setup(
+    servers: str, options: Sequence[str], seed: int, env: Mapping[str, str] = {}
+) -> Iterator[Setup]:
     config = fresh_topics(servers, PARTITIONS)
     workflows = workflow_ids(latency_client.WORKFLOWS, seed=seed)
     shape = HistoryShape(1, 1, completed=False)
     write_histories([(Topics(config.topic_prefix).events, PARTITIONS)], config, workflows, shape)
     port, group = free_port(), f"{config.topic_prefix}group"
-    with ProcessSet(config, group) as procs:
+    with ProcessSet(config, group, env) as procs:
         procs.start_processors(1, "--metrics-port", str(port), *options)
         procs.wait_stable(PARTITIONS)
         yield Setup(config, port, seed, group)
@@ -245,7 +247,7 @@ def attribution_text(a: Results, prefix: str = "") -> str:
     )
 
 
-def _line(name: str, r: Results) -> str:
+def line(name: str, r: Results) -> str:
     return (
         f"{name}: {r['offered_per_s']:,.0f}/s p50 {r['visible_p50_ms']:.0f} ms "
         f"p99 {r['visible_p99_ms']:.0f} ms (queue p50 {r['queue_p50_ms']:.0f} / commit p50 "
@@ -257,16 +259,16 @@ def _line(name: str, r: Results) -> str:
 def capacity(where: Setup, start: float, step_s: float) -> tuple[float, list[Results]]:
     """The highest offered rate whose lag stays bounded, stepping up by a quarter
     (an unbounded step is run once more before it counts: the machine is shared)."""
-    log(_line("capacity warm-up (not counted)", measure(where, start, step_s / 2)))
+    log(line("capacity warm-up (not counted)", measure(where, start, step_s / 2)))
     steps: list[Results] = []
     rate, knee = start, 0.0
     for _ in range(12):
         result = measure(where, rate, step_s)
         if not result["bounded"]:
-            log(_line("capacity step, once more", result))
+            log(line("capacity step, once more", result))
             result = measure(where, rate, step_s)
         steps.append(result)
-        log(_line("capacity step", result))
+        log(line("capacity step", result))
         if not result["bounded"]:
             if knee:
                 break
@@ -307,7 +309,7 @@ def run(servers: str, quick: bool, drain_max: float | None) -> dict[str, Results
             for _ in range(rounds):  # taking turns
                 for variant, where in setups.items():
                     result = measure(where, rate, point_s)
-                    log(_line(f"{name} {variant}", result))
+                    log(line(f"{name} {variant}", result))
                     if (
                         variant not in best
                         or result["visible_p99_ms"] < best[variant]["visible_p99_ms"]

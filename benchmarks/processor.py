@@ -43,7 +43,7 @@ import platform
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -77,13 +77,14 @@ Results = dict[str, float]
 # --- 1 and 5: throughput and scale-out ----------------------------------------------
 
 
-def _drain(
+def drain(
     bootstrap_servers: str,
     commands: list[tuple[str, bytes]],
     workflows: list[str],
     start: Callable[[ProcessSet], None],
     name: str,
     metrics_port: int | None = None,
+    env: Mapping[str, str] = {},
 ) -> float:
     """Hold `commands`, start the consumers, release, and time the drain: sustained rate."""
     config = fresh_topics(bootstrap_servers, PARTITIONS)
@@ -91,7 +92,7 @@ def _drain(
     write_histories([(events, PARTITIONS)], config, workflows, HistoryShape(1, 1, completed=False))
     held = HeldCommands(config, PARTITIONS, commands)
     group = f"{config.topic_prefix}group"
-    with ProcessSet(config, group) as procs:
+    with ProcessSet(config, group, env) as procs:
         start(procs)
         procs.wait_stable(PARTITIONS)
         drain = watch_drain(config, group, PARTITIONS, held)
@@ -118,17 +119,17 @@ def throughput(bootstrap_servers: str, quick: bool) -> Results:
 
     # A fresh broker is slow at first (the JVM compiles as it goes): one drain,
     # not counted, before the measured ones, which take turns, best of `rounds`.
-    _drain(bootstrap_servers, commands[:10_000], workflows, passthrough_set, "warm-up")
+    drain(bootstrap_servers, commands[:10_000], workflows, passthrough_set, "warm-up")
     passthrough = one = 0.0
     port = latency.free_port()
     for _ in range(rounds):
         passthrough = max(
             passthrough,
-            _drain(bootstrap_servers, commands, workflows, passthrough_set, "pass-through"),
+            drain(bootstrap_servers, commands, workflows, passthrough_set, "pass-through"),
         )
         one = max(
             one,
-            _drain(
+            drain(
                 bootstrap_servers,
                 commands,
                 workflows,
@@ -137,7 +138,7 @@ def throughput(bootstrap_servers: str, quick: bool) -> Results:
                 port,
             ),
         )
-    two = _drain(
+    two = drain(
         bootstrap_servers, commands, workflows, lambda p: p.start_processors(2), "processor x2"
     )
     return {
@@ -246,7 +247,7 @@ def restore(bootstrap_servers: str, quick: bool) -> Results:
 # --- 4: memory ------------------------------------------------------------------------------
 
 
-def memory(bootstrap_servers: str, quick: bool) -> Results:
+def memory(bootstrap_servers: str, quick: bool, env: Mapping[str, str] = {}) -> Results:
     workflows = workflow_ids(20_000 if quick else 100_000, seed=3)
     config = fresh_topics(bootstrap_servers, PARTITIONS)
     empty = fresh_topics(bootstrap_servers, PARTITIONS)
@@ -261,7 +262,7 @@ def memory(bootstrap_servers: str, quick: bool) -> Results:
             "--empty-topic", Topics(empty.topic_prefix).events,
             "--partitions", str(PARTITIONS),
         ],
-        cwd=REPO, capture_output=True, text=True, check=True,
+        cwd=REPO, capture_output=True, text=True, check=True, env={**os.environ, **env},
     )  # fmt: skip
     probe: dict[str, Any] = json.loads(out.stdout)
     assert probe["workflows"] == len(workflows), probe
@@ -274,6 +275,7 @@ def memory(bootstrap_servers: str, quick: bool) -> Results:
         "bytes_per_workflow": round(probe["bytes_per_workflow"]),
         "bytes_per_workflow_before_trim": round(probe["bytes_per_workflow_before_trim"]),
         "live_bytes_per_workflow": round(probe["live_bytes_per_workflow"]),
+        "restore_events_per_s": round(probe["events"] / probe["restore_s"]),
     }
 
 

@@ -382,9 +382,10 @@ class ProcessSet:
     """Consumer-group members as subprocesses (`duroot-stream processor` or the
     pass-through), stderr to log files, stopped with SIGTERM."""
 
-    def __init__(self, config: KafkaConfig, group: str) -> None:
+    def __init__(self, config: KafkaConfig, group: str, env: Mapping[str, str] = {}) -> None:
         self.config = config
         self.group = group
+        self.env = {**os.environ, **env}  # PYTHONPATH: another tree's code (benchmarks.baseline)
         self.procs: list[subprocess.Popen[bytes]] = []
         self.logs = Path(tempfile.mkdtemp(prefix="duroot-bench-"))
 
@@ -392,7 +393,9 @@ class ProcessSet:
         log_path = self.logs / f"{name}.log"
         with open(log_path, "wb") as err:
             self.procs.append(
-                subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err, cwd=REPO)
+                subprocess.Popen(
+                    argv, stdout=subprocess.DEVNULL, stderr=err, cwd=REPO, env=self.env
+                )
             )
 
     def start_processors(self, n: int, *options: str) -> None:

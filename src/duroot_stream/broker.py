@@ -164,11 +164,10 @@ appender.stderr.layout.type = PatternLayout
 appender.stderr.layout.pattern = [%d] %p [kafka] %c{1}: %m%n
 rootLogger.level = WARN
 rootLogger.appenderRef.stderr.ref = STDERR
-# The transaction coordinator at INFO (a few lines per producer, not per transaction):
-# what it did with each transaction across a restart is what explains a hanging one.
-logger.txn.name = kafka.coordinator.transaction
-logger.txn.level = INFO
 """
+# Into a log file only, the transaction coordinator at INFO (a few lines per producer):
+# what it did with each transaction across a restart is what explains a hanging one.
+TXN_LOG4J2 = "logger.txn.name = kafka.coordinator.transaction\nlogger.txn.level = INFO\n"
 
 
 def server_properties(
@@ -318,7 +317,8 @@ class LocalBroker:
                 listeners=self.listeners,
             )
         )
-        (self.data_dir / "log4j2.properties").write_text(LOG4J2)
+        txn = TXN_LOG4J2 if self.log_file is not None else ""
+        (self.data_dir / "log4j2.properties").write_text(LOG4J2 + txn)
         if not (log_dirs / "meta.properties").exists():
             fmt = subprocess.run(
                 self._java(

@@ -25,13 +25,14 @@ vanished) counts as a violation.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 
@@ -70,6 +71,8 @@ _NEXT = {
     StateCode.TERMINATED: set(),
 }
 _DELETABLE = (StateCode.COMPLETED, StateCode.TERMINATED)
+# What librdkafka's statistics say of a partition that is not read to the end.
+_FETCH_STATS = "fetch_state leader broker next_offset app_offset ls_offset hi_offset fetchq_cnt"
 _TYPE_NAMES = {cls: name for cls, name in EVENT_TYPES.items()}
 
 
@@ -257,6 +260,7 @@ class LiveReader:
         self.transient_errors = 0  # broker restarts and the like, ridden out
         self.cpu_s = 0.0  # the thread's CPU time (its cost), once stopped
         self.errors: list[str] = []  # what stopped the thread, if anything
+        self._stats: dict[str, Any] = {}  # librdkafka's latest statistics, parsed
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -294,10 +298,33 @@ class LiveReader:
             except AssertionError as exc:
                 lag = self.behind(final)
                 raise AssertionError(
-                    f"{exc} reader; partition: (last read, last record) {lag}"
+                    f"{exc} reader; partition: (last read, last record) {lag}; "
+                    f"librdkafka says {self.fetch_states(lag)}"
                 ) from None
         self.stop()
         self.checker.check_final(final)
+
+    def fetch_states(self, partitions: Iterable[int]) -> dict[str, object]:
+        """What librdkafka's latest statistics say of these partitions and the brokers:
+        why a partition is not fetched (its fetch state, leader, offsets)."""
+        with self._lock:
+            stats = self._stats
+        topic = stats.get("topics", {}).get(self.topic, {})
+        states: dict[str, object] = {
+            f"p{p}": {
+                k: topic.get("partitions", {}).get(str(p), {}).get(k) for k in _FETCH_STATS.split()
+            }
+            for p in partitions
+        }
+        brokers = stats.get("brokers", {}).values()
+        states["brokers"] = {b.get("nodeid"): b.get("state") for b in brokers}
+        states["age_s"] = round(time.time() - stats.get("time", 0), 1) if stats else None
+        return states
+
+    def _on_stats(self, text: str) -> None:
+        stats = json.loads(text)
+        with self._lock:
+            self._stats = stats
 
     @property
     def problems(self) -> list[str]:
@@ -325,6 +352,9 @@ class LiveReader:
                     # Records gone from under the reader are a finding, not a restart.
                     "auto.offset.reset": "error",
                     "fetch.queue.backoff.ms": 10,
+                    # Kept for the failure message of a reader that stops catching up.
+                    "statistics.interval.ms": 5_000,
+                    "stats_cb": self._on_stats,
                 }
             )
         )

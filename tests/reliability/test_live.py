@@ -1,5 +1,6 @@
 """The live reader's checks without Kafka: a valid history passes, and each kind of
-violation it promises to catch is caught, naming the workflow, offset and fault."""
+violation it promises to catch is caught, naming the workflow, offset and fault. With
+a broker: a reader that does not catch up says what librdkafka says of the partition."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import uuid
 from collections.abc import Callable, Sequence
 
 import pytest
+from confluent_kafka import Producer
 
+from duroot_stream.config import KafkaConfig
 from duroot_stream.domain import (
     EVENT_EPOCH,
     DuRootCommitted,
@@ -18,9 +21,9 @@ from duroot_stream.domain import (
     WorkflowEvent,
 )
 from duroot_stream.ids import encode_ulid
-from duroot_stream.wire import Codec, event_headers, partition_for
+from duroot_stream.wire import Codec, Topics, event_headers, partition_for
 
-from .live import WorkflowChecker
+from .live import LiveReader, WorkflowChecker
 from .verify import Record
 
 PARTITIONS = 6
@@ -144,3 +147,26 @@ def test_headers_must_agree_with_the_body() -> None:
     checker = WorkflowChecker(PARTITIONS)
     checker.add(P, 0, r.key or b"", r.value, bad)
     assert "disagree" in checker.violations[0].what
+
+
+@pytest.mark.broker
+def test_a_reader_that_does_not_catch_up_names_the_partition_and_its_fetch_state(
+    reliability_kafka: KafkaConfig,
+) -> None:
+    events = history(1)
+    producer = Producer(reliability_kafka.client())
+    topic = Topics(reliability_kafka.topic_prefix).events
+    for e in events:
+        headers: list[tuple[str, str | bytes | None]] = list(event_headers(e))
+        producer.produce(topic, CODEC.encode_event(e), e.key, partition=P, headers=headers)
+    assert producer.flush(30) == 0
+    reader = LiveReader(reliability_kafka, PARTITIONS)
+    reader.start()
+    # A final read with one record more than the partition holds: never caught up.
+    final = {P: [Record(P, len(events) + 10, b"k", b"v", {})]}
+    with pytest.raises(AssertionError) as raised:
+        reader.finish(final, timeout=12.0)  # past two statistics intervals (5 s)
+    message = str(raised.value)
+    assert f"{{{P}: ({len(events) - 1}, {len(events) + 10})}}" in message, message
+    assert f"'p{P}': {{'fetch_state': 'active'" in message, message
+    assert reader.checker.events == len(events) and reader.checker.violations == []
