@@ -14,7 +14,9 @@ here, on the same topics, workloads and benchmark code:
   1,000/s, REV and this tree taking turns, best of three (lowest p99);
 - restore and memory: `benchmarks.memory_probe` with each tree's code
   (100,000 restored workflows, 1,000,000 events, six partitions; 20,000 with
-  --quick), taking turns, best of two.
+  --quick), taking turns, best of two;
+- the processor's Python per command: `benchmarks.handler` (CPU time, no
+  Kafka) with each tree's code, taking turns, best of three.
 
 Prints each figure before, after and after/before, and writes
 bench-results/baseline.json (with REV and the load average seen).
@@ -23,6 +25,8 @@ bench-results/baseline.json (with REV and the load average seen).
 from __future__ import annotations
 
 import io
+import json
+import os
 import subprocess
 import sys
 import tarfile
@@ -132,6 +136,27 @@ def memory(servers: str, quick: bool, trees: Trees) -> Results:
     return {f"{tree}_{k}": best[tree][k] for tree in trees for k in keys}
 
 
+def handler(trees: Trees) -> Results:
+    """The processor's Python per command (`benchmarks.handler`, CPU time, no Kafka)
+    with each tree's code, taking turns, best of three: what the throughput drain's
+    difference is made of."""
+    best: dict[str, Results] = {}
+    for _ in range(3):
+        for tree, env in trees.items():
+            out = subprocess.run(
+                [sys.executable, "-m", "benchmarks.handler", "--quick", "--json"],
+                cwd=REPO, env={**os.environ, **env}, capture_output=True, text=True, check=True,
+            ).stdout  # fmt: skip
+            figures: Results = json.loads(out.splitlines()[-1])
+            kept = best.setdefault(tree, figures)
+            for key, value in figures.items():
+                kept[key] = min(kept[key], value)
+            log(f"handler {tree}: {figures['us_append_1_path']:.1f} us per 1-path Append, "
+                f"{figures['us_per_path']:.2f} us per path of a 10,000-path one")  # fmt: skip
+    keys = ("us_append_1_path", "us_per_path")
+    return {f"{tree}_{k}": best[tree][k] for tree in trees for k in keys}
+
+
 def table(results: Mapping[str, Results]) -> str:
     """One row per figure found as before_X / after_X (or X with before/after in it)."""
     rows = [f"{'figure':<40} {'before':>11} {'after':>11} {'after/before':>14}"]
@@ -162,6 +187,7 @@ def main(argv: Sequence[str] = ()) -> None:
             results["throughput"] = throughput(servers, quick, trees)
             results["latency"] = latencies(servers, quick, trees)
             results["memory"] = memory(servers, quick, trees)
+        results["handler"] = handler(trees)
     print(table(results))
     write_report("baseline", quick, {**results, "run": {"rev": rev, "load_before": load}})
 
