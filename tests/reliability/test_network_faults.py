@@ -45,15 +45,11 @@ STALL_S = 8.0  # how long a stall lasts, on purpose: the fault itself
 APPLIED_TIMEOUT_S = 240.0  # a's next EndTxn or Produce: a may be restarting first
 # within: at least 3 s below the 10 s request timeout, a loaded machine answers late
 END_TXN_HOLDS_S = {"within-timeout": (5.0, 7.0), "past-timeout": (11.0, 15.0)}
-# Before the processor renewed its producer after a call it gave up, 3 of 6 small runs
-# answered commands twice or committed offsets without output; with the renewal 5 of 5
-# small runs with all their faults passed. Kept expected-to-fail until more runs say so.
-LATE_END_TXN = pytest.mark.xfail(
-    reason="a held EndTxn retried by librdkafka commits the next transaction (old "
-    "transaction protocol, test_network_late_endtxn.py); the producer renewal is meant "
-    "to close it",
-    strict=False,
-)
+# past-timeout: an EndTxn held past librdkafka's request timeout is retried, and the
+# held one, arriving late, commits the producer's next transaction
+# (test_network_late_endtxn.py). Before the processor renewed its producer after a
+# call it gave up, 3 of 6 small runs answered commands twice or committed offsets
+# without output; with the renewal every run since has passed (README, Reliability).
 
 
 @dataclass
@@ -115,9 +111,7 @@ class LsoWatch:
             self.worst = f"{topic}[{p}] lso={lso} hw={hw} for {stuck:.0f} s"
 
 
-@pytest.mark.parametrize(
-    "end_txn_hold", ["within-timeout", pytest.param("past-timeout", marks=LATE_END_TXN)]
-)
+@pytest.mark.parametrize("end_txn_hold", ["within-timeout", "past-timeout"])
 def test_network_faults(
     end_txn_hold: str,
     proxied_broker: tuple[LocalBroker, FaultProxy],
