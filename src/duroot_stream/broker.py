@@ -1,9 +1,10 @@
 """A single-node Apache Kafka broker (KRaft) from Maven Central jars, for development and tests.
 
 The jars come from `jars.fetch_jars` (Maven Central, cached); each start formats a
-storage directory and runs `kafka.Kafka` on 127.0.0.1. With `security="sasl_ssl"` its one client listener is SASL_SSL
-(SCRAM-SHA-512 users made at format time, a certificate authority made on the spot:
-see `local_tls`) and the StandardAuthorizer denies what no ACL allows. A `Quorum`
+storage directory and runs `kafka.Kafka` on 127.0.0.1. With `security="sasl_ssl"` its
+one client listener is SASL_SSL (SCRAM-SHA-512 users made at format time, a
+certificate authority made on the spot: see `local_tls`) and the StandardAuthorizer
+denies what no ACL allows. A `Quorum`
 makes it one node of a multi-node cluster (`cluster.LocalCluster`); a `Listener`
 adds a plaintext client listener advertised at another port (a proxy in front).
 """
