@@ -1,10 +1,10 @@
 """A single-node Apache Kafka broker (KRaft) from Maven Central jars, for development and tests.
 
-The jars are fetched once with Maven (`deploy/kafka/pom.xml`) into a cache outside
-the repository; each start formats a storage directory and runs `kafka.Kafka` on
-127.0.0.1. With `security="sasl_ssl"` its one client listener is SASL_SSL
-(SCRAM-SHA-512 users made at format time, a certificate authority made on the spot:
-see `local_tls`) and the StandardAuthorizer denies what no ACL allows. A `Quorum`
+The jars come from `jars.fetch_jars` (Maven Central, cached); each start formats a
+storage directory and runs `kafka.Kafka` on 127.0.0.1. With `security="sasl_ssl"` its
+one client listener is SASL_SSL (SCRAM-SHA-512 users made at format time, a
+certificate authority made on the spot: see `local_tls`) and the StandardAuthorizer
+denies what no ACL allows. A `Quorum`
 makes it one node of a multi-node cluster (`cluster.LocalCluster`); a `Listener`
 adds a plaintext client listener advertised at another port (a proxy in front).
 """
@@ -12,15 +12,12 @@ adds a plaintext client listener advertised at another port (a proxy in front).
 from __future__ import annotations
 
 import base64
-import hashlib
 import logging
-import os
 import re
 import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -34,15 +31,13 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from duroot_stream import local_tls
+from duroot_stream.jars import BrokerError as BrokerError
+from duroot_stream.jars import fetch_jars, require_tool
 
 log = logging.getLogger(__name__)
 
 START_TIMEOUT_S = 180.0
 STOP_TIMEOUT_S = 30.0
-
-
-class BrokerError(RuntimeError):
-    """The local broker could not be fetched, formatted or started; the message says what to do."""
 
 
 @dataclass(frozen=True)
@@ -63,80 +58,6 @@ class Quorum:
     node_id: int
     voters: Mapping[int, int] = field(hash=False)  # node id -> controller port
     cluster_id: str
-
-
-def _pom_path() -> Path:
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "kafka" / "pom.xml", here.parents[1] / "deploy" / "kafka" / "pom.xml"):
-        if candidate.is_file():
-            return candidate
-    raise BrokerError("deploy/kafka/pom.xml not found: reinstall duroot-stream")
-
-
-def kafka_version(pom: Path | None = None) -> str:
-    text = (pom or _pom_path()).read_text()
-    match = re.search(r"<kafka\.version>([^<]+)</kafka\.version>", text)
-    if not match:
-        raise BrokerError(f"{pom}: no <kafka.version> property")
-    return match.group(1)
-
-
-def cache_dir() -> Path:
-    base = os.environ.get("DUROOT_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "duroot-stream"
-    )
-    # The dependencies' hash in the name: a pom that gains a jar gets a cache of its own.
-    deps = re.search(r"<dependencies>.*</dependencies>", _pom_path().read_text(), re.S)
-    digest = hashlib.sha256((deps.group(0) if deps else "").encode()).hexdigest()[:8]
-    return Path(base) / f"kafka-{kafka_version()}-{digest}"
-
-
-def _require(tool: str, install: str) -> str:
-    path = shutil.which(tool)
-    if path is None:
-        raise BrokerError(
-            f"{tool} not found: the local Kafka broker needs Java 17+ and Maven "
-            f"({install}). Without them, run the whole stack with `docker compose up`."
-        )
-    return path
-
-
-def fetch_jars(progress: IO[str] | None = sys.stderr) -> Path:
-    """Download the broker's jars into the cache once; later calls return at once."""
-    target = cache_dir()
-    marker = target / ".complete"
-    if marker.exists():
-        return target
-    mvn = _require("mvn", "Debian: apt-get install maven")
-    _require("java", "Debian: apt-get install openjdk-17-jre-headless")
-    if progress:
-        print(f"fetching Kafka {kafka_version()} jars with Maven into {target} ...", file=progress)
-    partial = target.with_name(target.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    result = subprocess.run(
-        [
-            mvn,
-            "-q",
-            "-B",
-            "-f",
-            str(_pom_path()),
-            "dependency:copy-dependencies",
-            "-DincludeScope=runtime",
-            f"-DoutputDirectory={partial}",
-        ],
-        capture_output=True,
-        text=True,
-    )
-    if result.returncode != 0:
-        raise BrokerError(
-            f"mvn dependency:copy-dependencies failed (exit {result.returncode}); "
-            "check that Maven Central is reachable.\n"
-            f"{result.stdout[-2000:]}{result.stderr[-2000:]}"
-        )
-    shutil.rmtree(target, ignore_errors=True)
-    partial.rename(target)
-    marker.touch()
-    return target
 
 
 def free_port() -> int:
@@ -277,7 +198,7 @@ class LocalBroker:
 
     def _java(self, jars: Path, *args: str, **kwargs: object) -> list[str]:
         return [
-            _require("java", "Debian: apt-get install openjdk-17-jre-headless"),
+            require_tool("java", "Debian: apt-get install openjdk-17-jre-headless"),
             "-Xms256m",
             f"-Xmx{self.heap}",
             f"-Dlog4j2.configurationFile={self.data_dir / 'log4j2.properties'}",

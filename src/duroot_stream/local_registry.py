@@ -27,7 +27,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
-from duroot_stream.broker import cache_dir, free_port
+from duroot_stream.broker import free_port
+from duroot_stream.jars import cache_dir
 
 APICURIO_VERSION = "3.3.3"
 ARTIFACT = f"io.apicurio:apicurio-registry-app:{APICURIO_VERSION}:tar.gz:all"

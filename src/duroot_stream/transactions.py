@@ -38,8 +38,9 @@ from confluent_kafka import IsolationLevel, KafkaException, TopicPartition
 from confluent_kafka import Producer as KafkaProducer
 from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
 
-from duroot_stream.broker import LOG4J2, fetch_jars
+from duroot_stream.broker import LOG4J2
 from duroot_stream.config import KafkaConfig
+from duroot_stream.jars import fetch_jars
 
 TOOL_CLASS = "org.apache.kafka.tools.TransactionsCommand"
 TOOL_TIMEOUT_S = 180.0
