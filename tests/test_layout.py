@@ -21,7 +21,7 @@ MAX_LINES = 420  # "about 400": a module that needs a table of contents is too l
 # Each part may import only the parts on lower lines (and itself).
 LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"domain"}),
-    frozenset({"version", "ids", "config", "logs", "serving", "metrics", "tracing"}),
+    frozenset({"version", "ids", "config", "logs", "serving", "metrics", "tracing", "jars"}),
     frozenset({"wire"}),
     frozenset({"kafka"}),
     frozenset(
