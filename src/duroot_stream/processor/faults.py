@@ -104,6 +104,19 @@ def record_refused(exc: BaseException) -> RecordRefused | None:
     return None
 
 
+def transaction_failed(exc: BaseException) -> str | None:
+    """Why `produce()` refused a record because the open transaction already failed,
+    else None. librdkafka reports an abortable error in the background (e.g.
+    OUT_OF_ORDER_SEQUENCE after records of an aborted batch were purged in flight)
+    and `produce()` then raises _STATE until the transaction is aborted: abort and
+    redo, as for any abortable error. Were the producer fatally failed, the abort
+    fails fatally."""
+    error = kafka_error(exc)
+    if error is not None and error.code() == KafkaError._STATE and not error.fatal():
+        return f"the transaction failed before this record: {error}"
+    return None
+
+
 def check_consumer_error(error: KafkaError) -> None:
     """Raise `ProcessorConfigError` for a consumer error retrying never fixes."""
     if error.code() in CONFIG_ERRORS:

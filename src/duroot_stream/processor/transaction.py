@@ -36,7 +36,13 @@ from duroot_stream.wire import Topics
 
 from .calls import Call, CallTimedOut, CallWatch, Worker
 from .clients import TRANSACTION_TIMEOUT_MS, command_consumer, transactional_producer
-from .faults import CONFIG_ERRORS, ProcessorConfigError, fatal_message, record_refused
+from .faults import (
+    CONFIG_ERRORS,
+    ProcessorConfigError,
+    fatal_message,
+    record_refused,
+    transaction_failed,
+)
 from .hanging import ABORT_CHECK_INTERVAL_S, HangingMonitor
 from .settings import KAFKA_TIMEOUT_S, ProcessorFatal, ProcessorSettings
 from .state import Workflows
@@ -208,6 +214,9 @@ class Transaction:
                     raise refused from None
                 if not isinstance(exc, KafkaException):
                     raise
+                failed = transaction_failed(exc)
+                if failed is not None:
+                    raise AbortNeeded(f"produce: {failed}") from None
                 self.triage("produce", exc)  # returns only when retriable
                 time.sleep(0.05)
 
