@@ -1,6 +1,6 @@
 """The du-root decider, cell by cell: given events, when a command, then events or a rejection.
 
-DESIGN.md "State machine" is the specification; `TABLE` below is that table.
+docs/contract.md "The state machine" is the specification; `TABLE` below is that table.
 """
 
 from __future__ import annotations

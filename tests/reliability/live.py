@@ -56,7 +56,7 @@ MAX_VIOLATIONS = 30
 BATCH = 5_000
 POLL_S = 0.5
 
-# The state after each event type, and which types may follow a state (DESIGN.md).
+# The state after each event type, and which types may follow a state (docs/contract.md).
 _AFTER = {
     "STARTED": StateCode.INITIALIZED,
     "UPDATED": StateCode.APPENDING,

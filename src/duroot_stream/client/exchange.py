@@ -1,6 +1,6 @@
 """Request-reply over Kafka: publish a command, complete its future with the reply.
 
-The mechanics behind `DuRootClient` (DESIGN.md, "Request-reply"; the steps are
+The mechanics behind `DuRootClient` (docs/contract.md, "Request-reply"; the steps are
 in `requester`'s docstring): one idempotent producer to `<prefix>commands`, one
 consumer assigned to a random partition of `<prefix>replies` from its end, and
 a thread that reads the replies, re-sends commands without one (same command

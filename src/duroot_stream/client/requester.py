@@ -8,7 +8,7 @@
         vid = client.append_many(begun.workflow_id, [("a", 4096), ("b", 8192)])
         client.commit(begun.workflow_id, expected_vid=vid)
 
-How a command travels (DESIGN.md, "Request-reply"):
+How a command travels (docs/contract.md, "Request-reply"):
 
 1. The client assigns its reply consumer to one partition of `<prefix>replies`,
    starting at that partition's end, before it sends anything (no consumer

@@ -1,21 +1,17 @@
 """The du-root workflow as a decider: `decide` a command against a workflow's state.
 
-A port of nog's `durootwf` (du-root.go) onto an event-sourced core:
-`decide(state, command, new_id)` answers a command with the events to
-append (`Accepted`) or a `Rejected`; it never changes anything itself. The
-state after its events is folded by `evolve` (state.py), by the same rules
-a restore folds the history with.
-
-Everything here is pure. Ids come in through `new_id` and times from the
-ULIDs of the events, so the processor, the tests and a replay all see the
-same results for the same inputs.
+A port of nog's `durootwf` (du-root.go) onto an event-sourced core: `decide(state,
+command, new_id)` answers a command with the events to append (`Accepted`) or a
+`Rejected` and changes nothing; `evolve` (state.py) folds the state after its events
+by the rules a restore folds the history with. Pure: ids come in through `new_id`,
+times from the events' ULIDs, so the processor, the tests and a replay agree.
 
 `decide` works in four steps, numbered the same in the code:
 
 1. dedupe: a command id seen recently gets the reply it got the first time;
 2. field validation (`INVALID_ARGUMENT`);
 3. version check (`VERSION_CONFLICT`);
-4. the state table of DESIGN.md, one small function per command, each a
+4. the state table (docs/contract.md), one small function per command, each a
    `match state.code:` over the states it accepts, as in du-root.go.
 """
 

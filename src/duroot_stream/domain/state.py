@@ -130,7 +130,7 @@ class WorkflowDeleted:
     workflow_id: str
 
 
-# Rule 1 (DESIGN.md "Events move the state"): the state code after each event type.
+# Rule 1 (docs/contract.md, "The state machine"): the state code after each event type.
 CODE_AFTER: dict[type[EventPayload], StateCode] = {
     DuRootStarted: StateCode.INITIALIZED,
     DuUpdated: StateCode.APPENDING,
