@@ -1,11 +1,13 @@
 """Benchmark of the du runner end to end: du lines per second into the events topic.
 
-A local broker (`LocalBroker`), the topics, a processor in a thread and a runner
-in a thread (one process, as `duroot-stream run` has them), and a generated tree
-of directories (100,000; 5,000 with `--quick`) with `--threshold=0
---max-depth=100`, so every directory is one du line. One workflow is begun;
-the clock runs from the Init reply until the workflow's last event (COMMITTED)
-can be read from the events topic.
+A local broker (`LocalBroker`), the topics, and a generated tree of directories
+(100,000; 5,000 with `--quick`) with `--threshold=0 --max-depth=100`, so every
+directory is one du line. One workflow is begun; the clock runs from the Init
+reply until the workflow's last event (COMMITTED) can be read from the events
+topic. Twice: processor and runner each a process of its own, as deployed
+(`lines_per_s`), and both as threads of the benchmark's process, as `duroot-stream
+run` has them (`lines_per_s_one_process`; the reader that waits for the result
+shares their interpreter).
 
 Figures:
 
@@ -92,24 +94,19 @@ def _start(target: object, name: str) -> threading.Thread:
 
 
 @contextmanager
-def _runner_process(
-    kafka: KafkaConfig, host: str, root: Path, options: list[str]
-) -> Iterator[subprocess.Popen[str]]:
-    """`duroot-stream runner` in a process of its own, ready (partitions assigned)."""
-    argv = [
-        sys.executable, "-m", "duroot_stream.cli.main", "runner",
-        "--bootstrap-servers", kafka.bootstrap_servers, "--topic-prefix", kafka.topic_prefix,
-        "--host", host, "--root", str(root), *options,
-    ]  # fmt: skip
-    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
+def _service(argv: list[str], ready: str) -> Iterator[subprocess.Popen[str]]:
+    """A `duroot-stream` service in a process of its own, once its stderr says `ready`."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "duroot_stream.cli.main", *argv], stderr=subprocess.PIPE, text=True
+    )
     assert proc.stderr is not None
     try:
-        for line in proc.stderr:  # wait for the assignment, then keep the pipe drained
-            if "index partitions assigned" in line:
+        for line in proc.stderr:  # wait until ready, then keep the pipe drained
+            if ready in line:
                 break
         else:
-            raise RuntimeError(f"the runner process exited ({proc.wait()})")
-        _start(proc.stderr.read, "runner-stderr")
+            raise RuntimeError(f"{argv[0]} exited ({proc.wait()}) before {ready!r}")
+        _start(proc.stderr.read, f"{argv[0]}-stderr")
         yield proc
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -156,18 +153,28 @@ def run(quick: bool = False, batch_size: int | None = None) -> dict[str, float]:
             kafka = KafkaConfig(bootstrap_servers=broker.bootstrap, topic_prefix="bench.")
             create_topics(kafka, partitions=PARTITIONS)
             _wait_for_leaders(kafka)
+            options = ["--threshold", "0", "--max-depth", "100"]
+            if batch_size is not None:
+                options += ["--batch-size", str(batch_size)]
+            where = ["--bootstrap-servers", kafka.bootstrap_servers]
+            where += ["--topic-prefix", kafka.topic_prefix]
+            # As deployed: processor and runner are programs of their own (the runner on
+            # the file server), and the reader that times them is not in either.
+            with (
+                _service(["processor", *where, "--instance-id", "bench"], "processor ready"),
+                _service(
+                    ["runner", *where, "--host", "bench-process", "--root", str(work), *options],
+                    "index partitions assigned",
+                ),
+            ):
+                process = _measure(kafka, "bench-process", tree, du_lines)
             processor = Processor(ProcessorSettings(kafka=kafka, instance_id="bench"))
             processor_thread = _start(processor.run, "processor")
             try:
                 if not processor.ready.wait(60):
                     raise RuntimeError("the processor did not start")
-                options = ["--threshold", "0", "--max-depth", "100"]
-                if batch_size is not None:
-                    options += ["--batch-size", str(batch_size)]
-                # As deployed: the runner is a program of its own (on the file server).
-                with _runner_process(kafka, "bench-process", work, options):
-                    process = _measure(kafka, "bench-process", tree, du_lines)
-                # As `duroot-stream run` has it: runner and processor share one process.
+                # As `duroot-stream run` has it: runner, processor and the reader that
+                # waits for the result share one process.
                 settings = settings_from_args(
                     build_parser().parse_args(
                         ["runner", "--bootstrap-servers", kafka.bootstrap_servers,
