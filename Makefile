@@ -19,7 +19,7 @@ deps:
 	@scripts/system-deps.sh
 
 jars: $(STAMP) deps
-	@$(BIN)/python -c "from duroot_stream.jars import fetch_jars; fetch_jars()"
+	@$(BIN)/python -c "from duroot_stream.local.jars import fetch_jars; fetch_jars()"
 
 ## make run [DIR=path]: local broker, processor, runner, a du of DIR, results printed, then
 ## the result page served at http://127.0.0.1:8080/ until Ctrl-C

@@ -66,7 +66,7 @@ def _bootstrap() -> Iterator[str]:
     if external:
         yield external
         return
-    from duroot_stream.broker import LocalBroker
+    from duroot_stream.local.broker import LocalBroker
 
     with LocalBroker() as broker:
         yield broker.bootstrap

@@ -47,10 +47,10 @@ from duroot_stream.domain import (
 )
 from duroot_stream.ids import MonotonicUlids, new_ulid, now_ms
 from duroot_stream.metrics import ProcessorMetrics
-from duroot_stream.processor.commands import CommandHandler
+from duroot_stream.processor.engine import CommandHandler
+from duroot_stream.processor.kafka_transaction import Batch, Transaction
 from duroot_stream.processor.settings import ProcessorSettings
-from duroot_stream.processor.state import Workflows
-from duroot_stream.processor.transaction import Batch, Transaction
+from duroot_stream.processor.workflows import Workflows
 from duroot_stream.wire import Codec, Topics, partition_for, reply_route_headers
 
 PARTITIONS = 6

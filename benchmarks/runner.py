@@ -40,13 +40,13 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from duroot_stream.broker import LocalBroker
 from duroot_stream.cli.main import build_parser
 from duroot_stream.cli.runner import settings_from_args
 from duroot_stream.client import DuRootClient
 from duroot_stream.client.readers import DuRootReader
 from duroot_stream.config import KafkaConfig
 from duroot_stream.domain import PathUsage
+from duroot_stream.local.broker import LocalBroker
 from duroot_stream.processor import Processor, ProcessorSettings
 from duroot_stream.runner import Runner, du
 from duroot_stream.wire import Topics, create_topics

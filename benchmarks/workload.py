@@ -100,7 +100,7 @@ def bootstrap(log_file: Path | None = None) -> Iterator[str]:
     if external:
         yield external
         return
-    from duroot_stream.broker import LocalBroker
+    from duroot_stream.local.broker import LocalBroker
 
     started = time.monotonic()
     with LocalBroker(log_file=log_file) as broker:

@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 
 from duroot_stream.config import KafkaConfig
-
-from .processor_harness import Requester, setup_topics
+from tests.processor_harness import Requester, setup_topics
 
 
 @pytest.fixture(scope="session")
@@ -22,7 +21,7 @@ def bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if external:
         yield external
         return
-    from duroot_stream.broker import LocalBroker
+    from duroot_stream.local.broker import LocalBroker
 
     log_file = Path(tmp_path_factory.mktemp("broker")) / "broker.log"
     with LocalBroker(log_file=log_file) as broker:

@@ -24,8 +24,7 @@ from duroot_stream.wire import (
     parse_event_headers,
     partition_for,
 )
-
-from .kafka_helpers import read_all, wait_until
+from tests.kafka_helpers import read_all, wait_until
 
 PARTITIONS = 3
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from duroot_stream.jars import kafka_version
+from duroot_stream.local.jars import kafka_version
 
 ROOT = Path(__file__).resolve().parents[1]
 POM = ROOT / "deploy" / "kafka" / "pom.xml"

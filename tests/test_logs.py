@@ -16,8 +16,7 @@ from confluent_kafka import Producer
 
 from duroot_stream import logs
 from duroot_stream.config import KafkaConfig
-
-from .kafka_helpers import wait_until
+from tests.kafka_helpers import wait_until
 
 RAW_LINE = re.compile(r"^%\d\|", re.MULTILINE)  # librdkafka's own stderr format
 

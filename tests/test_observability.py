@@ -18,12 +18,17 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from duroot_stream import metrics as metrics_mod
-from duroot_stream.broker import free_port
 from duroot_stream.config import KafkaConfig
 from duroot_stream.domain import Append, Init, PathUsage
-
-from .kafka_helpers import wait_until
-from .processor_harness import Requester, command, new_workflow_id, running_processor, setup_topics
+from duroot_stream.local.broker import free_port
+from tests.kafka_helpers import wait_until
+from tests.processor_harness import (
+    Requester,
+    command,
+    new_workflow_id,
+    running_processor,
+    setup_topics,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "duroot-stream.json"

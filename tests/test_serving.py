@@ -13,14 +13,13 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from duroot_stream import metrics
-from duroot_stream.broker import free_port
-from duroot_stream.cli import service
+from duroot_stream.cli import daemon
 from duroot_stream.config import KafkaConfig
+from duroot_stream.local.broker import free_port
 from duroot_stream.serving import Probes, serve
 from duroot_stream.version import VERSION
 from duroot_stream.wire import create_topics
-
-from .kafka_helpers import wait_until
+from tests.kafka_helpers import wait_until
 
 
 def get(port: int, path: str) -> tuple[int, str]:
@@ -88,7 +87,7 @@ def test_runner_probes_follow_its_state(kafka: KafkaConfig, tmp_path: Path) -> N
 
 def test_an_unreachable_kafka_fails_the_health_probe() -> None:
     config = KafkaConfig(bootstrap_servers=f"127.0.0.1:{free_port()}")
-    alive = service.probes(config, lambda: None, lambda: None).alive
+    alive = daemon.probes(config, lambda: None, lambda: None).alive
     problem = alive()
     assert problem is not None and problem.startswith("Kafka unreachable at 127.0.0.1:")
 

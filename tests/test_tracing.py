@@ -32,9 +32,8 @@ from duroot_stream.wire import (
     reply_route_headers,
     trace_carrier,
 )
-
-from .kafka_helpers import read_all, wait_until
-from .processor_harness import PARTITIONS, command, running_processor, setup_topics
+from tests.kafka_helpers import read_all, wait_until
+from tests.processor_harness import PARTITIONS, command, running_processor, setup_topics
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"

@@ -15,8 +15,7 @@ from duroot_stream.client import DuRootClient
 from duroot_stream.config import KafkaConfig
 from duroot_stream.domain import PathUsage
 from duroot_stream.web import WebServer
-
-from .processor_harness import running_processor, setup_topics
+from tests.processor_harness import running_processor, setup_topics
 
 REGISTRY = str(uuid.uuid4())
 

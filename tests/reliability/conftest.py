@@ -7,12 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from duroot_stream.broker import Listener, LocalBroker, free_port
-from duroot_stream.cluster import LocalCluster
 from duroot_stream.config import KafkaConfig
-
-from .harness import Scale, prepare
-from .proxy import FaultProxy
+from duroot_stream.local.broker import Listener, LocalBroker, free_port
+from duroot_stream.local.cluster import LocalCluster
+from tests.reliability.harness import Scale, prepare
+from tests.reliability.proxy import FaultProxy
 
 
 @pytest.fixture(scope="session")

@@ -15,12 +15,17 @@ import pytest
 
 from duroot_stream.config import KafkaConfig
 from duroot_stream.wire import Topics, create_topics
-
-from ..kafka_helpers import wait_until
-from .live import LiveReader
-from .supervisor import Supervisor
-from .verify import Report, open_transactions, read_topic, replay, unconsumed_commands
-from .workload import Driver, MalformedFactory, Walker
+from tests.kafka_helpers import wait_until
+from tests.reliability.live import LiveReader
+from tests.reliability.supervisor import Supervisor
+from tests.reliability.verify import (
+    Report,
+    open_transactions,
+    read_topic,
+    replay,
+    unconsumed_commands,
+)
+from tests.reliability.workload import Driver, MalformedFactory, Walker
 
 PARTITIONS = 6
 FAULT_POINTS = "0.1,0.3,0.5,0.7"  # faults strike when these shares are answered

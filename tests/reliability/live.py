@@ -47,8 +47,7 @@ from duroot_stream.wire import (
     parse_event_headers,
     partition_for,
 )
-
-from ..kafka_helpers import wait_until
+from tests.kafka_helpers import wait_until
 
 log = logging.getLogger("duroot.reliability.live")
 

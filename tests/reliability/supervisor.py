@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from ..kafka_helpers import wait_until
+from tests.kafka_helpers import wait_until
 
 CLI = str(Path(sys.executable).with_name("duroot-stream"))
 TERM_TIMEOUT_S = 90.0  # above the processor's own hung-call exit (60 s)

@@ -20,15 +20,14 @@ from pathlib import Path
 
 import pytest
 
-from duroot_stream import transactions
-from duroot_stream.broker import LocalBroker
 from duroot_stream.config import KafkaConfig
+from duroot_stream.local.broker import LocalBroker
+from duroot_stream.ops import transactions
 from duroot_stream.processor.hanging import StallTracker
 from duroot_stream.wire import Topics
-
-from ..kafka_helpers import wait_until
-from .harness import Run, Scale, prepare
-from .supervisor import Supervisor
+from tests.kafka_helpers import wait_until
+from tests.reliability.harness import Run, Scale, prepare
+from tests.reliability.supervisor import Supervisor
 
 pytestmark = [pytest.mark.slow, pytest.mark.broker, pytest.mark.timeout(7200)]
 

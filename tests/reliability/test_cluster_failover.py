@@ -15,13 +15,12 @@ from pathlib import Path
 import pytest
 from confluent_kafka import KafkaException
 
-from duroot_stream.cluster import OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC, LocalCluster
 from duroot_stream.config import KafkaConfig
+from duroot_stream.local.cluster import OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC, LocalCluster
 from duroot_stream.wire import Topics
-
-from ..kafka_helpers import wait_until
-from .harness import PARTITIONS, Run, Scale, prepare
-from .supervisor import Supervisor
+from tests.kafka_helpers import wait_until
+from tests.reliability.harness import PARTITIONS, Run, Scale, prepare
+from tests.reliability.supervisor import Supervisor
 
 pytestmark = [pytest.mark.slow, pytest.mark.broker, pytest.mark.timeout(7200)]
 

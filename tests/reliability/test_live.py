@@ -22,9 +22,8 @@ from duroot_stream.domain import (
 )
 from duroot_stream.ids import encode_ulid
 from duroot_stream.wire import Codec, Topics, event_headers, partition_for
-
-from .live import LiveReader, WorkflowChecker
-from .verify import Record
+from tests.reliability.live import LiveReader, WorkflowChecker
+from tests.reliability.verify import Record
 
 PARTITIONS = 6
 WF = str(uuid.UUID(int=7, version=4))

@@ -25,15 +25,14 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from duroot_stream.broker import LocalBroker
 from duroot_stream.config import KafkaConfig
-from duroot_stream.processor.clients import TRANSACTION_TIMEOUT_MS
+from duroot_stream.local.broker import LocalBroker
+from duroot_stream.processor.kafka_clients import TRANSACTION_TIMEOUT_MS
 from duroot_stream.wire import Topics
-
-from ..kafka_helpers import wait_until
-from .harness import PARTITIONS, Run, Scale, prepare
-from .proxy import END_TXN, PRODUCE, FaultProxy
-from .supervisor import ProcessorProcess, Supervisor
+from tests.kafka_helpers import wait_until
+from tests.reliability.harness import PARTITIONS, Run, Scale, prepare
+from tests.reliability.proxy import END_TXN, PRODUCE, FaultProxy
+from tests.reliability.supervisor import ProcessorProcess, Supervisor
 
 pytestmark = [pytest.mark.slow, pytest.mark.broker, pytest.mark.timeout(7200)]
 

@@ -23,10 +23,9 @@ import pytest
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from duroot_stream.broker import LocalBroker
-
-from ..kafka_helpers import wait_until
-from .proxy import END_TXN, FaultProxy
+from duroot_stream.local.broker import LocalBroker
+from tests.kafka_helpers import wait_until
+from tests.reliability.proxy import END_TXN, FaultProxy
 
 pytestmark = [pytest.mark.slow, pytest.mark.broker, pytest.mark.timeout(900)]
 

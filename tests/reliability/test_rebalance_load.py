@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 
 from duroot_stream.config import KafkaConfig
-
-from .harness import Run, Scale
-from .supervisor import Supervisor
+from tests.reliability.harness import Run, Scale
+from tests.reliability.supervisor import Supervisor
 
 pytestmark = [pytest.mark.slow, pytest.mark.broker, pytest.mark.timeout(7200)]
 

@@ -42,12 +42,11 @@ from duroot_stream.config import KafkaConfig
 from duroot_stream.domain import DuRootCompleted, StateCode
 from duroot_stream.runner import INTERRUPTED
 from duroot_stream.wire import Codec, Topics
-
-from ..kafka_helpers import wait_until
-from .harness import PARTITIONS, RESULTS_DIR, Scale
-from .live import LiveReader
-from .supervisor import CLI, Supervisor
-from .verify import open_transactions, read_topic, replay
+from tests.kafka_helpers import wait_until
+from tests.reliability.harness import PARTITIONS, RESULTS_DIR, Scale
+from tests.reliability.live import LiveReader
+from tests.reliability.supervisor import CLI, Supervisor
+from tests.reliability.verify import open_transactions, read_topic, replay
 
 pytestmark = [pytest.mark.slow, pytest.mark.broker, pytest.mark.timeout(3600)]
 

@@ -15,10 +15,9 @@ import pytest
 
 from duroot_stream.config import KafkaConfig
 from duroot_stream.processor.faults import STALL_DIR_ENV
-
-from ..kafka_helpers import wait_until
-from .harness import Run, Scale
-from .supervisor import ProcessorProcess, Supervisor
+from tests.kafka_helpers import wait_until
+from tests.reliability.harness import Run, Scale
+from tests.reliability.supervisor import ProcessorProcess, Supervisor
 
 pytestmark = [
     pytest.mark.slow,

@@ -19,11 +19,11 @@ from duroot_stream.wire import (
     create_topics,
 )
 
-from . import admin as admin_commands
+from . import begin as begin_commands
 from . import dlq as dlq_commands
+from . import ops as ops_commands
 from . import processor as processor_command
 from . import reader as reader_commands
-from . import requester as requester_commands
 from . import run as run_command
 from . import runner as runner_command
 from . import web as web_command
@@ -43,7 +43,7 @@ Handler = Callable[[argparse.Namespace], int]
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
-    from duroot_stream.broker import LocalBroker
+    from duroot_stream.local.broker import LocalBroker
 
     if args.nodes != 1:
         return _cluster(args)
@@ -64,7 +64,7 @@ def cmd_broker(args: argparse.Namespace) -> int:
 
 
 def _cluster(args: argparse.Namespace) -> int:
-    from duroot_stream.cluster import LocalCluster
+    from duroot_stream.local.cluster import LocalCluster
 
     if args.nodes < 1 or args.port is not None or args.security != "plaintext":
         print(
@@ -178,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     runner_command.add_arguments(p)
     p.set_defaults(handler=runner_command.cli_main)
 
-    requester_commands.add_commands(sub)  # begin, send
+    begin_commands.add_commands(sub)  # begin, send
     reader_commands.add_commands(sub)  # get, status, index, events
     dlq_commands.add_commands(sub)  # list, show, replay
 
@@ -187,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     web_command.add_arguments(p)
     p.set_defaults(handler=web_command.cli_main)
 
-    admin_commands.add_commands(sub)  # acls print, acls apply
+    ops_commands.add_commands(sub)  # acls print, acls apply
 
     p = sub.add_parser(
         "run", help="the whole pipeline end to end: local broker, processor, runner, du of PATH"

@@ -22,8 +22,8 @@ from duroot_stream.processor import (
 )
 from duroot_stream.wire import TopicCheckError
 
+from .daemon import probes, start_service
 from .options import EXIT_FAILED, EXIT_OK, EXIT_USAGE, kafka_config
-from .service import probes, start_service
 
 log = logging.getLogger("duroot.processor")
 

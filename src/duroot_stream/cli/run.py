@@ -113,8 +113,8 @@ def run_pipeline(
     host = socket.gethostname() or "localhost"
     with ExitStack() as stack:
         if bootstrap is None:
-            from duroot_stream.broker import LocalBroker
-            from duroot_stream.jars import fetch_jars
+            from duroot_stream.local.broker import LocalBroker
+            from duroot_stream.local.jars import fetch_jars
 
             fetch_jars(err)
             say("starting a local Kafka broker (KRaft, 127.0.0.1) ...")

@@ -11,8 +11,8 @@ from duroot_stream.client import DuRootError
 from duroot_stream.config import ConfigError
 from duroot_stream.runner import DEFAULT_BATCH_BYTES, DEFAULT_BATCH_SIZE, Runner, RunnerSettings, du
 
+from .daemon import probes, start_service
 from .options import kafka_config
-from .service import probes, start_service
 
 log = logging.getLogger("duroot.runner")
 

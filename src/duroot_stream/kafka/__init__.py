@@ -13,7 +13,7 @@ from .clients import (
     position,
     watermarks,
 )
-from .errors import Triage, kafka_error, polled, triage
+from .triage import Triage, kafka_error, polled, triage
 
 __all__ = [
     "METADATA_TIMEOUT_S",

@@ -11,7 +11,7 @@ from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPa
 
 from duroot_stream.config import ConfigError, KafkaConfig
 
-from .errors import Triage, kafka_error, triage
+from .triage import Triage, kafka_error, triage
 
 METADATA_TIMEOUT_S = 10.0
 RETRY_WAIT_S = 0.1

@@ -1,8 +1,8 @@
 """The command processor: consume a command, decide, emit events, index updates and
 a reply, exactly once, in one Kafka transaction."""
 
-from .clients import RETRY_BACKOFF_MAX_MS, RETRY_BACKOFF_MS
 from .faults import PROTECTED_SETTINGS, ProcessorConfigError, stall_hook
+from .kafka_clients import RETRY_BACKOFF_MAX_MS, RETRY_BACKOFF_MS
 from .loop import CONSUME_CHUNK, IDLE_POLL_S, Processor
 from .restore import RESTORE_BATCH, RESTORE_CONSUMER, restore_partitions
 from .settings import (

@@ -29,11 +29,11 @@ from duroot_stream.domain import NO_VC, Command, expiry_command, expiry_records
 from duroot_stream.ids import new_ulid, now_ms
 from duroot_stream.metrics import ProcessorMetrics
 
-from .commands import CommandHandler
+from .engine import CommandHandler
 from .faults import RecordRefused
+from .kafka_transaction import AbortNeeded, Transaction
 from .settings import ProcessorFatal, ProcessorSettings
-from .state import Workflows
-from .transaction import AbortNeeded, Transaction
+from .workflows import Workflows
 
 log = logging.getLogger("duroot.processor")
 

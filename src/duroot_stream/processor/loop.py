@@ -42,14 +42,14 @@ from duroot_stream import metrics as metrics_mod
 from duroot_stream.kafka import partition_count
 from duroot_stream.wire import Codec, TopicCheckError, Topics
 
-from .calls import CallWatch
 from .collector import Collector
-from .commands import CommandHandler
+from .engine import CommandHandler
 from .faults import check_overrides
+from .kafka_transaction import AbortNeeded, Transaction
 from .restore import restore_assigned
 from .settings import KAFKA_TIMEOUT_S, ProcessorFatal, ProcessorSettings
-from .state import Workflows
-from .transaction import AbortNeeded, Transaction
+from .watchdog import CallWatch
+from .workflows import Workflows
 
 log = logging.getLogger("duroot.processor")
 

@@ -2,8 +2,8 @@
 
 from . import du, paths
 from .offsets import OffsetTracker
-from .runner import Runner
-from .settings import DEFAULT_BATCH_BYTES, DEFAULT_BATCH_SIZE, RunnerSettings
+from .runner_settings import DEFAULT_BATCH_BYTES, DEFAULT_BATCH_SIZE, RunnerSettings
+from .service import Runner
 from .workflow import INTERRUPTED
 
 __all__ = [

@@ -32,7 +32,7 @@ from duroot_stream.domain import (
 )
 
 from . import du, paths
-from .settings import RunnerSettings
+from .runner_settings import RunnerSettings
 
 log = logging.getLogger("duroot.runner")
 

@@ -1,16 +1,7 @@
 """Bytes on the wire: schemas, coders, framing, headers, topics, partitioning."""
 
-from .admin import (
-    Replication,
-    TopicCheckError,
-    check_partitions,
-    check_topics,
-    create_topics,
-    partition_problems,
-    wait_visible,
-)
 from .codec import Codec, EventFacts
-from .errors import CodecError
+from .codec_error import CodecError
 from .headers import (
     COMMAND_ID,
     CORRELATION_ID,
@@ -49,6 +40,15 @@ from .headers import (
 )
 from .partitioning import murmur2, partition_for
 from .schemas import NAMESPACE, schemas_dir
+from .topic_admin import (
+    Replication,
+    TopicCheckError,
+    check_partitions,
+    check_topics,
+    create_topics,
+    partition_problems,
+    wait_visible,
+)
 from .topics import (
     DEFAULT_PARTITIONS,
     EventKey,

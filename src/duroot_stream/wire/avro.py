@@ -59,7 +59,7 @@ from .binary import (
     wopt_str,
     wstr,
 )
-from .errors import CodecError
+from .codec_error import CodecError
 
 __all__ = [
     "EventFacts",

@@ -7,7 +7,7 @@ Writers return bytes. Readers take the buffer and a position and return
 
 from __future__ import annotations
 
-from .errors import CodecError
+from .codec_error import CodecError
 
 __all__ = [
     "BYTE",

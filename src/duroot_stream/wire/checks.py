@@ -20,7 +20,7 @@ from duroot_stream.domain import (
     WorkflowIndexEvent,
 )
 
-from .errors import CodecError
+from .codec_error import CodecError
 
 __all__ = [
     "check_command",

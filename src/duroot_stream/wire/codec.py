@@ -50,7 +50,7 @@ from .avro import (
 )
 from .binary import Truncated, wlong, wstr
 from .checks import check_command, check_event, check_index_event, check_reply
-from .errors import CodecError
+from .codec_error import CodecError
 from .headers import EVENT_TYPES, EventHeaders, event_headers, parse_event_headers
 from .schemas import NAMESPACE, Writer, catalog, registry_client, schemas_dir
 

@@ -34,7 +34,7 @@ from duroot_stream.domain import (
 )
 
 from .checks import show, ulid_match, uuid_match
-from .errors import CodecError
+from .codec_error import CodecError
 
 __all__ = [
     "COMMAND_ID",

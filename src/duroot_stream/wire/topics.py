@@ -20,7 +20,7 @@ from duroot_stream.domain import Command, Reply, WorkflowEvent, WorkflowIndexEve
 
 from .checks import show, uuid_match
 from .codec import Codec
-from .errors import CodecError
+from .codec_error import CodecError
 
 DEFAULT_PARTITIONS = 6
 DAY_MS = 24 * 3600 * 1000

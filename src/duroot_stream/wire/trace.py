@@ -7,7 +7,7 @@ import re
 
 from duroot_stream.tracing import TRACEPARENT, TRACESTATE
 
-from .errors import CodecError
+from .codec_error import CodecError
 from .headers import HeaderList, header_text, last_values
 
 __all__ = ["TRACEPARENT", "TRACESTATE", "TRACESTATE_MAX_BYTES", "trace_carrier"]

@@ -1,0 +1,1 @@
+"""Operator tools: the ACLs of each principal, open and hanging transactions."""

@@ -1,0 +1,395 @@
+"""The open Kafka transaction: begin, produce, commit, abort (and undo), retry, triage.
+
+`Transaction` owns the processor's two clients, made when it is constructed:
+the transactional producer, and the consumer whose offsets each transaction
+commits. Kafka errors are sorted by `kafka.triage`, in one place here
+(`Transaction.triage`): RETRY → the same call again; ABORT → `AbortNeeded`,
+which makes the caller abort, rewind the consumer and undo the state changes;
+FATAL → `ProcessorFatal`.
+
+A transactional call that times out, or blocks past its timeout (after a broker
+restart librdkafka can do both for good: issues 5456 and 5511), is not retried:
+the producer is replaced by a new one with the same transactional.id (`renew`),
+whose init_transactions ends the old one's transaction, and the batch is redone,
+or kept if the group's committed offsets show that it committed. A producer that
+saw every broker go away is renewed at the next commit rather than tried.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar, cast
+
+from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
+from prometheus_client import Counter
+
+from duroot_stream.domain import WorkflowState
+from duroot_stream.kafka import Triage, kafka_error, triage
+from duroot_stream.metrics import ProcessorMetrics
+from duroot_stream.tracing import carried
+from duroot_stream.wire import Topics
+
+from .faults import (
+    CONFIG_ERRORS,
+    ProcessorConfigError,
+    fatal_message,
+    record_refused,
+    transaction_failed,
+)
+from .hanging import ABORT_CHECK_INTERVAL_S, HangingMonitor
+from .kafka_clients import TRANSACTION_TIMEOUT_MS, command_consumer, transactional_producer
+from .settings import KAFKA_TIMEOUT_S, ProcessorFatal, ProcessorSettings
+from .watchdog import Call, CallTimedOut, CallWatch, Worker
+from .workflows import Workflows
+
+log = logging.getLogger("duroot.processor")
+
+T = TypeVar("T")
+
+# send_offsets_to_transaction and commit_transaction take milliseconds; one that
+# times out after this long is given up with its producer (see `renew`).
+TXN_CALL_TIMEOUT_S = 6.0
+CALL_GRACE_S = 2.0  # past its own timeout, a call is given up (see calls.py)
+TIMEOUT_CODES = frozenset({KafkaError._TIMED_OUT, KafkaError.REQUEST_TIMED_OUT})
+
+
+class AbortNeeded(Exception):
+    """A transactional call failed with `txn_requires_abort`."""
+
+
+class _TimedOut(Exception):
+    """A transactional call timed out: its outcome is unknown, its producer suspect."""
+
+
+@dataclass
+class Batch:
+    """What the open transaction commits, and what to undo should it abort."""
+
+    started: float = 0.0
+    next_offsets: dict[int, int] = field(default_factory=dict)  # partition -> offset to commit
+    first_offsets: dict[int, int] = field(default_factory=dict)  # partition -> rewind target
+    undo: dict[tuple[int, str], WorkflowState | None] = field(default_factory=dict)
+    commands: int = 0
+    produced: int = 0  # records produced into it
+    issued_at: list[int] = field(default_factory=list)
+    # Metric counts by (metric, labels), added when the transaction commits (so an
+    # aborted and redone batch counts once), one `labels().inc()` per batch.
+    counts: dict[tuple[Counter, tuple[str, ...]], float] = field(default_factory=dict)
+    gc: bool = False  # holds garbage-collection commands
+    misrouted: bool = False  # dead-lettered a command as misrouted
+    # Seconds spent, for the attribution histograms: handling commands (the loop
+    # adds it; produce calls included) and in produce calls alone.
+    handling: float = 0.0
+    producing: float = 0.0
+
+
+class Transaction:
+    def __init__(
+        self,
+        settings: ProcessorSettings,
+        commands_topic: str,
+        metrics: ProcessorMetrics,
+        workflows: Workflows,
+        watch: CallWatch,
+    ) -> None:
+        self._commands_topic = commands_topic
+        self._metrics = metrics
+        self._workflows = workflows
+        self._watch = watch
+        self._abort_before_commit = settings.abort_before_commit
+        self._pause_before_commit = settings.pause_before_commit
+        self._fatal_cause = ""
+        self.open = False
+        self.batch = Batch()
+        self.failed = False  # set when the processor stops on an error: nothing to commit
+        self.gc_aborted = False  # an aborted batch held GC commands: issue them again now
+        self._settings = settings
+        self.renewals = 0  # producers given up for a new one (see `renew`)
+        self._brokers_lost = False  # the producer has seen every broker go away
+        self.producer = self._new_producer()
+        self._worker = Worker("txn-calls")
+        self.consumer = command_consumer(settings, metrics.on_statistics)
+        self.monitor = HangingMonitor(
+            settings.kafka,
+            Topics(settings.kafka.topic_prefix).events,
+            # Not consumer.assignment(): from another thread it blocks while the loop
+            # polls. The restored partitions are the owned ones (list() holds the GIL).
+            lambda: sorted(list(workflows.by_partition)),
+            metrics,
+            limit_s=TRANSACTION_TIMEOUT_MS / 1000 + ABORT_CHECK_INTERVAL_S,
+        )
+        self.monitor.start()
+
+    def _new_producer(self) -> Producer:
+        renewal = self.renewals
+        return transactional_producer(
+            self._settings, lambda error: self._on_producer_error(error, renewal)
+        )
+
+    def init(self) -> None:
+        producer = self.producer
+        self.retry("init_transactions", lambda: producer.init_transactions(KAFKA_TIMEOUT_S))
+        producer.poll(0)  # errors from before it could reach the brokers are stale now
+        self._brokers_lost = False
+
+    def renew(self, why: str) -> None:
+        """Replace the producer with a new one of the same transactional.id.
+
+        Its `init_transactions` makes the coordinator end the old producer's open
+        transaction (abort it, or finish a commit already begun) before it answers,
+        and fences the old producer, so nothing it still has in flight can land."""
+        self.renewals += 1  # first: the old producer's errors are ignored from now on
+        log.warning("renewing the producer", extra={"reason": why, "renewals": self.renewals})
+        old, self.producer = self.producer, self._new_producer()
+        self._worker.close()  # a call stuck in it stays behind with the old producer
+        self._worker = Worker("txn-calls")
+        self._metrics.producer_renewals.inc()
+        # Destroying a client whose requests hang can block: let a thread do it.
+        threading.Thread(target=_discard, args=(old,), name="discard-producer", daemon=True).start()
+        del old
+        self.init()
+
+    def close(self) -> None:
+        self._worker.close()
+        self.monitor.stop()
+        # Leaves the group; on_revoke runs and finds nothing to commit.
+        self.consumer.close()
+        if not self.failed:  # a fenced producer has nothing left to deliver
+            self.producer.flush(5)
+
+    def _on_producer_error(self, error: KafkaError, renewal: int) -> None:
+        if renewal != self.renewals:  # an abandoned producer's (fenced, say)
+            return
+        # A fatal error reaches later calls only as a generic _FATAL: keep the cause.
+        if error.fatal():
+            self._fatal_cause = str(error)
+        # Every broker was away (a restart): the next commit would likely block in
+        # librdkafka (issue 5456), so the producer is renewed before it instead.
+        self._brokers_lost = self._brokers_lost or error.code() == KafkaError._ALL_BROKERS_DOWN
+        log.warning("producer error", extra={"error": str(error)})
+
+    # --- the transaction ----------------------------------------------------------
+
+    def begin(self) -> Batch:
+        if not self.open:
+            self.retry("begin_transaction", self.producer.begin_transaction)
+            self.open = True
+            self.batch = Batch(started=time.monotonic())
+        return self.batch
+
+    def count(self, counter: Counter, *labels: str, amount: float = 1) -> None:
+        """`counter.labels(*labels).inc(amount)` when the open transaction commits."""
+        counts = self.batch.counts
+        key = (counter, labels)
+        counts[key] = counts.get(key, 0) + amount
+
+    def produce(
+        self,
+        topic: str,
+        partition: int,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Sequence[tuple[str, bytes | None]] | None,
+    ) -> None:
+        producer = self.producer
+        # confluent-kafka's stub wants a list of str-or-bytes values: ours is one.
+        record_headers = cast("list[tuple[str, str | bytes | None]] | None", carried(headers))
+        started = time.perf_counter()
+        while True:
+            try:
+                producer.produce(topic, value, key, partition=partition, headers=record_headers)
+                self.batch.produced += 1
+                self.batch.producing += time.perf_counter() - started
+                return
+            except BufferError:
+                producer.poll(0.05)  # the local queue is full: let it drain
+            except (KafkaException, ValueError, TypeError) as exc:
+                refused = record_refused(exc)  # this record's fault: its command's to handle
+                if refused is not None:
+                    raise refused from None
+                if not isinstance(exc, KafkaException):
+                    raise
+                failed = transaction_failed(exc)
+                if failed is not None:
+                    raise AbortNeeded(f"produce: {failed}") from None
+                self.triage("produce", exc)  # returns only when retriable
+                time.sleep(0.05)
+
+    def commit(self) -> bool:
+        """Commit the open transaction with the consumed offsets; False if it aborted."""
+        if not self.open:
+            return True
+        batch, producer, consumer = self.batch, self.producer, self.consumer
+        offsets = [
+            TopicPartition(self._commands_topic, p, o) for p, o in batch.next_offsets.items()
+        ]
+        try:
+            if self._abort_before_commit and self._abort_before_commit():
+                raise AbortNeeded("injected by abort_before_commit")
+            producer.poll(0)  # serves error_cb
+            if self._brokers_lost:
+                raise _TimedOut("every broker went away during the transaction")
+            sending = time.perf_counter()
+            if offsets:
+                # Read here, not in the worker: a consumer call from another thread
+                # blocks while this one is inside poll (a rebalance callback commits).
+                group = consumer.consumer_group_metadata()
+                self.retry(
+                    "send_offsets_to_transaction",
+                    lambda: producer.send_offsets_to_transaction(
+                        offsets, group, TXN_CALL_TIMEOUT_S
+                    ),
+                    timeouts=False,
+                )
+            if self._pause_before_commit:
+                self._pause_before_commit()
+            committing = time.perf_counter()
+            try:
+                self.retry(
+                    "commit_transaction",
+                    lambda: producer.commit_transaction(TXN_CALL_TIMEOUT_S),
+                    timeouts=False,
+                )
+            except _TimedOut as exc:
+                if not self._committed_after_renew(str(exc), offsets):
+                    self._undo()
+                    return False
+            committed = time.perf_counter()
+        except _TimedOut as exc:  # before the commit: the new producer aborted it
+            self.renew(str(exc))
+            self._undo()
+            return False
+        except AbortNeeded as exc:
+            self.abort(str(exc))
+            return False
+        self.open = False
+        metrics = self._metrics
+        now = time.time()
+        for (counter, labels), amount in batch.counts.items():
+            counter.labels(*labels).inc(amount)
+        metrics.transactions.labels("committed").inc()
+        metrics.batch_size.observe(batch.commands)
+        metrics.batch_duration.observe(time.monotonic() - batch.started)
+        metrics.decide_duration.observe(max(0.0, batch.handling - batch.producing))
+        metrics.produce_duration.observe(batch.producing)
+        metrics.send_offsets_duration.observe(committing - sending)
+        metrics.commit_duration.observe(committed - committing)
+        observe = metrics.command_latency.observe
+        for issued_at in batch.issued_at:
+            observe(max(0.0, now - issued_at / 1000))
+        self._workflows.publish()
+        return True
+
+    def _committed_after_renew(self, why: str, offsets: list[TopicPartition]) -> bool:
+        """After commit_transaction timed out: renew the producer (which ends the
+        transaction one way or the other), then read the group's committed offsets,
+        part of the same transaction, to learn which way."""
+        self.renew(why)
+        if not offsets:
+            raise ProcessorFatal(
+                f"{why}; a transaction without consumed offsets (garbage collection) "
+                "cannot be checked for its outcome: exiting, a restart restores the state"
+            )
+        try:
+            found = self.consumer.committed(offsets, timeout=KAFKA_TIMEOUT_S)
+        except KafkaException as exc:
+            raise ProcessorFatal(
+                f"{why}; the committed offsets could not be read ({exc}): exiting, "
+                "a restart restores the state"
+            ) from None
+        wanted = {tp.partition: tp.offset for tp in offsets}
+        same = [tp.offset == wanted[tp.partition] for tp in found]
+        if all(same):
+            log.warning("the timed-out transaction committed", extra={"reason": why})
+            return True
+        if not any(same):
+            return False
+        raise ProcessorFatal(
+            f"{why}; the committed offsets match the transaction's on some partitions "
+            "only: exiting, a restart restores the state"
+        )
+
+    def abort(self, why: str) -> None:
+        """Abort the open transaction, rewind the consumer, undo the state changes."""
+        batch, producer = self.batch, self.producer
+        log.warning("aborting transaction", extra={"reason": why, "commands": batch.commands})
+        try:
+            self.retry(
+                "abort_transaction",
+                lambda: producer.abort_transaction(TXN_CALL_TIMEOUT_S),
+                timeouts=False,
+            )
+        except _TimedOut as exc:
+            self.renew(str(exc))  # the new producer's init aborts it
+        except AbortNeeded as exc:
+            raise ProcessorFatal(f"abort_transaction failed: {exc}") from None
+        self._undo()
+
+    def _undo(self) -> None:
+        """The open transaction is aborted: rewind the consumer, undo the state changes."""
+        batch = self.batch
+        self.open = False
+        self.gc_aborted = self.gc_aborted or batch.gc
+        self._workflows.undo(batch.undo)
+        assignment = {tp.partition for tp in self.consumer.assignment()}
+        for partition, offset in batch.first_offsets.items():
+            if partition in assignment:
+                self.consumer.seek(TopicPartition(self._commands_topic, partition, offset))
+        self._metrics.transactions.labels("aborted").inc()  # its counts are dropped with it
+
+    # --- calls and errors ----------------------------------------------------------
+
+    def retry(self, what: str, call: Callable[[], T], timeouts: bool = True) -> T:
+        """Run a transactional call; retriable errors are retried, the rest triaged.
+        With `timeouts` False a timeout raises `_TimedOut` instead of a retry."""
+        delay = 0.1
+        self._watch.call = Call(what, time.monotonic())
+        try:
+            while True:
+                try:
+                    if timeouts:
+                        return call()
+                    return self._worker.run(call, TXN_CALL_TIMEOUT_S + CALL_GRACE_S)
+                except CallTimedOut as exc:  # blocked past its own timeout (issue 5456)
+                    raise _TimedOut(f"{what}: {exc}") from None
+                except KafkaException as exc:
+                    error = kafka_error(exc)
+                    if not timeouts and error is not None and error.code() in TIMEOUT_CODES:
+                        raise _TimedOut(f"{what}: {error}") from None
+                    self.triage(what, exc)
+                    time.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+        finally:
+            self._watch.call = None
+
+    def triage(self, what: str, exc: KafkaException) -> None:
+        """Return = retry; raise `AbortNeeded` or `ProcessorFatal` otherwise."""
+        error = kafka_error(exc)
+        verdict = Triage.FATAL if error is None else triage(error)
+        if verdict is Triage.RETRY:
+            log.warning(
+                "retriable Kafka error, retrying", extra={"call": what, "error": str(error)}
+            )
+            return
+        if verdict is Triage.ABORT:
+            raise AbortNeeded(f"{what}: {error}")
+        if not self._fatal_cause:
+            try:
+                self.producer.poll(0)  # serves error_cb, which records the fatal cause
+            except KafkaException as fatal:
+                self._fatal_cause = str(fatal.args[0])
+        message = fatal_message(what, exc, error, self._fatal_cause)
+        if error is not None and error.code() in CONFIG_ERRORS:
+            raise ProcessorConfigError(message)
+        raise ProcessorFatal(message)
+
+
+def _discard(producer: Producer) -> None:
+    """Drop what an abandoned producer still holds; it is destroyed when this returns."""
+    with contextlib.suppress(KafkaException, RuntimeError):
+        producer.purge(in_queue=True, in_flight=True)

@@ -1,0 +1,171 @@
+"""A zombie's late commit is not missed by the instance that took its partitions over
+(Kafka Streams' KAFKA-10167).
+
+KIP-447 fences a zombie when it sends its offsets with an old group generation, but
+`commit_transaction` (EndTxn) checks no generation: an instance that stalls between
+the two while the group moves its partitions on can still commit. Here the instance
+"zombie" stalls there (the `pause_before_commit` hook blocks its loop thread while
+librdkafka's threads go on), its consumer leaves the group once
+`max.poll.interval.ms` has passed without a poll (what librdkafka does for a stalled
+application), the group gives its partitions to "heir", and only once the heir has
+begun restoring them (or is waiting for the zombie's transaction) does the zombie
+resume and commit. The reliability verifier then replays every command through the
+domain core: nothing lost, nothing duplicated, every vid chain intact.
+
+With the old restore (read to the last stable offset) the heir's state lacks the
+zombie's events while its consumer resumes after the zombie's commands: its next
+events reuse their seq numbers and break the chain, and the verifier says so.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from dataclasses import replace
+
+import pytest
+
+from duroot_stream.config import KafkaConfig
+from duroot_stream.domain import Append, Commit, Init, PathUsage
+from duroot_stream.processor import Processor
+from duroot_stream.wire import partition_for
+from tests.kafka_helpers import wait_until
+from tests.processor_harness import PARTITIONS, Requester, command, running_processor
+from tests.reliability.verify import replay
+
+pytestmark = pytest.mark.broker
+
+REGISTRY = str(uuid.uuid4())
+# The zombie: out of the group 6 s after its loop stops polling (librdkafka leaves
+# the group itself then), its transaction allowed to live far longer, so that the
+# late commit succeeds (with the default timeout the coordinator might abort it).
+ZOMBIE_SETTINGS = {
+    "session.timeout.ms": "6000",
+    "max.poll.interval.ms": "6000",
+    "transaction.timeout.ms": "60000",
+}
+RESTORE_LOGS = ("partitions restored", "restore waiting for an open transaction")
+
+
+def workflow_per_partition(partitions: int) -> list[str]:
+    """One workflow id for each partition."""
+    found: dict[int, str] = {}
+    while len(found) < partitions:
+        wf = str(uuid.uuid4())
+        found.setdefault(partition_for(wf, partitions), wf)
+    return [found[p] for p in range(partitions)]
+
+
+class _Logs(logging.Handler):
+    """The processor log records, as they come (both instances run in this process)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def restores_since(self, mark: int, partitions: set[int]) -> list[str]:
+        """Restore logs since record `mark` naming one of `partitions`."""
+        return [
+            r.getMessage()
+            for r in self.records[mark:]
+            if r.getMessage() in RESTORE_LOGS and partitions & set(getattr(r, "partitions", ()))
+        ]
+
+
+def owned(processor: Processor) -> set[int]:
+    """The partitions a processor holds (restored, not revoked)."""
+    return set(processor._workflows.by_partition)
+
+
+def test_a_zombie_commit_after_its_partitions_moved_is_neither_lost_nor_doubled(
+    kafka: KafkaConfig, requester: Requester, capsys: pytest.CaptureFixture[str]
+) -> None:
+    armed, paused, resume = threading.Event(), threading.Event(), threading.Event()
+
+    stalls: list[float] = []
+
+    def stall() -> None:  # the zombie's loop thread, between send_offsets and commit
+        if armed.is_set():
+            armed.clear()
+            stalls.append(time.monotonic())
+            paused.set()
+            resume.wait(180)
+
+    logs = _Logs()
+    logger = logging.getLogger("duroot.processor")
+    logger.addHandler(logs)
+    level = logger.level
+    logger.setLevel(logging.INFO)  # the restore's own log lines are INFO
+    workflows = workflow_per_partition(PARTITIONS)
+    everything = set(range(PARTITIONS))
+    zombie_kafka = replace(kafka, overrides=ZOMBIE_SETTINGS)
+    try:
+        with running_processor(zombie_kafka, instance_id="zombie", pause_before_commit=stall) as z:
+            for wf in workflows:
+                assert requester.request(command(wf, Init(REGISTRY, "/g/" + wf, "h", "/r"))).ok
+                assert requester.request(command(wf, Append((PathUsage("before", 1),)))).ok
+            with running_processor(kafka, instance_id="heir") as heir:
+                wait_until(
+                    lambda: owned(z) and owned(heir) and owned(z) | owned(heir) == everything,
+                    timeout=60,
+                    what="the partitions shared out",
+                )
+                # An Append to every workflow: the zombie's next transaction holds some
+                # of them, and stalls before its commit.
+                armed.set()
+                during = [
+                    requester.send(command(wf, Append((PathUsage("during", 2),))))
+                    for wf in workflows
+                ]
+                wait_until(paused.is_set, timeout=60, what="the zombie to stall before its commit")
+                stalled_at, mark, zombies = time.monotonic(), len(logs.records), owned(z)
+                committed = z.metrics.transactions.labels("committed")._value.get()
+                # Its consumer leaves the group (max.poll.interval.ms); the heir gets
+                # its partitions and restores them, or waits for the open transaction.
+                restores = wait_until(
+                    lambda: logs.restores_since(mark, zombies),
+                    timeout=120,
+                    what="the heir to take the zombie's partitions over",
+                )
+                took_over_s = time.monotonic() - stalled_at
+                resume.set()  # the zombie wakes up and commits
+                wait_until(
+                    lambda: (
+                        z.metrics.transactions.labels("committed")._value.get() > committed
+                        or z.failed
+                    ),
+                    timeout=60,
+                    what="the zombie's late commit",
+                )
+                late_commit = "committed" if not z.failed else "failed"
+                for corr in during:
+                    requester.wait_reply(corr, timeout=120)
+                # Whoever owns each workflow now: two more commands each, chained on
+                # whatever state it holds.
+                for wf in workflows:
+                    assert requester.request(
+                        command(wf, Append((PathUsage("after", 3),))), timeout=120
+                    ).ok
+                    assert requester.request(command(wf, Commit()), timeout=120).ok
+                heir_restored = heir.workflow_count()
+    finally:
+        logger.removeHandler(logs)
+        logger.setLevel(level)
+        resume.set()
+    report = replay(kafka)
+    with capsys.disabled():
+        print(
+            f"\n[zombie] partitions {sorted(zombies)} taken over {took_over_s:.1f} s after the "
+            f"stall ({restores[0]!r}); "
+            f"late commit {late_commit}; heir holds {heir_restored} workflows; {report.summary()}"
+        )
+    assert len(stalls) == 1, f"{len(stalls)} stalls injected, not one"
+    assert late_commit == "committed", "the zombie's late commit did not go through"
+    assert report.commands == 5 * len(workflows) and report.missing_replies == 0
+    assert report.lost == 0 and report.duplicated == 0, report.problems
+    assert report.problem_count == 0, "\n".join(report.problems)
