@@ -1,4 +1,4 @@
-"""Where a transaction's time goes (issue 17): every committed transaction is observed
+"""Where a transaction's time goes: every committed transaction is observed
 once in each attribution histogram, and an aborted one in none."""
 
 from __future__ import annotations
