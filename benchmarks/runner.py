@@ -42,8 +42,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from duroot_stream.cli.main import build_parser
 from duroot_stream.cli.runner import settings_from_args
-from duroot_stream.client import DuRootClient
-from duroot_stream.client.readers import DuRootReader
+from duroot_stream.client import DuRootClient, DuRootReader
 from duroot_stream.config import KafkaConfig
 from duroot_stream.domain import PathUsage
 from duroot_stream.local.broker import LocalBroker

@@ -227,6 +227,6 @@ def read_lines(stream: IO[bytes], end: bytes = b"\n") -> Iterator[PathUsage]:
         except UnicodeDecodeError:
             raise ValueError(
                 f"line {number}: the path is not UTF-8 (paths are stored as UTF-8 text; "
-                "the runner escapes other bytes with duroot_stream.runner.du.escape_path)"
+                "the runner escapes other bytes with duroot_stream.runner.paths.escape_path)"
             ) from None
         yield PathUsage(text, int(usage))

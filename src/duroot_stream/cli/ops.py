@@ -7,7 +7,7 @@ import argparse
 import sys
 from typing import Any
 
-from duroot_stream.local.broker import BrokerError
+from duroot_stream.local import BrokerError
 from duroot_stream.ops import transactions
 from duroot_stream.ops.acls import (
     PROCESSOR_GROUP,
