@@ -6,6 +6,7 @@ import argparse
 import signal
 import threading
 import time
+from typing import TypeAlias
 
 from confluent_kafka import KafkaError
 from confluent_kafka.admin import AdminClient
@@ -19,6 +20,8 @@ EXIT_USAGE = 2  # bad arguments or configuration
 EXIT_UNAVAILABLE = 3  # Kafka or the processor did not answer in time
 EXIT_INCOMPLETE = 4  # `get`: the workflow has not completed (yet, or within --wait TIMEOUT)
 
+# What each cli module's `add_commands(sub)` registers its subcommands on.
+Subcommands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 PROBE_TIMEOUT_S = 10.0
 # librdkafka retries these for ever, and a service waiting on metadata would only
