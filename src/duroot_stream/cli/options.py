@@ -47,7 +47,7 @@ def kafka_config(args: argparse.Namespace, *, probe: bool = True) -> KafkaConfig
 def check_credentials(config: KafkaConfig, timeout: float = PROBE_TIMEOUT_S) -> None:
     """`ConfigError` naming the cause when the brokers refuse our TLS or SASL settings.
     An unreachable cluster is not decided here: the command's own retries and
-    timeouts handle that as before."""
+    timeouts handle that."""
     refused: list[KafkaError] = []
     admin = AdminClient(config.client(error_cb=refused.append))
     future = admin.describe_cluster(request_timeout=timeout)

@@ -313,7 +313,7 @@ def parse_reply_route(headers: HeaderList | None) -> ReplyRoute | RouteError:
             raise CodecError(
                 f"bad reply route header {REPLY_TOPIC!r}: {show(name)} is not a Kafka topic name"
             )
-        partition = found.get(REPLY_PARTITION, "0")  # absent: partition 0, as before
+        partition = found.get(REPLY_PARTITION, "0")  # a topic without a partition: its partition 0
         number = header_text("reply route", REPLY_PARTITION, partition)
         return ReplyRoute(
             name, _number("reply route", REPLY_PARTITION, number, _INT32_MAX), correlation_id
