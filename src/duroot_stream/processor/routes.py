@@ -13,8 +13,8 @@ command on, after any start. A topic a listing did not show is refused without
 asking again for `MISSED_S`, and listings for routes that miss take tokens from
 one bucket (`LISTING_BURST`, refilled at `LISTINGS_PER_S`): a flood of names that
 do not exist asks the broker no more often than that. Never `list_topics(topic)`:
-librdkafka keeps a handle for each topic so asked and asks the broker about every
-one of them, about once a second, for as long as the client lives.
+librdkafka then keeps a handle for every topic so asked, and asks the broker about
+all of them twice a second from then on.
 """
 
 from __future__ import annotations
