@@ -40,7 +40,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from duroot_stream import metrics as metrics_mod
 from duroot_stream.kafka import partition_count
-from duroot_stream.wire import Codec, TopicCheckError, Topics
+from duroot_stream.wire import Codec, Topics, start_partition_counts
 
 from .collector import Collector
 from .engine import CommandHandler
@@ -129,7 +129,7 @@ class _Loop:
         self._workflows = processor._workflows
         self._txn = txn
         self._consumer = txn.consumer
-        self._partitions = check_topics(txn.consumer, topics)
+        self._partitions = start_partition_counts(txn.consumer, topics, KAFKA_TIMEOUT_S)
         self._handler = CommandHandler(
             txn, self._workflows, self._codec, topics, self._partitions, self._metrics, settings
         )
@@ -285,27 +285,6 @@ class _Loop:
         dropped = self._workflows.drop(tp.partition for tp in partitions)
         if dropped:
             log.info("partitions revoked", extra={"partitions": dropped})
-
-
-def check_topics(consumer: Consumer, topics: Topics) -> dict[str, int]:
-    """The partition count of each topic; `TopicCheckError` if one is missing or
-    commands and events are not co-partitioned."""
-    md = consumer.list_topics(timeout=KAFKA_TIMEOUT_S)
-    counts: dict[str, int] = {}
-    for name in (topics.commands, topics.events, topics.index, topics.replies, topics.dlq):
-        topic = md.topics.get(name)
-        if topic is None or topic.error is not None:
-            raise TopicCheckError(
-                f"topic {name} is missing (create it with `duroot-stream topics create`)"
-            )
-        counts[name] = len(topic.partitions)
-    if counts[topics.commands] != counts[topics.events]:
-        raise TopicCheckError(
-            f"partitions: {topics.commands} has {counts[topics.commands]} but "
-            f"{topics.events} has {counts[topics.events]}; they must be equal "
-            "(events are co-partitioned with commands); refusing to start"
-        )
-    return counts
 
 
 def _count_changed(topic: str, started: int, now: str) -> str:
