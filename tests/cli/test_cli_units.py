@@ -13,11 +13,11 @@ import pytest
 from duroot_stream.cli import begin as begin_cli
 from duroot_stream.cli import main as cli
 from duroot_stream.cli import options
-from duroot_stream.cli.begin import Root, load_roots, read_lines
+from duroot_stream.cli.begin import read_lines
 from duroot_stream.cli.output import human_size, iso_time, print_du, print_table, printable
 from duroot_stream.cli.reader import event_type
 from duroot_stream.cli.values import duration_s
-from duroot_stream.client import DuResult
+from duroot_stream.client import DuResult, Root, load_roots
 from duroot_stream.domain import (
     EVENT_EPOCH,
     DuRootCommitted,

@@ -20,12 +20,15 @@ from duroot_stream.wire import (
 )
 
 from . import begin as begin_commands
+from . import diff as diff_commands
 from . import dlq as dlq_commands
+from . import exporter as exporter_command
 from . import ops as ops_commands
 from . import processor as processor_command
 from . import reader as reader_commands
 from . import run as run_command
 from . import runner as runner_command
+from . import schedule as schedule_command
 from . import web as web_command
 from .options import (
     EXIT_FAILED,
@@ -181,12 +184,15 @@ def build_parser() -> argparse.ArgumentParser:
     begin_commands.add_commands(sub)  # begin, send
     reader_commands.add_commands(sub)  # get, status, index, events
     dlq_commands.add_commands(sub)  # list, show, replay
+    diff_commands.add_commands(sub)  # diff
 
     p = sub.add_parser("serve", help="the web view: workflows, du results, live progress")
     kafka_options(p)
     web_command.add_arguments(p)
     p.set_defaults(handler=web_command.cli_main)
 
+    exporter_command.add_commands(sub)  # exporter
+    schedule_command.add_commands(sub)  # schedule
     ops_commands.add_commands(sub)  # acls print, acls apply
 
     p = sub.add_parser(
