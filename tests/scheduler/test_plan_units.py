@@ -52,7 +52,11 @@ def test_the_workflow_id_is_a_uuid5_of_root_and_period() -> None:
 
 @pytest.mark.parametrize(
     ("every", "spread", "message"),
-    [(999, 0, "at least 1 s"), (HOUR, HOUR + 1, "between 0 and the period"), (HOUR, -1, "between 0 and the period")],
+    [
+        (999, 0, "at least 1 s"),
+        (HOUR, HOUR + 1, "between 0 and the period"),
+        (HOUR, -1, "between 0 and the period"),
+    ],
 )
 def test_bad_plans_are_refused(every: int, spread: int, message: str) -> None:
     with pytest.raises(ValueError, match=message):
