@@ -240,3 +240,49 @@ def test_nogs_flags_parse() -> None:
     assert args.follow and args.from_now
     assert parser.parse_args(["get", "x", "--wait", "5m"]).wait == 300.0
     assert parser.parse_args(["get", "x", "--wait"]).wait == -1.0
+
+
+ROOTS_FILE = f'[roots."/g/a"]\nregistry_id = "{REG.upper()}"\nhost = "h"\nhost_root = "/srv/a"\n'
+
+
+def test_schedule_reads_its_settings(tmp_path: Path) -> None:
+    from duroot_stream.cli.schedule import settings_from_args
+
+    path = tmp_path / "roots.toml"
+    path.write_text(ROOTS_FILE)
+    args = cli.build_parser().parse_args(
+        ["schedule", "--roots-file", str(path), "--every", "6h", "--spread", "1h30m"]
+    )
+    settings = settings_from_args(args)
+    assert settings.plan.every_ms == 6 * 3_600_000 and settings.plan.spread_ms == 5_400_000
+    assert settings.roots["/g/a"].registry_id == REG  # canonical, as the Init needs it
+    default = settings_from_args(
+        cli.build_parser().parse_args(["schedule", "--roots-file", str(path)])
+    )
+    assert default.plan.every_ms == default.plan.spread_ms == 24 * 3_600_000
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["exporter", "--max-depth", "-1"], "--max-depth must be 0 or more"),
+        (["exporter", "--max-series", "0"], "--max-series must be 1 or more"),
+        (["schedule", "--roots-file", "{missing}"], "--roots-file: "),
+        (["schedule", "--roots-file", "{roots}", "--every", "1h", "--spread", "2h"], "spread"),
+        (["schedule", "--roots-file", "{roots}", "--every", "10ms"], "at least 1 s"),
+        (["schedule", "--roots-file", "{bad}"], "/g/a: registry id 'x' is not a UUID"),
+    ],
+)
+def test_exporter_and_schedule_refuse_bad_settings(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    (tmp_path / "roots.toml").write_text(ROOTS_FILE)
+    (tmp_path / "bad.toml").write_text(ROOTS_FILE.replace(REG.upper(), "x"))
+    files = {
+        "{missing}": str(tmp_path / "nope.toml"),
+        "{roots}": str(tmp_path / "roots.toml"),
+        "{bad}": str(tmp_path / "bad.toml"),
+    }
+    argv = [files.get(a, a) for a in argv]
+    assert cli.main([*argv, "-b", "127.0.0.1:1"]) == options.EXIT_USAGE
+    assert message in capsys.readouterr().err

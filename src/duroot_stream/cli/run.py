@@ -171,7 +171,8 @@ def run_pipeline(
             progress=_progress(say, stop),
         )
         say(f"workflow complete: {len(result.lines)} lines, status {result.status_code}")
-        exporter.wait_for(begun.workflow_id, EXPORTER_CATCH_UP_S)
+        if not exporter.wait_for(begun.workflow_id, EXPORTER_CATCH_UP_S):
+            say(f"warning: the exporter had not read the run after {EXPORTER_CATCH_UP_S:.0f} s")
         say(
             f"metrics: processor http://127.0.0.1:{processor_port}/metrics, "
             f"runner http://127.0.0.1:{runner_port}/metrics, "

@@ -150,6 +150,8 @@ def _percent(r: PathChange) -> str:
         return "new"
     if r.after is None:
         return "gone"
+    if r.change == 0:
+        return "0%"
     return "" if r.ratio is None else f"{r.ratio:+.0%}"
 
 
