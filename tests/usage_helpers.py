@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Protocol, TypeVar
 
+from duroot_stream.client import DuRootReader
 from duroot_stream.config import KafkaConfig
 from duroot_stream.domain import DuRootStarted
-from duroot_stream.wire import Codec, Topics
-from tests.kafka_helpers import read_all, wait_until
+from tests.kafka_helpers import wait_until
 
 START_TIMEOUT_S = 60.0
 
@@ -57,13 +57,24 @@ def running(service: S, what: str) -> Iterator[S]:
 
 def inits_applied(kafka: KafkaConfig) -> dict[str, list[str]]:
     """Global root -> the workflows begun for it: one STARTED event per Init applied."""
-    codec = Codec()
     begun: dict[str, list[str]] = {}
-    for msg in read_all(kafka.bootstrap_servers, Topics(kafka.topic_prefix).events):
-        value = msg.value()
-        if value is None:
-            continue
-        event = codec.decode_event(value)
-        if type(event.payload) is DuRootStarted:
+    for stored in DuRootReader(kafka).events():
+        event = stored.event
+        if event is not None and type(event.payload) is DuRootStarted:
             begun.setdefault(event.payload.global_root, []).append(event.workflow_id)
     return begun
+
+
+def inits_once_visible(kafka: KafkaConfig, expected: Mapping[str, int]) -> dict[str, list[str]]:
+    """`inits_applied` once it shows at least `expected` Inits per root. A reply is read
+    once its transaction commits, but Kafka writes the commit markers of the other
+    partitions of that transaction a moment later: until then a read_committed reader
+    stops short of them."""
+
+    def enough() -> dict[str, list[str]] | None:
+        begun = inits_applied(kafka)
+        return begun if all(len(begun.get(k, [])) >= n for k, n in expected.items()) else None
+
+    found = wait_until(enough, timeout=START_TIMEOUT_S, what=f"the Inits applied: {expected}")
+    assert found is not None
+    return found

@@ -172,8 +172,11 @@ def make_tree(tree: Path) -> None:
 
 
 def grow(tree: Path, step: int) -> None:
-    """Directory `a` grows by 400 kB a step: the root by more than the alert's share."""
-    (tree / "a" / f"more{step}").write_bytes(b"y" * 400_000)
+    """Directory `a` grows by 400 kB a step: the root by more than the alert's share. The
+    file is written beside the tree and moved in, so no du sees half of it."""
+    staged = tree.parent.parent / f"more{step}"
+    staged.write_bytes(b"y" * 400_000)
+    staged.rename(tree / "a" / staged.name)
 
 
 def distinct(values: list[float]) -> list[float]:
@@ -225,14 +228,17 @@ def test_scheduled_runs_of_a_growing_tree_in_prometheus_and_the_dashboard(
             start = time.time()
             with running(scheduler, "scheduler"):
                 sizes = measure_three_sizes(tree, exporter)
+                # One run more of the same tree: the last size holds for a period.
+                following = next_run(exporter.port, completed(scrape(exporter.port), GROWING))
+                assert usage_of(following, GROWING) == sizes[-1]
                 wait_until(
-                    lambda: _instant(prom, _root_expr(".")) == sizes[-1]["."],
+                    lambda: _instant(prom, _stamp_expr()) == completed(following, GROWING),
                     timeout=RUN_S,
-                    what="Prometheus to scrape the third size",
+                    what="Prometheus to scrape the last run",
                 )
             end = time.time() + 1  # a range query's last step falls at or before its end
             prometheus_shows_each_size(prom, sizes, start, end)
-            answers = every_panel_answers(prom, start)
+            answers = every_panel_answers(prom, start, end)
     draw(answers, sizes, end - start, screenshots, browser)
     growth_alert_fires_for(sizes)
 
@@ -246,12 +252,15 @@ def prometheus_shows_each_size(
         assert distinct(values) == distinct([s[path] for s in sizes]), (path, values)
     assert len(distinct([s["a"] for s in sizes])) == 3
     # Nothing older was ever served again: not across the exporter's restart either.
-    stamp = f'max(duroot_usage_completed_timestamp_seconds{{root="{GROWING}"}})'
-    stamps = series_values(query_range(prom, stamp, start, end))
+    stamps = series_values(query_range(prom, _stamp_expr(), start, end))
     assert stamps == sorted(stamps)
     # The root du may not run in failed at every run.
     failing = f'max(duroot_usage_failed_runs_in_a_row{{root="{FAILING}"}})'
     assert max(series_values(query_range(prom, failing, start, end))) >= 2
+
+
+def _stamp_expr() -> str:
+    return f'max(duroot_usage_completed_timestamp_seconds{{root="{GROWING}"}})'
 
 
 def _root_expr(path: str) -> str:
@@ -305,14 +314,15 @@ def restart(exporter: ExporterProcess, served: Samples) -> None:
     assert completed(restarted, GROWING) >= completed(served, GROWING)
 
 
-def every_panel_answers(prom: int, start: float) -> dict[str, list[dict[str, Any]]]:
+def every_panel_answers(prom: int, start: float, end: float) -> dict[str, list[dict[str, Any]]]:
+    """Each panel expression's `query_range` from `start` to `end` (or now, if later)."""
     targets = dashboard_targets()
     answers: dict[str, list[dict[str, Any]]] = {}
 
     def all_answer() -> bool:
         for _, _, expr in targets:
             if not has_data(answers.get(expr, [])):
-                answers[expr] = query_range(prom, expr, start - 5, time.time())
+                answers[expr] = query_range(prom, expr, start - 5, max(end, time.time()))
         return all(has_data(answers[e]) for _, _, e in targets)
 
     try:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field, fields
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -40,85 +39,79 @@ class UsageCollector(Collector):
         yield from f.all()
 
 
-def _root_gauge(name: str, doc: str) -> GaugeMetricFamily:
-    return GaugeMetricFamily(name, doc, labels=ROOT_LABELS)
+# Per root: the key `fill` uses, the name, the help.
+_ROOT_GAUGES = (
+    (
+        "completed",
+        "duroot_usage_completed_timestamp_seconds",
+        "When the latest completed du of the root (the one duroot_usage_bytes shows) ended.",
+    ),
+    (
+        "lines",
+        "duroot_usage_lines",
+        "du lines of the latest completed du of the root (all depths).",
+    ),
+    (
+        "status",
+        "duroot_usage_last_run_status_code",
+        "Outcome of the root's last run: 0 completed, else failed with this status code.",
+    ),
+    (
+        "duration",
+        "duroot_usage_last_run_duration_seconds",
+        "Duration of the root's last run (from its STARTED to its COMPLETED event).",
+    ),
+    (
+        "ended",
+        "duroot_usage_last_run_timestamp_seconds",
+        "When the root's last run ended, completed or failed.",
+    ),
+    (
+        "failures",
+        "duroot_usage_failed_runs_in_a_row",
+        "Failed runs of the root since its last completed one (among the runs kept).",
+    ),
+)
 
 
-@dataclass
 class _Families:
     """One scrape's families, filled from the table."""
 
-    usage: GaugeMetricFamily = field(
-        default_factory=lambda: GaugeMetricFamily(
+    def __init__(self) -> None:
+        self.usage = GaugeMetricFamily(
             "duroot_usage_bytes",
             "Disk usage of a path (relative to the root; '.' is the root) in the latest "
             "completed du of the root, down to the exporter's --max-depth.",
             labels=[*ROOT_LABELS, "path"],
         )
-    )
-    completed: GaugeMetricFamily = field(
-        default_factory=lambda: _root_gauge(
-            "duroot_usage_completed_timestamp_seconds",
-            "When the latest completed du of the root (the one duroot_usage_bytes shows) ended.",
-        )
-    )
-    lines: GaugeMetricFamily = field(
-        default_factory=lambda: _root_gauge(
-            "duroot_usage_lines", "du lines of the latest completed du of the root (all depths)."
-        )
-    )
-    status: GaugeMetricFamily = field(
-        default_factory=lambda: _root_gauge(
-            "duroot_usage_last_run_status_code",
-            "Outcome of the root's last run: 0 completed, else failed with this status code.",
-        )
-    )
-    duration: GaugeMetricFamily = field(
-        default_factory=lambda: _root_gauge(
-            "duroot_usage_last_run_duration_seconds",
-            "Duration of the root's last run (from its STARTED to its COMPLETED event).",
-        )
-    )
-    ended: GaugeMetricFamily = field(
-        default_factory=lambda: _root_gauge(
-            "duroot_usage_last_run_timestamp_seconds",
-            "When the root's last run ended, completed or failed.",
-        )
-    )
-    failures: GaugeMetricFamily = field(
-        default_factory=lambda: _root_gauge(
-            "duroot_usage_failed_runs_in_a_row",
-            "Failed runs of the root since its last completed one (among the runs kept).",
-        )
-    )
-    dropped: CounterMetricFamily = field(
-        default_factory=lambda: CounterMetricFamily(
+        self.root = {
+            key: GaugeMetricFamily(name, doc, labels=ROOT_LABELS) for key, name, doc in _ROOT_GAUGES
+        }
+        self.dropped = CounterMetricFamily(
             "duroot_exporter_dropped_series",
             "Paths of completed runs not served because --max-series was reached.",
         )
-    )
-    series: GaugeMetricFamily = field(
-        default_factory=lambda: GaugeMetricFamily(
+        self.series = GaugeMetricFamily(
             "duroot_exporter_usage_series", "duroot_usage_bytes series served now."
         )
-    )
 
     def all(self) -> list[Metric]:
-        return [getattr(self, f.name) for f in fields(self)]
+        return [self.usage, *self.root.values(), self.dropped, self.series]
 
     def fill(self, table: UsageTable) -> None:
+        f = self.root
         for key, usage in table.roots.items():
             labels = [key.host, key.root]
             last = usage.last_run()
             if last is not None:
-                self.status.add_metric(labels, last.status_code)
-                self.duration.add_metric(labels, last.duration_s)
-                self.ended.add_metric(labels, last.completed_ms / 1000)
-            self.failures.add_metric(labels, usage.failures_in_a_row())
+                f["status"].add_metric(labels, last.status_code)
+                f["duration"].add_metric(labels, last.duration_s)
+                f["ended"].add_metric(labels, last.completed_ms / 1000)
+            f["failures"].add_metric(labels, usage.failures_in_a_row())
             if usage.measured is not None:
                 run = usage.measured.run
-                self.completed.add_metric(labels, run.completed_ms / 1000)
-                self.lines.add_metric(labels, run.lines)
+                f["completed"].add_metric(labels, run.completed_ms / 1000)
+                f["lines"].add_metric(labels, run.lines)
                 for path, size in usage.measured.paths.items():
                     self.usage.add_metric([*labels, path], size)
 
@@ -146,7 +139,7 @@ class ExporterMetrics:
             self.records.labels(kind)
         self.undecodable = Counter(
             "duroot_exporter_undecodable_records",
-            "Records of the events topic that could not be decoded, skipped.",
+            "Records of the events topic that could not be decoded (or folded), skipped.",
             registry=r,
         )
         self.rebuild_duration = Gauge(

@@ -144,5 +144,10 @@ class Exporter:
                 extra={"partition": partition, "offset": offset, "error": str(exc)},
             )
             return
-        self.table.apply(event)
+        try:
+            self.table.apply(event)
+        except Exception:  # a bug must not stop the exporter on this record for good
+            self.metrics.undecodable.inc()
+            log.exception("skipping an event the table could not take", extra={"offset": offset})
+            return
         self.metrics.records.labels("event").inc()
