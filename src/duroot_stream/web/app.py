@@ -112,9 +112,8 @@ def create_app(config: KafkaConfig, *, reader: DuRootReader | None = None) -> St
         tallies = dict(live.tallies)
         known = {wf: t.global_root for wf, t in tallies.items() if t.global_root}
         main = runs.root_main(global_root, runs_of(entries.values(), global_root, known), tallies)
-        if request.query_params.get("part") == "main":
-            return HTMLResponse(main)
-        return HTMLResponse(pages.page(global_root, main, live_src="/events"))
+        # Not live: a refresh of the table would undo the runs chosen for the comparison.
+        return HTMLResponse(pages.page(global_root, main))
 
     def compare_page(request: Request) -> Response:
         before, after = request.query_params.get("a"), request.query_params.get("b")

@@ -44,9 +44,10 @@ def root_main(global_root: str, runs: list[IndexEntry], tallies: dict[str, Tally
         status = "" if e.status_code is None else f"{e.status_code} {e.status_message}".strip()
         rows.append(
             f'<tr data-workflow="{e.workflow_id}">'
-            f"<td>{_choice('a', e.workflow_id, before)}</td>"
-            f"<td>{_choice('b', e.workflow_id, after)}</td>"
-            f'<td><a href="/workflows/{e.workflow_id}">{e.workflow_id[:8]}</a></td>'
+            f'<td data-value="{e.workflow_id}">{_choice("a", e.workflow_id, before)}</td>'
+            f'<td data-value="{e.workflow_id}">{_choice("b", e.workflow_id, after)}</td>'
+            f'<td data-value="{e.workflow_id}">'
+            f'<a href="/workflows/{e.workflow_id}">{e.workflow_id[:8]}</a></td>'
             f"{text_cell(e.host or '')}{text_cell(state)}{time_cell(e.started_at_ms)}"
             f"{time_cell(e.completed_at_ms)}{num_cell(tally.lines if tally else 0)}"
             f"{text_cell('ok' if e.status_code == 0 else status)}</tr>"
