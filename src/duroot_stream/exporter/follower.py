@@ -114,8 +114,10 @@ class Exporter:
                 else:
                     check(err, self.topic)  # 4. raises for what will not go away
             with self.lock:
-                for msg in records:
-                    self._fold(msg)  # 2.
+                kinds = [self._fold(msg) for msg in records]  # 2.
+            for kind in ("event", "tombstone"):  # counted per batch: a label lookup costs
+                if n := kinds.count(kind):
+                    self.metrics.records.labels(kind).inc(n)
             # 3. Rebuilt once every partition has been read to its end (librdkafka's
             # end-of-partition event: the last stable offset as of then).
             if not self.ready.is_set() and len(self._at_end) >= count:
@@ -126,15 +128,16 @@ class Exporter:
                     extra={"roots": len(self.table.roots), "series": self.table.series},
                 )
 
-    def _fold(self, msg: Message) -> None:
+    def _fold(self, msg: Message) -> str:
+        """One record into the table; what it was: event, tombstone or skipped."""
         partition, offset = msg.partition() or 0, msg.offset() or 0
         self._next[partition] = offset + 1
         key, value = msg.key(), msg.value()
         if value is None:
-            if key is not None:
-                self.table.delete(key.decode("utf-8", "replace").rpartition("/")[0])
-                self.metrics.records.labels("tombstone").inc()
-            return
+            if key is None:
+                return "skipped"
+            self.table.delete(key.decode("utf-8", "replace").rpartition("/")[0])
+            return "tombstone"
         try:
             event = self._codec.decode_event(value)
         except CodecError as exc:
@@ -143,11 +146,11 @@ class Exporter:
                 "skipping an undecodable event",
                 extra={"partition": partition, "offset": offset, "error": str(exc)},
             )
-            return
+            return "skipped"
         try:
             self.table.apply(event)
         except Exception:  # a bug must not stop the exporter on this record for good
             self.metrics.undecodable.inc()
             log.exception("skipping an event the table could not take", extra={"offset": offset})
-            return
-        self.metrics.records.labels("event").inc()
+            return "skipped"
+        return "event"
