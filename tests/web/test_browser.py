@@ -13,6 +13,7 @@ from playwright.sync_api import Page, expect
 
 from duroot_stream.config import KafkaConfig
 from duroot_stream.domain import PathUsage
+from duroot_stream.web.pages import size
 from tests.browser import browser, page, screenshots
 from tests.web_helpers import pipeline
 
@@ -159,3 +160,72 @@ def test_index_filters_and_shows_new_workflows_live(
         expect(page.locator("h1")).to_have_text("/projects/one")
         page.go_back()
         page.screenshot(path=screenshots / "index-page.png", full_page=True)
+
+
+def grown(tree: list[PathUsage], by: dict[str, int], gone: set[str]) -> list[PathUsage]:
+    """`tree` a run later: paths grown by `by` (their parents with them), `gone` removed."""
+    out = []
+    for line in tree:
+        if line.path in gone:
+            continue
+        extra = sum(
+            n
+            for path, n in by.items()
+            if line.path in (".", path) or path.startswith(f"{line.path}/")
+        )
+        out.append(PathUsage(line.path, line.usage + extra))
+    return out
+
+
+def test_a_root_page_compares_two_runs_path_by_path(
+    kafka: KafkaConfig, page: Page, screenshots: Path
+) -> None:
+    later = grown(TREE, {"data/raw/2025": 4_000_000}, gone={"build"})
+    before = {line.path: line.usage for line in TREE}
+    after = {line.path: line.usage for line in later}
+    with pipeline(kafka) as p:
+        old = p.begin("/projects/atlas", lines=TREE)
+        p.client.commit(old)
+        new = p.begin("/projects/atlas", lines=later)
+        p.client.commit(new)
+        p.client.commit(p.begin("/projects/other", lines=TREE[:2]))  # another root's run
+        page.goto(f"{p.url}/workflows/{new}")
+        page.click("text=all runs of this root")
+
+        # The root's runs, newest first; the two latest are chosen for the comparison.
+        expect(page.locator("h1")).to_contain_text("/projects/atlas")
+        runs = page.locator("#runs tbody tr")
+        expect(runs).to_have_count(2)
+        assert page.eval_on_selector_all(
+            "#runs tbody tr", "rows => rows.map(r => r.dataset.workflow)"
+        ) == [new, old]
+        expect(page.locator(f'input[name=a][value="{old}"]')).to_be_checked()
+        expect(page.locator(f'input[name=b][value="{new}"]')).to_be_checked()
+        page.click("#compare")
+
+        expect(page.locator("h1")).to_have_text("/projects/atlas: two runs compared")
+        grew = page.locator('#changes tr[data-path="data/raw/2025"] td')
+        expect(grew).to_have_text(
+            ["data/raw/2025", size(3_000_000), size(7_000_000), f"+{size(4_000_000)}", "+133%"]
+        )
+        expect(page.locator('#changes tr[data-path="build"] td')).to_have_text(
+            ["build", size(700_000), "-", f"-{size(700_000)}", "gone"]
+        )
+        expect(page.locator("#total-change")).to_have_text(f"+{size(after['.'] - before['.'])}")
+        # Largest change first: the root, then the grown directory and its parents.
+        assert column(page, "changes", 0)[:4] == [".", "data", "data/raw", "data/raw/2025"]
+
+        # The treemap: laid out by the later run, coloured by growth.
+        growth = dict(
+            page.eval_on_selector_all(
+                "#treemap rect.tile",
+                "els => els.map(e => [e.dataset.path, Number(e.dataset.growth)])",
+            )
+        )
+        assert set(growth) == set(after)
+        assert growth["data/raw/2025"] == 1.0  # +133 %: full colour
+        assert growth["src"] == growth["docs"] == 0.0  # unchanged: grey
+        assert 0 < growth["data"] < 1
+        fill = page.get_attribute('#treemap rect[data-path="data/raw/2025"]', "fill") or ""
+        assert fill.startswith("hsl(4 "), fill  # red
+        page.screenshot(path=screenshots / "compare-page.png", full_page=True)
