@@ -76,7 +76,7 @@ _TYPE_NAMES = {cls: name for cls, name in EVENT_TYPES.items()}
 
 
 class Seen(Protocol):
-    """A record as the final read has it (verify.Record fits)."""
+    """A record as the final read has it (topic_reads.Record fits)."""
 
     @property
     def offset(self) -> int: ...

@@ -29,7 +29,7 @@ from tests.kafka_helpers import wait_until
 from tests.reliability.harness import Run, Scale, prepare
 from tests.reliability.supervisor import Supervisor
 
-pytestmark = [pytest.mark.slow, pytest.mark.broker, pytest.mark.timeout(7200)]
+pytestmark = [pytest.mark.slow, pytest.mark.broker]  # timeout: tests/conftest.py
 
 OUTAGE_S = 5.0  # how long the broker stays down, on purpose: the fault itself
 RECOVERY_TIMEOUT_S = 300.0  # a generous bound on a loaded machine: replies must flow again

@@ -22,7 +22,7 @@ from tests.kafka_helpers import wait_until
 from tests.reliability.harness import PARTITIONS, Run, Scale, prepare
 from tests.reliability.supervisor import Supervisor
 
-pytestmark = [pytest.mark.slow, pytest.mark.broker, pytest.mark.timeout(7200)]
+pytestmark = [pytest.mark.slow, pytest.mark.broker]  # timeout: tests/conftest.py
 
 ELECTION_TIMEOUT_S = 180.0  # the broker session timeout (9 s) plus a loaded machine
 CATCH_UP_TIMEOUT_S = 300.0

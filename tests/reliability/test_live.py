@@ -23,7 +23,7 @@ from duroot_stream.domain import (
 from duroot_stream.ids import encode_ulid
 from duroot_stream.wire import Codec, Topics, event_headers, partition_for
 from tests.reliability.live import LiveReader, WorkflowChecker
-from tests.reliability.verify import Record
+from tests.reliability.topic_reads import Record
 
 PARTITIONS = 6
 WF = str(uuid.UUID(int=7, version=4))

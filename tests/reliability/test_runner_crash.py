@@ -46,7 +46,8 @@ from tests.kafka_helpers import wait_until
 from tests.reliability.harness import PARTITIONS, RESULTS_DIR, Scale
 from tests.reliability.live import LiveReader
 from tests.reliability.supervisor import CLI, Supervisor
-from tests.reliability.verify import open_transactions, read_topic, replay
+from tests.reliability.topic_reads import open_transactions, read_topic
+from tests.reliability.verify import replay
 
 pytestmark = [pytest.mark.slow, pytest.mark.broker, pytest.mark.timeout(3600)]
 
