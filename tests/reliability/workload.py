@@ -320,6 +320,7 @@ class Driver:
             producer.flush(60)
         finally:
             consumer.close()
+            del producer  # now, also after a failure (its traceback would keep it alive)
 
     def _fresh(self, message: Message) -> bool:
         """False for a record read before (the position went back): not a second reply."""
