@@ -149,6 +149,7 @@ class Fault:
 
 Policy = Callable[[threading.Event], None]
 PROGRESS_POLL_S = 0.05  # how often a scheduled fault looks at the progress
+CHAOS_STOP_S = TERM_TIMEOUT_S + 10  # a fault under way may SIGTERM an instance
 
 
 @dataclass
@@ -275,12 +276,19 @@ class Supervisor:
         self._chaos.start()
 
     def stop_chaos(self) -> None:
+        """Stop the policy; raise what it raised, or that it did not stop (a fault still
+        waiting: its own deadline would raise later, unseen)."""
         self._chaos_stop.set()
-        if self._chaos is not None:
-            self._chaos.join(TERM_TIMEOUT_S + 10)
-            self._chaos = None
+        chaos, self._chaos = self._chaos, None
+        if chaos is not None:
+            chaos.join(CHAOS_STOP_S)
         if self.chaos_errors:
             raise self.chaos_errors[0]
+        if chaos is not None and chaos.is_alive():
+            raise AssertionError(
+                f"the chaos policy did not stop within {CHAOS_STOP_S:.0f} s after the load "
+                f"ended: a fault still waits ({len(self.faults)} injected)\n{self.diagnostics()}"
+            )
 
     def at_progress(self, points: Sequence[float], fault: Callable[[], str]) -> Policy:
         """`fault()` once when each share of `points` of the load is answered; it says
