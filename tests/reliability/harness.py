@@ -26,7 +26,8 @@ from tests.reliability.topic_reads import (
     read_topic,
     unconsumed_commands,
 )
-from tests.reliability.verify import Report, replay
+from tests.reliability.verdicts import Report
+from tests.reliability.verify import replay
 from tests.reliability.workload import Driver, MalformedFactory, Walker
 
 PARTITIONS = 6

@@ -37,7 +37,8 @@ from duroot_stream.ids import encode_ulid
 from duroot_stream.wire import Codec, event_headers, partition_for
 from tests.reliability.contract_wire import murmur2, partition_of, record_type
 from tests.reliability.topic_reads import Record
-from tests.reliability.verify import Report, check
+from tests.reliability.verdicts import Report
+from tests.reliability.verify import check
 
 PARTITIONS = 3
 CODEC = Codec()
