@@ -14,7 +14,7 @@ from playwright.sync_api import Page, expect
 from duroot_stream.config import KafkaConfig
 from duroot_stream.domain import PathUsage
 from duroot_stream.web.pages import size
-from tests.browser import browser, page, screenshots
+from tests.browser import LIVE_MS, browser, page, screenshots
 from tests.web_helpers import pipeline
 
 pytestmark = pytest.mark.broker
@@ -67,7 +67,7 @@ def test_finished_workflow_treemap_and_sortable_table(
         wf = p.begin("/projects/atlas", lines=TREE)
         p.client.commit(wf)
         page.goto(f"{p.url}/workflows/{wf}")
-        expect(page.locator("p.ok")).to_have_text(f"Completed: {len(TREE)} lines.")
+        expect(page.locator("p.ok")).to_have_text(f"Completed: {len(TREE)} lines.", timeout=LIVE_MS)
 
         # One rectangle per path, each area the same multiple of its usage.
         tiles = drawn_tiles(page)
@@ -90,7 +90,7 @@ def test_finished_workflow_treemap_and_sortable_table(
         page.click("#usage th:has-text('Usage')")
         assert column(page, "usage", 0) == by_usage
         expect(page.locator("#usage th:has-text('Usage')")).to_have_attribute(
-            "aria-sort", "descending"
+            "aria-sort", "descending", timeout=LIVE_MS
         )
         page.click("#usage th:has-text('Usage')")
         assert column(page, "usage", 0) == by_usage[::-1]
@@ -106,20 +106,20 @@ def test_running_workflow_page_updates_as_events_arrive(
     with pipeline(kafka) as p:
         wf = p.begin("/projects/live", lines=TREE[:2])
         page.goto(f"{p.url}/workflows/{wf}")
-        expect(page.locator("#progress")).to_have_text("2")
-        expect(page.locator("#live-state")).to_have_text("live")
+        expect(page.locator("#progress")).to_have_text("2", timeout=LIVE_MS)
+        expect(page.locator("#live-state")).to_have_text("live", timeout=LIVE_MS)
 
         p.client.append_many(wf, TREE[2:6])  # no reload: the events topic tells the page
-        expect(page.locator("#progress")).to_have_text("6")
-        expect(page.locator("#treemap rect.tile")).to_have_count(6)
-        expect(page.locator("#usage tbody tr")).to_have_count(6)
+        expect(page.locator("#progress")).to_have_text("6", timeout=LIVE_MS)
+        expect(page.locator("#treemap rect.tile")).to_have_count(6, timeout=LIVE_MS)
+        expect(page.locator("#usage tbody tr")).to_have_count(6, timeout=LIVE_MS)
         page.screenshot(path=screenshots / "running-page.png", full_page=True)
 
         p.client.append_many(wf, TREE[6:])
         p.client.commit(wf)
-        expect(page.locator("p.ok")).to_have_text(f"Completed: {len(TREE)} lines.")
-        expect(page.locator("#state")).to_have_text("terminated")
-        expect(page.locator("#live-state")).to_have_text("complete")
+        expect(page.locator("p.ok")).to_have_text(f"Completed: {len(TREE)} lines.", timeout=LIVE_MS)
+        expect(page.locator("#state")).to_have_text("terminated", timeout=LIVE_MS)
+        expect(page.locator("#live-state")).to_have_text("complete", timeout=LIVE_MS)
         assert len(drawn_tiles(page)) == len(TREE)
 
 
@@ -129,7 +129,8 @@ def test_failed_workflow_shows_its_status_message(kafka: KafkaConfig, page: Page
         p.client.fail(wf, 1, "du: cannot read directory '/data/locked': Permission denied")
         page.goto(f"{p.url}/workflows/{wf}")
         expect(page.locator("p.failed")).to_have_text(
-            "Failed with status 1: du: cannot read directory '/data/locked': Permission denied"
+            "Failed with status 1: du: cannot read directory '/data/locked': Permission denied",
+            timeout=LIVE_MS,
         )
 
 
@@ -142,22 +143,24 @@ def test_index_filters_and_shows_new_workflows_live(
         p.begin("/projects/two", host="beta", lines=TREE[:1])
         page.goto(f"{p.url}/")
         rows = page.locator("#workflows tbody tr:not([hidden])")
-        expect(rows).to_have_count(2)
-        expect(page.locator("#live-state")).to_have_text("live")
+        expect(rows).to_have_count(2, timeout=LIVE_MS)
+        expect(page.locator("#live-state")).to_have_text("live", timeout=LIVE_MS)
 
         page.fill("#filter", "beta")
-        expect(rows).to_have_count(1)
+        expect(rows).to_have_count(1, timeout=LIVE_MS)
         assert column(page, "workflows", 2) == ["/projects/two"]
 
         third = p.begin("/projects/three", host="beta", lines=TREE[:4])  # appears by itself
-        expect(rows).to_have_count(2)
-        expect(page.locator(f'tr[data-workflow="{third}"] td').nth(6)).to_have_text("4")
+        expect(rows).to_have_count(2, timeout=LIVE_MS)
+        expect(page.locator(f'tr[data-workflow="{third}"] td').nth(6)).to_have_text(
+            "4", timeout=LIVE_MS
+        )
         assert page.input_value("#filter") == "beta"  # the refresh kept the filter
 
         page.fill("#filter", "")
-        expect(rows).to_have_count(3)
+        expect(rows).to_have_count(3, timeout=LIVE_MS)
         page.click(f'tr[data-workflow="{done}"] a')
-        expect(page.locator("h1")).to_have_text("/projects/one")
+        expect(page.locator("h1")).to_have_text("/projects/one", timeout=LIVE_MS)
         page.go_back()
         page.screenshot(path=screenshots / "index-page.png", full_page=True)
 
