@@ -10,6 +10,7 @@ from pathlib import Path
 from confluent_kafka import KafkaException
 
 from duroot_stream import logs
+from duroot_stream.compiled import BUILD
 from duroot_stream.config import ConfigError
 from duroot_stream.version import VERSION
 from duroot_stream.wire import (
@@ -123,7 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="duroot-stream",
         description="du on registered file-system roots as an event-sourced workflow on Kafka",
     )
-    parser.add_argument("--version", action="version", version=f"duroot-stream {VERSION}")
+    parser.add_argument(
+        "--version", action="version", version=f"duroot-stream {VERSION} ({BUILD} build)"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("broker", help="run a local Kafka broker or cluster (KRaft)")
