@@ -51,6 +51,7 @@ from .model import (
     WorkflowEvent,
     WorkflowIndexEvent,
     event_key,
+    new_tuple,
 )
 from .recent import lookup
 from .state import WorkflowDeleted, WorkflowState, evolve
@@ -190,7 +191,7 @@ def _init(state: WorkflowState, cmd: Init, emit: _Emitter) -> Decision:
 def _append(state: WorkflowState, cmd: Append, emit: _Emitter) -> Decision:
     match state.code:
         case StateCode.APPENDING | StateCode.INITIALIZED:
-            return emit.accept([DuUpdated(p.path, p.usage) for p in cmd.paths])
+            return emit.accept([new_tuple(DuUpdated, (p.path, p.usage)) for p in cmd.paths])
         case _:
             return _conflict("Append", state)
 
@@ -296,7 +297,8 @@ class _Emitter(NamedTuple):
         # last vid and seq, one recent entry): one state per run, not per path.
         run_end: WorkflowEvent | None = None
         for payload in payloads:
-            event = WorkflowEvent(_next_id(new_id, vid), vid, workflow_id, seq, command_id, payload)
+            event_id = _next_id(new_id, vid)
+            event = new_tuple(WorkflowEvent, (event_id, vid, workflow_id, seq, command_id, payload))
             events.append(event)
             vid, seq = event.event_id, seq + 1
             if type(payload) is DuUpdated:

@@ -160,6 +160,11 @@ class WorkflowEvent(NamedTuple):
         return event_key(self.workflow_id, self.seq)
 
 
+# Make a DuUpdated or a WorkflowEvent from the tuple of its fields, where one is made per
+# path: tuple.__new__ is C, a NamedTuple's own __new__ a Python function (in either build).
+new_tuple = tuple.__new__
+
+
 def event_key(workflow_id: str, seq: int) -> str:
     """The events topic key: `<workflow-id>/<seq>`, unique per event."""
     return f"{workflow_id}/{seq}"

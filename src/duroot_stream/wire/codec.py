@@ -43,11 +43,11 @@ from .avro import (
     read_reply,
     write_command,
     write_event,
-    write_event_payload,
+    write_events,
     write_index_event,
     write_reply,
 )
-from .binary import Truncated, wlong, wstr
+from .binary import Truncated
 from .checks import check_command, check_event, check_index_event, check_reply
 from .codec_error import CodecError
 from .headers import EVENT_TYPES, EventHeaders, event_headers, parse_event_headers
@@ -148,39 +148,14 @@ class Codec:
 
     def encode_events(self, events: Sequence[WorkflowEvent]) -> list[bytes]:
         """One decision's events (`decide` made them: chained, checked), each as
-        `encode_event(e, validate=False)` writes it, with what they share (workflow
-        id, command id, the parent = the previous event id) encoded once."""
+        `encode_event(e, validate=False)` writes it (`avro.write_events`)."""
         prefix = self._prefix.get(_EVENT.name) or self._register(_EVENT.name)
-        out: list[bytes] = []
-        workflow_id: str | None = None
-        command_id: str | None = None
-        wf = cmd = previous = b""
-        previous_id: str | None = None
         try:
-            for e in events:
-                if e.workflow_id != workflow_id or e.command_id != command_id:
-                    workflow_id, command_id = e.workflow_id, e.command_id
-                    wf, cmd = wstr(workflow_id), wstr(command_id)
-                parent = previous if e.parent == previous_id else wstr(e.parent)
-                previous, previous_id = wstr(e.event_id), e.event_id
-                out.append(
-                    b"".join(
-                        (
-                            prefix,
-                            previous,
-                            parent,
-                            wf,
-                            wlong(e.seq, "seq"),
-                            cmd,
-                            write_event_payload(e.payload),
-                        )
-                    )
-                )
+            return write_events(prefix, events)
         except _WRITE_ERRORS as exc:
             raise CodecError(f"cannot encode {_EVENT.name}: {exc}") from exc
         except CodecError as exc:
             raise CodecError(f"cannot encode {_EVENT.name}: {exc}") from None
-        return out
 
     def decode_event(self, data: Data) -> WorkflowEvent:
         return self._decode(_EVENT, data)
