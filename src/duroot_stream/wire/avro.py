@@ -166,7 +166,8 @@ def write_events(prefix: bytes, events: Sequence[WorkflowEvent]) -> list[bytes]:
                 )
             )
         else:
-            out.append(b"".join((prefix, previous, parent, wf, wlong(seq, "seq"), cmd, _payload(p))))
+            body = (prefix, previous, parent, wf, wlong(seq, "seq"), cmd, _payload(p))
+            out.append(b"".join(body))
     return out
 
 
