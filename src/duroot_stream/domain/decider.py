@@ -124,7 +124,7 @@ def decide(state: WorkflowState, command: Command, new_id: IdSource) -> Decision
 
     # 1. Dedupe: a command id seen recently gets its first reply again (recent.py
     # says how many the workflow remembers, and why).
-    vid = lookup(state.recent, command.command_id)
+    vid = lookup(state.recent, state.vid, command.command_id)
     if vid is not None:
         return Accepted.repeated(state, vid)
 

@@ -100,13 +100,14 @@ class WorkflowState:
         self.host_root: Final = host_root
         self.started_at: Final = started_at  # ms, the ULID time of the STARTED event
         self.completed_at: Final = completed_at  # ms, the ULID time of the COMPLETED event
-        self.recent: Final = pack(recent_commands) if packed is None else packed
+        self.recent: Final = pack(recent_commands, vid) if packed is None else packed
 
     @property
     def recent_commands(self) -> tuple[tuple[str, str], ...]:
-        return unpack(self.recent)
+        return unpack(self.recent, self.vid)
 
     def _fields(self) -> tuple[object, ...]:
+        """The fields but `recent`, whose two forms may differ for the same commands."""
         return (
             self.workflow_id,
             self.code,
@@ -118,16 +119,17 @@ class WorkflowState:
             self.host_root,
             self.started_at,
             self.completed_at,
-            self.recent,
         )
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, WorkflowState):
             return NotImplemented
-        return self._fields() == other._fields()
+        return self._fields() == other._fields() and (
+            self.recent == other.recent or self.recent_commands == other.recent_commands
+        )
 
     def __hash__(self) -> int:
-        return hash(self._fields())
+        return hash((self._fields(), self.recent_commands))
 
     def __repr__(self) -> str:
         return (
@@ -194,7 +196,7 @@ def evolve(state: WorkflowState, event: WorkflowEvent | WorkflowDeleted) -> Work
         host_root,
         started_at,
         completed_at,
-        packed=remember(state.recent, event.command_id, vid),  # 5.
+        packed=remember(state.recent, state.vid, event.command_id, vid),  # 5.
     )
 
 
@@ -210,6 +212,7 @@ class WorkflowReplay:
         "_command",
         "_completed_at",
         "_recent",
+        "_recent_head",
         "_root",
         "_seq",
         "_started_at",
@@ -228,8 +231,10 @@ class WorkflowReplay:
         self._command: str | None = None  # the command id of the latest event
         # Rule 5, deferred: the recent commands before the latest one, which is
         # added when the next command starts (a command's events come one after
-        # another, and only its last vid is kept) or by state().
+        # another, and only its last vid is kept) or by state(); and the vid their
+        # newest one left (recent.py: the packed form leaves it out).
         self._recent = EMPTY
+        self._recent_head = EVENT_EPOCH
 
     @classmethod
     def resume(cls, state: WorkflowState) -> WorkflowReplay:
@@ -240,7 +245,7 @@ class WorkflowReplay:
         replay._started_at, replay._completed_at = state.started_at, state.completed_at
         # The newest entry holds the latest command's last vid so far; if that
         # command has more events, `state()` updates it in place.
-        replay._recent = state.recent
+        replay._recent, replay._recent_head = state.recent, state.vid
         return replay
 
     def add(
@@ -257,7 +262,8 @@ class WorkflowReplay:
             raise TypeError(f"invalid event type {event_type.__name__}")
         if command_id != self._command:  # 5. (the previous command's last vid is known)
             if self._command is not None:
-                self._recent = remember(self._recent, self._command, self._vid)
+                self._recent = remember(self._recent, self._recent_head, self._command, self._vid)
+                self._recent_head = self._vid
             self._command = command_id
         self._code = code
         self._vid, self._seq = vid, seq + 1  # 2.
@@ -273,7 +279,7 @@ class WorkflowReplay:
         """The state after every event added so far."""
         recent = self._recent
         if self._command is not None:  # 5. (the latest command)
-            recent = remember(recent, self._command, self._vid)
+            recent = remember(recent, self._recent_head, self._command, self._vid)
         registry_id, global_root, host, host_root = self._root
         return WorkflowState(
             self.workflow_id,

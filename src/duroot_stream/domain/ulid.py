@@ -23,6 +23,26 @@ _BASE32 = "0123456789abcdefghijklmnopqrstuv"
 _TO_BASE32 = str.maketrans(CROCKFORD + CROCKFORD.lower(), _BASE32 + _BASE32)
 
 
+# Canonical text only, for ulid_bytes: every other ASCII character becomes "!", which
+# `int` refuses (it would take "_", spaces, a sign, or "I" as a digit).
+_STRICT = {c: "!" for c in range(128)} | dict(zip(map(ord, CROCKFORD), _BASE32, strict=True))
+
+
+def ulid_bytes(text: str) -> bytes | None:
+    """Canonical ULID text -> its 16 bytes (big-endian); None for any other text."""
+    if len(text) != 26 or not text.isascii() or text[0] > "7":
+        return None
+    try:
+        return int(text.translate(_STRICT), 32).to_bytes(16, "big")
+    except ValueError:
+        return None
+
+
+def ulid_text(value: bytes) -> str:
+    """16 bytes -> canonical ULID text (`ulid_bytes` undone)."""
+    return encode_ulid(int.from_bytes(value, "big"))
+
+
 def encode_ulid(value: int) -> str:
     """128-bit int -> 26-character canonical ULID text."""
     pairs = CROCKFORD_PAIRS
