@@ -23,17 +23,20 @@ _BASE32 = "0123456789abcdefghijklmnopqrstuv"
 _TO_BASE32 = str.maketrans(CROCKFORD + CROCKFORD.lower(), _BASE32 + _BASE32)
 
 
-# Canonical text only, for ulid_bytes: every other ASCII character becomes "!", which
-# `int` refuses (it would take "_", spaces, a sign, or "I" as a digit).
-_STRICT = {c: "!" for c in range(128)} | dict(zip(map(ord, CROCKFORD), _BASE32, strict=True))
+# Canonical text only, for ulid_bytes: a table of the 256 bytes, the Crockford characters
+# to their base-32 digits and every other byte to "!", which `int` refuses (it would take
+# "_", a space, a sign, or "I" as a digit). A bytes table: no dictionary look-up a character.
+_STRICT = bytes(
+    [ord(_BASE32[CROCKFORD.index(chr(b))]) if chr(b) in CROCKFORD else ord("!") for b in range(256)]
+)
 
 
 def ulid_bytes(text: str) -> bytes | None:
     """Canonical ULID text -> its 16 bytes (big-endian); None for any other text."""
-    if len(text) != 26 or not text.isascii() or text[0] > "7":
+    if len(text) != 26 or text[0] > "7":
         return None
-    try:
-        return int(text.translate(_STRICT), 32).to_bytes(16, "big")
+    try:  # non-ASCII text encodes to more than 26 bytes, which all become "!"
+        return int(text.encode().translate(_STRICT), 32).to_bytes(16, "big")
     except ValueError:
         return None
 
