@@ -6,9 +6,9 @@ as `make` builds them) and the pure one (`DUROOT_PURE_PYTHON=1`, installed apart
 temporary directory that comes first on the path). Figures (microseconds of CPU):
 
 - from `benchmarks.handler`: `us_append_1_path`, `us_per_path` (of a 10,000-path Append);
-- `us_fold_event`: the restore's fold per event without Kafka: `Codec.event_facts` and
-  `WorkflowReplay.add` over the events of 2,000 workflows of ten events each (the STARTED
-  payload decoded), then `state()` per workflow.
+- `us_fold_event`: the restore's fold per event without Kafka (`restore._PartitionFold`:
+  `Codec.event_facts`, the STARTED payload decoded, `WorkflowReplay`) over records of
+  2,000 workflows of ten events each, made in memory.
 
 Per figure: each run's value, the best of each build and pure/compiled (the speed-up).
 
@@ -76,12 +76,15 @@ class Comparison:
 
 def fold_us_per_event(workflows: int = 2_000) -> float:
     """CPU microseconds per event of the restore's fold (see the module docstring)."""
-    from duroot_stream.domain import EVENT_EPOCH, DuRootStarted, WorkflowEvent, WorkflowReplay
+    from confluent_kafka import Message
+
+    from duroot_stream.domain import EVENT_EPOCH, WorkflowEvent
     from duroot_stream.ids import MonotonicUlids, new_ulid
+    from duroot_stream.processor.restore import _PartitionFold
     from duroot_stream.wire import Codec
 
     codec, new_id, shape = Codec(), MonotonicUlids(), HistoryShape(10, 7)
-    records: list[bytes] = []
+    records: list[Message] = []
     for i in range(workflows):
         workflow_id = f"{i:08x}-0000-4000-8000-000000000000"
         history = shape.payloads(i)
@@ -90,24 +93,17 @@ def fold_us_per_event(workflows: int = 2_000) -> float:
         for seq, (number, payload) in enumerate(history):
             vid = new_id(head)
             event = WorkflowEvent(vid, head, workflow_id, seq, commands[number], payload)
-            records.append(codec.encode_event(event, validate=False))
+            value = codec.encode_event(event, validate=False)
+            key = event.key.encode()
+            records.append(Message(topic="events", partition=0, key=key, value=value))
             head = vid
     best = float("inf")
     for _ in range(5):
         started = time.process_time()
-        replays: dict[str, WorkflowReplay] = {}
-        for value in records:
-            vid, workflow_id, seq, command_id, event_type = codec.event_facts(value)
-            replay = replays.get(workflow_id)
-            if replay is None:
-                replay = replays[workflow_id] = WorkflowReplay(workflow_id)
-            started_payload = None
-            if event_type is DuRootStarted:
-                payload = codec.decode_event(value).payload
-                assert isinstance(payload, DuRootStarted)
-                started_payload = payload
-            replay.add(event_type, vid, seq, command_id, started_payload)
-        states = {w: r.state() for w, r in replays.items()}
+        fold = _PartitionFold()  # what restore_partitions runs per record
+        for record in records:
+            fold.add(record, codec)
+        states = fold.finish()
         best = min(best, time.process_time() - started)
         assert len(states) == workflows
     return round(best / len(records) * 1e6, 3)
