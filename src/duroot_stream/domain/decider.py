@@ -18,7 +18,7 @@ times from the events' ULIDs, so the processor, the tests and a replay agree.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from .model import (
     NO_VC,
@@ -68,7 +68,7 @@ _IndexEvents = tuple[WorkflowIndexEvent, ...]
 
 
 class Accepted(NamedTuple):
-    """Accepted: what to write, the state after. A NamedTuple, as the state: one per command."""
+    """Accepted: what to write, the state after. A NamedTuple: one is made per command."""
 
     state: WorkflowState  # the state after
     vid: str  # vid for the reply
@@ -279,12 +279,15 @@ def _state_advanced(command: str, state: WorkflowState) -> Rejected:
     )
 
 
-class _Emitter(NamedTuple):
+class _Emitter:
     """Turns the payloads a command function chose into an `Accepted`."""
 
-    state: WorkflowState
-    command_id: str
-    new_id: IdSource
+    __slots__ = ("command_id", "new_id", "state")
+
+    def __init__(self, state: WorkflowState, command_id: str, new_id: IdSource) -> None:
+        self.state: Final = state
+        self.command_id: Final = command_id
+        self.new_id: Final = new_id
 
     def accept(
         self, payloads: Iterable[EventPayload], mirror: IndexPayload | None = None

@@ -31,14 +31,25 @@ _STRICT = bytes(
 )
 
 
+# The last conversion: `decide` converts a command's id twice (dedupe, then the fold).
+# One tuple, replaced whole, so that threads never see a text with another's bytes.
+_last: tuple[str, bytes | None] = ("", None)
+
+
 def ulid_bytes(text: str) -> bytes | None:
     """Canonical ULID text -> its 16 bytes (big-endian); None for any other text."""
+    global _last
+    last = _last
+    if text == last[0]:
+        return last[1]
     if len(text) != 26 or text[0] > "7":
         return None
     try:  # non-ASCII text encodes to more than 26 bytes, which all become "!"
-        return int(text.encode().translate(_STRICT), 32).to_bytes(16, "big")
+        value = int(text.encode().translate(_STRICT), 32).to_bytes(16, "big")
     except ValueError:
         return None
+    _last = (text, value)
+    return value
 
 
 def ulid_text(value: bytes) -> str:
