@@ -172,7 +172,7 @@ def build_in_place() -> str:
     for stray in set(in_place_extensions()) - placed:  # a module taken out of the set
         stray.unlink()
     (SRC / "duroot_stream" / SOURCES_FILE).write_text(digests, encoding="ascii")
-    return f"duroot-stream: compiled build of {len(extensions) - 1} modules (mypyc)"
+    return f"duroot-stream: compiled build of {len(compiled_modules())} modules (mypyc)"
 
 
 # --- the hatchling hook ---------------------------------------------------------------
@@ -203,7 +203,7 @@ class CompiledBuildHook(BuildHookInterface):  # type: ignore[type-arg]
         build_data["force_include"][str(record)] = f"duroot_stream/{SOURCES_FILE}"
         build_data["pure_python"] = False
         build_data["infer_tag"] = True
-        self.app.display_info(f"duroot-stream: compiled build of {len(extensions) - 1} modules")
+        self.app.display_info(f"duroot-stream: compiled build of {len(compiled_modules())} modules")
 
     def finalize(self, version: str, build_data: dict[str, Any], artifact_path: str) -> None:
         temp = getattr(self, "_temp", None)
