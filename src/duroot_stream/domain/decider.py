@@ -93,7 +93,8 @@ class Accepted(NamedTuple):
         cls, after: WorkflowState, events: _Events, index_events: _IndexEvents = ()
     ) -> Accepted:
         """`events` appended to the history (and `index_events` to the index)."""
-        return cls(after, after.vid, events, index_events)
+        # One per command: made as a tuple (C), not through the NamedTuple's __new__.
+        return new_tuple(cls, (after, after.vid, events, index_events, (), False, False))
 
     @classmethod
     def history_deleted(
