@@ -113,19 +113,9 @@ class WorkflowState:
         return unpack(self.recent, self.vid)
 
     def _fields(self) -> tuple[object, ...]:
-        """The fields but `recent`, whose two forms may differ for the same commands."""
-        return (
-            self.workflow_id,
-            self.code,
-            self.vid,
-            self.seq,
-            self.registry_id,
-            self.global_root,
-            self.host,
-            self.host_root,
-            self.started_at,
-            self.completed_at,
-        )
+        """The fields in the constructor's order, but `recent`, whose two forms may differ
+        for the same commands (recent.py)."""
+        return tuple(getattr(self, name) for name in _COMPARED)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, WorkflowState):
@@ -138,13 +128,23 @@ class WorkflowState:
         return hash((self._fields(), self.recent_commands))
 
     def __repr__(self) -> str:
-        return (
-            f"WorkflowState(workflow_id={self.workflow_id!r}, code={self.code!r}, "
-            f"vid={self.vid!r}, seq={self.seq!r}, registry_id={self.registry_id!r}, "
-            f"global_root={self.global_root!r}, host={self.host!r}, "
-            f"host_root={self.host_root!r}, started_at={self.started_at!r}, "
-            f"completed_at={self.completed_at!r}, recent_commands={self.recent_commands!r})"
-        )
+        shown = [f"{n}={v!r}" for n, v in zip(_COMPARED, self._fields(), strict=True)]
+        return f"WorkflowState({', '.join(shown)}, recent_commands={self.recent_commands!r})"
+
+
+# The constructor's parameters but the last; what equality compares field by field.
+_COMPARED = (
+    "workflow_id",
+    "code",
+    "vid",
+    "seq",
+    "registry_id",
+    "global_root",
+    "host",
+    "host_root",
+    "started_at",
+    "completed_at",
+)
 
 
 def initial_state(workflow_id: str) -> WorkflowState:
