@@ -47,6 +47,7 @@ from .avro import (
     write_index_event,
     write_reply,
 )
+from .avro_walk import check_indices
 from .binary import Truncated
 from .checks import check_command, check_event, check_index_event, check_reply
 from .codec_error import CodecError
@@ -284,11 +285,14 @@ class Codec:
         fo = BytesIO(data)
         fo.seek(pos)
         try:
+            check_indices(writer.schema, data, pos)
             record = fastavro.schemaless_reader(fo, writer.schema, reader, return_record_name=True)
             out = BytesIO()
             fastavro.schemaless_writer(out, reader, record)
-        except (EOFError, StopIteration):
+        except (EOFError, StopIteration, IndexError):
             raise Truncated from None
+        except CodecError:
+            raise
         except Exception as e:  # fastavro's resolution and data errors
             raise CodecError(f"cannot read it as written with {writer.label}: {e}") from e
         if fo.tell() != len(data):
