@@ -1,4 +1,4 @@
-"""Claims the README and docs/contract.md make, pinned as they state them: the names
+"""Claims docs/processor.md and docs/contract.md make, pinned as they state them: the names
 and numbers are written here, not imported from the code that should keep them."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from tests.kafka_helpers import read_all
 from tests.processor_harness import PARTITIONS, Requester, running_processor
 
 ROOT = Path(__file__).resolve().parents[1]
-# README, "Settings that would break exactly-once are refused (exit 2, naming the setting)".
+# docs/processor.md, "Settings that would break exactly-once are refused (exit 2, naming the setting)".
 REFUSED = [
     "transactional.id",
     "group.id",
@@ -84,6 +84,6 @@ def test_the_documents_state_these_claims() -> None:
     """What this module pins is what the documents say (they are the claims)."""
     contract = (ROOT / "docs" / "contract.md").read_text()
     assert "`too-large` (over 990,000 bytes)" in contract
-    readme = " ".join((ROOT / "README.md").read_text().split())
-    claim = readme.split("Settings that would break exactly-once are refused", 1)[1][:400]
+    guide = " ".join((ROOT / "docs" / "processor.md").read_text().split())
+    claim = guide.split("Settings that would break exactly-once are refused", 1)[1][:400]
     assert all(f"`{setting}`" in claim for setting in REFUSED), claim

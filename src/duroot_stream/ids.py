@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 
 from duroot_stream.domain import CROCKFORD_PAIRS, decode_ulid, encode_ulid
 
@@ -34,14 +35,15 @@ class MonotonicUlids:
     the text of everything above the last 10 bits is kept and reused.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], int] = now_ms) -> None:
+        self._clock = clock  # milliseconds since the epoch; a test's own
         self._ms = -1
         self._value = 0
         self._stem = -1  # value >> 10 last encoded, and its 24 characters
         self._stem_text = ""
 
     def __call__(self, floor: str) -> str:
-        ms = now_ms()
+        ms = self._clock()
         if ms > self._ms:
             self._ms = ms
             value = (ms << _RANDOM_BITS) | _random.getrandbits(_RANDOM_BITS)
