@@ -156,7 +156,7 @@ class _Logs(logging.Handler):
 
 
 def owned(processor: Processor) -> set[int]:
-    return set(processor._workflows.by_partition)
+    return processor.owned_partitions()
 
 
 def test_a_partition_of_a_million_events_assigned_mid_batch_is_restored_after_a_commit(
