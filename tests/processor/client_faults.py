@@ -33,14 +33,20 @@ def abortable(reason: str = "injected") -> KafkaException:
 
 class FailCall(ClientFaults):
     """While armed (`arm(n)`: the next n times), call `what` raises `error` instead of
-    running, or, with `after`, once it has run (an answer lost on its way back)."""
+    running, or, with `after`, once it has run (an answer lost on its way back);
+    `skip` such calls pass first."""
 
     def __init__(
-        self, what: str, error: Callable[[], BaseException], after: bool = False, armed: int = 0
+        self,
+        what: str,
+        error: Callable[[], BaseException],
+        after: bool = False,
+        armed: int = 0,
+        skip: int = 0,
     ) -> None:
         super().__init__()
         self.what, self.error, self.after = what, error, after
-        self._armed = armed
+        self._armed, self._skip = armed, skip
         self._lock = threading.Lock()
 
     def arm(self, times: int = 1) -> None:
@@ -61,6 +67,9 @@ class FailCall(ClientFaults):
     def _take(self) -> bool:
         with self._lock:
             if self._armed <= 0:
+                return False
+            if self._skip > 0:
+                self._skip -= 1
                 return False
             self._armed -= 1
             self.injected += 1
@@ -101,4 +110,31 @@ class Hang(ClientFaults):
         if what == self.what:
             self.injected += 1
             self.release.wait()
+        return call()
+
+
+class StallFirstProduce(ClientFaults):
+    """Once armed, the next transaction stalls at its first `produce`, until `resume`
+    is set (`paused` is set meanwhile): its batch is open, but Kafka has not heard of
+    the transaction yet, so its timeout does not run."""
+
+    def __init__(self, limit_s: float = 180.0) -> None:
+        super().__init__()
+        self.limit_s = limit_s
+        self.armed, self.paused, self.resume = (
+            threading.Event(),
+            threading.Event(),
+            threading.Event(),
+        )
+        self._begun = False
+
+    def call(self, what: str, call: Callable[[], T]) -> T:
+        if what == "begin_transaction" and self.armed.is_set():
+            self.armed.clear()
+            self._begun = True
+        elif what == "produce" and self._begun:
+            self._begun = False
+            self.injected += 1
+            self.paused.set()
+            self.resume.wait(self.limit_s)
         return call()
