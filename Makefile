@@ -35,11 +35,13 @@ test: jars
 test-reliability: jars
 	$(BIN)/pytest -m slow $(PYTEST_ARGS)
 
-## make bench: benchmarks, issue 17's table (each figure, its target, met?) printed and
-## written to bench-results/summary.json (each module's figures to bench-results/*.json)
+## make bench: every benchmark; the table of figures and targets (benchmarks/targets.py:
+## each figure, its target, met?) printed and written to bench-results/summary.json,
+## each module's figures to bench-results/<module>.json
 bench: jars
 	$(BIN)/python -m benchmarks
 
+## make bench-quick: the same at reduced sizes (a few minutes)
 bench-quick: jars
 	$(BIN)/python -m benchmarks --quick
 
@@ -52,10 +54,10 @@ bench-history: jars
 	$(BIN)/python -m benchmarks.history
 
 ## make bench-baseline REV=<commit>: this tree's processor against REV's, taking turns
-## (throughput, latency at 200/s and 1,000/s, restore and memory; bench-results/baseline.json)
-## (the default REV: the last commit before issue 17's attribution and tuning)
-REV ?= 72e1f0a
+## (throughput, latency at 200/s and 1,000/s, restore, memory, the Python per command;
+## bench-results/baseline.json). REV is required: say what to compare against.
 bench-baseline: jars
+	@test -n "$(REV)" || { echo "make bench-baseline REV=<commit>: name the commit to compare with" >&2; exit 2; }
 	$(BIN)/python -m benchmarks.baseline $(REV)
 
 ## make images: the README's pictures (web pages, dashboard panels) from real runs

@@ -1,5 +1,5 @@
 """Before and after, side by side: this tree's processor against an earlier commit's,
-on one broker, taking turns (issue 17's "before and after from the same machine").
+on one broker, taking turns, so both are measured on the same machine at the same time.
 
     python -m benchmarks.baseline REV [--quick]
 
@@ -19,7 +19,8 @@ here, on the same topics, workloads and benchmark code:
   Kafka) with each tree's code, taking turns, best of three.
 
 Prints each figure before, after and after/before, and writes
-bench-results/baseline.json (with REV and the load average seen).
+bench-results/baseline.json (with REV and the load average seen). REV is any
+commit `git archive` takes whose processor reads this tree's topics.
 """
 
 from __future__ import annotations
@@ -36,9 +37,10 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from benchmarks import latency, processor
+from benchmarks.drain import ProcessSet
+from benchmarks.results import BaselineResult, Comparison, HandlerResult, LatencyRun
 from benchmarks.workload import (
     REPO,
-    ProcessSet,
     append_commands,
     bootstrap,
     log,
@@ -47,7 +49,6 @@ from benchmarks.workload import (
     write_report,
 )
 
-Results = dict[str, float]
 Trees = dict[str, Mapping[str, str]]  # "before"/"after" -> the processes' environment
 LATENCY_RATES = (200.0, 1_000.0)
 
@@ -69,7 +70,12 @@ def extract(rev: str, into: Path) -> Mapping[str, str]:
     return env
 
 
-def throughput(servers: str, quick: bool, trees: Trees) -> Results:
+def compare(figure: str, best: Mapping[str, float]) -> Comparison:
+    return Comparison(figure, before=best["before"], after=best["after"])
+
+
+def throughput(servers: str, quick: bool, trees: Trees) -> tuple[float, Comparison]:
+    """The pass-through's rate, and the one-instance drain of each tree."""
     n = 30_000 if quick else 100_000
     rounds = 1 if quick else 2
     workflows = workflow_ids(processor.WORKFLOWS)
@@ -82,61 +88,65 @@ def throughput(servers: str, quick: bool, trees: Trees) -> Results:
         p.start_processors(1)
 
     processor.drain(servers, commands[:10_000], workflows, passthrough, "warm-up")
-    best: Results = {"passthrough": 0.0, "before": 0.0, "after": 0.0}
+    best = {"passthrough": 0.0, "before": 0.0, "after": 0.0}
     for _ in range(rounds):  # taking turns
         rate = processor.drain(servers, commands, workflows, passthrough, "pass-through")
         best["passthrough"] = max(best["passthrough"], rate)
         for tree, env in trees.items():
             rate = processor.drain(servers, commands, workflows, one, f"processor {tree}", env=env)
             best[tree] = max(best[tree], rate)
-    return {
-        "passthrough_per_s": round(best["passthrough"]),
-        "before_processor_per_s": round(best["before"]),
-        "after_processor_per_s": round(best["after"]),
-        "before_processor_to_passthrough": round(best["before"] / best["passthrough"], 3),
-        "after_processor_to_passthrough": round(best["after"] / best["passthrough"], 3),
-    }
+    drain = compare(f"processor, 1 instance, {n:,} Appends (cmd/s)", best)
+    return round(best["passthrough"]), drain
 
 
-def latencies(servers: str, quick: bool, trees: Trees) -> Results:
+def latencies(servers: str, quick: bool, trees: Trees) -> list[Comparison]:
     seconds = 5.0 if quick else 15.0
     rounds = 1 if quick else 3
-    out: Results = {}
+    out: list[Comparison] = []
     with ExitStack() as stack:
         setups = {
             tree: stack.enter_context(latency.setup(servers, (), seed=20 + i, env=env))
             for i, (tree, env) in enumerate(trees.items())
         }
         for rate in LATENCY_RATES:
-            best: dict[str, Results] = {}
+            runs: dict[str, list[LatencyRun]] = {tree: [] for tree in setups}
             for _ in range(rounds):  # taking turns
                 for tree, where in setups.items():
-                    result = latency.measure(where, rate, seconds)
-                    log(latency.line(f"{rate:.0f}/s {tree}", result))
-                    if tree not in best or result["visible_p99_ms"] < best[tree]["visible_p99_ms"]:
-                        best[tree] = result
-            for tree, result in best.items():
-                for key in ("visible_p50_ms", "visible_p99_ms", "missing_replies"):
-                    out[f"at_{rate:.0f}_{tree}_{key}"] = result[key]
+                    runs[tree].append(latency.measure(where, rate, seconds))
+                    log(latency.line(f"{rate:.0f}/s {tree}", runs[tree][-1]))
+            best = {tree: latency.lowest_p99(tree_runs) for tree, tree_runs in runs.items()}
+            for name, value in (
+                ("p50 (ms)", lambda r: r.visible_p50_ms),
+                ("p99 (ms)", lambda r: r.visible_p99_ms),
+                ("missing replies", lambda r: float(r.missing_replies)),
+            ):
+                figures = {tree: value(run) for tree, run in best.items()}
+                out.append(compare(f"reply visible at {rate:,.0f}/s: {name}", figures))
     return out
 
 
-def memory(servers: str, quick: bool, trees: Trees) -> Results:
+def memory(servers: str, quick: bool, trees: Trees) -> list[Comparison]:
+    """Taking turns: the fewest bytes and the fastest restore of each tree."""
     rounds = 1 if quick else 2
-    best: dict[str, Results] = {}
-    for _ in range(rounds):  # taking turns; the fewest bytes and the fastest restore
+    rss: dict[str, float] = {}
+    live: dict[str, float] = {}
+    restore: dict[str, float] = {}
+    for _ in range(rounds):
         for tree, env in trees.items():
             r = processor.memory(servers, quick, env=env)
-            log(f"memory {tree}: {r['bytes_per_workflow']:,.0f} B per workflow, "
-                f"restored {r['restore_events_per_s']:,.0f} events/s")  # fmt: skip
-            kept = best.setdefault(tree, r)
-            for key, pick in (("bytes_per_workflow", min), ("restore_events_per_s", max)):
-                kept[key] = pick(kept[key], r[key])
-    keys = ("bytes_per_workflow", "live_bytes_per_workflow", "restore_events_per_s")
-    return {f"{tree}_{k}": best[tree][k] for tree in trees for k in keys}
+            log(f"memory {tree}: {r.bytes_per_workflow:,.0f} B per workflow, "
+                f"restored {r.restore_events_per_s:,.0f} events/s")  # fmt: skip
+            rss[tree] = min(rss.get(tree, r.bytes_per_workflow), r.bytes_per_workflow)
+            live[tree] = r.live_bytes_per_workflow
+            restore[tree] = max(restore.get(tree, 0.0), r.restore_events_per_s)
+    return [
+        compare("memory per restored workflow, RSS (B)", rss),
+        compare("of it held by the state objects (B)", live),
+        compare("restore, 6 partitions (events/s)", restore),
+    ]
 
 
-def handler(trees: Trees) -> Results:
+def handler(trees: Trees) -> list[Comparison]:
     """The processor's Python per command (`benchmarks.handler`, CPU time, no Kafka)
     with each tree's code, taking turns, best of three: what the throughput drain's
     difference is made of. It runs the engine on its port's in-memory adapter: a
@@ -145,41 +155,36 @@ def handler(trees: Trees) -> Results:
         source = Path(env.get("PYTHONPATH", REPO / "src"))
         if not (source / "duroot_stream/processor/port.py").exists():
             log(f"handler: the {tree} tree has no engine port; not compared")
-            return {}
-    best: dict[str, Results] = {}
+            return []
+    one: dict[str, float] = {}
+    per_path: dict[str, float] = {}
     for _ in range(3):
         for tree, env in trees.items():
             out = subprocess.run(
                 [sys.executable, "-m", "benchmarks.handler", "--quick", "--json"],
                 cwd=REPO, env={**os.environ, **env}, capture_output=True, text=True, check=True,
             ).stdout  # fmt: skip
-            figures: Results = json.loads(out.splitlines()[-1])
-            kept = best.setdefault(tree, figures)
-            for key, value in figures.items():
-                kept[key] = min(kept[key], value)
-            log(f"handler {tree}: {figures['us_append_1_path']:.1f} us per 1-path Append, "
-                f"{figures['us_per_path']:.2f} us per path of a 10,000-path one")  # fmt: skip
-    keys = ("us_append_1_path", "us_per_path")
-    return {f"{tree}_{k}": best[tree][k] for tree in trees for k in keys}
+            figures = HandlerResult(**json.loads(out.splitlines()[-1]))
+            one[tree] = min(one.get(tree, figures.us_append_1_path), figures.us_append_1_path)
+            per_path[tree] = min(per_path.get(tree, figures.us_per_path), figures.us_per_path)
+            log(f"handler {tree}: {figures.us_append_1_path:.1f} us per 1-path Append, "
+                f"{figures.us_per_path:.2f} us per path of a 10,000-path one")  # fmt: skip
+    return [
+        compare("Python per 1-path Append (us of CPU)", one),
+        compare("Python per path, 10,000-path Append (us)", per_path),
+    ]
 
 
-def table(results: Mapping[str, Results]) -> str:
-    """One row per figure found as before_X / after_X (or X with before/after in it)."""
-    rows = [f"{'figure':<40} {'before':>11} {'after':>11} {'after/before':>14}"]
-    for section, figures in results.items():
-        for key, before in figures.items():
-            if "before" not in key:
-                continue
-            after = figures.get(key.replace("before", "after"))
-            if after is None:
-                continue
-            name = f"{section}.{key.replace('before_', '').replace('_before', '')}"
-            ratio = f"{after / before:.2f}" if before else "-"
-            rows.append(f"{name:<40} {before:>11,.1f} {after:>11,.1f} {ratio:>14}")
+def table(result: BaselineResult) -> str:
+    rows = [f"{'figure':<48} {'before':>11} {'after':>11} {'after/before':>14}"]
+    for c in result.comparisons:
+        ratio = "-" if c.ratio is None else f"{c.ratio:.2f}"
+        rows.append(f"{c.figure:<48} {c.before:>11,.1f} {c.after:>11,.1f} {ratio:>14}")
+    rows.append(f"(pass-through beside them: {result.passthrough_per_s:,.0f} cmd/s)")
     return "\n".join(rows)
 
 
-def main(argv: Sequence[str] = ()) -> None:
+def main(argv: Sequence[str] = ()) -> BaselineResult:
     args = [a for a in argv if a != "--quick"]
     if len(args) != 1:
         raise SystemExit("usage: python -m benchmarks.baseline REV [--quick]")
@@ -188,14 +193,15 @@ def main(argv: Sequence[str] = ()) -> None:
         trees: Trees = {"before": extract(rev, Path(tmp)), "after": {}}
         log(f"baseline: {rev} from {tmp}, against this tree ({REPO})")
         load = machine_load("the baseline comparison")
-        results: dict[str, Results] = {}
         with bootstrap() as servers:
-            results["throughput"] = throughput(servers, quick, trees)
-            results["latency"] = latencies(servers, quick, trees)
-            results["memory"] = memory(servers, quick, trees)
-        results["handler"] = handler(trees)
-    print(table(results))
-    write_report("baseline", quick, {**results, "run": {"rev": rev, "load_before": load}})
+            passthrough, drain = throughput(servers, quick, trees)
+            comparisons = [drain, *latencies(servers, quick, trees)]
+            comparisons += memory(servers, quick, trees)
+        comparisons += handler(trees)
+    result = BaselineResult(rev, passthrough, tuple(comparisons), load)
+    print(table(result))
+    write_report("baseline", quick, result)
+    return result
 
 
 if __name__ == "__main__":

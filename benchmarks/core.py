@@ -17,19 +17,19 @@ timing, like `timeit`):
 - `us_*`: the command round step by step, microseconds per command (each
   step timed alone, so they add up to a little less than the round).
 
-Run: `python benchmarks/core.py [--quick]`; writes bench-results/core.json.
+Run: `python -m benchmarks.core [--quick]`; writes bench-results/core.json.
 """
 
 from __future__ import annotations
 
 import gc
-import json
-import platform
 import sys
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
+from dataclasses import asdict
 
+from benchmarks.results import CoreResult, CoreSteps
+from benchmarks.workload import REGISTRY_ID, write_report
 from duroot_stream.domain import (
     NO_VC,
     Accepted,
@@ -47,7 +47,6 @@ from duroot_stream.ids import MonotonicUlids, new_ulid
 from duroot_stream.wire import Codec, event_headers
 
 WORKFLOW_ID = "7f1c0a3e-5b1d-4c2a-9e3f-0123456789ab"
-REGISTRY_ID = "0b0c8d4e-1111-4222-8333-444455556666"
 T0 = 1_700_000_000_000
 
 
@@ -92,7 +91,7 @@ def _appends(n: int) -> list[Command]:
     ]
 
 
-def run(quick: bool = False) -> dict[str, float]:
+def run(quick: bool = False) -> CoreResult:
     n = 2_000 if quick else 50_000
     rounds = 3 if quick else 7
     codec = Codec()
@@ -151,23 +150,19 @@ def run(quick: bool = False) -> dict[str, float]:
             decode(data)
         return len(encoded_commands)
 
-    results = {
-        "decide_evolve_encode_per_s": _best_rate(decide_evolve_encode, rounds),
-        "command_round_per_s": _best_rate(command_round, rounds),
-        "decode_event_per_s": _best_rate(decode_events, rounds),
-        "encode_event_per_s": _best_rate(encode_events, rounds),
-        "decode_command_per_s": _best_rate(decode_commands, rounds),
-    }
-    _print_table(results)
-    steps = _steps(codec, commands, encoded_commands, rounds)
-    for name, us in steps.items():
-        print(f"  {name:<28} {us:6.2f} us")
-    return {**results, **steps}
+    result = CoreResult(
+        decide_evolve_encode_per_s=_best_rate(decide_evolve_encode, rounds),
+        command_round_per_s=_best_rate(command_round, rounds),
+        decode_event_per_s=_best_rate(decode_events, rounds),
+        encode_event_per_s=_best_rate(encode_events, rounds),
+        decode_command_per_s=_best_rate(decode_commands, rounds),
+        steps=_steps(codec, commands, encoded_commands, rounds),
+    )
+    _print_table(result)
+    return result
 
 
-def _steps(
-    codec: Codec, commands: list[Command], encoded: list[bytes], rounds: int
-) -> dict[str, float]:
+def _steps(codec: Codec, commands: list[Command], encoded: list[bytes], rounds: int) -> CoreSteps:
     """The command round step by step: microseconds per command, best round."""
     state, new_id = _appending_workflow()
     decisions: list[Accepted] = []
@@ -192,38 +187,36 @@ def _steps(
         for before, command in zip(befores, commands, strict=True):
             decide(before, command, new_id)
 
-    timed: dict[str, Callable[[], object]] = {
-        "us_decode_command": lambda: [codec.decode_command(d) for d in encoded],
-        "us_decide_with_evolve": deciding,
-        "us_encode_event": lambda: [codec.encode_event(e, validate=False) for e in events],
-        "us_event_key_and_headers": lambda: [(e.key.encode(), event_headers(e)) for e in events],
-        "us_reply_for": lambda: [reply_for(c, d) for c, d in zip(commands, decisions, strict=True)],
-        "us_encode_reply": lambda: [codec.encode_reply(r, validate=False) for r in replies],
-    }
-    return {name: round(1e6 / _best_rate(each(step), rounds), 2) for name, step in timed.items()}
+    def us(step: Callable[[], object]) -> float:
+        return round(1e6 / _best_rate(each(step), rounds), 2)
+
+    return CoreSteps(
+        us_decode_command=us(lambda: [codec.decode_command(d) for d in encoded]),
+        us_decide_with_evolve=us(deciding),
+        us_encode_event=us(lambda: [codec.encode_event(e, validate=False) for e in events]),
+        us_event_key_and_headers=us(lambda: [(e.key.encode(), event_headers(e)) for e in events]),
+        us_reply_for=us(
+            lambda: [reply_for(c, d) for c, d in zip(commands, decisions, strict=True)]
+        ),
+        us_encode_reply=us(lambda: [codec.encode_reply(r, validate=False) for r in replies]),
+    )
 
 
-def _print_table(results: dict[str, float]) -> None:
-    width = max(len(k) for k in results)
+def _print_table(result: CoreResult) -> None:
+    rates = {k: v for k, v in asdict(result).items() if isinstance(v, float)}
+    width = max(len(k) for k in rates)
     print(f"{'core benchmark (one core)':<{width}}  {'per second':>12}  {'us each':>8}")
-    for name, rate in results.items():
+    for name, rate in rates.items():
         print(f"{name:<{width}}  {rate:>12,.0f}  {1e6 / rate:>8.2f}")
+    for name, us in asdict(result.steps).items():
+        print(f"  {name:<28} {us:6.2f} us")
 
 
-def main(argv: Sequence[str] = ()) -> None:
+def main(argv: Sequence[str] = ()) -> CoreResult:
     quick = "--quick" in argv
-    results = run(quick=quick)
-    out = Path(__file__).resolve().parents[1] / "bench-results" / "core.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    report = {
-        "benchmark": "core",
-        "quick": quick,
-        "python": platform.python_version(),
-        "machine": platform.machine(),
-        "results": results,
-    }
-    out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    print(f"wrote {out}")
+    result = run(quick=quick)
+    print(f"wrote {write_report('core', quick, result)}")
+    return result
 
 
 if __name__ == "__main__":

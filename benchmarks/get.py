@@ -1,5 +1,5 @@
 """Benchmark: `get` of a finished workflow with 10,000 du lines in a partition
-holding 1,000,000 events (issue 5, "Speed").
+holding 1,000,000 events.
 
 The events are written straight to the topics as the processor writes them
 (same keys, headers, Avro bodies, index entries; ULIDs from the processor's
@@ -18,7 +18,7 @@ in each layout; for comparison, a scan of the whole partition that decodes
 only that workflow's events (`DuRootReader.events(workflow_id=…)`), which is
 what a `get` without the index-and-timestamp seek would cost.
 
-Run: `python benchmarks/get.py [--quick]` (quick: 10 workflows, so 100,000
+Run: `python -m benchmarks.get [--quick]` (quick: 10 workflows, so 100,000
 events per partition);
 uses `DUROOT_BOOTSTRAP_SERVERS` if set, else starts a local broker. Writes
 bench-results/get.json.
@@ -26,18 +26,16 @@ bench-results/get.json.
 
 from __future__ import annotations
 
-import json
-import os
-import platform
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from pathlib import Path
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
 
 from confluent_kafka import Producer
 
+from benchmarks.results import GetResult
+from benchmarks.workload import REGISTRY_ID, bootstrap, write_report
 from duroot_stream.client import DuRootReader
 from duroot_stream.config import KafkaConfig
 from duroot_stream.domain import (
@@ -56,20 +54,7 @@ from duroot_stream.ids import MonotonicUlids, new_ulid
 from duroot_stream.wire import Codec, Topics, create_topics, event_headers, partition_for
 
 PARTITIONS = 6
-REGISTRY_ID = "0b0c8d4e-1111-4222-8333-444455556666"
 Header = tuple[str, str | bytes | None]
-
-
-@contextmanager
-def _bootstrap() -> Iterator[str]:
-    external = os.environ.get("DUROOT_BOOTSTRAP_SERVERS")
-    if external:
-        yield external
-        return
-    from duroot_stream.local.broker import LocalBroker
-
-    with LocalBroker() as broker:
-        yield broker.bootstrap
 
 
 def _ids_in(partition: int, n: int) -> list[str]:
@@ -178,13 +163,13 @@ def _best(work: Callable[[], object], rounds: int) -> float:
     return best
 
 
-def run(quick: bool = False) -> dict[str, float]:
+def run(quick: bool = False) -> GetResult:
     lines, batch = 10_000, 1_000
     workflows = 10 if quick else 100  # per layout (partition)
     rounds = 3 if quick else 5
-    with _bootstrap() as bootstrap:
+    with bootstrap() as servers:
         config = KafkaConfig(
-            bootstrap_servers=bootstrap, topic_prefix=f"bench{uuid.uuid4().hex[:8]}."
+            bootstrap_servers=servers, topic_prefix=f"bench{uuid.uuid4().hex[:8]}."
         )
         create_topics(config, partitions=PARTITIONS)
         sequential, interleaved = _ids_in(0, workflows), _ids_in(1, workflows)
@@ -196,46 +181,38 @@ def run(quick: bool = False) -> dict[str, float]:
         target_seq, target_int = sequential[workflows // 2], interleaved[workflows // 2]
 
         for wf in (target_seq, target_int):  # correct before fast
-            result = reader.get_du(wf)
-            assert result.complete and len(result.lines) == lines, (wf, len(result.lines))
-            assert result.lines[-1].path == f"dir{(lines - 1) // 1000}/file{lines - 1}"
+            got = reader.get_du(wf)
+            assert got.complete and len(got.lines) == lines, (wf, len(got.lines))
+            assert got.lines[-1].path == f"dir{(lines - 1) // 1000}/file{lines - 1}"
 
-        results = {
-            "events_per_partition": float(workflows * (lines + 3)),
-            "lines": float(lines),
-            "get_sequential_s": _best(lambda: reader.get_du(target_seq), rounds),
-            "get_interleaved_s": _best(lambda: reader.get_du(target_int), rounds),
-            "full_partition_scan_s": _best(
+        result = GetResult(
+            events_per_partition=workflows * (lines + 3),
+            lines=lines,
+            get_sequential_s=_best(lambda: reader.get_du(target_seq), rounds),
+            get_interleaved_s=_best(lambda: reader.get_du(target_int), rounds),
+            full_partition_scan_s=_best(
                 lambda: sum(1 for _ in reader.events(workflow_id=target_seq)), max(1, rounds - 2)
             ),
-            "populate_events_per_s": 2 * workflows * (lines + 3) / populate_s,
-        }
-    _print_table(results)
-    return results
+            populate_events_per_s=round(2 * workflows * (lines + 3) / populate_s),
+        )
+    _print_table(result)
+    return result
 
 
-def _print_table(results: dict[str, float]) -> None:
-    width = max(len(k) for k in results)
+def _print_table(result: GetResult) -> None:
+    figures = asdict(result)
+    width = max(len(k) for k in figures)
     print(f"{'get benchmark':<{width}}  {'value':>12}")
-    for name, value in results.items():
+    for name, value in figures.items():
         shown = f"{value:>12,.0f}" if value >= 100 else f"{value:>12.3f}"
         print(f"{name:<{width}}  {shown}")
 
 
-def main(argv: Sequence[str] = ()) -> None:
+def main(argv: Sequence[str] = ()) -> GetResult:
     quick = "--quick" in argv
-    results = run(quick=quick)
-    out = Path(__file__).resolve().parents[1] / "bench-results" / "get.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    report = {
-        "benchmark": "get",
-        "quick": quick,
-        "python": platform.python_version(),
-        "machine": platform.machine(),
-        "results": results,
-    }
-    out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    print(f"wrote {out}")
+    result = run(quick=quick)
+    print(f"wrote {write_report('get', quick, result)}")
+    return result
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-"""Restart time against the length of history (issue 17, item 4): restore of one
-partition holding 10,000,000 events.
+"""Restart time against the length of history: restore of one partition holding
+10,000,000 events.
 
 The partition holds 50,000 small workflows of 100 events (Init, Appends of 10
 paths, Commit), then one large workflow of 5,000,000 events (a du of five
@@ -19,17 +19,19 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator, Sequence
+from dataclasses import asdict
 
 from benchmarks.processor import raw_consume
+from benchmarks.results import HistoryResult
 from benchmarks.workload import (
     HistoryShape,
     Record,
-    _produce_all,
-    _producer,
     bootstrap,
     fresh_topics,
     log,
     machine_load,
+    new_producer,
+    produce_all,
     workflow_ids,
     write_histories,
     write_report,
@@ -80,15 +82,15 @@ def write(config: KafkaConfig, small: int, large: int) -> int:
     written = write_histories(
         [(topic, 1)], config, workflow_ids(small, seed=4), HistoryShape(100, 10)
     )
-    producer = _producer(config, acks="all")
-    written += _produce_all(producer, large_workflow(topic, str(uuid.uuid4()), large))
+    producer = new_producer(config, acks="all")
+    written += produce_all(producer, large_workflow(topic, str(uuid.uuid4()), large))
     if producer.flush(300):
         raise RuntimeError("events not delivered")
     log(f"history: wrote {written:,} events in {time.monotonic() - started:.0f} s")
     return written
 
 
-def run(quick: bool) -> dict[str, float]:
+def run(quick: bool) -> HistoryResult:
     small, large = (5_000, 500_000) if quick else (50_000, 5_000_000)
     rounds = 1 if quick else 2
     with bootstrap() as servers:
@@ -107,24 +109,26 @@ def run(quick: bool) -> dict[str, float]:
             assert raw_consume(config, topic, [0]) == events
             raw_s = min(raw_s, time.monotonic() - t0)
             log(f"history: restore {restore_s:.1f} s, raw consume {raw_s:.1f} s (best so far)")
-    return {
-        "events": float(events),
-        "workflows": float(small + 1),
-        "restore_s": round(restore_s, 2),
-        "restore_events_per_s": round(events / restore_s),
-        "raw_consume_s": round(raw_s, 2),
-        "raw_consume_events_per_s": round(events / raw_s),
-        "restore_ratio": round(raw_s / restore_s, 3),
-        **load,
-    }
+    return HistoryResult(
+        events=events,
+        workflows=small + 1,
+        restore_s=round(restore_s, 2),
+        restore_events_per_s=round(events / restore_s),
+        raw_consume_s=round(raw_s, 2),
+        raw_consume_events_per_s=round(events / raw_s),
+        restore_ratio=round(raw_s / restore_s, 3),
+        load_before=load,
+    )
 
 
-def main(argv: Sequence[str] = ()) -> None:
+def main(argv: Sequence[str] = ()) -> HistoryResult:
     quick = "--quick" in argv
-    results = run(quick)
-    for name, value in results.items():
-        print(f"{name:<28} {value:>14,.2f}")
-    print(f"wrote {write_report('history', quick, results)}")
+    result = run(quick)
+    for name, value in asdict(result).items():
+        if isinstance(value, int | float):
+            print(f"{name:<28} {value:>14,.2f}")
+    print(f"wrote {write_report('history', quick, result)}")
+    return result
 
 
 if __name__ == "__main__":

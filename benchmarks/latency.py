@@ -1,5 +1,4 @@
-"""Latency of a command's reply, at loads set from the capacity of this very set-up
-(issue 17, item 2).
+"""Latency of a command's reply, at loads set from the capacity of this very set-up.
 
 One `duroot-stream processor` (a subprocess, exactly-once, 6 partitions,
 1,000 workflows with a history) per compared setting, both running, used in
@@ -49,14 +48,20 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from benchmarks.drain import ProcessSet, wait_drained
+from benchmarks.results import (
+    Attribution,
+    Capacity,
+    LatencyPoint,
+    LatencyResult,
+    LatencyRun,
+)
 from benchmarks.workload import (
     REPO,
     HistoryShape,
-    ProcessSet,
     fresh_topics,
     log,
     machine_load,
-    wait_drained,
     workflow_ids,
     write_histories,
 )
@@ -71,18 +76,17 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "tuned": (),
     "default": ("-X", "retry.backoff.ms=100", "-X", "retry.backoff.max.ms=1000"),
 }
-POINTS = (("10pct", 0.10), ("25pct", 0.25), ("50pct", 0.50), ("75pct", 0.75))
+FRACTIONS = (0.10, 0.25, 0.50, 0.75)  # of the capacity
 FIXED_RATE = 200.0
-# Histograms of the processor, per transaction: (result key, metric name).
-ATTRIBUTION = (
-    ("batch_commands", "duroot_processor_batch_size_commands"),
-    ("batch_ms", "duroot_processor_batch_duration_seconds"),
-    ("decide_ms", "duroot_processor_decide_duration_seconds"),
-    ("produce_ms", "duroot_processor_produce_duration_seconds"),
-    ("send_offsets_ms", "duroot_processor_send_offsets_duration_seconds"),
-    ("commit_ms", "duroot_processor_commit_duration_seconds"),
+# The processor's histograms, each observed once per committed transaction.
+BATCH_SIZE = "duroot_processor_batch_size_commands"
+ATTRIBUTION_MS = (
+    "duroot_processor_batch_duration_seconds",
+    "duroot_processor_decide_duration_seconds",
+    "duroot_processor_produce_duration_seconds",
+    "duroot_processor_send_offsets_duration_seconds",
+    "duroot_processor_commit_duration_seconds",
 )
-Results = dict[str, float]
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -103,18 +107,26 @@ def scrape(port: int) -> dict[str, float]:
     return out
 
 
-def attribution(before: dict[str, float], after: dict[str, float]) -> Results:
+def attribution(before: dict[str, float], after: dict[str, float]) -> Attribution:
     """Means per committed transaction between two scrapes (ms, or commands)."""
-    out: Results = {}
-    for key, name in ATTRIBUTION:
-        count = after.get(f"{name}_count", 0) - before.get(f"{name}_count", 0)
-        total = after.get(f"{name}_sum", 0) - before.get(f"{name}_sum", 0)
-        scale = 1 if key == "batch_commands" else 1000
-        out[key] = round(total / count * scale, 2) if count else math.nan
-    out["transactions"] = after.get("duroot_processor_batch_size_commands_count", 0) - before.get(
-        "duroot_processor_batch_size_commands_count", 0
+
+    def delta(name: str) -> float:
+        return after.get(name, 0) - before.get(name, 0)
+
+    def mean(name: str, scale: float) -> float:
+        count = delta(f"{name}_count")
+        return round(delta(f"{name}_sum") / count * scale, 2) if count else math.nan
+
+    batch, decide, produce, send_offsets, commit = (mean(n, 1000) for n in ATTRIBUTION_MS)
+    return Attribution(
+        batch_commands=mean(BATCH_SIZE, 1),
+        batch_ms=batch,
+        decide_ms=decide,
+        produce_ms=produce,
+        send_offsets_ms=send_offsets,
+        commit_ms=commit,
+        transactions=delta(f"{BATCH_SIZE}_count"),
     )
-    return out
 
 
 def free_port() -> int:
@@ -156,7 +168,7 @@ def _client(mode: str, config: KafkaConfig, out: Path, *options: str) -> list[st
     ]  # fmt: skip
 
 
-def measure(where: Setup, rate: float, seconds: float) -> Results:
+def measure(where: Setup, rate: float, seconds: float) -> LatencyRun:
     """One open-loop run at `rate` for `seconds`: latencies, boundedness, attribution."""
     count = int(rate * seconds)
     # A run starts with nothing queued: a backlog left by the last one would both
@@ -192,11 +204,7 @@ def measure(where: Setup, rate: float, seconds: float) -> Results:
         sent = [(str(key), float(at)) for key, at in map(json.loads, f)]
     with open(seen_file, encoding="utf-8") as f:
         seen = {key: (visible, produced) for key, visible, produced in map(json.loads, f)}
-    return (
-        summarize(rate, achieved, sent, seen)
-        | {"drain_wait_s": round(drained, 1)}
-        | {f"attr_{k}": v for k, v in attribution(before, after).items()}
-    )
+    return summarize(rate, achieved, sent, seen, round(drained, 1), attribution(before, after))
 
 
 def summarize(
@@ -204,7 +212,9 @@ def summarize(
     achieved: float,
     sent: list[tuple[str, float]],
     seen: dict[str, tuple[float, float]],
-) -> Results:
+    drain_wait_s: float,
+    per_transaction: Attribution,
+) -> LatencyRun:
     warm = len(sent) // 20  # the first 5 % are start-up
     measured = sent[warm:]
     visible = [(seen[k][0] - t) * 1000 for k, t in measured if k in seen]
@@ -222,54 +232,60 @@ def summarize(
         and late_p50 <= min(2 * early_p50 + 200, 1000)
     )
     ordered = sorted(visible)
-    return {
-        "offered_per_s": round(rate),
-        "achieved_offered_per_s": round(achieved),
-        "commands": float(len(sent)),
-        "missing_replies": float(missing),
-        "bounded": float(bounded),
-        "visible_p50_ms": round(percentile(ordered, 0.5), 1),
-        "visible_p99_ms": round(percentile(ordered, 0.99), 1),
-        "visible_p999_ms": round(percentile(ordered, 0.999), 1),
-        "queue_p50_ms": round(percentile(queue, 0.5), 1),
-        "queue_p99_ms": round(percentile(queue, 0.99), 1),
-        "commit_p50_ms": round(percentile(commit, 0.5), 1),
-        "commit_p99_ms": round(percentile(commit, 0.99), 1),
-    }
 
+    def ms(values: Sequence[float], q: float) -> float:
+        return round(percentile(values, q), 1)
 
-def attribution_text(a: Results, prefix: str = "") -> str:
-    """ "; per txn: 12.0 cmds, decide 0.40, ..." from `attribution`'s figures."""
-    return (
-        f"; per txn {a[prefix + 'batch_commands']:.1f} cmds in {a[prefix + 'batch_ms']:.1f} ms: "
-        f"decide {a[prefix + 'decide_ms']:.2f}, produce {a[prefix + 'produce_ms']:.2f}, "
-        f"send_offsets {a[prefix + 'send_offsets_ms']:.1f}, commit {a[prefix + 'commit_ms']:.1f}"
+    return LatencyRun(
+        offered_per_s=round(rate),
+        achieved_offered_per_s=round(achieved),
+        commands=len(sent),
+        missing_replies=missing,
+        bounded=bounded,
+        visible_p50_ms=ms(ordered, 0.5),
+        visible_p99_ms=ms(ordered, 0.99),
+        visible_p999_ms=ms(ordered, 0.999),
+        queue_p50_ms=ms(queue, 0.5),
+        queue_p99_ms=ms(queue, 0.99),
+        commit_p50_ms=ms(commit, 0.5),
+        commit_p99_ms=ms(commit, 0.99),
+        drain_wait_s=drain_wait_s,
+        attribution=per_transaction,
     )
 
 
-def line(name: str, r: Results) -> str:
+def attribution_text(a: Attribution) -> str:
+    """ "; per txn 12.0 cmds in 9.1 ms: decide 0.40, ..." """
     return (
-        f"{name}: {r['offered_per_s']:,.0f}/s p50 {r['visible_p50_ms']:.0f} ms "
-        f"p99 {r['visible_p99_ms']:.0f} ms (queue p50 {r['queue_p50_ms']:.0f} / commit p50 "
-        f"{r['commit_p50_ms']:.0f}){attribution_text(r, 'attr_')}"
-        f"{'' if r['bounded'] else ', LAG UNBOUNDED'}"
+        f"; per txn {a.batch_commands:.1f} cmds in {a.batch_ms:.1f} ms: "
+        f"decide {a.decide_ms:.2f}, produce {a.produce_ms:.2f}, "
+        f"send_offsets {a.send_offsets_ms:.1f}, commit {a.commit_ms:.1f}"
     )
 
 
-def capacity(where: Setup, start: float, step_s: float) -> tuple[float, list[Results]]:
+def line(name: str, r: LatencyRun) -> str:
+    return (
+        f"{name}: {r.offered_per_s:,.0f}/s p50 {r.visible_p50_ms:.0f} ms "
+        f"p99 {r.visible_p99_ms:.0f} ms (queue p50 {r.queue_p50_ms:.0f} / commit p50 "
+        f"{r.commit_p50_ms:.0f}){attribution_text(r.attribution)}"
+        f"{'' if r.bounded else ', LAG UNBOUNDED'}"
+    )
+
+
+def capacity(where: Setup, start: float, step_s: float) -> tuple[float, list[LatencyRun]]:
     """The highest offered rate whose lag stays bounded, stepping up by a quarter
     (an unbounded step is run once more before it counts: the machine is shared)."""
     log(line("capacity warm-up (not counted)", measure(where, start, step_s / 2)))
-    steps: list[Results] = []
+    steps: list[LatencyRun] = []
     rate, knee = start, 0.0
     for _ in range(12):
         result = measure(where, rate, step_s)
-        if not result["bounded"]:
+        if not result.bounded:
             log(line("capacity step, once more", result))
             result = measure(where, rate, step_s)
         steps.append(result)
         log(line("capacity step", result))
-        if not result["bounded"]:
+        if not result.bounded:
             if knee:
                 break
             rate /= 2  # already past it: look below
@@ -277,45 +293,40 @@ def capacity(where: Setup, start: float, step_s: float) -> tuple[float, list[Res
                 break
             continue
         knee = rate
-        if len(steps) > 1 and not steps[-2]["bounded"]:
+        if len(steps) > 1 and not steps[-2].bounded:
             break  # found from above
         rate *= 1.25
     return knee, steps
 
 
-def run(servers: str, quick: bool, drain_max: float | None) -> dict[str, Results]:
+def lowest_p99(runs: Sequence[LatencyRun]) -> LatencyRun:
+    """Of runs at the same rate, the one least disturbed by the shared machine."""
+    return min(runs, key=lambda r: r.visible_p99_ms)
+
+
+def run(servers: str, quick: bool, drain_max: float | None) -> LatencyResult:
     step_s = 5.0 if quick else 30.0
     point_s = 5.0 if quick else 15.0
     rounds = 1 if quick else 3
-    results: dict[str, Results] = {}
     with ExitStack() as stack:
         setups = {
-            name: stack.enter_context(setup(servers, options, seed=10 + i))
-            for i, (name, options) in enumerate(VARIANTS.items())
+            variant: stack.enter_context(setup(servers, options, seed=10 + i))
+            for i, (variant, options) in enumerate(VARIANTS.items())
         }
         load = machine_load("the latency runs")
         knee, steps = capacity(setups["tuned"], (drain_max or 10_000) / 4, step_s)
-        results["capacity"] = {
-            "knee_per_s": round(knee),
-            "steps": float(len(steps)),
-            **{f"step{i}_{k}": v for i, s in enumerate(steps) for k, v in s.items()},
-            **{f"{k}_before": v for k, v in load.items()},
-        }
         log(f"capacity in the latency set-up: {knee:,.0f}/s")
-        points = [(name, fraction * knee) for name, fraction in POINTS]
-        points.append(("200", FIXED_RATE))
-        for name, rate in points:
-            best: dict[str, Results] = {}
-            for _ in range(rounds):  # taking turns
+
+        def point(rate: float, name: str) -> LatencyPoint:
+            """Both settings at `rate`, taking turns, best of `rounds` each."""
+            runs: dict[str, list[LatencyRun]] = {variant: [] for variant in setups}
+            for _ in range(rounds):
                 for variant, where in setups.items():
-                    result = measure(where, rate, point_s)
-                    log(line(f"{name} {variant}", result))
-                    if (
-                        variant not in best
-                        or result["visible_p99_ms"] < best[variant]["visible_p99_ms"]
-                    ):
-                        best[variant] = result
-            for variant, result in best.items():
-                results[f"at_{name}_{variant}"] = result
-        results["capacity"].update({f"{k}_after": v for k, v in machine_load().items()})
-    return results
+                    runs[variant].append(measure(where, rate, point_s))
+                    log(line(f"{name} {variant}", runs[variant][-1]))
+            return LatencyPoint(lowest_p99(runs["tuned"]), lowest_p99(runs["default"]))
+
+        at_10, at_25, at_50, at_75 = (point(f * knee, f"{f:.0%}") for f in FRACTIONS)
+        at_200 = point(FIXED_RATE, f"{FIXED_RATE:.0f}/s")
+        capacity_result = Capacity(knee, tuple(steps), load, machine_load())
+    return LatencyResult(capacity_result, at_10, at_25, at_50, at_75, at_200)

@@ -1,4 +1,4 @@
-"""The latency benchmark's client, as two processes of their own (issue 17, item 2).
+"""The latency benchmark's client, as two processes of their own.
 
 `send` produces Appends at a fixed rate, open loop (on a schedule, never
 waiting for replies), as `DuRootClient` produces them (idempotent, acks=all,

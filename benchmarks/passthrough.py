@@ -1,6 +1,6 @@
 """The pass-through: the processor's exactly-once loop with no domain work.
 
-The yardstick for the processor's throughput (issue 8, item 1). Same
+The yardstick for the processor's throughput. Same
 consumer and transactional-producer settings as `duroot_stream.processor`,
 the same batching (wait for a first command, then take what is fetched in
 chunks of 500 until 1,000 commands, 100 ms, or caught up), and the same

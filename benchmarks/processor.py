@@ -1,4 +1,4 @@
-"""Benchmarks of the processor on a real broker (issue 8, items 1-5).
+"""Benchmarks of the processor on a real broker.
 
 One local broker for all five; each comparison is measured side by side in
 the same run, because the machine (2 shared cores) is too noisy for figures
@@ -15,8 +15,8 @@ from different runs to be compared.
    (10,000 workflows of 100 events) with one partition and with six, versus a
    raw consume of the same partitions (the restore consumer's settings,
    `RESTORE_CONSUMER`; per record only `error()` and `value()`), and restore
-   with librdkafka's fetch queue backoff (`_untuned`, the setting before
-   issue 17).
+   with librdkafka's fetch queue backoff (`untuned`, which the restore
+   consumer overrides).
 3. Latency (`benchmarks/latency.py`): the capacity of the latency set-up
    itself (the offered rate stepped up until lag is no longer bounded), then
    command → reply visible at 10, 25, 50 and 75 % of it and at 200/s, split
@@ -39,39 +39,37 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import asdict, replace
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from benchmarks import latency
+from benchmarks.drain import HeldCommands, ProcessSet, watch_drain
+from benchmarks.results import Memory, ProcessorResult, Restore, RestoreRates, Throughput
 from benchmarks.workload import (
     REPO,
-    HeldCommands,
     HistoryShape,
-    ProcessSet,
     append_commands,
     bootstrap,
     fresh_topics,
     log,
-    watch_drain,
     workflow_ids,
     write_histories,
+    write_report,
 )
 from duroot_stream.config import KafkaConfig
 from duroot_stream.processor import RESTORE_BATCH, RESTORE_CONSUMER, restore_partitions
 from duroot_stream.wire import Codec, Topics
 
 PARTITIONS = 6
-# librdkafka's defaults, which the restore consumer overrides (issue 17)
+# librdkafka's defaults, which the restore consumer overrides
 UNTUNED = {"fetch.queue.backoff.ms": "1000", "queued.min.messages": "100000"}
 WORKFLOWS = 1_000  # for the command benchmarks
-Results = dict[str, float]
 
 
 # --- 1 and 5: throughput and scale-out ----------------------------------------------
@@ -108,7 +106,7 @@ def drain(
     return drain.sustained_rate
 
 
-def throughput(bootstrap_servers: str, quick: bool) -> Results:
+def throughput(bootstrap_servers: str, quick: bool) -> Throughput:
     n = 30_000 if quick else 100_000
     rounds = 1 if quick else 2
     workflows = workflow_ids(WORKFLOWS)
@@ -141,15 +139,15 @@ def throughput(bootstrap_servers: str, quick: bool) -> Results:
     two = drain(
         bootstrap_servers, commands, workflows, lambda p: p.start_processors(2), "processor x2"
     )
-    return {
-        "commands": float(n),
-        "workflows": float(WORKFLOWS),
-        "passthrough_per_s": round(passthrough),
-        "processor_per_s": round(one),
-        "ratio": round(one / passthrough, 3),
-        "processor_2_instances_per_s": round(two),
-        "scale_out_ratio": round(two / one, 3),
-    }
+    return Throughput(
+        commands=n,
+        workflows=WORKFLOWS,
+        passthrough_per_s=round(passthrough),
+        processor_per_s=round(one),
+        ratio=round(one / passthrough, 3),
+        processor_2_instances_per_s=round(two),
+        scale_out_ratio=round(two / one, 3),
+    )
 
 
 # --- 2: restore -----------------------------------------------------------------------------
@@ -194,7 +192,7 @@ def _best_rate(work: Callable[[], int], rounds: int) -> float:
     return best
 
 
-def restore(bootstrap_servers: str, quick: bool) -> Results:
+def restore(bootstrap_servers: str, quick: bool) -> Restore:
     workflows = workflow_ids(1_000 if quick else 10_000, seed=2)
     one = fresh_topics(bootstrap_servers, 1)
     six = fresh_topics(bootstrap_servers, PARTITIONS)
@@ -204,7 +202,7 @@ def restore(bootstrap_servers: str, quick: bool) -> Results:
     log(f"restore: wrote 2 x {events:,} events in {time.monotonic() - started:.0f} s")
     codec = Codec()
     rounds = 1 if quick else 2
-    results: Results = {"events": float(events), "workflows": float(len(workflows))}
+    rates: list[RestoreRates] = []
     for label, config, partitions in (("1p", one, [0]), ("6p", six, list(range(PARTITIONS)))):
         topic = Topics(config.topic_prefix).events
 
@@ -222,7 +220,7 @@ def restore(bootstrap_servers: str, quick: bool) -> Results:
 
         def untuned(
             config: KafkaConfig = config, topic: str = topic, partitions: list[int] = partitions
-        ) -> int:  # before issue 17: librdkafka's fetch queue backoff
+        ) -> int:  # with librdkafka's fetch queue backoff
             restored = restore_partitions(
                 replace(config, overrides=UNTUNED), topic, partitions, codec
             )
@@ -237,17 +235,21 @@ def restore(bootstrap_servers: str, quick: bool) -> Results:
             f"restore {label}: {restore_rate:,.0f} events/s, raw consume {raw_rate:,.0f}/s, "
             f"restore with librdkafka's fetch queue backoff {untuned_rate:,.0f}/s"
         )
-        results[f"restore_{label}_untuned_events_per_s"] = round(untuned_rate)
-        results[f"restore_{label}_events_per_s"] = round(restore_rate)
-        results[f"raw_consume_{label}_events_per_s"] = round(raw_rate)
-        results[f"restore_{label}_ratio"] = round(restore_rate / raw_rate, 3)
-    return results
+        rates.append(
+            RestoreRates(
+                restore_per_s=round(restore_rate),
+                raw_consume_per_s=round(raw_rate),
+                untuned_per_s=round(untuned_rate),
+                ratio=round(restore_rate / raw_rate, 3),
+            )
+        )
+    return Restore(events, len(workflows), one_partition=rates[0], six_partitions=rates[1])
 
 
 # --- 4: memory ------------------------------------------------------------------------------
 
 
-def memory(bootstrap_servers: str, quick: bool, env: Mapping[str, str] = {}) -> Results:
+def memory(bootstrap_servers: str, quick: bool, env: Mapping[str, str] = {}) -> Memory:
     workflows = workflow_ids(20_000 if quick else 100_000, seed=3)
     config = fresh_topics(bootstrap_servers, PARTITIONS)
     empty = fresh_topics(bootstrap_servers, PARTITIONS)
@@ -267,16 +269,16 @@ def memory(bootstrap_servers: str, quick: bool, env: Mapping[str, str] = {}) -> 
     probe: dict[str, Any] = json.loads(out.stdout)
     assert probe["workflows"] == len(workflows), probe
     log(f"memory: {probe['bytes_per_workflow']:,.0f} bytes per workflow")
-    return {
-        "workflows": float(probe["workflows"]),
-        "events": float(probe["events"]),
-        "rss_empty_mib": round(probe["rss_empty_bytes"] / 2**20, 1),
-        "rss_mib": round(probe["rss_bytes"] / 2**20, 1),
-        "bytes_per_workflow": round(probe["bytes_per_workflow"]),
-        "bytes_per_workflow_before_trim": round(probe["bytes_per_workflow_before_trim"]),
-        "live_bytes_per_workflow": round(probe["live_bytes_per_workflow"]),
-        "restore_events_per_s": round(probe["events"] / probe["restore_s"]),
-    }
+    return Memory(
+        workflows=probe["workflows"],
+        events=probe["events"],
+        rss_empty_mib=round(probe["rss_empty_bytes"] / 2**20, 1),
+        rss_mib=round(probe["rss_bytes"] / 2**20, 1),
+        bytes_per_workflow=round(probe["bytes_per_workflow"]),
+        bytes_per_workflow_before_trim=round(probe["bytes_per_workflow_before_trim"]),
+        live_bytes_per_workflow=round(probe["live_bytes_per_workflow"]),
+        restore_events_per_s=round(probe["events"] / probe["restore_s"]),
+    )
 
 
 # --- all of them ----------------------------------------------------------------------------
@@ -284,46 +286,39 @@ def memory(bootstrap_servers: str, quick: bool, env: Mapping[str, str] = {}) -> 
 SECTIONS = ("throughput", "latency", "restore", "memory")
 
 
-def run(quick: bool = False, sections: Sequence[str] = SECTIONS) -> dict[str, Any]:
-    results: dict[str, Any] = {}
+def run(quick: bool = False, sections: Sequence[str] = SECTIONS) -> ProcessorResult:
     with bootstrap() as servers:
+        drained = None
         if "throughput" in sections:
             log("throughput: pass-through, one processor, two processors")
-            results["throughput"] = throughput(servers, quick)
-        if "latency" in sections:
-            drain = results.get("throughput", {}).get("processor_per_s")
-            results["latency"] = latency.run(servers, quick, drain)
-        if "restore" in sections:
-            results["restore"] = restore(servers, quick)
-        if "memory" in sections:
-            results["memory"] = memory(servers, quick)
-    for section, figures in results.items():
-        for name, value in figures.items():
-            if isinstance(value, dict):  # the latency runs, one level down
-                for key, number in value.items():
-                    print(f"{section:<11} {name + '.' + key:<44} {number:>14,.3f}")
-            else:
-                print(f"{section:<11} {name:<44} {value:>14,.3f}")
-    return results
+            drained = throughput(servers, quick)
+        drain_max = drained.processor_per_s if drained else None
+        waited = latency.run(servers, quick, drain_max) if "latency" in sections else None
+        restored = restore(servers, quick) if "restore" in sections else None
+        held = memory(servers, quick) if "memory" in sections else None
+    result = ProcessorResult(drained, waited, restored, held)
+    for section, figures in asdict(result).items():
+        if figures is not None:
+            print_figures(section, figures)
+    return result
 
 
-def main(argv: Sequence[str] = ()) -> None:
+def print_figures(prefix: str, figures: Mapping[str, Any]) -> None:
+    """One line per number, nested figures named by their path."""
+    for name, value in figures.items():
+        if isinstance(value, Mapping):
+            print_figures(f"{prefix}.{name}", value)
+        elif isinstance(value, int | float):
+            print(f"{prefix + '.' + name:<56} {value:>14,.3f}")
+
+
+def main(argv: Sequence[str] = ()) -> ProcessorResult:
     args = list(argv)
     quick = "--quick" in args
     sections = [a for a in args if a in SECTIONS] or list(SECTIONS)
-    results = run(quick=quick, sections=sections)
-    out = REPO / "bench-results" / "processor.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    report = {
-        "benchmark": "processor",
-        "quick": quick,
-        "python": platform.python_version(),
-        "machine": platform.machine(),
-        "cpus": os.cpu_count(),
-        "results": results,
-    }
-    out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    print(f"wrote {out}")
+    result = run(quick=quick, sections=sections)
+    print(f"wrote {write_report('processor', quick, result)}")
+    return result
 
 
 if __name__ == "__main__":

@@ -16,15 +16,13 @@ Figures:
 - `du_alone_lines_per_s`: the same du invocation alone, for scale;
 - `lines`, `seconds`, `appends` (Append commands sent).
 
-Run: `python benchmarks/runner.py [--quick] [--batch-size N]`; writes
+Run: `python -m benchmarks.runner [--quick] [--batch-size N]`; writes
 bench-results/runner.json.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import platform
 import random
 import shutil
 import signal
@@ -36,10 +34,13 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
+from benchmarks.results import RunnerResult
+from benchmarks.workload import REGISTRY_ID, write_report
 from duroot_stream.cli.main import build_parser
 from duroot_stream.cli.runner import settings_from_args
 from duroot_stream.client import DuRootClient
@@ -52,7 +53,6 @@ from duroot_stream.runner import Runner, du
 from duroot_stream.wire import Topics, create_topics
 
 HOST = "bench.example.org"
-REGISTRY_ID = "0b0c8d4e-1111-4222-8333-444455556666"
 PARTITIONS = 3
 
 
@@ -133,7 +133,7 @@ def _measure(
     return len(result.lines), seconds
 
 
-def run(quick: bool = False, batch_size: int | None = None) -> dict[str, float]:
+def run(quick: bool = False, batch_size: int | None = None) -> RunnerResult:
     dirs = 5_000 if quick else 100_000
     work = Path(tempfile.mkdtemp(prefix="duroot-bench-"))
     tree = work / "tree"
@@ -195,40 +195,32 @@ def run(quick: bool = False, batch_size: int | None = None) -> dict[str, float]:
                 processor.stop()
                 processor_thread.join(60)
         lines, seconds = process
-        results = {
-            "directories": float(dirs),
-            "lines": float(lines),
-            "seconds": round(seconds, 3),
-            "lines_per_s": round(lines / seconds, 1),
-            "lines_per_s_one_process": round(thread[0] / thread[1], 1),
-            "du_alone_lines_per_s": round(len(du_lines) / du_seconds, 1),
-            "batch_size": float(settings.batch_size),
-            "batch_bytes": float(settings.batch_bytes),
-        }
+        du_alone = round(len(du_lines) / du_seconds, 1)
+        result = RunnerResult(
+            directories=dirs,
+            lines=lines,
+            seconds=round(seconds, 3),
+            lines_per_s=round(lines / seconds, 1),
+            lines_per_s_one_process=round(thread[0] / thread[1], 1),
+            du_alone_lines_per_s=du_alone,
+            to_du_alone=round(lines / seconds / du_alone, 3),
+            batch_size=settings.batch_size,
+            batch_bytes=settings.batch_bytes,
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    for name, value in results.items():
-        print(f"{name:<22} {value:>14,.1f}")
-    return results
+    for name, value in asdict(result).items():
+        print(f"{name:<24} {value:>14,.1f}")
+    return result
 
 
-def main(argv: Sequence[str] = ()) -> None:
+def main(argv: Sequence[str] = ()) -> RunnerResult:
     args = list(argv)
     quick = "--quick" in args
     batch_size = int(args[args.index("--batch-size") + 1]) if "--batch-size" in args else None
-    results = run(quick=quick, batch_size=batch_size)
-    out = Path(__file__).resolve().parents[1] / "bench-results" / "runner.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    report = {
-        "benchmark": "runner",
-        "quick": quick,
-        "python": platform.python_version(),
-        "machine": platform.machine(),
-        "cpus": os.cpu_count(),
-        "results": results,
-    }
-    out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    print(f"wrote {out}")
+    result = run(quick=quick, batch_size=batch_size)
+    print(f"wrote {write_report('runner', quick, result)}")
+    return result
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The floor of a reply: one bare transaction, and what its retry backoff costs (issue 17).
+"""The floor of a reply: one bare transaction, and what its retry backoff costs.
 
 A transactional producer runs transactions back to back, each `begin`, two
 produces, `send_offsets_to_transaction`, `commit_transaction`, no domain
@@ -25,10 +25,12 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import asdict
 from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from benchmarks.results import TxnFloorResult, TxnFloorSetting
 from benchmarks.workload import bootstrap, fresh_topics, log, machine_load, write_report
 from duroot_stream.config import KafkaConfig
 from duroot_stream.processor import RETRY_BACKOFF_MAX_MS, RETRY_BACKOFF_MS
@@ -102,14 +104,14 @@ def concurrent_transactions(config: KafkaConfig, settings: dict[str, Any], n: in
     return hits / (n + 1)
 
 
-def run(quick: bool = False) -> dict[str, float]:
+def run(quick: bool = False) -> TxnFloorResult:
     n = 30 if quick else 100
     rounds = 1 if quick else 3
-    results: dict[str, float] = {}
+    settings: dict[str, TxnFloorSetting] = {}
     with bootstrap() as servers:
         config = fresh_topics(servers, 1)
         transactions(config, SETTINGS["tuned"], 10)  # warm-up, not counted
-        results.update(machine_load("the bare transactions"))
+        load = machine_load("the bare transactions")
         # Taking turns. Pooled over the rounds, not the best round: whether the
         # coordinator is still busy with the last transaction's markers varies
         # from round to round, and the best round alone hides it.
@@ -117,29 +119,39 @@ def run(quick: bool = False) -> dict[str, float]:
             name: {step: [] for step in STEPS} for name in SETTINGS
         }
         for _ in range(rounds):
-            for name, settings in SETTINGS.items():
-                times = transactions(config, settings, n)
+            for name, backoff in SETTINGS.items():
+                times = transactions(config, backoff, n)
                 for step, seconds in times.items():
                     pooled[name][step].extend(seconds)
                 median_ms = statistics.median(times["total"]) * 1000
                 log(f"bare transaction, {name}: median {median_ms:.1f} ms")
         for name, steps in pooled.items():
-            for step, seconds in steps.items():
-                results[f"{name}_{step}_p50_ms"] = round(statistics.median(seconds) * 1000, 2)
-            totals = sorted(steps["total"])
-            results[f"{name}_total_p90_ms"] = round(totals[int(0.9 * len(totals))] * 1000, 2)
             per_txn = concurrent_transactions(config, SETTINGS[name], 20)
-            results[f"{name}_concurrent_transactions_per_txn"] = round(per_txn, 2)
             log(f"{name}: {per_txn:.2f} CONCURRENT_TRANSACTIONS answers per transaction")
-    return results
+            totals = sorted(steps["total"])
+            settings[name] = TxnFloorSetting(
+                produce_p50_ms=_ms(statistics.median(steps["produce"])),
+                send_offsets_p50_ms=_ms(statistics.median(steps["send_offsets"])),
+                commit_p50_ms=_ms(statistics.median(steps["commit"])),
+                total_p50_ms=_ms(statistics.median(totals)),
+                total_p90_ms=_ms(totals[int(0.9 * len(totals))]),
+                concurrent_transactions_per_txn=round(per_txn, 2),
+            )
+    return TxnFloorResult(settings["tuned"], settings["default"], load)
 
 
-def main(argv: Sequence[str] = ()) -> None:
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 2)
+
+
+def main(argv: Sequence[str] = ()) -> TxnFloorResult:
     quick = "--quick" in argv
-    results = run(quick=quick)
-    for name, value in results.items():
-        print(f"{name:<44} {value:>10,.2f}")
-    print(f"wrote {write_report('txn_floor', quick, results)}")
+    result = run(quick=quick)
+    for name, setting in (("tuned", result.tuned), ("default", result.default)):
+        for figure, value in asdict(setting).items():
+            print(f"{name + ' ' + figure:<44} {value:>10,.2f}")
+    print(f"wrote {write_report('txn_floor', quick, result)}")
+    return result
 
 
 if __name__ == "__main__":

@@ -1,18 +1,12 @@
-"""Workloads for the processor benchmarks, and how their drains are timed.
+"""Workloads for the benchmarks: histories, commands, and the reports of what they measured.
 
 - `write_histories`: workflow histories written straight to events topics as
   the processor writes them (keys `<wf>/<seq>`, the codec's Avro bodies and
   `event_headers`, vids from `MonotonicUlids`), encoded once and produced to
   every topic given, much faster than running commands through a processor.
 - `append_commands`: `Append` commands with one path each, round robin over
-  workflows, encoded once.
-- `HeldCommands`: commands produced inside a transaction that stays open, so
-  a read_committed consumer sees none of them until `release()` commits: the
-  consumers join and settle first, and every drain starts at one instant.
-- `Drain`: committed offsets of a consumer group, sampled until every
-  command is committed; the sustained rate is taken between 10 % and 90 %.
-- `ProcessSet`: `duroot-stream processor` (or the pass-through) instances as
-  subprocesses, ready once their group is stable.
+  workflows, encoded once (`benchmarks.drain` holds them back and times their drain).
+- `write_report`, `machine_load`: each benchmark's JSON report, and the load it saw.
 """
 
 from __future__ import annotations
@@ -20,20 +14,18 @@ from __future__ import annotations
 import json
 import os
 import platform
-import signal
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient
 
+from benchmarks.results import Load
 from duroot_stream.config import KafkaConfig
 from duroot_stream.domain import (
     EVENT_EPOCH,
@@ -51,6 +43,9 @@ from duroot_stream.domain import (
 from duroot_stream.ids import MonotonicUlids, new_ulid, now_ms
 from duroot_stream.wire import Codec, Topics, create_topics, event_headers, partition_for
 
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
 REPO = Path(__file__).resolve().parents[1]
 REGISTRY_ID = "0b0c8d4e-1111-4222-8333-444455556666"
 # Records as (topic, partition, key, value, headers).
@@ -62,7 +57,7 @@ def log(message: str) -> None:
     print(f"  {time.strftime('%H:%M:%S')} {message}", file=sys.stderr, flush=True)
 
 
-def write_report(name: str, quick: bool, results: Mapping[str, object]) -> Path:
+def write_report(name: str, quick: bool, result: DataclassInstance | Mapping[str, object]) -> Path:
     """bench-results/<name>.json: the figures, the machine, its load now."""
     out = REPO / "bench-results" / f"{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -72,14 +67,14 @@ def write_report(name: str, quick: bool, results: Mapping[str, object]) -> Path:
         "python": platform.python_version(),
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
-        "load_after": machine_load(),
-        "results": results,
+        "load_after": asdict(machine_load()),
+        "results": result if isinstance(result, Mapping) else asdict(result),
     }
     out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return out
 
 
-def machine_load(what: str = "") -> dict[str, float]:
+def machine_load(what: str = "") -> Load:
     """The load averages now, and a warning on stderr when the machine is busy
     (more runnable work than cores over the last minute before this process's own
     load): figures measured then are low and noisy."""
@@ -90,7 +85,7 @@ def machine_load(what: str = "") -> dict[str, float]:
             f"WARNING: the machine is busy{' before ' + what if what else ''}: "
             f"load average {one:.1f} / {five:.1f} / {fifteen:.1f} on {cores} cores"
         )
-    return {"load_1m": round(one, 2), "load_5m": round(five, 2), "load_15m": round(fifteen, 2)}
+    return Load(round(one, 2), round(five, 2), round(fifteen, 2))
 
 
 @contextmanager
@@ -141,7 +136,7 @@ def workflow_ids(n: int, seed: int = 0) -> list[str]:
     return [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(n)]
 
 
-def _producer(config: KafkaConfig, **extra: object) -> Producer:
+def new_producer(config: KafkaConfig, **extra: object) -> Producer:
     return Producer(
         config.client(
             **{
@@ -155,7 +150,7 @@ def _producer(config: KafkaConfig, **extra: object) -> Producer:
     )
 
 
-def _produce_all(producer: Producer, records: Iterable[Record]) -> int:
+def produce_all(producer: Producer, records: Iterable[Record]) -> int:
     count = 0
     for topic, partition, key, value, headers in records:
         while True:
@@ -217,7 +212,7 @@ def write_histories(
     """
     codec = Codec()
     new_id = MonotonicUlids()
-    producer = _producer(config, acks="all")
+    producer = new_producer(config, acks="all")
     written = 0
     for first in range(0, len(workflows), concurrent):
         group = list(range(first, min(first + concurrent, len(workflows))))
@@ -240,7 +235,7 @@ def write_histories(
                 )
                 for topic, partition in routes[i]:
                     records.append((topic, partition, key, value, headers))
-            _produce_all(producer, records)
+            produce_all(producer, records)
             written += len(group)
     remaining = producer.flush(300)
     if remaining:
@@ -261,209 +256,3 @@ def append_commands(workflows: list[str], n: int) -> list[tuple[str, bytes]]:
         body = Append((PathUsage(f"dir{i // len(workflows)}/f", 4096 * i),))
         out.append((wf, codec.encode_command(Command(new_ulid(), wf, NO_VC, issued, body))))
     return out
-
-
-class HeldCommands:
-    """Commands behind an open transaction: invisible to read_committed consumers
-    until `release()`."""
-
-    def __init__(self, config: KafkaConfig, partitions: int, commands: list[tuple[str, bytes]]):
-        topic = Topics(config.topic_prefix).commands
-        self.count = len(commands)
-        self.producer = _producer(
-            config,
-            **{
-                "transactional.id": f"bench-held-{uuid.uuid4().hex[:8]}",
-                "transaction.timeout.ms": 600_000,
-            },
-        )
-        self.producer.init_transactions(30)
-        self.producer.begin_transaction()
-        _produce_all(
-            self.producer,
-            (
-                (topic, partition_for(wf, partitions), wf.encode(), value, [])
-                for wf, value in commands
-            ),
-        )
-        if self.producer.flush(120):
-            raise RuntimeError("held commands not delivered")
-
-    def release(self) -> float:
-        """Commit: every command becomes visible at once. Returns the time (monotonic)."""
-        self.producer.commit_transaction(60)
-        return time.monotonic()
-
-
-# --- timing drains -------------------------------------------------------------------
-
-
-@dataclass
-class Drain:
-    """Progress of a consumer group through `total` commands, from committed offsets."""
-
-    released: float
-    total: int
-    samples: list[tuple[float, int]] = field(default_factory=list)  # (monotonic, committed)
-
-    @property
-    def seconds(self) -> float:
-        return self.samples[-1][0] - self.released
-
-    @property
-    def rate(self) -> float:
-        """Commands per second from release to the last commit seen."""
-        return self.total / self.seconds
-
-    @property
-    def sustained_rate(self) -> float:
-        """Commands per second between 10 % and 90 % committed (no start-up, no tail)."""
-        low = next(s for s in self.samples if s[1] >= 0.1 * self.total)
-        high = next(s for s in self.samples if s[1] >= 0.9 * self.total)
-        if high[0] <= low[0]:
-            return self.rate
-        return (high[1] - low[1]) / (high[0] - low[0])
-
-
-def wait_drained(config: KafkaConfig, group: str, partitions: int, timeout: float) -> float:
-    """Until `group` has committed every command written so far; the seconds waited."""
-    topic = Topics(config.topic_prefix).commands
-    watcher = Consumer(
-        {"bootstrap.servers": config.bootstrap_servers, "group.id": group, "log_level": 0}
-    )
-    started = time.monotonic()
-    try:
-        while True:
-            ends = [
-                watcher.get_watermark_offsets(TopicPartition(topic, p), 10)[1]
-                for p in range(partitions)
-            ]
-            tps = [TopicPartition(topic, p) for p in range(partitions)]
-            committed = [tp.offset for tp in watcher.committed(tps, timeout=10)]
-            # A partition never written to has no committed offset (-1001).
-            if all(c >= end or end == 0 for c, end in zip(committed, ends, strict=True)):
-                return time.monotonic() - started
-            if time.monotonic() - started > timeout:
-                raise RuntimeError(f"group {group} not caught up after {timeout} s")
-            time.sleep(0.1)
-    finally:
-        watcher.close()
-
-
-def watch_drain(
-    config: KafkaConfig, group: str, partitions: int, held: HeldCommands, timeout: float = 900
-) -> Drain:
-    """Release `held` and sample `group`'s committed offsets until all are committed."""
-    topic = Topics(config.topic_prefix).commands
-    watcher = Consumer(
-        {"bootstrap.servers": config.bootstrap_servers, "group.id": group, "log_level": 0}
-    )
-    tps = [TopicPartition(topic, p) for p in range(partitions)]
-    try:
-        drain = Drain(held.release(), held.count)
-        while True:
-            committed = watcher.committed(tps, timeout=10)
-            done = sum(max(tp.offset, 0) for tp in committed)
-            now = time.monotonic()
-            drain.samples.append((now, done))
-            if done >= held.count:
-                return drain
-            if now - drain.released > timeout:
-                raise RuntimeError(f"group {group}: {done} of {held.count} after {timeout} s")
-            time.sleep(0.05)
-    finally:
-        watcher.close()
-
-
-# --- processes -------------------------------------------------------------------------
-
-
-class ProcessSet:
-    """Consumer-group members as subprocesses (`duroot-stream processor` or the
-    pass-through), stderr to log files, stopped with SIGTERM."""
-
-    def __init__(self, config: KafkaConfig, group: str, env: Mapping[str, str] = {}) -> None:
-        self.config = config
-        self.group = group
-        self.env = {**os.environ, **env}  # PYTHONPATH: another tree's code (benchmarks.baseline)
-        self.procs: list[subprocess.Popen[bytes]] = []
-        self.logs = Path(tempfile.mkdtemp(prefix="duroot-bench-"))
-
-    def start(self, argv: list[str], name: str) -> None:
-        log_path = self.logs / f"{name}.log"
-        with open(log_path, "wb") as err:
-            self.procs.append(
-                subprocess.Popen(
-                    argv, stdout=subprocess.DEVNULL, stderr=err, cwd=REPO, env=self.env
-                )
-            )
-
-    def start_processors(self, n: int, *options: str) -> None:
-        for i in range(n):
-            self.start(
-                [
-                    sys.executable, "-m", "duroot_stream.cli.main", "processor",
-                    "--bootstrap-servers", self.config.bootstrap_servers,
-                    "--topic-prefix", self.config.topic_prefix,
-                    "--group", self.group, "--instance-id", f"{self.group}-{i}", *options,
-                ],
-                f"processor-{i}",
-            )  # fmt: skip
-
-    def start_passthrough(self, partitions: int) -> None:
-        self.start(
-            [
-                sys.executable, "-m", "benchmarks.passthrough",
-                "--bootstrap-servers", self.config.bootstrap_servers,
-                "--topic-prefix", self.config.topic_prefix,
-                "--group", self.group, "--partitions", str(partitions),
-            ],
-            "passthrough",
-        )  # fmt: skip
-
-    def wait_stable(self, partitions: int, timeout: float = 120) -> None:
-        """Until the group is stable with every member holding partitions, all assigned."""
-        admin = AdminClient({"bootstrap.servers": self.config.bootstrap_servers})
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self._check_alive()
-            try:
-                desc = admin.describe_consumer_groups([self.group])[self.group].result()
-            except KafkaException:
-                time.sleep(0.2)
-                continue
-            owned = [len(m.assignment.topic_partitions) for m in desc.members]
-            if (
-                str(desc.state).endswith("STABLE")
-                and len(owned) == len(self.procs)
-                and all(owned)
-                and sum(owned) == partitions
-            ):
-                time.sleep(1.0)  # let on_assign (the restore) finish
-                return
-            time.sleep(0.2)
-        raise RuntimeError(f"group {self.group} not stable after {timeout} s; logs in {self.logs}")
-
-    def _check_alive(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is not None:
-                raise RuntimeError(
-                    f"a benchmark process exited with {proc.returncode}; logs in {self.logs}"
-                )
-
-    def stop(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-    def __enter__(self) -> ProcessSet:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

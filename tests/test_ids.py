@@ -37,6 +37,16 @@ def test_an_id_is_above_a_floor_ahead_of_the_clock() -> None:
     assert decode_ulid(second) == decode_ulid(first) + 1
 
 
+def test_ids_stay_above_a_floor_after_the_clock_moves_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A later millisecond on the clock must not take the ids back below the floor.
+    clock = iter(range(1_000, 2_000))
+    monkeypatch.setattr("duroot_stream.ids.now_ms", lambda: next(clock))
+    new_id = MonotonicUlids()
+    floor = encode_ulid((5_000 << 80) | 7)
+    ids = [new_id(floor), new_id(""), new_id("")]
+    assert ids[1:] == [encode_ulid((5_000 << 80) | n) for n in (9, 10)]
+
+
 def test_the_text_is_right_across_a_pair_boundary() -> None:
     # Within a millisecond only the last pair is encoded anew: its roll-over
     # from "ZZ" must carry into the cached stem.

@@ -55,6 +55,8 @@ class MonotonicUlids:
             if value > _MAX:
                 raise OverflowError("ULID space exhausted")
             text = encode_ulid(value)
+            # The next id goes on from here, not back to the clock, until it catches up.
+            self._ms = max(self._ms, value >> _RANDOM_BITS)
         self._value = value
         return text
 

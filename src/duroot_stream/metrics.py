@@ -99,7 +99,7 @@ class ProcessorMetrics:
             registry=r,
         )
 
-        # Where a transaction's time goes (issue 17): one observation per committed batch.
+        # Where a transaction's time goes: one observation per committed batch.
         def step(name: str, what: str) -> Histogram:
             return Histogram(
                 f"duroot_processor_{name}_duration_seconds",

@@ -1,5 +1,5 @@
 """Bad input against one processor process: malformed values, keys and headers
-interleaved with valid commands (issue 12).
+interleaved with valid commands.
 
 It shows: the same processor process from start to end (never restarted), every
 valid command applied exactly once with the right reply, every bad record answered

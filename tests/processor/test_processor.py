@@ -299,7 +299,7 @@ def test_unparsable_reply_partition_is_logged_counted_and_the_correlation_id_ech
     assert len(warnings) == 1 and "'zero'" in str(getattr(warnings[0], "error", ""))
 
 
-# The "Found" routes (each stopped the processor, or misrouted its reply),
+# Routes that once stopped the processor, or misrouted its reply,
 # and a route to each of the pipeline's own topics.
 FOUND_ROUTES: dict[str, list[tuple[str, bytes]]] = {
     "nul-topic": [

@@ -1,12 +1,10 @@
 """Processor parts that need no broker: the restore's offset lookup, which produce
-errors mean that the open transaction has already failed (abort and redo), that the
-engine reaches Kafka only through its port, and that the command a log tells an
-operator to run exists."""
+errors mean that the open transaction has already failed (abort and redo), and that
+the engine reaches Kafka only through its port."""
 
 from __future__ import annotations
 
 import ast
-import shlex
 from pathlib import Path
 from typing import cast
 
@@ -14,9 +12,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 import duroot_stream.processor
-from duroot_stream.cli.main import build_parser
 from duroot_stream.processor.faults import ProcessorFatal, transaction_failed
-from duroot_stream.processor.hanging import WHAT_TO_DO
 from duroot_stream.processor.restore import offsets
 
 # The engine: one command, one transaction, garbage collection, and its port.
@@ -87,11 +83,3 @@ def test_the_engine_imports_no_kafka_client(module: str) -> None:
         )
     }
     assert not {n for n in imported if n.split(".")[0] == "confluent_kafka"}, imported
-
-
-def test_the_commands_a_hanging_transaction_log_names_exist() -> None:
-    for command in WHAT_TO_DO.split(", then "):
-        words = [{"T": "t.events", "P": "0", "O": "5"}.get(w, w) for w in shlex.split(command)]
-        assert words[0] == "duroot-stream"
-        args = build_parser().parse_args(words[1:])  # exits 2 on what it does not know
-        assert args.command == "transactions", command

@@ -3,7 +3,7 @@
 librdkafka has no admin API for transactions, so this runs Kafka's own tool,
 `kafka-transactions.sh` (the class `TransactionsCommand` of the `kafka-tools`
 artifact), from the jars the local broker caches (`deploy/kafka/pom.xml`), with
-Java 17+. `duroot-stream transactions ...` (cli/admin.py) is its command line.
+Java 17+. `duroot-stream transactions ...` (cli/ops.py) is its command line.
 
 - `find_hanging`: Kafka's definition (KIP-664): a partition with an open
   transaction that its coordinator no longer knows about, so nothing will ever

@@ -35,11 +35,6 @@ log = logging.getLogger("duroot.processor")
 CHECK_INTERVAL_S = 5.0
 ABORT_CHECK_INTERVAL_S = 10.0  # the broker's default abort check interval
 REQUEST_TIMEOUT_S = 10.0
-# What an operator runs about a hanging transaction (logged with it).
-WHAT_TO_DO = (
-    "duroot-stream transactions find-hanging, then duroot-stream transactions abort "
-    "--topic T --partition P --start-offset O"
-)
 
 
 @dataclass(frozen=True)
@@ -154,7 +149,9 @@ class HangingMonitor:
                         "high_watermark": high,
                         "stalled_s": round(stall.seconds),
                         "limit_s": self.limit_s,
-                        "what_to_do": WHAT_TO_DO,
+                        "what_to_do": "duroot-stream transactions find-hanging, then "
+                        "duroot-stream transactions abort --topic T --partition P "
+                        "--start-offset O",
                     },
                 )
         return stalls
