@@ -34,7 +34,14 @@ from duroot_stream.config import KafkaConfig
 from duroot_stream.domain import NO_VC, Append, Command, PathUsage
 from duroot_stream.ids import new_ulid, now_ms
 from duroot_stream.kafka import new_producer, new_reader, watermarks
-from duroot_stream.wire import Codec, Topics, partition_for
+from duroot_stream.wire import (
+    CORRELATION_ID,
+    REPLY_PARTITION,
+    REPLY_TOPIC,
+    Codec,
+    Topics,
+    partition_for,
+)
 
 WORKFLOWS = 1_000
 
@@ -54,8 +61,8 @@ def send(config: KafkaConfig, args: argparse.Namespace) -> None:
     workflows = workflow_ids(WORKFLOWS, seed=args.seed)
     count = int(args.rate * args.seconds)
     headers: list[tuple[str, str | bytes | None]] = [
-        ("reply-topic", topics.replies.encode()),
-        ("reply-partition", str(args.reply_partition).encode()),
+        (REPLY_TOPIC, topics.replies.encode()),
+        (REPLY_PARTITION, str(args.reply_partition).encode()),
     ]
     commands = []  # made before sending: the schedule is not held up by encoding
     for i in range(count):
@@ -70,7 +77,7 @@ def send(config: KafkaConfig, args: argparse.Namespace) -> None:
         pause = start + i / args.rate - time.monotonic()
         if pause > 0.0005:
             time.sleep(pause)
-        record_headers = [*headers, ("correlation-id", command_id.encode())]
+        record_headers = [*headers, (CORRELATION_ID, command_id.encode())]
         producer.produce(topics.commands, value, key, partition=partition, headers=record_headers)
         sent.append((command_id, time.time()))
         producer.poll(0)

@@ -31,18 +31,18 @@ from duroot_stream.processor import (
     RETRY_BACKOFF_MAX_MS,
     RETRY_BACKOFF_MS,
 )
-from duroot_stream.wire import Topics
+from duroot_stream.wire import COMMAND_ID, EVENT_TYPE, PARENT, SEQ, VID, WORKFLOW_ID, Topics
 
 BATCH_SIZE = 1000  # the processor's defaults
 COMMIT_INTERVAL_S = 0.1
 # As many headers as an event carries, values of the same sizes.
 HEADERS: list[tuple[str, str | bytes | None]] = [
-    ("event-type", b"UPDATED"),
-    ("workflow-id", b"7f1c0a3e-5b1d-4c2a-9e3f-0123456789ab"),
-    ("vid", b"01JD0000000000000000000000"),
-    ("parent", b"01JD0000000000000000000000"),
-    ("seq", b"12345"),
-    ("command-id", b"01JD0000000000000000000000"),
+    (EVENT_TYPE, b"UPDATED"),
+    (WORKFLOW_ID, b"7f1c0a3e-5b1d-4c2a-9e3f-0123456789ab"),
+    (VID, b"01JD0000000000000000000000"),
+    (PARENT, b"01JD0000000000000000000000"),
+    (SEQ, b"12345"),
+    (COMMAND_ID, b"01JD0000000000000000000000"),
 ]
 
 

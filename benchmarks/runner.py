@@ -43,8 +43,7 @@ from benchmarks.results import RunnerResult
 from benchmarks.workload import REGISTRY_ID, write_report
 from duroot_stream.cli.main import build_parser
 from duroot_stream.cli.runner import settings_from_args
-from duroot_stream.client import DuRootClient
-from duroot_stream.client.readers import DuRootReader
+from duroot_stream.client import DuRootClient, DuRootReader
 from duroot_stream.config import KafkaConfig
 from duroot_stream.domain import PathUsage
 from duroot_stream.local.broker import LocalBroker

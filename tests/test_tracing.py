@@ -22,9 +22,8 @@ from duroot_stream.client import DuRootClient
 from duroot_stream.config import KafkaConfig
 from duroot_stream.domain import Commit, Init
 from duroot_stream.kafka import header, headers
+from duroot_stream.tracing import TRACEPARENT, TRACESTATE
 from duroot_stream.wire import (
-    TRACEPARENT,
-    TRACESTATE,
     Codec,
     Topics,
     parse_event_headers,

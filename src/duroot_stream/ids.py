@@ -14,7 +14,7 @@ import time
 
 from duroot_stream.domain import CROCKFORD_PAIRS, decode_ulid, encode_ulid
 
-__all__ = ["MonotonicUlids", "decode_ulid", "encode_ulid", "new_ulid", "now_ms"]
+__all__ = ["MonotonicUlids", "new_ulid", "now_ms"]
 
 _MAX = (1 << 128) - 1
 _RANDOM_BITS = 80

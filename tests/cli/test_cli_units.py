@@ -240,3 +240,56 @@ def test_nogs_flags_parse() -> None:
     assert args.follow and args.from_now
     assert parser.parse_args(["get", "x", "--wait", "5m"]).wait == 300.0
     assert parser.parse_args(["get", "x", "--wait"]).wait == -1.0
+
+
+# --- every subcommand ---------------------------------------------------------------
+
+COMMANDS = [
+    "broker",
+    "topics",
+    "processor",
+    "runner",
+    "begin",
+    "send",
+    "get",
+    "status",
+    "index",
+    "events",
+    "dlq",
+    "serve",
+    "acls",
+    "transactions",
+    "run",
+]
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    found = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return dict(found[0].choices) if found else {}
+
+
+def _leaves(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Every runnable command line's words (`dlq list`, not `dlq`)."""
+    below = _subcommands(parser)
+    if not below:
+        return [path]
+    return [leaf for name, p in below.items() for leaf in _leaves(p, (*path, name))]
+
+
+def test_every_command_group_is_registered_in_the_documented_order() -> None:
+    assert list(_subcommands(cli.build_parser())) == COMMANDS
+
+
+@pytest.mark.parametrize("words", _leaves(cli.build_parser()), ids=" ".join)
+def test_every_command_has_a_handler_and_a_help(
+    words: tuple[str, ...], capsys: pytest.CaptureFixture[str]
+) -> None:
+    parser = cli.build_parser()
+    leaf = parser
+    for word in words:
+        leaf = _subcommands(leaf)[word]
+    assert callable(leaf.get_default("handler")), words
+    with pytest.raises(SystemExit) as done:
+        cli.main([*words, "--help"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.startswith(f"usage: duroot-stream {' '.join(words)} ")

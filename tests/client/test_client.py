@@ -25,7 +25,6 @@ from duroot_stream.client import (
     WorkflowNotFound,
     make_command,
 )
-from duroot_stream.client.exchange import CORRELATION_ID
 from duroot_stream.config import KafkaConfig
 from duroot_stream.domain import (
     EVENT_EPOCH,
@@ -36,7 +35,7 @@ from duroot_stream.domain import (
     StateCode,
 )
 from duroot_stream.kafka import header
-from duroot_stream.wire import Codec, Topics
+from duroot_stream.wire import CORRELATION_ID, Codec, Topics
 from tests.kafka_helpers import read_all
 from tests.processor_harness import running_processor, setup_topics
 

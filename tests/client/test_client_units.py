@@ -37,6 +37,7 @@ from duroot_stream.domain import (
     IndexPayload,
     IndexStarted,
     PathUsage,
+    Rejected,
     Reply,
     StateCode,
     WorkflowIndexEvent,
@@ -65,14 +66,21 @@ def _rejected(code: ErrorCode, message: str = "no") -> Reply:
     ],
 )
 def test_every_error_code_has_its_exception(code: ErrorCode, cls: type[CommandRejected]) -> None:
-    reply = _rejected(code, "what went wrong")
-    exc = rejection(reply)
-    assert type(exc) is cls
+    command = make_command(WF, Commit())
+    with pytest.raises(cls) as raised:
+        check_reply(_rejected(code, "what went wrong"), command)
+    exc = raised.value
+    assert type(exc) is cls and cls.code is code
     assert isinstance(exc, CommandRejected) and isinstance(exc, DuRootError)
-    assert exc.error_code is code and exc.reply is reply
+    assert exc.rejected == Rejected(code, "what went wrong") and exc.command is command
     assert str(exc) == "what went wrong"
-    with pytest.raises(cls):
-        check_reply(reply)
+
+
+def test_a_refusal_without_a_code_is_not_a_rejection() -> None:
+    # The processor names a code in every refusal; a reply without one is not its.
+    with pytest.raises(DuRootError, match="without an error code") as raised:
+        check_reply(Reply(new_ulid(), WF, False, None, None, "no"))
+    assert not isinstance(raised.value, CommandRejected)
 
 
 def test_the_table_covers_every_error_code() -> None:
@@ -88,18 +96,15 @@ def test_conflicts_share_a_base_class() -> None:
 
 def test_version_conflict_carries_both_vids() -> None:
     stored, expected = new_ulid(), new_ulid()
-    reply = _rejected(
-        ErrorCode.VERSION_CONFLICT,
-        f"version conflict: stored vid {stored}, expected vid {expected}",
-    )
-    exc = rejection(reply)
+    message = f"version conflict: stored vid {stored}, expected vid {expected}"
+    exc = rejection(Rejected(ErrorCode.VERSION_CONFLICT, message))
     assert isinstance(exc, VersionConflict)
     assert (exc.stored_vid, exc.expected_vid) == (stored, expected)
 
 
 def test_version_conflict_with_an_unexpected_message_falls_back_to_the_command() -> None:
     command = make_command(WF, Commit(), expected_vid=new_ulid())
-    exc = rejection(_rejected(ErrorCode.VERSION_CONFLICT, "odd"), command)
+    exc = rejection(Rejected(ErrorCode.VERSION_CONFLICT, "odd"), command)
     assert isinstance(exc, VersionConflict)
     assert exc.stored_vid is None and exc.expected_vid == command.expected_vid
 

@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from duroot_stream.domain import DuUpdated, WorkflowEvent
-from duroot_stream.wire import TRACEPARENT, TRACESTATE, Topics, event_headers
+from duroot_stream.tracing import TRACEPARENT, TRACESTATE
+from duroot_stream.wire import Topics, event_headers
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = ROOT / "asyncapi.yaml"

@@ -19,8 +19,8 @@ from duroot_stream.domain import (
     DuUpdated,
     EventPayload,
     WorkflowEvent,
+    encode_ulid,
 )
-from duroot_stream.ids import encode_ulid
 from duroot_stream.wire import Codec, Topics, event_headers, partition_for
 from tests.reliability.live import LiveReader, WorkflowChecker
 from tests.reliability.verify import Record

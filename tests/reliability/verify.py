@@ -40,10 +40,10 @@ from duroot_stream.domain import (
     Reply,
     WorkflowState,
     decide,
+    encode_ulid,
     initial_state,
     reply_for,
 )
-from duroot_stream.ids import encode_ulid
 from duroot_stream.kafka import headers as record_headers
 from duroot_stream.processor import MAX_COMMAND_BYTES
 from duroot_stream.wire import Codec, CodecError, Topics, parse_event_headers, partition_for

@@ -52,8 +52,9 @@ from duroot_stream.domain import (
     PathUsage,
     Reply,
     StateCode,
+    encode_ulid,
 )
-from duroot_stream.ids import encode_ulid, new_ulid, now_ms
+from duroot_stream.ids import new_ulid, now_ms
 from duroot_stream.kafka import header_bytes
 from duroot_stream.wire import Codec, Topics, partition_for
 

@@ -38,30 +38,30 @@ from tests.kafka_helpers import wait_until
     ],
 )
 def test_escape_examples(raw: bytes, text: str) -> None:
-    assert du.escape_path(raw) == text
-    assert du.unescape_path(text) == raw
+    assert paths.escape_path(raw) == text
+    assert paths.unescape_path(text) == raw
 
 
 @given(st.binary(max_size=200))
 def test_escape_round_trips_any_bytes(raw: bytes) -> None:
-    text = du.escape_path(raw)
+    text = paths.escape_path(raw)
     text.encode("utf-8")  # always valid UTF-8 (no lone surrogates): an Avro string
-    assert du.unescape_path(text) == raw
+    assert paths.unescape_path(text) == raw
 
 
 @given(st.text(alphabet=st.characters(blacklist_categories=["Cs"], blacklist_characters="\\")))
 def test_valid_utf8_without_backslash_is_unchanged(text: str) -> None:
-    assert du.escape_path(text.encode()) == text
+    assert paths.escape_path(text.encode()) == text
 
 
 @given(st.binary(max_size=50), st.binary(max_size=50))
 def test_escape_is_injective(a: bytes, b: bytes) -> None:
     if a != b:
-        assert du.escape_path(a) != du.escape_path(b)
+        assert paths.escape_path(a) != paths.escape_path(b)
 
 
 def test_unescape_keeps_unknown_escapes() -> None:
-    assert du.unescape_path("a\\nb\\x4") == b"a\\nb\\x4"
+    assert paths.unescape_path("a\\nb\\x4") == b"a\\nb\\x4"
 
 
 # --- parsing ------------------------------------------------------------------------
@@ -151,11 +151,11 @@ def layout(tmp_path: Path) -> Path:
     ],
 )
 def test_check_root_accepts(layout: Path, host_root: str, resolved: str) -> None:
-    assert du.check_root(f"{layout}/{host_root}", [f"{layout}/served"]) == f"{layout}/{resolved}"
+    assert paths.check_root(f"{layout}/{host_root}", [f"{layout}/served"]) == f"{layout}/{resolved}"
 
 
 def test_check_root_compares_real_paths_of_configured_roots(layout: Path) -> None:
-    assert du.check_root(f"{layout}/served/data", [f"{layout}/served-alias"]) == (
+    assert paths.check_root(f"{layout}/served/data", [f"{layout}/served-alias"]) == (
         f"{layout}/served/data"
     )
 
@@ -183,17 +183,17 @@ def test_check_root_compares_real_paths_of_configured_roots(layout: Path) -> Non
 )
 def test_check_root_refuses(layout: Path, host_root: str, reason: str) -> None:
     path = host_root.replace("{t}", str(layout))
-    with pytest.raises(du.RootRefused) as refused:
-        du.check_root(path, [f"{layout}/served"])
+    with pytest.raises(paths.RootRefused) as refused:
+        paths.check_root(path, [f"{layout}/served"])
     assert refused.value.reason == reason
     assert "host root" in str(refused.value)
 
 
 def test_check_root_any_of_several_roots(layout: Path) -> None:
     roots = [f"{layout}/served/data", f"{layout}/outside"]
-    assert du.check_root(f"{layout}/outside", roots) == f"{layout}/outside"
-    with pytest.raises(du.RootRefused):
-        du.check_root(f"{layout}/served/data-sibling", roots)
+    assert paths.check_root(f"{layout}/outside", roots) == f"{layout}/outside"
+    with pytest.raises(paths.RootRefused):
+        paths.check_root(f"{layout}/served/data-sibling", roots)
 
 
 # --- opening a root: the check that holds -----------------------------------------------
@@ -216,7 +216,7 @@ def open_fds() -> set[str]:
 )
 def test_open_root_holds_the_directory_checked(layout: Path, host_root: str, resolved: str) -> None:
     before = open_fds()
-    with contextlib.closing(du.open_root(f"{layout}/{host_root}", [f"{layout}/served"])) as root:
+    with contextlib.closing(paths.open_root(f"{layout}/{host_root}", [f"{layout}/served"])) as root:
         assert root.path == f"{layout}/{resolved}"
         held, there = os.fstat(root.fd), os.stat(root.path)
         assert (held.st_dev, held.st_ino) == (there.st_dev, there.st_ino)
@@ -228,7 +228,7 @@ def test_open_root_walks_relative_and_absolute_links_itself(layout: Path) -> Non
     served = layout / "served"
     (served / "abs").symlink_to(served / "data")  # absolute: the walk starts again at /
     (served / "data" / "rel").symlink_to("../link-in/")  # relative, through another link
-    with contextlib.closing(du.open_root(f"{served}/abs/rel", [str(served)])) as root:
+    with contextlib.closing(paths.open_root(f"{served}/abs/rel", [str(served)])) as root:
         assert os.readlink(root.cwd) == f"{served}/data/sub"
 
 
@@ -248,8 +248,8 @@ def test_open_root_refuses_as_the_path_check_does(
     layout: Path, host_root: str, reason: str
 ) -> None:
     before = open_fds()
-    with pytest.raises(du.RootRefused) as refused:
-        du.open_root(host_root.replace("{t}", str(layout)), [f"{layout}/served"])
+    with pytest.raises(paths.RootRefused) as refused:
+        paths.open_root(host_root.replace("{t}", str(layout)), [f"{layout}/served"])
     assert refused.value.reason == reason
     assert open_fds() == before
 
@@ -266,19 +266,19 @@ def test_open_root_cannot_enter(layout: Path) -> None:
     ]
     for name, error in cases:
         with pytest.raises(error) as raised:
-            du.open_root(f"{served}/{name}", [str(served)])
+            paths.open_root(f"{served}/{name}", [str(served)])
         assert raised.value.filename == f"{served}/{name}"
     with pytest.raises(OSError, match="Too many levels of symbolic links"):
-        du.open_root(f"{served}/loop", [str(served)])
+        paths.open_root(f"{served}/loop", [str(served)])
     assert open_fds() == before
 
 
 def test_open_root_any_configured_root_and_slash(layout: Path) -> None:
     with contextlib.closing(
-        du.open_root(f"{layout}/outside", [f"{layout}/served", f"{layout}/outside"])
+        paths.open_root(f"{layout}/outside", [f"{layout}/served", f"{layout}/outside"])
     ) as root:
         assert root.path == f"{layout}/outside"
-    with contextlib.closing(du.open_root("/etc", ["/"])) as root:
+    with contextlib.closing(paths.open_root("/etc", ["/"])) as root:
         assert os.readlink(root.cwd) == "/etc"
 
 
@@ -304,8 +304,8 @@ def test_a_link_swapped_in_after_the_path_check_is_refused(
 
     monkeypatch.setattr(paths, "check_root", check_then_swap)
     before = open_fds()
-    with pytest.raises(du.RootRefused) as refused:
-        du.open_root(f"{layout}/served/data/", [f"{layout}/served"])
+    with pytest.raises(paths.RootRefused) as refused:
+        paths.open_root(f"{layout}/served/data/", [f"{layout}/served"])
     assert refused.value.reason == "symlink"
     assert f"resolves to '{layout}/outside'" in str(refused.value)
     assert open_fds() == before
@@ -317,7 +317,7 @@ def test_du_runs_in_the_directory_opened_whatever_its_path_becomes(layout: Path)
     data = layout / "served" / "data"
     make_tree(data, 20)
     make_tree(layout / "outside", 30)
-    with contextlib.closing(du.open_root(str(data), [f"{layout}/served"])) as root:
+    with contextlib.closing(paths.open_root(str(data), [f"{layout}/served"])) as root:
         moved = swap_for_link(data, layout / "outside")
         lines, outcome = du.run_to_end(du.du_argv(["du"], "0", 100), root, timeout=30)
         pwd = script(layout / "pwd.sh", "pwd -P >&2\n")

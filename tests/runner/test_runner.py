@@ -28,8 +28,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from duroot_stream.client import DuRootClient
-from duroot_stream.client.readers import DuResult, DuRootReader
+from duroot_stream.client import DuResult, DuRootClient, DuRootReader
 from duroot_stream.config import KafkaConfig
 from duroot_stream.domain import (
     NO_VC,
@@ -423,7 +422,7 @@ def test_odd_names_round_trip(kafka: KafkaConfig, host: str, tmp_path: Path) -> 
     expected_bytes = [
         r.split(b"\t", 1)[1].removeprefix(b"./") or b"." for r in raw_du.split(b"\0")[:-1]
     ]
-    got_bytes = [du.unescape_path(line.path) for line in result.lines]
+    got_bytes = [paths.unescape_path(line.path) for line in result.lines]
     assert got_bytes == expected_bytes
     assert {b"new\nline", b"bad\xff\xfebytes/inner\x80", b"back\\slash"} <= set(got_bytes)
     for path in got_bytes:

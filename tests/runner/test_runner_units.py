@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from duroot_stream.domain import (
     ErrorCode,
     Fail,
     IndexStarted,
-    Reply,
+    Rejected,
     StateCode,
     WorkflowIndexEvent,
 )
@@ -191,8 +192,7 @@ class FakeClient:
     def send(self, command: Command) -> str:
         self.sent.append(command)
         if self.reject:
-            wf = command.workflow_id
-            raise ConflictState(Reply(None, wf, False, None, ErrorCode.CONFLICT_STATE, "no"))
+            raise ConflictState(Rejected(ErrorCode.CONFLICT_STATE, "no"), command)
         return NEXT_VID
 
 
@@ -221,6 +221,29 @@ def test_state_dispatch_without_kafka() -> None:
     for state in (StateCode.TERMINATED, None):
         settled, sent = handle(state)
         assert settled and sent == []
+
+
+def test_a_rejected_command_leaves_the_workflow_and_is_counted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Someone else moved the workflow on: the runner neither retries nor fails it.
+    wf = str(uuid.uuid4())
+    event = WorkflowIndexEvent("0" * 26, REGISTRY, wf, "0" * 26, IndexStarted("/g", "h", "/x"))
+    settings = RunnerSettings(KafkaConfig(), host="h", roots=("/srv",))
+    client, metrics = FakeClient(reject=True), RunnerMetrics()
+    handler = WorkflowHandler(
+        settings, metrics, client, FakeReader(StateCode.APPENDING), Shutdown()
+    )
+    with caplog.at_level(logging.WARNING, "duroot.runner"):
+        assert handler.handle(event)
+    assert [c.body for c in client.sent] == [Fail(1, INTERRUPTED)]
+    counted = metrics.registry.get_sample_value(
+        "duroot_runner_du_runs_total", {"outcome": "rejected"}
+    )
+    assert counted == 1
+    [record] = [r for r in caplog.records if "rejected" in r.getMessage()]
+    assert vars(record)["code"] == ErrorCode.CONFLICT_STATE.value
+    assert vars(record)["command"] == "Fail" and vars(record)["workflow"] == wf
 
 
 @pytest.mark.parametrize(

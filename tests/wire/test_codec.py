@@ -38,13 +38,13 @@ from duroot_stream.domain import (
     WorkflowEvent,
     WorkflowIndexEvent,
 )
-from duroot_stream.wire import schemas as schemas_module
-from duroot_stream.wire.codec import (
+from duroot_stream.wire import (
     EVENT_TYPES,
     Codec,
     CodecError,
     schemas_dir,
 )
+from duroot_stream.wire import schemas as schemas_module
 
 WF = "7f1c0a3e-5b1d-4c2a-9e3f-0123456789ab"
 REGISTRY = "0b0c8d4e-1111-4222-8333-444455556666"

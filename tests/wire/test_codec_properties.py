@@ -41,11 +41,11 @@ from duroot_stream.domain import (
     WorkflowEvent,
     WorkflowIndexEvent,
 )
-from duroot_stream.wire import events_headers
-from duroot_stream.wire.codec import (
+from duroot_stream.wire import (
     Codec,
     CodecError,
     event_headers,
+    events_headers,
     parse_event_headers,
     schemas_dir,
 )

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from duroot_stream.domain import DuRootCommitted, WorkflowEvent
-from duroot_stream.wire.codec import CodecError
+from duroot_stream.wire import CodecError
 from duroot_stream.wire.headers import (
     CORRELATION_ID,
     EVENT_TYPES,

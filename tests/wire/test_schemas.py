@@ -36,8 +36,8 @@ from duroot_stream.domain import (
     WorkflowEvent,
     WorkflowIndexEvent,
 )
+from duroot_stream.wire import Codec, CodecError, schemas_dir
 from duroot_stream.wire import schemas as schemas_module
-from duroot_stream.wire.codec import Codec, CodecError, schemas_dir
 from tests.wire.test_codec_properties import to_avro  # the model as fastavro dicts
 
 TOP_LEVEL = ["Command", "WorkflowEvent", "WorkflowIndexEvent", "Reply"]

@@ -19,7 +19,7 @@ from duroot_stream.cli import main as cli
 from duroot_stream.cli import options
 from duroot_stream.config import KafkaConfig
 from duroot_stream.domain import DuRootCommitted, Reply, WorkflowEvent
-from duroot_stream.wire.codec import Codec, CodecError
+from duroot_stream.wire import Codec, CodecError
 from duroot_stream.wire.topic_admin import (
     Replication,
     TopicCheckError,

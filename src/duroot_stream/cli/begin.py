@@ -25,11 +25,11 @@ from duroot_stream.domain import (
     PathUsage,
 )
 
-from .options import kafka_config, kafka_options
+from .options import Subcommands, kafka_config, kafka_options
 from .output import print_json, run_handler
 
 
-def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_commands(sub: Subcommands) -> None:
     """Register begin and send on `duroot-stream`'s parser."""
     p = sub.add_parser("begin", help="begin a du of a root (publish Init)")
     p.add_argument("--global-root", required=True, help="the root's global path")
@@ -227,6 +227,6 @@ def read_lines(stream: IO[bytes], end: bytes = b"\n") -> Iterator[PathUsage]:
         except UnicodeDecodeError:
             raise ValueError(
                 f"line {number}: the path is not UTF-8 (paths are stored as UTF-8 text; "
-                "the runner escapes other bytes with duroot_stream.runner.du.escape_path)"
+                "the runner escapes other bytes with duroot_stream.runner.paths.escape_path)"
             ) from None
         yield PathUsage(text, int(usage))

@@ -20,11 +20,12 @@ from duroot_stream.client.deadletters import (
 from duroot_stream.wire import Codec
 
 from . import options
-from .options import kafka_config, kafka_options
+from .options import Subcommands, kafka_config, kafka_options
 from .values import duration_s
 
 
-def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_commands(sub: Subcommands) -> None:
+    """Register dlq (list, show, replay) on `duroot-stream`'s parser."""
     p = sub.add_parser("dlq", help="list, show and replay dead letters")
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
 

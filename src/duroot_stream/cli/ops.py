@@ -1,13 +1,13 @@
-"""`duroot-stream acls print|apply`: the minimal ACLs of each principal (see `acls`);
-`duroot-stream transactions ...`: open and hanging transactions (see `transactions`)."""
+"""The operator tools: `duroot-stream acls print|apply`, the minimal ACLs of each
+principal (see `ops.acls`); `duroot-stream transactions ...`, open and hanging
+transactions (see `ops.transactions`)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
 
-from duroot_stream.local.broker import BrokerError
+from duroot_stream.local import BrokerError
 from duroot_stream.ops import transactions
 from duroot_stream.ops.acls import (
     PROCESSOR_GROUP,
@@ -20,7 +20,13 @@ from duroot_stream.ops.acls import (
 from duroot_stream.ops.transactions import TransactionToolError
 from duroot_stream.wire import Topics
 
-from .options import EXIT_FAILED, EXIT_OK, EXIT_USAGE, kafka_config, kafka_options
+from .options import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Subcommands, kafka_config, kafka_options
+
+
+def add_commands(sub: Subcommands) -> None:
+    """Register `acls` and `transactions` on `duroot-stream`'s parser."""
+    _add_acls(sub)
+    _add_transactions(sub)
 
 
 def cmd_acls(args: argparse.Namespace) -> int:
@@ -47,8 +53,7 @@ def cmd_acls(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def add_commands(sub: Any) -> None:
-    """Register `acls` on `duroot-stream`'s parser."""
+def _add_acls(sub: Subcommands) -> None:
     p = sub.add_parser(
         "acls",
         help="the minimal ACLs of each principal: print them for kafka-acls.sh, or apply them",
@@ -68,7 +73,6 @@ def add_commands(sub: Any) -> None:
     )
     kafka_options(p)
     p.set_defaults(handler=cmd_acls)
-    add_transaction_commands(sub)
 
 
 # --- transactions ---------------------------------------------------------------------
@@ -144,8 +148,7 @@ def _print_open(found: list[transactions.OpenTransaction], args: argparse.Namesp
         print(f"  {prefix} {line}")
 
 
-def add_transaction_commands(sub: Any) -> None:
-    """Register `transactions` on `duroot-stream`'s parser."""
+def _add_transactions(sub: Subcommands) -> None:
     p = sub.add_parser(
         "transactions",
         help="open and hanging Kafka transactions: find them, abort one "

@@ -6,6 +6,7 @@ import argparse
 import signal
 import threading
 import time
+from typing import TypeAlias
 
 from confluent_kafka import KafkaError
 from confluent_kafka.admin import AdminClient
@@ -19,6 +20,8 @@ EXIT_USAGE = 2  # bad arguments or configuration
 EXIT_UNAVAILABLE = 3  # Kafka or the processor did not answer in time
 EXIT_INCOMPLETE = 4  # `get`: the workflow has not completed (yet, or within --wait TIMEOUT)
 
+# What each cli module's `add_commands(sub)` registers its subcommands on.
+Subcommands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 PROBE_TIMEOUT_S = 10.0
 # librdkafka retries these for ever, and a service waiting on metadata would only
@@ -44,7 +47,7 @@ def kafka_config(args: argparse.Namespace, *, probe: bool = True) -> KafkaConfig
 def check_credentials(config: KafkaConfig, timeout: float = PROBE_TIMEOUT_S) -> None:
     """`ConfigError` naming the cause when the brokers refuse our TLS or SASL settings.
     An unreachable cluster is not decided here: the command's own retries and
-    timeouts handle that as before."""
+    timeouts handle that."""
     refused: list[KafkaError] = []
     admin = AdminClient(config.client(error_cb=refused.append))
     future = admin.describe_cluster(request_timeout=timeout)

@@ -21,8 +21,7 @@ def run_handler(name: str, body: Callable[[], int]) -> int:
     try:
         return body()
     except CommandRejected as exc:
-        code = exc.error_code.value if exc.error_code else "REJECTED"
-        error(name, f"{code}: {exc}")
+        error(name, f"{exc.rejected.code.value}: {exc}")
         return EXIT_FAILED
     except WaitTimeout as exc:
         error(name, str(exc))

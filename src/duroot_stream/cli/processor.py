@@ -21,12 +21,15 @@ from duroot_stream.processor import (
 from duroot_stream.wire import TopicCheckError
 
 from .daemon import probes, start_service
-from .options import EXIT_FAILED, EXIT_OK, EXIT_USAGE, kafka_config
+from .options import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Subcommands, kafka_config, kafka_options
 
 log = logging.getLogger("duroot.processor")
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_commands(sub: Subcommands) -> None:
+    """Register `processor` on `duroot-stream`'s parser."""
+    parser = sub.add_parser("processor", help="run the command processor (exactly-once)")
+    kafka_options(parser)
     parser.add_argument(
         "--instance-id",
         default=socket.gethostname(),
@@ -78,6 +81,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
     parser.add_argument("--metrics-addr", default="127.0.0.1", help="address for /metrics")
+    parser.set_defaults(handler=cli_main)
 
 
 def cli_main(

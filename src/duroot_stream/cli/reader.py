@@ -23,7 +23,7 @@ from duroot_stream.client import (
 from duroot_stream.domain import DuRootCompleted, DuRootStarted, DuUpdated, WorkflowEvent
 from duroot_stream.wire import EVENT_TYPES
 
-from .options import EXIT_INCOMPLETE, EXIT_OK, kafka_config, kafka_options
+from .options import EXIT_INCOMPLETE, EXIT_OK, Subcommands, kafka_config, kafka_options
 from .output import (
     error,
     iso_time,
@@ -37,7 +37,7 @@ from .output import (
 from .values import duration_s
 
 
-def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_commands(sub: Subcommands) -> None:
     """Register get, status, index and events on `duroot-stream`'s parser."""
     p = sub.add_parser("get", help="print the du result of a workflow")
     p.add_argument("workflow", help="workflow UUID")

@@ -29,7 +29,7 @@ from duroot_stream.processor import Processor, ProcessorSettings
 from duroot_stream.runner import Runner, RunnerSettings
 from duroot_stream.wire import create_topics
 
-from .options import EXIT_FAILED, EXIT_UNAVAILABLE, kafka_config
+from .options import EXIT_FAILED, EXIT_UNAVAILABLE, Subcommands, kafka_config, kafka_options
 from .output import print_du
 from .web import DEFAULT_PORT, serve_until_stopped
 
@@ -196,7 +196,12 @@ def _progress(say: _Say, stop: threading.Event | None) -> Callable[[Progress], N
     return show
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_commands(sub: Subcommands) -> None:
+    """Register `run` on `duroot-stream`'s parser."""
+    parser = sub.add_parser(
+        "run", help="the whole pipeline end to end: local broker, processor, runner, du of PATH"
+    )
+    kafka_options(parser)
     parser.add_argument(
         "path", nargs="?", default=".", type=Path, help="directory to run du on (default: .)"
     )
@@ -213,6 +218,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="PORT",
         help=f"then serve the web view until Ctrl-C (default port {DEFAULT_PORT}; 0: any)",
     )
+    # Progress lines tell the story; the services' own logs only when something is wrong.
+    parser.set_defaults(handler=cli_main, log_level="warning")
 
 
 def _interrupt(signum: int, frame: object) -> None:

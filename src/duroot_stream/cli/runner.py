@@ -12,12 +12,15 @@ from duroot_stream.config import ConfigError
 from duroot_stream.runner import DEFAULT_BATCH_BYTES, DEFAULT_BATCH_SIZE, Runner, RunnerSettings, du
 
 from .daemon import probes, start_service
-from .options import kafka_config
+from .options import Subcommands, kafka_config, kafka_options
 
 log = logging.getLogger("duroot.runner")
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_commands(sub: Subcommands) -> None:
+    """Register `runner` on `duroot-stream`'s parser."""
+    parser = sub.add_parser("runner", help="run du for one host's workflows (nogfsostad's role)")
+    kafka_options(parser)
     parser.add_argument("--host", required=True, help="the host name this runner serves")
     parser.add_argument(
         "--root",
@@ -65,6 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--metrics-port", type=int, help="serve /metrics, /healthz and /readyz on this port"
     )
     parser.add_argument("--metrics-addr", default="127.0.0.1", help="address of that port")
+    parser.set_defaults(handler=cli_main)
 
 
 def settings_from_args(args: argparse.Namespace) -> RunnerSettings:

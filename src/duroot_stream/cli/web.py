@@ -10,16 +10,20 @@ from collections.abc import Callable
 from duroot_stream.config import KafkaConfig
 from duroot_stream.web import WebServer, bind, serve_forever, url_of
 
-from .options import EXIT_OK, EXIT_USAGE, kafka_config
+from .options import EXIT_OK, EXIT_USAGE, Subcommands, kafka_config, kafka_options
 
 DEFAULT_PORT = 8080
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_commands(sub: Subcommands) -> None:
+    """Register `serve` on `duroot-stream`'s parser."""
+    parser = sub.add_parser("serve", help="the web view: workflows, du results, live progress")
+    kafka_options(parser)
     parser.add_argument(
         "--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0: any)"
     )
     parser.add_argument("--host", default="127.0.0.1", help="address (default 127.0.0.1)")
+    parser.set_defaults(handler=cli_main)
 
 
 def cli_main(args: argparse.Namespace) -> int:

@@ -22,12 +22,23 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 
 from duroot_stream import kafka
 from duroot_stream.config import KafkaConfig
-from duroot_stream.wire import Codec, CodecError, Topics, partition_for
+from duroot_stream.wire import (
+    DLQ_ERROR,
+    DLQ_OFFSET,
+    DLQ_PARTITION,
+    DLQ_REASON,
+    DLQ_REPLAYS,
+    DLQ_TOPIC,
+    DLQ_TRUNCATED,
+    Codec,
+    CodecError,
+    Topics,
+    partition_for,
+)
 
 from .errors import Unavailable, kafka_unavailable
 
-DLQ_PREFIX = "dlq-"
-REPLAYS = "dlq-replays"
+DLQ_PREFIX = "dlq-"  # of every header a dead letter adds
 DEFAULT_MAX_REPLAYS = 3
 READ_BATCH = 500
 READ_WAIT_S = 0.5
@@ -51,25 +62,25 @@ class DeadLetter:
 
     @property
     def reason(self) -> str:
-        return self.header("dlq-reason") or "unknown"
+        return self.header(DLQ_REASON) or "unknown"
 
     @property
     def error(self) -> str:
-        return self.header("dlq-error") or ""
+        return self.header(DLQ_ERROR) or ""
 
     @property
     def source(self) -> str:
         """`topic/partition/offset` of the original record."""
-        parts = (self.header(f"dlq-{n}") or "?" for n in ("topic", "partition", "offset"))
+        parts = (self.header(n) or "?" for n in (DLQ_TOPIC, DLQ_PARTITION, DLQ_OFFSET))
         return "/".join(parts)
 
     @property
     def truncated(self) -> bool:
-        return self.header("dlq-truncated") is not None
+        return self.header(DLQ_TRUNCATED) is not None
 
     @property
     def replays(self) -> int:
-        text = self.header(REPLAYS) or "0"
+        text = self.header(DLQ_REPLAYS) or "0"
         return int(text) if text.isdigit() else 0
 
     def original_headers(self) -> list[tuple[str, bytes | None]]:
@@ -209,7 +220,7 @@ class DeadLetters:
                             raise Unavailable(f"topic {self.topics.commands} does not exist")
                     headers: list[tuple[str, str | bytes | None]] = [
                         *letter.original_headers(),
-                        (REPLAYS, b"%d" % (letter.replays + 1)),
+                        (DLQ_REPLAYS, b"%d" % (letter.replays + 1)),
                     ]
                     key = letter.key or b""
                     producer.produce(

@@ -1,5 +1,6 @@
 """Every error the client library raises: `DuRootError` and its subclasses, one
-per rejection code, and the mapping from replies and Kafka exceptions to them."""
+per rejection code (`CommandRejected`, carrying the domain's `Rejected`), and the
+mapping from replies and Kafka exceptions to them."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import ClassVar
 
 from confluent_kafka import KafkaException
 
-from duroot_stream.domain import Command, ErrorCode, Reply
+from duroot_stream.domain import Command, ErrorCode, Rejected, Reply
 
 
 class DuRootError(Exception):
@@ -59,15 +60,15 @@ class WaitTimeout(DuRootError):
 
 
 class CommandRejected(DuRootError):
-    """The processor rejected the command; `code` says why, the message says how."""
+    """The processor refused the command: `rejected` is the decider's answer
+    (`rejected.code` says why, `rejected.message` what to do); one subclass per code."""
 
-    code: ClassVar[ErrorCode | None] = None
+    code: ClassVar[ErrorCode | None] = None  # the code a subclass stands for
 
-    def __init__(self, reply: Reply, command: Command | None = None) -> None:
-        self.reply = reply
+    def __init__(self, rejected: Rejected, command: Command | None = None) -> None:
+        self.rejected = rejected
         self.command = command
-        self.error_code = reply.error
-        super().__init__(reply.message or (reply.error.value if reply.error else "rejected"))
+        super().__init__(rejected.message or rejected.code.value)
 
 
 class WorkflowConflict(CommandRejected):
@@ -94,9 +95,9 @@ class VersionConflict(WorkflowConflict):
 
     code = ErrorCode.VERSION_CONFLICT
 
-    def __init__(self, reply: Reply, command: Command | None = None) -> None:
-        super().__init__(reply, command)
-        match = _VERSION_CONFLICT_RE.search(reply.message)
+    def __init__(self, rejected: Rejected, command: Command | None = None) -> None:
+        super().__init__(rejected, command)
+        match = _VERSION_CONFLICT_RE.search(rejected.message)
         self.stored_vid: str | None = match.group(1) if match else None
         self.expected_vid: str | None = (
             match.group(2) if match else (command.expected_vid if command else None)
@@ -135,10 +136,9 @@ REJECTIONS: dict[ErrorCode, type[CommandRejected]] = {
 }
 
 
-def rejection(reply: Reply, command: Command | None = None) -> CommandRejected:
-    """The typed exception for a rejecting reply."""
-    cls = REJECTIONS.get(reply.error, CommandRejected) if reply.error else CommandRejected
-    return cls(reply, command)
+def rejection(rejected: Rejected, command: Command | None = None) -> CommandRejected:
+    """The typed exception for a refusal: the subclass of its code."""
+    return REJECTIONS.get(rejected.code, CommandRejected)(rejected, command)
 
 
 def check_reply(reply: Reply, command: Command | None = None) -> str:
@@ -147,7 +147,12 @@ def check_reply(reply: Reply, command: Command | None = None) -> str:
         return reply.vid
     if reply.ok:
         raise DuRootError(f"reply to command {reply.command_id} accepted it but has no vid")
-    raise rejection(reply, command)
+    if reply.error is None:  # the processor always names one: not a reply it wrote
+        raise DuRootError(
+            f"reply to command {reply.command_id} refused it without an error code "
+            f"({reply.message!r}); check what else writes to the replies topic"
+        )
+    raise rejection(Rejected(reply.error, reply.message), command)
 
 
 def kafka_unavailable(what: str, exc: BaseException) -> Unavailable:

@@ -27,8 +27,6 @@ from duroot_stream.kafka import header, new_producer, new_reader
 from duroot_stream.tracing import publishing
 from duroot_stream.wire import (
     CORRELATION_ID,
-    REPLY_PARTITION,
-    REPLY_TOPIC,
     Codec,
     CodecError,
     Topics,
@@ -41,8 +39,7 @@ from .errors import CommandTimeout, DuRootError, Unavailable, kafka_unavailable
 
 log = logging.getLogger(__name__)
 
-# Importable from here as before (the requester re-exports them).
-__all__ = ["CORRELATION_ID", "REPLY_PARTITION", "REPLY_TOPIC", "Exchange"]
+__all__ = ["Exchange"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -53,7 +53,7 @@ from .index import IndexEntry, merge
 from .results import DuResult, Progress, StoredEvent, WorkflowStatus
 from .scan import BEGINNING, new_scanner, scan
 
-__all__ = ["DuResult", "DuRootReader", "IndexEntry", "Progress", "StoredEvent", "WorkflowStatus"]
+__all__ = ["DuRootReader"]
 
 log = logging.getLogger(__name__)
 

@@ -66,27 +66,16 @@ from duroot_stream.domain import (
 from duroot_stream.wire import Codec
 
 from .commands import batches, canonical_uuid, make_command, path_usages
-
-# CommandRejected, Unavailable, WorkflowNotFound: still importable from here (the
-# runner imports them from this module).
-from .errors import CommandRejected, DuRootError, Unavailable, WorkflowNotFound, check_reply
-from .exchange import CORRELATION_ID, REPLY_PARTITION, REPLY_TOPIC, Exchange
+from .errors import DuRootError, check_reply
+from .exchange import Exchange
 
 __all__ = [
-    "CORRELATION_ID",
     "DEFAULT_BATCH_SIZE",
-    "DEFAULT_MAX_IN_FLIGHT",
     "DEFAULT_RETRIES",
     "DEFAULT_TIMEOUT_S",
     "MAX_IN_FLIGHT",
-    "REPLY_PARTITION",
-    "REPLY_TOPIC",
     "Begun",
-    "CommandRejected",
     "DuRootClient",
-    "Unavailable",
-    "WorkflowNotFound",
-    "make_command",
 ]
 
 DEFAULT_TIMEOUT_S = 30.0
@@ -96,7 +85,6 @@ DEFAULT_BATCH_SIZE = 1000
 # among the workflow's last RECENT_COMMANDS commands, so at most half of that
 # may be outstanding when a retry goes out.
 MAX_IN_FLIGHT = RECENT_COMMANDS // 2
-DEFAULT_MAX_IN_FLIGHT = MAX_IN_FLIGHT
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,7 +214,7 @@ class DuRootClient:
         *,
         batch_size: int = DEFAULT_BATCH_SIZE,
         expected_vid: str = NO_VC,
-        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        max_in_flight: int = MAX_IN_FLIGHT,
     ) -> str:
         """Append any number of du lines as pipelined `Append` batches, in order.
 

@@ -103,6 +103,13 @@ class Accepted(NamedTuple):
 
 
 class Rejected(NamedTuple):
+    """A refused command, in the one vocabulary for a refusal everywhere: `code`
+    says why, `message` what was wrong and what to do. `decide` returns it and
+    changes nothing; the processor sends it as a reply with `ok` false
+    (`reply_for`); the client library raises it as `CommandRejected` (its
+    `rejected`; one subclass per code), which the runner catches to leave a
+    workflow that someone else moved on."""
+
     code: ErrorCode
     message: str
 

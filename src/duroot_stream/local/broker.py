@@ -30,7 +30,7 @@ from typing import IO
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
-from duroot_stream.local.jars import BrokerError as BrokerError
+from duroot_stream.local import BrokerError
 from duroot_stream.local.jars import fetch_jars, require_tool
 
 from . import tls as local_tls

@@ -26,9 +26,9 @@ from types import TracebackType
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
+from duroot_stream.local import BrokerError
 from duroot_stream.local.broker import (
     START_TIMEOUT_S,
-    BrokerError,
     LocalBroker,
     Quorum,
     free_port,

@@ -14,9 +14,7 @@ import sys
 from pathlib import Path
 from typing import IO
 
-
-class BrokerError(RuntimeError):
-    """The local broker could not be fetched, formatted or started; the message says what to do."""
+from duroot_stream.local import BrokerError
 
 
 def _pom_path() -> Path:

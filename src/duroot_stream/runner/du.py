@@ -9,9 +9,7 @@
   `OpenedRoot` holds. Its records are parsed as they arrive and
   handed out in batches; stderr is kept up to a limit.
 
-The path escape and the root checks live in `paths` and are re-exported here
-(`du.escape_path`, `du.check_root`, `du.open_root`, ...), where callers have
-always found them.
+The path escape and the root checks are in `paths`.
 """
 
 from __future__ import annotations
@@ -29,7 +27,7 @@ from dataclasses import dataclass
 
 from duroot_stream.domain import PathUsage
 
-from .paths import OpenedRoot, RootRefused, check_root, escape_path, open_root, unescape_path
+from .paths import OpenedRoot, escape_path
 
 __all__ = [
     "DEFAULT_MAX_DEPTH",
@@ -39,19 +37,13 @@ __all__ = [
     "DuOutcome",
     "DuOutputError",
     "DuRun",
-    "OpenedRoot",
-    "RootRefused",
-    "check_root",
     "check_threshold",
     "du_argv",
     "du_environment",
-    "escape_path",
-    "open_root",
     "parse_output",
     "parse_record",
     "run_to_end",
     "summarize_argv",
-    "unescape_path",
 ]
 
 DEFAULT_THRESHOLD = "10G"

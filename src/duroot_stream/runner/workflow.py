@@ -47,10 +47,6 @@ class Stopping(Exception):
     """The runner is stopping: leave the workflow unsettled."""
 
 
-class Rejected(Exception):
-    """The processor rejected one of our commands: someone else changed the workflow."""
-
-
 class CommandSender(Protocol):
     def send(self, command: Command) -> str: ...
 
@@ -138,9 +134,16 @@ class WorkflowHandler:
             return True
         except Stopping:
             return False
-        except Rejected as exc:
+        except CommandRejected as exc:  # someone else changed the workflow
+            command = type(exc.command.body).__name__ if exc.command else None
             log.warning(
-                "a command was rejected; leaving the workflow", extra={"workflow": wf, "error": exc}
+                "a command was rejected; leaving the workflow",
+                extra={
+                    "workflow": wf,
+                    "command": command,
+                    "code": exc.rejected.code.value,
+                    "error": exc.rejected.message,
+                },
             )
             self.metrics.du_runs.labels("rejected").inc()
             return True
@@ -179,7 +182,7 @@ class WorkflowHandler:
                 self.metrics.du_runs.labels("interrupted").inc()
             case StateCode.COMPLETED:
                 log.info("committing a completed workflow again", extra={"workflow": wf})
-                with contextlib.suppress(Rejected):  # ignored, as in nog
+                with contextlib.suppress(CommandRejected):  # ignored, as in nog
                     self._send(wf, Commit(), None)
             case _:
                 log.debug("workflow already ended", extra={"workflow": wf})
@@ -265,16 +268,12 @@ class WorkflowHandler:
 
     def _send(self, wf: str, body: CommandBody, expected_vid: str | None) -> str:
         """Send one command and wait for its reply: the new vid. `expected_vid=None`:
-        no version check. `Rejected` if the processor refused it; sent again (same
-        command id) while nobody answers, until the runner stops."""
+        no version check. `CommandRejected` if the processor refused it; sent again
+        (same command id) while nobody answers, until the runner stops."""
         command = make_command(wf, body, expected_vid or NO_VC)
-        try:
-            return self._retrying(
-                f"send {type(body).__name__} for workflow {wf}",
-                lambda: self._client.send(command),
-            )
-        except CommandRejected as exc:
-            raise Rejected(f"{type(body).__name__}: {exc}") from exc
+        return self._retrying(
+            f"send {type(body).__name__} for workflow {wf}", lambda: self._client.send(command)
+        )
 
     def _retrying(self, what: str, call: Callable[[], T]) -> T:
         """`call()`, again after a back-off while it raises `Unavailable`."""

@@ -1,6 +1,7 @@
 """Bytes on the wire: schemas, coders, framing, headers, topics, partitioning."""
 
-from .codec import Codec, EventFacts
+from .avro import EventFacts
+from .codec import Codec
 from .codec_error import CodecError
 from .headers import (
     COMMAND_ID,
@@ -9,6 +10,7 @@ from .headers import (
     DLQ_OFFSET,
     DLQ_PARTITION,
     DLQ_REASON,
+    DLQ_REPLAYS,
     DLQ_TOPIC,
     DLQ_TRUNCATED,
     EVENT_HEADER_NAMES,
@@ -57,7 +59,7 @@ from .topics import (
     TopicRole,
     Topics,
 )
-from .trace import TRACEPARENT, TRACESTATE, TRACESTATE_MAX_BYTES, trace_carrier
+from .trace import TRACESTATE_MAX_BYTES, trace_carrier
 
 __all__ = [
     "COMMAND_ID",
@@ -67,6 +69,7 @@ __all__ = [
     "DLQ_OFFSET",
     "DLQ_PARTITION",
     "DLQ_REASON",
+    "DLQ_REPLAYS",
     "DLQ_TOPIC",
     "DLQ_TRUNCATED",
     "EVENT_HEADER_NAMES",
@@ -79,8 +82,6 @@ __all__ = [
     "REPLY_ROUTE_ERROR",
     "REPLY_TOPIC",
     "SEQ",
-    "TRACEPARENT",
-    "TRACESTATE",
     "TRACESTATE_MAX_BYTES",
     "VID",
     "WORKFLOW_ID",

@@ -51,20 +51,9 @@ from .avro import (
 from .binary import Truncated, wlong, wstr
 from .checks import check_command, check_event, check_index_event, check_reply
 from .codec_error import CodecError
-from .headers import EVENT_TYPES, EventHeaders, event_headers, parse_event_headers
-from .schemas import NAMESPACE, Writer, catalog, registry_client, schemas_dir
+from .schemas import Writer, catalog, registry_client
 
-__all__ = [
-    "EVENT_TYPES",
-    "NAMESPACE",
-    "Codec",
-    "CodecError",
-    "EventFacts",
-    "EventHeaders",
-    "event_headers",
-    "parse_event_headers",
-    "schemas_dir",
-]
+__all__ = ["Codec"]
 
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"
 CONFLUENT_MAGIC = b"\x00"

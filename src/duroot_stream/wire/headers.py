@@ -9,10 +9,13 @@
   `reply-route-error` when the route asked for was not followed.
 - Dead-letter headers (on `commands.dlq`), added to the original record's:
   `dlq-error`, `dlq-reason`, `dlq-topic`, `dlq-partition`, `dlq-offset`, and
-  `dlq-truncated` when the record was cut to fit.
+  `dlq-truncated` when the record was cut to fit; `dlq-replays`, the times
+  `duroot-stream dlq replay` sent the record back (kept when it is
+  dead-lettered again).
 - Trace context (W3C Trace Context, any record): `traceparent` and
   `tracestate`, carried from a command onto its events, index events, reply
-  and dead letter (`duroot_stream.tracing`).
+  and dead letter; W3C's names, named in `duroot_stream.tracing` (a layer
+  below this one), read from a record by `trace.trace_carrier`.
 
 Values are UTF-8 text, numbers in decimal. Of a repeated header the last
 counts; headers of other names are ignored.
@@ -43,6 +46,7 @@ __all__ = [
     "DLQ_OFFSET",
     "DLQ_PARTITION",
     "DLQ_REASON",
+    "DLQ_REPLAYS",
     "DLQ_TOPIC",
     "DLQ_TRUNCATED",
     "EVENT_HEADER_NAMES",
@@ -97,6 +101,7 @@ DLQ_TOPIC = "dlq-topic"
 DLQ_PARTITION = "dlq-partition"
 DLQ_OFFSET = "dlq-offset"
 DLQ_TRUNCATED = "dlq-truncated"
+DLQ_REPLAYS = "dlq-replays"
 _DLQ_NAMES = (DLQ_ERROR, DLQ_REASON, DLQ_TOPIC, DLQ_PARTITION, DLQ_OFFSET)
 _EVENT_NAMES = frozenset(EVENT_HEADER_NAMES)
 _ROUTE_NAMES = frozenset((REPLY_TOPIC, REPLY_PARTITION, CORRELATION_ID))
@@ -308,7 +313,7 @@ def parse_reply_route(headers: HeaderList | None) -> ReplyRoute | RouteError:
             raise CodecError(
                 f"bad reply route header {REPLY_TOPIC!r}: {show(name)} is not a Kafka topic name"
             )
-        partition = found.get(REPLY_PARTITION, "0")  # absent: partition 0, as before
+        partition = found.get(REPLY_PARTITION, "0")  # a topic without a partition: its partition 0
         number = header_text("reply route", REPLY_PARTITION, partition)
         return ReplyRoute(
             name, _number("reply route", REPLY_PARTITION, number, _INT32_MAX), correlation_id

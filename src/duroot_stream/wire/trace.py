@@ -10,7 +10,7 @@ from duroot_stream.tracing import TRACEPARENT, TRACESTATE
 from .codec_error import CodecError
 from .headers import HeaderList, header_text, last_values
 
-__all__ = ["TRACEPARENT", "TRACESTATE", "TRACESTATE_MAX_BYTES", "trace_carrier"]
+__all__ = ["TRACESTATE_MAX_BYTES", "trace_carrier"]
 
 # W3C Trace Context, version 00: version-traceid-parentid-flags in lower-case hex;
 # a later version may add fields after a "-". Version ff and all-zero ids are invalid.
