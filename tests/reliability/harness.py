@@ -25,9 +25,10 @@ from tests.reliability.verify import (
     replay,
     unconsumed_commands,
 )
-from tests.reliability.workload import Driver, MalformedFactory, Walker
+from tests.reliability.workload import Driver, MalformedFactory, ReplyClient, Walker
 
 PARTITIONS = 6
+CLIENT_PARTITIONS = 2  # of each client's own reply topic
 FAULT_POINTS = "0.1,0.3,0.5,0.7"  # faults strike when these shares are answered
 RESULTS_DIR = Path(__file__).resolve().parents[2] / "bench-results"
 
@@ -84,6 +85,18 @@ def make_walkers(scale: Scale, rng: random.Random, commands: int | None = None) 
     ]
 
 
+def kill_storm(points: tuple[float, ...]) -> Callable[[Supervisor], None]:
+    """The crash storm's chaos: instances a and b, and at each point a random one
+    SIGKILLed and started again."""
+
+    def chaos(sup: Supervisor) -> None:
+        sup.start("a")
+        sup.start("b")
+        sup.run_chaos(sup.kill_storm(points))
+
+    return chaos
+
+
 def prepare(kafka: KafkaConfig) -> None:
     create_topics(kafka, partitions=PARTITIONS)
 
@@ -97,6 +110,10 @@ class Run:
     log_dir: Path
     malformed: int = 0  # malformed records to interleave
     commands: int | None = None  # valid commands, if not the scale's
+    # Shares of the load answered at which a client with a reply topic of its own
+    # starts (`workload.ReplyClient`), the walkers shared among them; none: every
+    # reply goes to the replies topic.
+    client_starts: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.scale.seed)
@@ -109,12 +126,20 @@ class Run:
         )
         factory = MalformedFactory(random.Random(self.scale.seed + 1), PARTITIONS)
         self.malformed_factory = factory if self.malformed else None
+        walkers = make_walkers(self.scale, self.rng, self.commands)
+        replies = Topics(self.kafka.topic_prefix).replies
+        n = len(self.client_starts)
+        clients = [
+            ReplyClient(f"{replies}.client-{i}", CLIENT_PARTITIONS, at, walkers[i::n])
+            for i, at in enumerate(self.client_starts)
+        ]
         self.driver = Driver(
             self.kafka,
-            make_walkers(self.scale, self.rng, self.commands),
+            walkers,
             PARTITIONS,
             malformed=self.malformed_factory,
             malformed_total=self.malformed,
+            clients=clients,
         )
         # Every scenario gets a reader during the chaos (live.py); off with
         # DUROOT_RELIABILITY_LIVE=0, to measure what it costs.
@@ -143,6 +168,14 @@ class Run:
         self.seconds = time.monotonic() - self.started
         self.supervisor.stop_all()
 
+    def go_and_verify(self, chaos: Callable[[Supervisor], None]) -> Report:
+        """`go`, then `settle_and_verify`; every process stopped whatever happens."""
+        try:
+            self.go(chaos)
+            return self.settle_and_verify()
+        finally:
+            self.supervisor.close()
+
     def settle_and_verify(self) -> Report:
         """No transaction left open, every command consumed, the live reader's final
         check (what it read is what is there), then the replay."""
@@ -158,7 +191,7 @@ class Run:
         assert not behind, f"the processors' committed offsets are not at the end: {behind}"
         events = read_topic(self.kafka, topics.events)
         self.live.finish(events)
-        return replay(self.kafka, events=events)
+        return replay(self.kafka, events, tuple(c.topic for c in self.driver.clients))
 
     def verdict(
         self,
@@ -188,6 +221,8 @@ class Run:
                 f"{e.instance_id} {e.what} {e.returncode} at {e.at} s" for e in sup.unexpected_exits
             ],
             "sent": driver.sent,
+            "clients": [f"{c.topic} from {c.starts_at:.0%}" for c in driver.clients],
+            "misrouted": len(driver.misrouted),
             "malformed_kinds": self.malformed_factory.counts if self.malformed_factory else {},
             **{k: v for k, v in asdict(report).items() if k not in ("problems", "errors")},
             "outcomes": dict(report.errors),
@@ -211,6 +246,10 @@ class Run:
         exits = [e for e in sup.unexpected_exits if not (allow_fatal_exits and e.returncode == 1)]
         assert not exits, f"processors exited unasked: {exits}"
         assert not driver.unexpected_replies, driver.unexpected_replies[:10]
+        assert all(c.started for c in driver.clients), "a client never started"
+        assert not driver.misrouted, (
+            f"{len(driver.misrouted)} replies not on the route asked for: {driver.misrouted[:10]}"
+        )
         assert report.commands == driver.sent, "the commands topic lost or gained records"
         assert report.lost == 0 and report.duplicated == 0, problems
         live = self.live.problems

@@ -208,15 +208,22 @@ class _Stream:
         return self.records[self.at - 1]
 
 
-def replay(kafka: KafkaConfig, events: dict[int, list[Record]] | None = None) -> Report:
+def replay(
+    kafka: KafkaConfig,
+    events: dict[int, list[Record]] | None = None,
+    reply_topics: tuple[str, ...] = (),
+) -> Report:
     """Read the five topics and check them against the domain core (module docstring).
-    `events`: the events topic if already read."""
+    `events`: the events topic if already read; `reply_topics`: the clients' own."""
     topics = Topics(kafka.topic_prefix)
     commands = read_topic(kafka, topics.commands)
     if events is None:
         events = read_topic(kafka, topics.events)
     index = read_topic(kafka, topics.index)
     replies = read_topic(kafka, topics.replies)
+    for name in reply_topics:  # replies are matched by correlation id, wherever they are
+        for p, records in read_topic(kafka, name).items():
+            replies.setdefault(p, []).extend(records)
     dlq = read_topic(kafka, topics.dlq)
     return check(commands, events, index, replies, dlq, len(commands), len(index))
 

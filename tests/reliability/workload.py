@@ -13,6 +13,11 @@ as soon as the previous one is answered, so up to one command per workflow is in
 flight, and (for the bad input storm) interleaves malformed records. Every record
 carries the request-reply headers with a correlation id of its own, so each send
 can be matched with exactly one reply.
+
+With `ReplyClient`s, walkers belong to clients that each make a reply topic of
+their own as they start (a share of the load answered), then route their
+commands' replies there; a reply found anywhere else is recorded in `misrouted`
+(the client waiting on its own topic would never have seen it).
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from confluent_kafka import (
     Producer,
     TopicPartition,
 )
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from duroot_stream.config import KafkaConfig
 from duroot_stream.domain import (
@@ -56,7 +62,7 @@ from duroot_stream.domain import (
 )
 from duroot_stream.ids import new_ulid, now_ms
 from duroot_stream.kafka import header_bytes
-from duroot_stream.wire import Codec, Topics, partition_for
+from duroot_stream.wire import Codec, Topics, partition_for, wait_visible
 
 log = logging.getLogger("duroot.reliability")
 
@@ -190,10 +196,27 @@ class Malformed:
 
 
 @dataclass
+class ReplyClient:
+    """Walkers whose replies go to a topic of their own, made when `starts_at` of
+    the load is answered (or when nothing else is left in flight); none of them
+    sends anything before."""
+
+    topic: str
+    partitions: int
+    starts_at: float
+    walkers: list[Walker]
+    started: bool = False
+
+    def reply_partition(self, walker: Walker) -> int:
+        return partition_for(walker.workflow_id, self.partitions)
+
+
+@dataclass
 class _Pending:
     walker: Walker | None  # None for a malformed record
     command: Command | None
     sent_at: float
+    reply_topic: str
 
 
 class DriverError(AssertionError):
@@ -209,6 +232,7 @@ class Driver:
     partitions: int
     malformed: Callable[[], Malformed] | None = None  # makes one malformed record
     malformed_total: int = 0
+    clients: list[ReplyClient] = field(default_factory=list)  # private reply topics
     stall_timeout_s: float = 240.0
     sent: int = 0
     stalls: int = 0  # times no reply came for STALL_S or longer
@@ -216,6 +240,7 @@ class Driver:
     replied: int = 0
     malformed_sent: int = 0
     unexpected_replies: list[str] = field(default_factory=list)  # duplicates, strangers
+    misrouted: list[str] = field(default_factory=list)  # replies not on the route asked for
 
     def __post_init__(self) -> None:
         self.topics = Topics(self.kafka.topic_prefix)
@@ -224,8 +249,10 @@ class Driver:
         self._pending: dict[bytes, _Pending] = {}
         self._answered: set[bytes] = set()
         self._delivery_errors: list[str] = []
-        self._next_offsets: dict[int, int] = {}  # replies partition -> next offset to read
+        # (topic, partition) of a reply topic -> next offset to read
+        self._next_offsets: dict[tuple[str, int], int] = {}
         self.rereads = 0  # replies read again after the reader's position went back
+        self._client_of = {id(w): c for c in self.clients for w in c.walkers}
 
     @property
     def progress(self) -> float:
@@ -257,13 +284,14 @@ class Driver:
                 }
             )
         )
-        consumer.assign(
+        # Incremental: the clients' reply topics are added as they start.
+        consumer.incremental_assign(
             [
                 TopicPartition(self.topics.replies, p, OFFSET_BEGINNING)
                 for p in range(self.partitions)
             ]
         )
-        ready = deque(w for w in self.walkers if w.budget > 0)
+        ready = deque(w for w in self.walkers if w.budget > 0 and id(w) not in self._client_of)
         malformed_per_valid = self.malformed_total / max(1, self.total - self.malformed_total)
         owed = 0.0
         deadline = time.monotonic() + deadline_s
@@ -271,6 +299,7 @@ class Driver:
         next_report = started + 10
         try:
             while self.replied < self.total:
+                self._start_clients(consumer, ready)
                 while ready:
                     walker = ready.popleft()
                     walker.budget -= 1
@@ -319,15 +348,36 @@ class Driver:
         finally:
             consumer.close()
 
+    def _start_clients(self, consumer: Consumer, ready: deque[Walker]) -> None:
+        """Start the clients that are due, and the next one when nothing is in flight
+        (the load never waits for a share it cannot reach without them)."""
+        idle = not (ready or self._pending)
+        for client in self.clients:
+            if not client.started and (idle or self.progress >= client.starts_at):
+                self._start_client(client, consumer, ready)
+                idle = False
+
+    def _start_client(self, client: ReplyClient, consumer: Consumer, ready: deque[Walker]) -> None:
+        """As a client starts: make its reply topic, read it, then send."""
+        admin = AdminClient(self.kafka.client())
+        admin.create_topics([NewTopic(client.topic, client.partitions)])[client.topic].result()
+        wait_visible(admin, [client.topic])
+        consumer.incremental_assign(
+            [TopicPartition(client.topic, p, OFFSET_BEGINNING) for p in range(client.partitions)]
+        )
+        client.started = True
+        ready.extend(w for w in client.walkers if w.budget > 0)
+        log.info("client started: %s at %.0f%% answered", client.topic, self.progress * 100)
+
     def _fresh(self, message: Message) -> bool:
         """False for a record read before (the position went back): not a second reply."""
-        partition, offset = message.partition(), message.offset()
-        if partition is None or offset is None:
+        topic, partition, offset = message.topic(), message.partition(), message.offset()
+        if topic is None or partition is None or offset is None:
             return True
-        if offset < self._next_offsets.get(partition, 0):
+        if offset < self._next_offsets.get((topic, partition), 0):
             self.rereads += 1
             return False
-        self._next_offsets[partition] = offset + 1
+        self._next_offsets[(topic, partition)] = offset + 1
         return True
 
     def _reader_state(self, consumer: Consumer) -> str:
@@ -340,8 +390,8 @@ class Driver:
             except Exception as exc:  # a diagnostic only
                 stable = f"? ({exc})"
             parts.append(
-                f"{tp.partition}: position {tp.offset}, read to "
-                f"{self._next_offsets.get(tp.partition, 0)}, last stable {stable}"
+                f"{tp.topic} {tp.partition}: position {tp.offset}, read to "
+                f"{self._next_offsets.get((tp.topic, tp.partition), 0)}, last stable {stable}"
             )
         return f"{'; '.join(parts)}; read twice {self.rereads}"
 
@@ -356,23 +406,35 @@ class Driver:
     def _send_command(self, producer: Producer, walker: Walker) -> None:
         command = walker.next_command()
         partition = partition_for(command.workflow_id, self.partitions)
-        self._produce(
-            producer, partition, command.workflow_id.encode(), self.codec.encode_command(command)
-        )
-        self._pending[self._last] = _Pending(walker, command, time.monotonic())
+        client = self._client_of.get(id(walker))
+        route = (self.topics.replies, partition)
+        if client is not None:
+            route = (client.topic, client.reply_partition(walker))
+        value = self.codec.encode_command(command)
+        self._produce(producer, partition, command.workflow_id.encode(), value, route)
+        self._pending[self._last] = _Pending(walker, command, time.monotonic(), route[0])
 
     def _send_malformed(self, producer: Producer) -> None:
         assert self.malformed is not None
         bad = self.malformed()
-        self._produce(producer, bad.partition, f"bad-{bad.kind}".encode(), bad.value)
-        self._pending[self._last] = _Pending(None, None, time.monotonic())
+        route = (self.topics.replies, bad.partition)
+        self._produce(producer, bad.partition, f"bad-{bad.kind}".encode(), bad.value, route)
+        self._pending[self._last] = _Pending(None, None, time.monotonic(), route[0])
         self.malformed_sent += 1
 
-    def _produce(self, producer: Producer, partition: int, key: bytes, value: bytes | None) -> None:
+    def _produce(
+        self,
+        producer: Producer,
+        partition: int,
+        key: bytes,
+        value: bytes | None,
+        route: tuple[str, int],
+    ) -> None:
+        """Produce a record at `partition` whose reply is asked for at `route`."""
         correlation = new_ulid().encode()
         headers: list[tuple[str, str | bytes | None]] = [
-            ("reply-topic", self.topics.replies.encode()),
-            ("reply-partition", str(partition).encode()),
+            ("reply-topic", route[0].encode()),
+            ("reply-partition", str(route[1]).encode()),
             ("correlation-id", correlation),
         ]
         while True:
@@ -404,6 +466,12 @@ class Driver:
             return None
         self._answered.add(correlation)
         self.replied += 1
+        if message.topic() != pending.reply_topic:
+            error = header_bytes(message, "reply-route-error") or b"none"
+            self.misrouted.append(
+                f"correlation {correlation!r}: on {message.topic()} [{message.partition()}], "
+                f"asked for {pending.reply_topic}; reply-route-error {error!r}"
+            )
         if pending.walker is None or pending.command is None:
             return None
         reply = self.codec.decode_reply(message.value() or b"")

@@ -42,7 +42,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from duroot_stream import metrics as metrics_mod
 from duroot_stream.kafka import partition_count
-from duroot_stream.wire import Codec, TopicCheckError, Topics
+from duroot_stream.wire import Codec, Topics, start_partition_counts
 
 from .batch import Batches
 from .collector import Collector
@@ -175,7 +175,7 @@ class _Loop:
         self._ready = ready
         self._workflows = workflows
         self._consumer = txn.consumer
-        self._partitions = check_topics(txn.consumer, topics)
+        self._partitions = start_partition_counts(txn.consumer, topics, KAFKA_TIMEOUT_S)
         self._batches = batches = Batches(txn, workflows, metrics)
         routes = ReplyRoutes(
             txn.consumer, topics, settings.reply_topics, self._partitions, metrics, batches.count
@@ -341,27 +341,6 @@ def _consumer_error(error: KafkaError) -> None:
         raise ProcessorFatal(f"consumer error: {error}")
     check_consumer_error(error)  # a setting Kafka refuses
     log.warning("consumer error", extra={"error": str(error)})
-
-
-def check_topics(consumer: Consumer, topics: Topics) -> dict[str, int]:
-    """The partition count of each topic; `TopicCheckError` if one is missing or
-    commands and events are not co-partitioned."""
-    md = consumer.list_topics(timeout=KAFKA_TIMEOUT_S)
-    counts: dict[str, int] = {}
-    for name in (topics.commands, topics.events, topics.index, topics.replies, topics.dlq):
-        topic = md.topics.get(name)
-        if topic is None or topic.error is not None:
-            raise TopicCheckError(
-                f"topic {name} is missing (create it with `duroot-stream topics create`)"
-            )
-        counts[name] = len(topic.partitions)
-    if counts[topics.commands] != counts[topics.events]:
-        raise TopicCheckError(
-            f"partitions: {topics.commands} has {counts[topics.commands]} but "
-            f"{topics.events} has {counts[topics.events]}; they must be equal "
-            "(events are co-partitioned with commands); refusing to start"
-        )
-    return counts
 
 
 def _count_changed(topic: str, started: int, now: str) -> str:

@@ -2,11 +2,19 @@
 
 A route is followed only to a topic that matches `--reply-topics` (default: the
 replies topic and `<prefix>replies.*`), is none of the pipeline's own topics,
-exists, and has the partition asked for (partition counts from metadata, cached,
-refreshed at most every `METADATA_REFRESH_S` when a route misses). Otherwise the
-reply goes to the replies topic keyed by command id, with a `reply-route-error`
-header saying why; the metric counts it by reason, and the log says it at most
-once a minute per topic.
+exists, and has the partition asked for. Otherwise the reply goes to the replies
+topic keyed by command id, with a `reply-route-error` header saying why; the
+metric counts it by reason, and the log says it at most once a minute per topic.
+
+Partition counts come from metadata listings of all topics, cached. A route the
+cache cannot follow (a topic it has not seen, or too few partitions) lists the
+topics at once, so a topic made before its first command is followed from that
+command on, after any start. A topic a listing did not show is refused without
+asking again for `MISSED_S`, and listings for routes that miss take tokens from
+one bucket (`LISTING_BURST`, refilled at `LISTINGS_PER_S`): a flood of names that
+do not exist asks the broker no more often than that. Never `list_topics(topic)`:
+librdkafka then keeps a handle for every topic so asked, and asks the broker about
+all of them twice a second from then on.
 """
 
 from __future__ import annotations
@@ -35,13 +43,17 @@ from duroot_stream.wire import (
     partition_for,
 )
 
-from .settings import KAFKA_TIMEOUT_S
-
 log = logging.getLogger("duroot.processor")
 
 ANY_PARTITION = -1  # produce: let the partitioner (murmur2_random) pick by key
-METADATA_REFRESH_S = 1.0  # a flood of routes to unknown topics asks the broker this often
-METADATA_MAX_AGE_S = 60.0  # known counts are asked again after this long
+METADATA_MAX_AGE_S = 60.0  # known counts are listed again after this long
+MISSED_S = 1.0  # a topic a listing did not show is refused this long without asking
+# Listings for routes that miss, over all topics, after a burst. A listing waits
+# behind the consumer's parked fetch (fetch.wait.max.ms, 500 ms), in the batch:
+# a flood of names spends at most about half the processor's time on them.
+LISTINGS_PER_S = 1.0
+LISTING_BURST = 5
+LISTING_TIMEOUT_S = 5.0  # a listing blocks the batch: refuse the route rather than wait
 ROUTE_LOG_S = 60.0  # one warning per topic this often
 LOG_KEYS = 1_000  # topics remembered for the log limit (a flood of names stays bounded)
 _ROUTE_HEADERS = frozenset((REPLY_TOPIC, REPLY_PARTITION, CORRELATION_ID))
@@ -89,8 +101,10 @@ class ReplyRoutes:
         partition_counts: dict[str, int],
         metrics: ProcessorMetrics,
         count: Callable[..., None],
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._consumer = consumer
+        self._clock = clock
         self._count = count  # Transaction.count: counted when the transaction commits
         self._metrics = metrics
         self._replies = topics.replies
@@ -98,11 +112,14 @@ class ReplyRoutes:
         self._allowed = re.compile(allowed or default_reply_topics(topics))
         self._counts = {t: c for t, c in partition_counts.items() if t not in self._own}
         self._replies_partitions = partition_counts[topics.replies]
-        self._refreshed = time.monotonic()
+        self._listed = clock()  # when `_counts` was read
+        self._missed: dict[str, float] = {}  # topic -> when a listing did not show it
+        self._tokens, self._filled = float(LISTING_BURST), self._listed
+        self.listings = 0  # metadata requests made: what a flood of names costs the broker
         self._logged: dict[str, float] = {}
         self._unlogged = 0
         # (reply-topic, reply-partition) header values -> the route they asked for,
-        # checked against the metadata of `_refreshed` (cleared when it is read
+        # checked against the metadata of `_listed` (cleared when it is read
         # again): a client's commands all ask for the same one.
         self._followed: dict[tuple[object, object], tuple[str, int]] = {}
 
@@ -112,7 +129,7 @@ class ReplyRoutes:
         if found:
             asked_before = (found.get(REPLY_TOPIC), found.get(REPLY_PARTITION))
             followed = self._followed.get(asked_before)
-            if followed is not None and time.monotonic() - self._refreshed <= METADATA_MAX_AGE_S:
+            if followed is not None and self._clock() - self._listed <= METADATA_MAX_AGE_S:
                 raw = found.get(CORRELATION_ID)
                 correlation_id = (raw.encode() if isinstance(raw, str) else raw) or None
                 if correlation_id is None or len(correlation_id) <= MAX_CORRELATION_ID_BYTES:
@@ -171,7 +188,10 @@ class ReplyRoutes:
         count = self._partitions(topic, partition)
         if count is None:
             return RouteError(
-                f"reply topic {topic!r} does not exist", corr, RouteProblem.UNKNOWN_TOPIC
+                f"reply topic {topic!r} does not exist (in the metadata read "
+                f"{self._clock() - self._listed:.1f} s ago)",
+                corr,
+                RouteProblem.UNKNOWN_TOPIC,
             )
         if partition >= count:
             return RouteError(
@@ -182,21 +202,44 @@ class ReplyRoutes:
         return None
 
     def _partitions(self, topic: str, partition: int) -> int | None:
-        count = self._counts.get(topic)
-        now = time.monotonic()
-        stale = now - self._refreshed > METADATA_MAX_AGE_S
-        missed = count is None or partition >= count
-        if stale or (missed and now - self._refreshed > METADATA_REFRESH_S):
-            self._refresh(now)
-            count = self._counts.get(topic)
-        return count
+        """The partition count of `topic` if it exists: listed afresh when the counts
+        are old, or when they cannot follow the route and `_may_list` says yes."""
+        now = self._clock()
+        stale = now - self._listed > METADATA_MAX_AGE_S
+        if stale or (not self._follows(topic, partition) and self._may_list(topic, now)):
+            self._list(now)
+            if not self._follows(topic, partition):
+                if len(self._missed) >= LOG_KEYS:  # only listings add: few are recent
+                    self._missed = {t: at for t, at in self._missed.items() if now - at < MISSED_S}
+                self._missed[topic] = now
+        return self._counts.get(topic)
 
-    def _refresh(self, now: float) -> None:
-        self._refreshed = now
+    def _follows(self, topic: str, partition: int) -> bool:
+        count = self._counts.get(topic)
+        return count is not None and partition < count
+
+    def _may_list(self, topic: str, now: float) -> bool:
+        """Whether a route that misses may list the topics: not one a listing missed
+        within `MISSED_S`, and a token left in the bucket (taken)."""
+        missed = self._missed.get(topic)
+        if missed is not None and now - missed < MISSED_S:
+            return False
+        self._tokens = min(LISTING_BURST, self._tokens + (now - self._filled) * LISTINGS_PER_S)
+        self._filled = now
+        if self._tokens < 1.0:
+            return False
+        self._tokens -= 1.0
+        return True
+
+    def _list(self, now: float) -> None:
+        """Read the partition count of every topic (kept as it was when that fails)."""
+        self._listed = now
         self._followed.clear()  # checked against the counts read before
+        self.listings += 1
         try:
-            md = self._consumer.list_topics(timeout=KAFKA_TIMEOUT_S)
-        except KafkaException as exc:  # keep what is known; asked again after METADATA_REFRESH_S
+            md = self._consumer.list_topics(timeout=LISTING_TIMEOUT_S)
+        except KafkaException as exc:
+            self._tokens = 0.0  # the broker is not answering: no more listings for a while
             log.warning("reply topics' metadata not read", extra={"error": str(exc)})
             return
         self._counts = {
@@ -206,7 +249,7 @@ class ReplyRoutes:
         }
 
     def _log(self, error: RouteError, partition: int, offset: int, topic: str) -> None:
-        now = time.monotonic()
+        now = self._clock()
         if now < self._logged.get(topic, 0.0):
             self._unlogged += 1
             return

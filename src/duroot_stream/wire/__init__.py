@@ -49,6 +49,7 @@ from .topic_admin import (
     check_topics,
     create_topics,
     partition_problems,
+    start_partition_counts,
     wait_visible,
 )
 from .topics import (
@@ -117,6 +118,7 @@ __all__ = [
     "partition_problems",
     "reply_route_headers",
     "schemas_dir",
+    "start_partition_counts",
     "trace_carrier",
     "wait_visible",
 ]

@@ -12,7 +12,7 @@ import time
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import Consumer, KafkaError, KafkaException
 from confluent_kafka.admin import (  # type: ignore[attr-defined]
     AdminClient,
     ConfigResource,
@@ -102,8 +102,11 @@ def wait_visible(client: AdminClient, names: list[str]) -> None:
         time.sleep(0.1)
 
 
-def partition_counts(client: AdminClient, names: list[str]) -> dict[str, int]:
-    md = client.list_topics(timeout=ADMIN_TIMEOUT_S)
+def partition_counts(
+    client: AdminClient | Consumer, names: list[str], timeout: float = ADMIN_TIMEOUT_S
+) -> dict[str, int]:
+    """The partition count of each of `names` that exists."""
+    md = client.list_topics(timeout=timeout)
     return {
         n: len(md.topics[n].partitions) for n in names if n in md.topics and not md.topics[n].error
     }
@@ -145,6 +148,14 @@ def check_partitions(
     problems = partition_problems(topics, counts, expected)
     if problems:
         raise TopicCheckError("; ".join(problems))
+
+
+def start_partition_counts(client: Consumer, topics: Topics, timeout: float) -> dict[str, int]:
+    """The partition count of each topic, read as the processor starts; refused
+    (`check_partitions`) when one is missing or commands, events and index differ."""
+    counts = partition_counts(client, [t.name for t in topics.all()], timeout)
+    check_partitions(topics, counts)
+    return counts
 
 
 def _config_problems(t: Topic[Any, Any], configs: Mapping[str, str], min_isr: int) -> list[str]:
