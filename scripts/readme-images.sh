@@ -5,5 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 make -s jars
 scripts/system-deps.sh --test
-DUROOT_SCREENSHOTS=docs/images .venv/bin/pytest -q tests/web/test_browser.py tests/deploy/test_dashboard.py
+DUROOT_SCREENSHOTS=docs/images .venv/bin/pytest -q tests/web/test_browser.py tests/deploy/test_dashboard.py \
+    tests/deploy/test_usage_dashboard.py
 ls -l docs/images

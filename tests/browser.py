@@ -5,14 +5,35 @@ directory (kept for the last runs). Import the fixtures into a test module to us
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Iterator
+from importlib.resources import files
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Page, Playwright, ViewportSize, sync_playwright
 
+from duroot_stream.client.scan import FOLLOW_FETCH_WAIT_MS, FOLLOW_WAIT_S
+from duroot_stream.web.live import RETRY_S
+
 VIEWPORT: ViewportSize = {"width": 1100, "height": 900}
+ACTION_MS = 15_000  # a page's clicks, loads and fetches (Playwright's default: 30 s)
+
+
+def _refresh_ms() -> int:
+    """How long a live page waits after an event before it fetches itself again."""
+    app = files("duroot_stream.web").joinpath("static/app.js").read_text()
+    found = re.search(r"const REFRESH_MS = (\d+);", app)
+    assert found is not None, "app.js no longer sets REFRESH_MS"
+    return int(found.group(1))
+
+
+# What a live page may take to show what the pipeline has committed: the view's
+# follower polls the events topic (its poll and fetch wait) or, after an outage,
+# retries; the page then waits REFRESH_MS and fetches its own <main> (an action).
+# Playwright's `expect` waits 5 s unless told: each live expectation passes this.
+LIVE_MS = round(1000 * (FOLLOW_WAIT_S + RETRY_S) + FOLLOW_FETCH_WAIT_MS + _refresh_ms() + ACTION_MS)
 
 
 def chromium_binary() -> str:
@@ -54,7 +75,7 @@ def browser() -> Iterator[Browser]:
 def page(browser: Browser) -> Iterator[Page]:
     context = browser.new_context(viewport=VIEWPORT)
     one = context.new_page()
-    one.set_default_timeout(15_000)
+    one.set_default_timeout(ACTION_MS)
     try:
         yield one
     finally:

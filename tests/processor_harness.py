@@ -207,7 +207,10 @@ class Requester:
         return self.wait_reply(self.send(cmd), timeout)
 
     def close(self) -> None:
+        """Both clients, while the broker still answers (librdkafka logs once it does not)."""
         self.replies.close()
+        self.producer.flush(10)
+        self.producer.close()
 
 
 def workflow_events(

@@ -27,6 +27,8 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"processor", "client"}),
     frozenset({"runner"}),
     frozenset({"web"}),
+    # Downstream services: they read the topics and send commands like any client.
+    frozenset({"exporter", "scheduler"}),
     # Local development infrastructure and operator tools: no service imports them.
     frozenset({"local"}),
     frozenset({"ops"}),

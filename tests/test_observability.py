@@ -7,6 +7,7 @@ import json
 import re
 import shutil
 import subprocess
+import threading
 import urllib.parse
 import urllib.request
 import uuid
@@ -20,7 +21,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from duroot_stream import metrics as metrics_mod
 from duroot_stream.config import KafkaConfig
 from duroot_stream.domain import Append, Init, PathUsage
+from duroot_stream.exporter import ExporterMetrics, UsageTable
 from duroot_stream.local.broker import free_port
+from duroot_stream.scheduler import SchedulerMetrics
 from tests.kafka_helpers import wait_until
 from tests.processor_harness import (
     Requester,
@@ -53,10 +56,26 @@ def exported_series(registry: CollectorRegistry) -> dict[str, set[str]]:
 
 
 def all_series() -> dict[str, set[str]]:
-    return {
+    """Every service's series; the exporter's usage families (a custom collector) with the
+    labels they carry once the exporter serves a run."""
+    usage = ExporterMetrics(UsageTable(), threading.Lock(), threading.Event()).registry
+    series = {
         **exported_series(metrics_mod.ProcessorMetrics().registry),
         **exported_series(metrics_mod.RunnerMetrics().registry),
+        **exported_series(usage),
+        **exported_series(SchedulerMetrics().registry),
     }
+    for name in series:
+        if name.startswith("duroot_usage_"):
+            series[name] = (
+                {"host", "root", "path"}
+                if name == "duroot_usage_bytes"
+                else {
+                    "host",
+                    "root",
+                }
+            )
+    return series
 
 
 def test_metric_names_follow_prometheus_conventions() -> None:
@@ -64,9 +83,10 @@ def test_metric_names_follow_prometheus_conventions() -> None:
     assert series, "no metrics"
     for name, labels in series.items():
         # a service's own prefix; duroot_build_info is the one shared (Prometheus' *_info)
-        assert name.startswith(("duroot_processor_", "duroot_runner_")) or name == (
-            "duroot_build_info"
-        ), name
+        prefixes = ("duroot_processor_", "duroot_runner_", "duroot_exporter_", "duroot_usage_")
+        assert name.startswith((*prefixes, "duroot_schedule_")) or name == ("duroot_build_info"), (
+            name
+        )
         assert re.fullmatch(r"[a-z_]+", name), name
         assert not labels & {"workflow", "workflow_id", "command_id", "vid"}, (name, labels)
     # counters expose _total; durations are in seconds
@@ -76,6 +96,9 @@ def test_metric_names_follow_prometheus_conventions() -> None:
     assert series["duroot_runner_du_runs_total"] == {"outcome"}
     assert series["duroot_runner_refusals_total"] == {"reason"}
     assert "duroot_processor_consumer_lag_messages" in series
+    assert series["duroot_usage_bytes"] == {"host", "root", "path"}
+    assert series["duroot_schedule_skipped_total"] == {"reason"}
+    assert "duroot_exporter_dropped_series_total" in series
 
 
 def test_dashboard_names_only_exported_metrics() -> None:

@@ -256,3 +256,40 @@ def test_exit_codes(run: Run, kafka: KafkaConfig, capsys: pytest.CaptureFixture[
     rc = main(["send", "commit", wf, "--timeout", "1", *_kafka_args(kafka)])
     err = capsys.readouterr().err
     assert rc == options.EXIT_UNAVAILABLE and "no processor answered" in err
+
+
+def test_diff_shows_the_grown_directory_before_and_after(run: Run, tmp_path: Path) -> None:
+    def du(lines: str) -> str:
+        wf = run.begin("/g/diff")
+        (tmp_path / "lines").write_text(lines, encoding="utf-8")
+        assert run("send", "append", wf, "--file", str(tmp_path / "lines"))[0] == 0
+        assert run("send", "commit", wf)[0] == 0
+        return wf
+
+    before = du("1000 grown\n2048 same\n512 gone\n3560 .\n")
+    after = du("5096 grown\n2048 same\n7 new\n7151 .\n")
+    rc, out, err = run("diff", before, after)
+    assert rc == 0, err
+    header, table = out.splitlines()[:2], out.splitlines()[2:]
+    assert header[0].startswith(f"# before: {before} /g/diff on h, 20")
+    assert header[1].startswith(f"# after: {after} /g/diff on h, 20")
+    # Largest change first; a path one run lacks is "-" there.
+    assert [line.split() for line in table] == [
+        ["before", "after", "change", "path"],
+        ["1000", "5096", "+4096", "grown"],
+        ["3560", "7151", "+3591", "."],
+        ["512", "-", "-512", "gone"],
+        ["-", "7", "+7", "new"],
+        ["2048", "2048", "0", "same"],
+    ]
+    rc, out, _ = run("diff", before, after, "--human", "--changed")
+    assert rc == 0 and out.splitlines()[3].split() == ["1000", "5.0K", "+4.0K", "grown"]
+    assert "same" not in out
+    rc, out, _ = run("diff", before, after, "--json")
+    diff = json.loads(out)
+    assert diff["before"]["workflow_id"] == before and diff["after"]["lines"] == 4
+    assert diff["paths"][0] == {"path": "grown", "before": 1000, "after": 5096, "change": 4096}
+    assert {"path": "gone", "before": 512, "after": None, "change": -512} in diff["paths"]
+    rc, _, err = run("diff", before, str(uuid.uuid4()))
+    assert rc == options.EXIT_FAILED and "not found" in err.lower()
+    assert run("diff", before, "nope")[0] == options.EXIT_USAGE

@@ -13,11 +13,11 @@ import pytest
 from duroot_stream.cli import begin as begin_cli
 from duroot_stream.cli import main as cli
 from duroot_stream.cli import options
-from duroot_stream.cli.begin import Root, load_roots, read_lines
+from duroot_stream.cli.begin import read_lines
 from duroot_stream.cli.output import human_size, iso_time, print_du, print_table, printable
 from duroot_stream.cli.reader import event_type
 from duroot_stream.cli.values import duration_s
-from duroot_stream.client import DuResult
+from duroot_stream.client import DuResult, Root, load_roots
 from duroot_stream.domain import (
     EVENT_EPOCH,
     DuRootCommitted,
@@ -256,7 +256,10 @@ COMMANDS = [
     "index",
     "events",
     "dlq",
+    "diff",
     "serve",
+    "exporter",
+    "schedule",
     "acls",
     "transactions",
     "run",
@@ -293,3 +296,49 @@ def test_every_command_has_a_handler_and_a_help(
         cli.main([*words, "--help"])
     assert done.value.code == 0
     assert capsys.readouterr().out.startswith(f"usage: duroot-stream {' '.join(words)} ")
+
+
+ROOTS_FILE = f'[roots."/g/a"]\nregistry_id = "{REG.upper()}"\nhost = "h"\nhost_root = "/srv/a"\n'
+
+
+def test_schedule_reads_its_settings(tmp_path: Path) -> None:
+    from duroot_stream.cli.schedule import settings_from_args
+
+    path = tmp_path / "roots.toml"
+    path.write_text(ROOTS_FILE)
+    args = cli.build_parser().parse_args(
+        ["schedule", "--roots-file", str(path), "--every", "6h", "--spread", "1h30m"]
+    )
+    settings = settings_from_args(args)
+    assert settings.plan.every_ms == 6 * 3_600_000 and settings.plan.spread_ms == 5_400_000
+    assert settings.roots["/g/a"].registry_id == REG  # canonical, as the Init needs it
+    default = settings_from_args(
+        cli.build_parser().parse_args(["schedule", "--roots-file", str(path)])
+    )
+    assert default.plan.every_ms == default.plan.spread_ms == 24 * 3_600_000
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["exporter", "--max-depth", "-1"], "--max-depth must be 0 or more"),
+        (["exporter", "--max-series", "0"], "--max-series must be 1 or more"),
+        (["schedule", "--roots-file", "{missing}"], "--roots-file: "),
+        (["schedule", "--roots-file", "{roots}", "--every", "1h", "--spread", "2h"], "spread"),
+        (["schedule", "--roots-file", "{roots}", "--every", "10ms"], "at least 1 s"),
+        (["schedule", "--roots-file", "{bad}"], "/g/a: registry id 'x' is not a UUID"),
+    ],
+)
+def test_exporter_and_schedule_refuse_bad_settings(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    (tmp_path / "roots.toml").write_text(ROOTS_FILE)
+    (tmp_path / "bad.toml").write_text(ROOTS_FILE.replace(REG.upper(), "x"))
+    files = {
+        "{missing}": str(tmp_path / "nope.toml"),
+        "{roots}": str(tmp_path / "roots.toml"),
+        "{bad}": str(tmp_path / "bad.toml"),
+    }
+    argv = [files.get(a, a) for a in argv]
+    assert cli.main([*argv, "-b", "127.0.0.1:1"]) == options.EXIT_USAGE
+    assert message in capsys.readouterr().err

@@ -87,6 +87,9 @@ def test_run_prints_what_du_prints_and_leaves_nothing_behind(tmp_path: Path) -> 
     ]
     positions = [next(i for i, line in enumerate(progress) if step in line) for step in steps]
     assert positions == sorted(positions), progress
+    # The usage exporter beside the other services, with the run's usage in it.
+    metrics_line = next(line for line in progress if "metrics:" in line)
+    assert "usage (exporter) http://127.0.0.1:" in metrics_line, metrics_line
     assert not _processes(str(private_tmp)), "run left its broker running"
     assert not list(private_tmp.iterdir()), "run left its broker's data behind"
     assert not _processes(str(root)), "run left a process behind (du?)"

@@ -12,6 +12,7 @@ import pytest
 from confluent_kafka import Message
 
 from duroot_stream.client import (
+    DEFAULT_TIMEOUT_S,
     CommandTimeout,
     ConflictInit,
     ConflictState,
@@ -176,11 +177,14 @@ def test_append_many_10000_paths_in_order_with_a_vid_chain(
 def test_timeout_when_no_processor_runs(kafka: KafkaConfig) -> None:
     setup_topics(kafka)
     with DuRootClient(kafka, timeout=2, retries=1) as client:
+        client.start()  # connected: what follows is the command's own wait
         start = time.monotonic()
         with pytest.raises(CommandTimeout, match=r"within 2 s.*duroot-stream processor") as info:
             client.begin(_registry(), "/g", "h", "/srv")
-        assert time.monotonic() - start < 8
-    assert info.value.attempts == 2  # sent, then re-sent once with the same command id
+        assert time.monotonic() - start >= client.timeout, "gave up before its timeout"
+    # Sent, then re-sent once with the same command id: the reply thread gave up at
+    # the deadline (its watchdog, 10 s later, would report no attempts).
+    assert info.value.attempts == 2
     command_id = info.value.command.command_id
     sent = read_all(kafka.bootstrap_servers, Topics(kafka.topic_prefix).commands)
     assert [header(m, CORRELATION_ID) for m in sent] == [command_id, command_id]
@@ -196,7 +200,8 @@ def test_missing_topics_are_reported(kafka: KafkaConfig) -> None:
 
 def test_retry_after_a_lost_reply_yields_one_set_of_events(pipeline: KafkaConfig) -> None:
     lost: list[Message] = []
-    with DuRootClient(pipeline, timeout=9, retries=2) as client:  # re-send after 3 s
+    # A re-send every 3 s, for as long as a command may take (the client's default).
+    with DuRootClient(pipeline, timeout=DEFAULT_TIMEOUT_S, retries=9) as client:
         exchange = client._exchange
         deliver = exchange.on_reply
 
@@ -218,7 +223,8 @@ def test_retry_after_a_lost_reply_yields_one_set_of_events(pipeline: KafkaConfig
         for m in read_all(pipeline.bootstrap_servers, topics.replies)
         if header(m, CORRELATION_ID) == command_id
     ]
-    assert len(replies) == 2 and replies[0] == replies[1]  # the re-send got the same reply
+    # Every re-send got the first reply (a loaded machine may need more than one).
+    assert len(replies) >= 2 and all(r == replies[0] for r in replies), replies
     assert replies[0].vid == begun.vid
     events = [
         codec.decode_event(m.value())

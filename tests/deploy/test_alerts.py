@@ -5,11 +5,14 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
 
+from duroot_stream.exporter import ExporterMetrics, UsageTable
 from duroot_stream.metrics import ProcessorMetrics, RunnerMetrics
+from duroot_stream.scheduler import SchedulerMetrics
 
 PROMETHEUS = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
 # Alerts on a metric the services do not export yet (see docs/operations.md):
@@ -45,9 +48,10 @@ def test_every_alert_has_a_unit_test() -> None:
 
 
 def test_rules_use_only_metrics_the_services_export() -> None:
+    usage = ExporterMetrics(UsageTable(), threading.Lock(), threading.Event())
     exported = {
         family.name
-        for metrics in (ProcessorMetrics(), RunnerMetrics())
+        for metrics in (ProcessorMetrics(), RunnerMetrics(), usage, SchedulerMetrics())
         for family in metrics.registry.collect()
     }
     names = set()

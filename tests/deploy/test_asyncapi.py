@@ -16,6 +16,8 @@ from duroot_stream.wire import Topics, event_headers
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = ROOT / "asyncapi.yaml"
 CLI = ROOT / "scripts" / "asyncapi.sh"
+VALIDATE_S = 600  # the first run installs the AsyncAPI CLI from npm
+pytestmark = pytest.mark.timeout(VALIDATE_S + 300)  # above pyproject's 600 s
 
 
 def validate(path: Path) -> subprocess.CompletedProcess[str]:
@@ -23,7 +25,7 @@ def validate(path: Path) -> subprocess.CompletedProcess[str]:
         [str(CLI), "validate", str(path)],
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=VALIDATE_S,
         check=False,
         cwd=path.parent,
     )

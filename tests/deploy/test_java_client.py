@@ -19,7 +19,9 @@ from duroot_stream.config import KafkaConfig
 from duroot_stream.domain import PathUsage, StateCode
 from tests.processor_harness import running_processor, setup_topics
 
-pytestmark = pytest.mark.broker
+BUILD_S, RUN_S = 900, 300  # the Maven build (dependencies fetched once), a run
+# The build and a run, and the broker's start, at their longest: above pyproject's 600 s.
+pytestmark = [pytest.mark.broker, pytest.mark.timeout(BUILD_S + RUN_S + 300)]
 
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT = ROOT / "clients" / "java"
@@ -34,7 +36,7 @@ def java_classpath() -> str:
         ["mvn", "-q", "-B", "-f", str(PROJECT / "pom.xml"), "package", "-DskipTests"],
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=BUILD_S,
         check=False,
     )
     assert build.returncode == 0, build.stdout[-4000:] + build.stderr[-4000:]
@@ -63,7 +65,7 @@ def test_a_java_client_drives_a_workflow_end_to_end(
             ],
             capture_output=True,
             text=True,
-            timeout=300,
+            timeout=RUN_S,
             check=False,
         )
         out = run.stdout

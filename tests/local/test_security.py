@@ -23,20 +23,24 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 from prometheus_client import generate_latest
 
-from duroot_stream.client import DuRootClient, DuRootReader
+from duroot_stream.client import DuRootClient, DuRootReader, Root
 from duroot_stream.config import KafkaConfig, read_properties
+from duroot_stream.exporter import Exporter, ExporterSettings
+from duroot_stream.ids import now_ms
 from duroot_stream.kafka import new_reader
 from duroot_stream.local.broker import LocalBroker
 from duroot_stream.local.tls import make_ca
 from duroot_stream.logs import JsonFormatter
 from duroot_stream.runner import Runner, RunnerSettings
+from duroot_stream.scheduler import Scheduler, SchedulerSettings
 from duroot_stream.wire import Topics, create_topics
 from tests.kafka_helpers import wait_until
 from tests.processor_harness import PARTITIONS, running_processor
+from tests.usage_helpers import running
 
 pytestmark = pytest.mark.broker
 
-ROLES = ("processor", "runner", "requester", "reader")
+ROLES = ("processor", "runner", "requester", "reader", "exporter", "scheduler")
 OUTSIDER = "outsider"  # a valid user with no ACL at all
 REGISTRY = str(uuid.UUID(int=13))
 HOST = "sechost"
@@ -304,6 +308,54 @@ def test_a_reader_reads_events_and_index_and_writes_nothing(secured: Secured) ->
     assert _read_error(reader, t.index) is None
     for topic in (t.commands, t.events, t.index, t.replies, t.dlq):
         assert _produce_error(reader, topic) == DENIED_WRITE, topic
+
+
+def test_the_exporter_reads_events_and_the_scheduler_begins_each_as_its_principal(
+    secured: Secured,
+) -> None:
+    exporter_config, scheduler_config, t = (
+        secured.config("exporter"),
+        secured.config("scheduler"),
+        secured.topics,
+    )
+    # The exporter reads the events topic and nothing else, and writes nothing.
+    assert _read_error(exporter_config, t.events) is None
+    for topic in (t.commands, t.index, t.replies):
+        assert _read_error(exporter_config, topic) == DENIED_WRITE, topic
+    for topic in (t.commands, t.events, t.index, t.replies, t.dlq):
+        assert _produce_error(exporter_config, topic) == DENIED_WRITE, topic
+    # The scheduler reads the index and replies and writes commands only.
+    for topic in (t.index, t.replies):
+        assert _read_error(scheduler_config, topic) is None, topic
+    for topic in (t.events, t.index, t.replies, t.dlq):
+        assert _produce_error(scheduler_config, topic) == DENIED_WRITE, topic
+    # Each does its job as its principal: a root begun, and its failed run exported.
+    root = f"/g/scheduled-{uuid.uuid4().hex[:6]}"
+    settings = SchedulerSettings(
+        scheduler_config, {root: Root(REGISTRY, HOST, "/srv/x")}, every_s=3600, spread_s=0
+    )
+    now = now_ms()  # one period for the scheduler and the test, whatever the clock does
+    with (
+        running_processor(secured.config("processor")),
+        running(Scheduler(settings, clock=lambda: now), "scheduler") as scheduler,
+        running(Exporter(ExporterSettings(exporter_config)), "exporter") as exporter,
+        DuRootClient(secured.config("requester")) as client,
+    ):
+        assert scheduler.metrics.registry.get_sample_value("duroot_schedule_begun_total") == 1
+        wf = settings.plan.workflow_id(settings.plan.period(now), root, settings.roots[root])
+        client.fail(wf, 9, "failed on purpose")
+        labels = {"host": HOST, "root": root}
+        wait_until(
+            lambda: (
+                exporter.metrics.registry.get_sample_value(
+                    "duroot_usage_last_run_status_code", labels
+                )
+                == 9
+            ),
+            timeout=30,
+            what="the exporter to serve the failed run",
+        )
+        assert exporter.problem is None
 
 
 def test_only_the_processor_may_use_processor_transactional_ids(secured: Secured) -> None:

@@ -39,25 +39,16 @@ def topics(kafka: KafkaConfig) -> Iterator[Topics]:
     yield Topics(kafka.topic_prefix)
 
 
-def run_cli(capsys: pytest.CaptureFixture[str], kafka: KafkaConfig, *argv: str) -> tuple[int, str]:
-    """`duroot-stream transactions ARGV` in-process: exit code and standard output."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
+def run_cli(
+    capsys: pytest.CaptureFixture[str], kafka: KafkaConfig, *argv: str
+) -> tuple[int, str, str]:
+    """`duroot-stream transactions ARGV` in-process: exit code, standard output and
+    standard error (the root logger is restored by tests/conftest.py)."""
     capsys.readouterr()
-    try:
-        code = cli.main(
-            [
-                "transactions",
-                *argv,
-                "-b",
-                kafka.bootstrap_servers,
-                "--topic-prefix",
-                kafka.topic_prefix,
-            ]
-        )
-    finally:
-        root.handlers[:], root.level = handlers, level
-    return code, capsys.readouterr().out
+    prefix = ["--topic-prefix", kafka.topic_prefix]
+    code = cli.main(["transactions", *argv, "-b", kafka.bootstrap_servers, *prefix])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
 
 
 def unstable(kafka: KafkaConfig, topic: str) -> list[tuple[str, int, int, int]]:
@@ -70,7 +61,7 @@ def test_find_open_names_a_killed_producers_transaction_and_fence_ends_it(
     leave_open_transaction(kafka, topics.events, 1, count=5, txn_id=f"{kafka.topic_prefix}gone")
     assert unstable(kafka, topics.events) == [(topics.events, 1, 0, 5)]
 
-    code, out = run_cli(capsys, kafka, "find-open", "--older-than", "0")
+    code, out, _ = run_cli(capsys, kafka, "find-open", "--older-than", "0")
     assert code == 0
     lines = out.splitlines()
     assert lines[0].split("\t")[:3] == ["topic", "partition", "last-stable"]
@@ -79,15 +70,16 @@ def test_find_open_names_a_killed_producers_transaction_and_fence_ends_it(
     assert row[7] == f"{kafka.topic_prefix}gone"
     assert f"fence --transactional-id {kafka.topic_prefix}gone" in out
     # The coordinator knows it: open, not hanging by Kafka's (KIP-664) definition.
-    code, out = run_cli(capsys, kafka, "find-hanging", "--max-transaction-timeout", "0")
+    code, out, _ = run_cli(capsys, kafka, "find-hanging", "--max-transaction-timeout", "0")
     assert code == 0 and "no hanging transactions" in out
     assert out.splitlines()[0].split("\t")[:2] == ["Topic", "Partition"]
 
-    code, out = run_cli(capsys, kafka, "fence", "--transactional-id", f"{kafka.topic_prefix}gone")
+    gone = f"{kafka.topic_prefix}gone"
+    code, out, _ = run_cli(capsys, kafka, "fence", "--transactional-id", gone)
     assert code == 0, out
     wait_until(lambda: not unstable(kafka, topics.events), timeout=60, what="the LSO at the end")
     assert read_all(kafka.bootstrap_servers, topics.events) == []  # aborted, never visible
-    code, out = run_cli(capsys, kafka, "find-open", "--older-than", "0")
+    code, out, _ = run_cli(capsys, kafka, "find-open", "--older-than", "0")
     assert code == 0 and "no open transactions" in out
 
 
@@ -99,7 +91,7 @@ def test_abort_ends_the_transaction_at_its_start_offset(
     assert (found.partition, found.producer.transaction_start) == (2, 0)
 
     args = ["abort", "--topic", topics.index, "--partition", "2", "--start-offset", "0"]
-    code, out = run_cli(capsys, kafka, *args)
+    code, out, _ = run_cli(capsys, kafka, *args)
     assert code == 0 and "aborted the transaction" in out
     wait_until(lambda: not unstable(kafka, topics.index), timeout=60, what="the LSO at the end")
     assert read_all(kafka.bootstrap_servers, topics.index) == []
@@ -108,9 +100,9 @@ def test_abort_ends_the_transaction_at_its_start_offset(
 def test_abort_without_its_flags_is_a_usage_error(
     kafka: KafkaConfig, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, _ = run_cli(capsys, kafka, "abort", "--partition", "1")
-    assert code == 2
-    assert "give --topic, --start-offset" in capsys.readouterr().err or code == 2
+    code, out, err = run_cli(capsys, kafka, "abort", "--partition", "1")
+    assert code == 2 and out == ""
+    assert "give --topic, --start-offset" in err, err
 
 
 def test_the_monitor_reports_a_last_stable_offset_that_stands_still(

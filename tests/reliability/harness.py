@@ -14,23 +14,32 @@ from pathlib import Path
 import pytest
 
 from duroot_stream.config import KafkaConfig
+from duroot_stream.local.broker import ABORT_CHECK_MS
+from duroot_stream.processor.kafka_clients import TRANSACTION_TIMEOUT_MS
 from duroot_stream.wire import Topics, create_topics
 from tests.kafka_helpers import wait_until
 from tests.reliability.live import LiveReader
-from tests.reliability.supervisor import Supervisor
-from tests.reliability.verify import (
-    Report,
+from tests.reliability.supervisor import TERM_TIMEOUT_S, Supervisor
+from tests.reliability.topic_reads import (
+    READ_TIMEOUT_S,
     open_transactions,
     read_topic,
-    replay,
     unconsumed_commands,
 )
+from tests.reliability.verdicts import Report
+from tests.reliability.verify import replay
 from tests.reliability.workload import Driver, MalformedFactory, ReplyClient, Walker
 
 PARTITIONS = 6
 CLIENT_PARTITIONS = 2  # of each client's own reply topic
+START_S = 300.0  # brokers, topics, the first instances: a generous bound
+# The longest transaction timeout a scenario sets (-X in test_zombie_stall.py).
+LONGEST_TRANSACTION_TIMEOUT_S = max(TRANSACTION_TIMEOUT_MS / 1000, 60.0)
+SETTLE_SLACK_S = 15.0  # the coordinator's markers and the sampling on a loaded machine
 FAULT_POINTS = "0.1,0.3,0.5,0.7"  # faults strike when these shares are answered
 RESULTS_DIR = Path(__file__).resolve().parents[2] / "bench-results"
+# Of a Report: not figures, or Counters (asdict would make their items the keys).
+_NOT_FIGURES = ("problems", "errors", "reasons", "dead_letter_reasons")
 
 
 @dataclass(frozen=True)
@@ -74,6 +83,15 @@ class Scale:
         """The longest a run may take before the test gives up (a stuck processor)."""
         return 600.0 + self.commands / 50
 
+    @property
+    def test_timeout_s(self) -> float:
+        """pytest-timeout's bound for a scenario (tests/conftest.py): the start, the
+        load's deadline, then what may follow it at the longest: every instance's
+        SIGTERM, the settle, the final reads (each topic, the live reader)."""
+        after = TERM_TIMEOUT_S + settle_s(LONGEST_TRANSACTION_TIMEOUT_S)
+        reads = 6 * READ_TIMEOUT_S  # the five topics and the live reader's catch-up
+        return START_S + self.deadline_s + after + reads
+
 
 def make_walkers(scale: Scale, rng: random.Random, commands: int | None = None) -> list[Walker]:
     """`commands` spread over `scale.workflows` walkers (budgets differ by at most one)."""
@@ -95,6 +113,12 @@ def kill_storm(points: tuple[float, ...]) -> Callable[[Supervisor], None]:
         sup.run_chaos(sup.kill_storm(points))
 
     return chaos
+
+
+def settle_s(transaction_timeout_s: float) -> float:
+    """How long a transaction left open (by an instance killed and never restarted,
+    or a zombie) may stay open: its timeout, then the broker's next abort check."""
+    return transaction_timeout_s + ABORT_CHECK_MS / 1000 + SETTLE_SLACK_S
 
 
 def prepare(kafka: KafkaConfig) -> None:
@@ -183,7 +207,7 @@ class Run:
         names = [topics.commands, topics.events, topics.index, topics.replies, topics.dlq]
         wait_until(
             lambda: not open_transactions(self.kafka, names),
-            timeout=60,
+            timeout=settle_s(self.supervisor.transaction_timeout_s()),
             interval=1,
             what=f"no open transactions ({open_transactions(self.kafka, names)})",
         )
@@ -224,8 +248,9 @@ class Run:
             "clients": [f"{c.topic} from {c.starts_at:.0%}" for c in driver.clients],
             "misrouted": len(driver.misrouted),
             "malformed_kinds": self.malformed_factory.counts if self.malformed_factory else {},
-            **{k: v for k, v in asdict(report).items() if k not in ("problems", "errors")},
+            **{k: v for k, v in asdict(report).items() if k not in _NOT_FIGURES},
             "outcomes": dict(report.errors),
+            "dlq_reasons": dict(report.reasons),
             **self.live.figures(),
         }
         RESULTS_DIR.mkdir(exist_ok=True)
@@ -258,7 +283,10 @@ class Run:
             assert self.live.checker.events > 0, "the live reader read nothing"
         assert report.problem_count == 0, f"{report.problem_count} problems:\n{problems}"
         planned = len(self.scale.fault_points)
-        assert len(sup.faults) == planned, f"{len(sup.faults)} of {planned} faults injected"
+        assert len(sup.faults) == planned, (
+            f"{len(sup.faults)} of {planned} faults injected (faults wait for their share "
+            "of the load and none comes after it: the load ended first)"
+        )
         assert len(sup.faults) >= self.scale.min_faults, (
             f"{len(sup.faults)} faults, {self.scale.name} runs need {self.scale.min_faults}"
         )

@@ -54,6 +54,8 @@ log = logging.getLogger("duroot.reliability.live")
 MAX_VIOLATIONS = 30
 BATCH = 5_000
 POLL_S = 0.5
+STATISTICS_INTERVAL_S = 5.0  # librdkafka's, kept for the failure message
+METADATA_TIMEOUT_S = 60.0  # the topic's partitions, at the start
 
 # The state after each event type, and which types may follow a state (docs/contract.md).
 _AFTER = {
@@ -76,7 +78,7 @@ _TYPE_NAMES = {cls: name for cls, name in EVENT_TYPES.items()}
 
 
 class Seen(Protocol):
-    """A record as the final read has it (verify.Record fits)."""
+    """A record as the final read has it (topic_reads.Record fits)."""
 
     @property
     def offset(self) -> int: ...
@@ -352,7 +354,7 @@ class LiveReader:
                     "auto.offset.reset": "error",
                     "fetch.queue.backoff.ms": 10,
                     # Kept for the failure message of a reader that stops catching up.
-                    "statistics.interval.ms": 5_000,
+                    "statistics.interval.ms": int(STATISTICS_INTERVAL_S * 1000),
                     "stats_cb": self._on_stats,
                 }
             )
@@ -360,7 +362,7 @@ class LiveReader:
         try:
             meta = wait_until(
                 lambda: consumer.list_topics(self.topic, timeout=10).topics[self.topic].partitions,
-                timeout=60,
+                timeout=METADATA_TIMEOUT_S,
                 what=f"the partitions of {self.topic}",
             )
             self.checker.partitions = len(meta)  # the topic's own count, whatever a scenario made

@@ -32,10 +32,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from duroot_stream.processor.kafka_clients import TRANSACTION_TIMEOUT_MS
 from tests.kafka_helpers import wait_until
 
 CLI = str(Path(sys.executable).with_name("duroot-stream"))
 ROOT = Path(__file__).resolve().parents[2]  # where `tests` is a package
+TXN_TIMEOUT_X = "transaction.timeout.ms="
 TERM_TIMEOUT_S = 90.0  # above the processor's own hung-call exit (60 s)
 # Exit 0 after SIGTERM; or killed by it when it came before the handler was installed
 # (an instance still importing, just restarted by the storm, has nothing to finish).
@@ -157,6 +159,7 @@ class Fault:
 
 Policy = Callable[[threading.Event], None]
 PROGRESS_POLL_S = 0.05  # how often a scheduled fault looks at the progress
+CHAOS_STOP_S = TERM_TIMEOUT_S + 10  # a fault under way may SIGTERM an instance
 
 
 @dataclass
@@ -283,16 +286,25 @@ class Supervisor:
         self._chaos.start()
 
     def stop_chaos(self) -> None:
+        """Stop the policy; raise what it raised, or that it did not stop (a fault still
+        waiting: its own deadline would raise later, unseen)."""
         self._chaos_stop.set()
-        if self._chaos is not None:
-            self._chaos.join(TERM_TIMEOUT_S + 10)
-            self._chaos = None
+        chaos, self._chaos = self._chaos, None
+        if chaos is not None:
+            chaos.join(CHAOS_STOP_S)
         if self.chaos_errors:
             raise self.chaos_errors[0]
+        if chaos is not None and chaos.is_alive():
+            raise AssertionError(
+                f"the chaos policy did not stop within {CHAOS_STOP_S:.0f} s after the load "
+                f"ended: a fault still waits ({len(self.faults)} injected)\n{self.diagnostics()}"
+            )
 
     def at_progress(self, points: Sequence[float], fault: Callable[[], str]) -> Policy:
         """`fault()` once when each share of `points` of the load is answered; it says
-        what it did. The run's own deadline bounds the waits: it ends in `stop`."""
+        what it did. None once the load has ended (a fault then disturbs no load: the
+        run reports fewer faults than planned). The run's own deadline bounds the
+        waits: it ends in `stop`."""
 
         def policy(stop: threading.Event) -> None:
             for share in sorted(points):
@@ -300,6 +312,8 @@ class Supervisor:
                     if stop.wait(PROGRESS_POLL_S):
                         return
                 reached, at = self.progress(), self._now()
+                if reached >= 1.0:
+                    return
                 what = fault()
                 self.faults.append(Fault(what, round(reached, 3), at))
 
@@ -337,6 +351,13 @@ class Supervisor:
 
         return self.at_progress(points, change)
 
+    def transaction_timeout_s(self) -> float:
+        """The longest transaction timeout of the instances: a `-X` override, or the
+        processor's own."""
+        args = [*self.extra_args, *(a for p in self.instances.values() for a in p.extra_args)]
+        set_ms = [int(a.split("=", 1)[1]) for a in args if a.startswith(TXN_TIMEOUT_X)]
+        return max([TRANSACTION_TIMEOUT_MS, *set_ms]) / 1000
+
     def diagnostics(self) -> str:
         parts = [
             f"faults={self.faults} unexpected_exits={self.unexpected_exits}",
@@ -344,3 +365,14 @@ class Supervisor:
         for proc in self.instances.values():
             parts.append(f"--- {proc.log_path} (tail)\n{proc.log_tail()}")
         return "\n".join(parts)
+
+
+def line_since(log: Path, mark: int, *needles: str) -> str | None:
+    """The first line of `log` after byte `mark` that holds one of `needles`."""
+    with log.open("rb") as f:
+        f.seek(mark)
+        for raw in f:
+            line = raw.decode(errors="replace")
+            if any(needle in line for needle in needles):
+                return line.rstrip()
+    return None

@@ -23,13 +23,14 @@ import pytest
 from duroot_stream.config import KafkaConfig
 from duroot_stream.local.broker import LocalBroker
 from duroot_stream.ops import transactions
-from duroot_stream.processor.hanging import StallTracker
+from duroot_stream.processor.hanging import ABORT_CHECK_INTERVAL_S, StallTracker
+from duroot_stream.processor.kafka_clients import TRANSACTION_TIMEOUT_MS
 from duroot_stream.wire import Topics
 from tests.kafka_helpers import wait_until
 from tests.reliability.harness import Run, Scale, prepare
 from tests.reliability.supervisor import Supervisor
 
-pytestmark = [pytest.mark.slow, pytest.mark.broker, pytest.mark.timeout(7200)]
+pytestmark = [pytest.mark.slow, pytest.mark.broker]  # timeout: tests/conftest.py
 
 OUTAGE_S = 5.0  # how long the broker stays down, on purpose: the fault itself
 RECOVERY_TIMEOUT_S = 300.0  # a generous bound on a loaded machine: replies must flow again
@@ -37,9 +38,9 @@ FLOWING = 100  # replies after the broker is back that show the processors work 
 
 
 # When DurootHangingTransaction would fire: a last stable offset that has stood still
-# for longer than the processors' transaction timeout (40 s) plus the broker's abort
-# check (5 s here; 10 s by default).
-WATCH_AFTER_S = 50.0
+# for longer than the processors' transaction timeout plus Kafka's default abort check
+# (the processor's hanging-transaction monitor uses the same bound).
+WATCH_AFTER_S = TRANSACTION_TIMEOUT_MS / 1000 + ABORT_CHECK_INTERVAL_S
 WATCH_POLL_S = 2.0
 WATCH_BACKOFF_S = 15.0
 

@@ -22,7 +22,7 @@ from tests.kafka_helpers import wait_until
 from tests.reliability.harness import PARTITIONS, Run, Scale, prepare
 from tests.reliability.supervisor import Supervisor
 
-pytestmark = [pytest.mark.slow, pytest.mark.broker, pytest.mark.timeout(7200)]
+pytestmark = [pytest.mark.slow, pytest.mark.broker]  # timeout: tests/conftest.py
 
 ELECTION_TIMEOUT_S = 180.0  # the broker session timeout (9 s) plus a loaded machine
 CATCH_UP_TIMEOUT_S = 300.0
@@ -94,8 +94,8 @@ def test_cluster_failover(
         report = run.settle_and_verify()
     finally:
         run.supervisor.close()
-    # A transaction open across the election may outlive its 10 s timeout: the
-    # instance is fenced, exits 1 and is restarted, as a service manager would.
+    # Across an election an instance may be fenced, or a call may hang past the CLI's
+    # 60 s limit: it exits 1 and is restarted, as a service manager would.
     run.verdict("cluster-failover", report, capsys, allow_fatal_exits=True)
     assert len(elections) == len(scale.fault_points), "a new leader after every kill"
     assert own_cluster.brokers() == {1, 2, 3}, "every node back at the end"

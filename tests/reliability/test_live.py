@@ -22,8 +22,14 @@ from duroot_stream.domain import (
     encode_ulid,
 )
 from duroot_stream.wire import Codec, Topics, event_headers, partition_for
-from tests.reliability.live import LiveReader, WorkflowChecker
-from tests.reliability.verify import Record
+from tests.kafka_helpers import wait_until
+from tests.reliability.live import (
+    METADATA_TIMEOUT_S,
+    STATISTICS_INTERVAL_S,
+    LiveReader,
+    WorkflowChecker,
+)
+from tests.reliability.topic_reads import Record
 
 PARTITIONS = 6
 WF = str(uuid.UUID(int=7, version=4))
@@ -159,13 +165,29 @@ def test_a_reader_that_does_not_catch_up_names_the_partition_and_its_fetch_state
         headers: list[tuple[str, str | bytes | None]] = list(event_headers(e))
         producer.produce(topic, CODEC.encode_event(e), e.key, partition=P, headers=headers)
     assert producer.flush(30) == 0
+    producer.close()
     reader = LiveReader(reliability_kafka, PARTITIONS)
     reader.start()
-    # A final read with one record more than the partition holds: never caught up.
     final = {P: [Record(P, len(events) + 10, b"k", b"v", {})]}
-    with pytest.raises(AssertionError) as raised:
-        reader.finish(final, timeout=12.0)  # past two statistics intervals (5 s)
+    try:
+        # What the failure message reports: the records read, and librdkafka's
+        # statistics (every STATISTICS_INTERVAL_S) saying the partition is fetched.
+        wait_until(
+            lambda: reader.checker.events == len(events) and _fetching(reader),
+            timeout=METADATA_TIMEOUT_S + 3 * STATISTICS_INTERVAL_S,
+            what="the reader at the end of the partition, its statistics in",
+        )
+        # A final read with one record more than the partition holds: never caught up.
+        with pytest.raises(AssertionError) as raised:
+            reader.finish(final, timeout=0.1)  # stops the reader
+    finally:
+        reader.stop()
     message = str(raised.value)
     assert f"{{{P}: ({len(events) - 1}, {len(events) + 10})}}" in message, message
     assert f"'p{P}': {{'fetch_state': 'active'" in message, message
     assert reader.checker.events == len(events) and reader.checker.violations == []
+
+
+def _fetching(reader: LiveReader) -> bool:
+    state = reader.fetch_states([P]).get(f"p{P}")
+    return isinstance(state, dict) and state.get("fetch_state") == "active"

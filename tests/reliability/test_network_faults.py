@@ -6,12 +6,23 @@ Produce for 5-15 s. Nothing lost, nothing duplicated; and no partition's last
 stable offset stays stuck below its high watermark for longer than the transaction
 timeout plus the broker's abort check interval (a watcher samples them all run long).
 
-Two variants differ in how long the EndTxn is held: `within-timeout` (5-7 s, below
-the processor's 6 s timeout for transactional calls) and `past-timeout` (11-15 s).
-Past librdkafka's request timeout it sends the EndTxn again, and the held one,
-arriving later, can commit the producer's next transaction half-made (see
-test_network_late_endtxn.py); the processor gives a call up after 8 s and renews
-its producer (a new epoch fences the late request).
+Two variants differ in how long the EndTxn is held, measured against the processor's
+own limit for a transactional call (`TXN_CALL_TIMEOUT_S`, 6 s, given up 2 s later
+at most):
+
+- `within-timeout`: 2-4 s, below that limit: the commit waits the hold out;
+- `past-timeout`: 11-15 s, past the limit and its grace: the processor gives the
+  commit up and renews its producer while the EndTxn is still held. The new
+  producer's InitProducerId makes the coordinator abort the transaction (or finish
+  it) and bumps the epoch, so the held request, arriving late, is fenced; the
+  group's committed offsets then say whether the batch is redone or kept. The test
+  asserts that renewal: a "renewing the producer" line in a's log during the hold.
+
+Neither hold reaches librdkafka's request timeout: with the processor's 40 s
+transaction timeout librdkafka lowers `socket.timeout.ms` to just below it, so it
+never sends the EndTxn again by itself. (With a 10 s transaction timeout it did, and
+the held request then committed the producer's next transaction half-made:
+test_network_late_endtxn.py shows that hazard on a bare producer.)
 """
 
 from __future__ import annotations
@@ -26,29 +37,35 @@ import pytest
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from duroot_stream.config import KafkaConfig
-from duroot_stream.local.broker import LocalBroker
+from duroot_stream.local.broker import ABORT_CHECK_MS, LocalBroker
 from duroot_stream.processor.kafka_clients import TRANSACTION_TIMEOUT_MS
+from duroot_stream.processor.kafka_transaction import CALL_GRACE_S, TXN_CALL_TIMEOUT_S
 from duroot_stream.wire import Topics
 from tests.kafka_helpers import wait_until
 from tests.reliability.harness import PARTITIONS, Run, Scale, prepare
 from tests.reliability.proxy import END_TXN, PRODUCE, FaultProxy
-from tests.reliability.supervisor import ProcessorProcess, Supervisor
+from tests.reliability.supervisor import ProcessorProcess, Supervisor, line_since
 
-pytestmark = [pytest.mark.slow, pytest.mark.broker, pytest.mark.timeout(7200)]
+pytestmark = [pytest.mark.slow, pytest.mark.broker]  # timeout: tests/conftest.py
 
 TRANSACTION_TIMEOUT_S = TRANSACTION_TIMEOUT_MS / 1000  # the processor's transaction.timeout.ms
-ABORT_CHECK_S = 5.0  # the local broker's abort check interval
+ABORT_CHECK_S = ABORT_CHECK_MS / 1000  # the local broker's abort check interval
 # A loaded machine: sampling every second, the coordinator's markers, the scheduler.
 SETTLE_SLACK_S = 15.0
 STALL_S = 8.0  # how long a stall lasts, on purpose: the fault itself
 APPLIED_TIMEOUT_S = 240.0  # a's next EndTxn or Produce: a may be restarting first
-# within: at least 3 s below the 10 s request timeout, a loaded machine answers late
-END_TXN_HOLDS_S = {"within-timeout": (5.0, 7.0), "past-timeout": (11.0, 15.0)}
-# past-timeout: an EndTxn held past librdkafka's request timeout is retried, and the
-# held one, arriving late, commits the producer's next transaction
-# (test_network_late_endtxn.py). Before the processor renewed its producer after a
-# call it gave up, 3 of 6 small runs answered commands twice or committed offsets
-# without output; with the renewal every run since has passed (README, Reliability).
+HOLD_POLL_S = 0.2  # how often a hold is looked for
+# librdkafka's request timeout: socket.timeout.ms, lowered to the transaction timeout.
+REQUEST_TIMEOUT_S = TRANSACTION_TIMEOUT_S - 0.1
+# Within: 2 s to spare below the call limit (a loaded machine answers late). Past: 3 s
+# beyond the limit and its grace, still far below the request timeout.
+GIVEN_UP_S = TXN_CALL_TIMEOUT_S + CALL_GRACE_S  # the processor has given a call up by then
+END_TXN_HOLDS_S = {
+    "within-timeout": (TXN_CALL_TIMEOUT_S - 4.0, TXN_CALL_TIMEOUT_S - 2.0),
+    "past-timeout": (GIVEN_UP_S + 3.0, GIVEN_UP_S + 7.0),
+}
+assert max(END_TXN_HOLDS_S["past-timeout"]) < REQUEST_TIMEOUT_S, "librdkafka would re-send it"
+RENEWAL = "renewing the producer"  # the processor's log line (kafka_transaction.renew)
 
 
 @dataclass
@@ -142,25 +159,42 @@ def test_network_faults(
         )
         return f"reset {proxy.reset()} connections"
 
-    def delay(api_key: int, name: str, low: float = 5.0, high: float = 15.0) -> str:
+    def hold(api_key: int, name: str, low: float, high: float) -> float:
+        """Hold a's next request of `api_key`; returns once the hold has begun (the
+        schedule goes on then, not when it ends): how long it lasts."""
         seconds = run.rng.uniform(low, high)
-        # The schedule goes on once the hold begins, not when it ends.
         before = proxy.held({api_key})
         proxy.delay({api_key}, seconds)
         wait_until(
             lambda: proxy.held({api_key}) > before,
             timeout=APPLIED_TIMEOUT_S,
-            interval=0.2,
+            interval=HOLD_POLL_S,
             what=f"a's next {name} held by the proxy",
         )
-        return f"delay {name} {seconds:.1f} s"
+        return seconds
 
-    faults: list[Callable[[], str]] = [
-        stall,
-        lambda: delay(END_TXN, "EndTxn", *END_TXN_HOLDS_S[end_txn_hold]),
-        reset,
-        lambda: delay(PRODUCE, "Produce"),
-    ]
+    def delay_produce() -> str:
+        return f"delay Produce {hold(PRODUCE, 'Produce', 5.0, 15.0):.1f} s"
+
+    def delay_end_txn() -> str:
+        seconds = hold(END_TXN, "EndTxn", *END_TXN_HOLDS_S[end_txn_hold])
+        if end_txn_hold == "past-timeout":
+            # The renewal must come while the EndTxn is still held, else the late
+            # request met the old producer, and this variant tested nothing new.
+            log = run.supervisor.instances["a"].log_path
+            mark = log.stat().st_size
+            found = wait_until(
+                lambda: line_since(log, mark, RENEWAL),
+                timeout=seconds - 2 * HOLD_POLL_S,
+                interval=HOLD_POLL_S / 2,
+                what=f"processor a renewing its producer during the {seconds:.1f} s hold",
+            )
+            assert found is not None  # wait_until returns only a truthy result
+            renewals.append(found)
+        return f"delay EndTxn {seconds:.1f} s"
+
+    renewals: list[str] = []
+    faults: list[Callable[[], str]] = [stall, delay_end_txn, reset, delay_produce]
 
     def fault() -> str:
         return faults[len(run.supervisor.faults) % len(faults)]()
@@ -185,11 +219,17 @@ def test_network_faults(
             f"\n[reliability network-faults-{end_txn_hold}] proxy: connections={stats.connections} "
             f"requests={dict(stats.requests)} stalls={stats.stalls} resets={stats.resets} "
             f"(connections reset {stats.connections_reset}) delayed={dict(stats.delayed)}; "
-            f"longest LSO stuck {watch.longest_stuck_s:.1f} s ({watch.worst or '-'})"
+            f"longest LSO stuck {watch.longest_stuck_s:.1f} s ({watch.worst or '-'}); "
+            f"renewals during the EndTxn holds: {renewals}"
         )
-    # A transaction the proxy held past its timeout is aborted by the coordinator: a's
-    # commit then fails fenced, it exits 1 and is restarted, as a service manager would.
+    # After a reset librdkafka may block a call past the CLI's hung-call limit (60 s,
+    # librdkafka issues 5456 and 5511): a exits 1 and is restarted, as a service
+    # manager would.
     run.verdict(f"network-faults-{end_txn_hold}", report, capsys, allow_fatal_exits=True)
+    end_txn_holds = sum(f.what.startswith("delay EndTxn") for f in run.supervisor.faults)
+    assert end_txn_holds > 0, "no EndTxn was held"
+    if end_txn_hold == "past-timeout":
+        assert len(renewals) == end_txn_holds, f"renewals during the holds: {renewals}"
     assert stats.requests[PRODUCE] > 0, "processor a never produced through the proxy"
     injected = stats.stalls + stats.resets + sum(stats.delayed.values())
     assert injected == len(run.supervisor.faults), f"the proxy counted {injected} faults"

@@ -12,7 +12,7 @@ from duroot_stream.config import KafkaConfig
 from tests.reliability.harness import Run, Scale
 from tests.reliability.supervisor import Supervisor
 
-pytestmark = [pytest.mark.slow, pytest.mark.broker, pytest.mark.timeout(7200)]
+pytestmark = [pytest.mark.slow, pytest.mark.broker]  # timeout: tests/conftest.py
 
 
 def test_rebalance_under_load(

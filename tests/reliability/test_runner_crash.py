@@ -39,14 +39,15 @@ import pytest
 
 from duroot_stream.client import DuResult, DuRootClient, DuRootReader
 from duroot_stream.config import KafkaConfig
-from duroot_stream.domain import DuRootCompleted, StateCode
+from duroot_stream.domain import DuRootCompleted, DuUpdated, StateCode
 from duroot_stream.runner import INTERRUPTED
 from duroot_stream.wire import Codec, Topics
 from tests.kafka_helpers import wait_until
-from tests.reliability.harness import PARTITIONS, RESULTS_DIR, Scale
+from tests.reliability.harness import PARTITIONS, RESULTS_DIR, Scale, settle_s
 from tests.reliability.live import LiveReader
 from tests.reliability.supervisor import CLI, Supervisor
-from tests.reliability.verify import open_transactions, read_topic, replay
+from tests.reliability.topic_reads import open_transactions, read_topic
+from tests.reliability.verify import replay
 
 pytestmark = [pytest.mark.slow, pytest.mark.broker, pytest.mark.timeout(3600)]
 
@@ -160,6 +161,17 @@ class Gates:
                 os.killpg(pid, signal.SIGKILL)
 
 
+def du_lines(root: Path) -> list[tuple[str, int]]:
+    """What du prints for `root` with the runner's arguments (its README: `du -0
+    --threshold=T --max-depth=D .` in the root): (path without `./`, KiB x 1024)."""
+    argv = ["du", "-0", "--threshold=0", "--max-depth=100", "."]
+    env = {"LC_ALL": "C.UTF-8", "PATH": os.environ["PATH"]}
+    out = subprocess.run(argv, cwd=root, env=env, capture_output=True, check=True).stdout
+    records = [r.decode() for r in out.split(b"\0") if r]
+    pairs = [r.split("\t", 1) for r in records]
+    return [(path.removeprefix("./"), int(kib) * 1024) for kib, path in pairs]
+
+
 def kill_point(gates: Gates, reader: DuRootReader, r: int, started: dict[str, str]) -> bool:
     gates.assert_once()
     return (
@@ -251,7 +263,8 @@ def test_runner_crash(
         sup.stop_all()
         topics = Topics(kafka.topic_prefix)
         names_all = [topics.commands, topics.events, topics.index, topics.replies]
-        wait_until(lambda: not open_transactions(kafka, names_all), 60, 1, "no open transactions")
+        settle = settle_s(sup.transaction_timeout_s())
+        wait_until(lambda: not open_transactions(kafka, names_all), settle, 1, "no open txn")
         events = read_topic(kafka, topics.events)
         live.finish(events)
         report = replay(kafka, events=events)
@@ -262,14 +275,17 @@ def test_runner_crash(
         sup.close()
     seconds = time.monotonic() - began
 
-    # Every workflow's history, from the final read: its COMPLETED events.
+    # Every workflow's history, from the final read: its lines and COMPLETED events.
     codec = Codec()
     completed: dict[str, list[DuRootCompleted]] = {wf: [] for wf in names}
+    lines: dict[str, list[tuple[str, int]]] = {wf: [] for wf in names}
     for records in events.values():
         for rec in records:
             e = codec.decode_event(rec.value) if rec.value is not None else None
             if e is not None and isinstance(e.payload, DuRootCompleted):
                 completed[e.workflow_id].append(e.payload)
+            if e is not None and isinstance(e.payload, DuUpdated):
+                lines[e.workflow_id].append((e.payload.path, e.payload.usage))
     du_runs = {name: 0 for name in names.values()}
     for _, name in gates.starts():
         du_runs[name] += 1
@@ -312,6 +328,7 @@ def test_runner_crash(
             assert len(results[wf].lines) == CHUNK, "the lines appended before the kill stay"
     for wf in controls:
         assert completed[wf] == [DuRootCompleted(0, "")], f"{names[wf]}: {completed[wf]}"
+        assert lines[wf] == du_lines(roots / names[wf]), f"{names[wf]}: not what du prints"
     twice = {name: n for name, n in du_runs.items() if n != 1}
     assert not twice, f"du must run exactly once per workflow: {twice}"
     assert report.lost == 0 and report.duplicated == 0, report.problems

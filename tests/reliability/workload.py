@@ -193,6 +193,7 @@ class Malformed:
     kind: str
     value: bytes | None
     partition: int
+    key: bytes  # a real workflow id: the record's own, where it has one
 
 
 @dataclass
@@ -241,6 +242,8 @@ class Driver:
     malformed_sent: int = 0
     unexpected_replies: list[str] = field(default_factory=list)  # duplicates, strangers
     misrouted: list[str] = field(default_factory=list)  # replies not on the route asked for
+    # correlation id -> (kind, bytes) of each malformed record sent
+    malformed_by_correlation: dict[str, tuple[str, int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.topics = Topics(self.kafka.topic_prefix)
@@ -347,6 +350,7 @@ class Driver:
             producer.flush(60)
         finally:
             consumer.close()
+            del producer  # now, also after a failure (its traceback would keep it alive)
 
     def _start_clients(self, consumer: Consumer, ready: deque[Walker]) -> None:
         """Start the clients that are due, and the next one when nothing is in flight
@@ -418,8 +422,9 @@ class Driver:
         assert self.malformed is not None
         bad = self.malformed()
         route = (self.topics.replies, bad.partition)
-        self._produce(producer, bad.partition, f"bad-{bad.kind}".encode(), bad.value, route)
+        self._produce(producer, bad.partition, bad.key, bad.value, route)
         self._pending[self._last] = _Pending(None, None, time.monotonic(), route[0])
+        self.malformed_by_correlation[self._last.decode()] = (bad.kind, len(bad.value or b""))
         self.malformed_sent += 1
 
     def _produce(
@@ -547,6 +552,7 @@ class MalformedFactory:
         codec = Codec()
         wf = str(uuid.uuid4())
         self._wf = wf
+        self._record_wf = wf  # the workflow id of the record being made
         self._init = codec.encode_command(
             Command(new_ulid(), wf, NO_VC, now_ms(), Init(str(uuid.uuid4()), "/g", "h", "/r"))
         )
@@ -576,20 +582,25 @@ class MalformedFactory:
             "other-record",
             "bad-utf8",
             "misrouted",
+            "bad-key",
+            "invalid-argument",
         ]
         kind = rng.choice(kinds)
         if kind == "oversized" and self.big_budget > 0 and rng.random() < 0.1:
             kind = rng.choice(["oversized-1mb", "oversized-valid"])
             self.big_budget -= 1
+        # Keyed by a real workflow id on its partition, the record's own where it
+        # names one: only what is wrong with the value (or the route) can refuse it.
+        self._record_wf = str(uuid.UUID(int=rng.getrandbits(128), version=4))
         value = getattr(self, "_" + kind.replace("-", "_"))()
         self.counts[kind] = self.counts.get(kind, 0) + 1
-        partition = rng.randrange(self.partitions)
-        if kind == "oversized-valid":
-            partition = partition_for(self._wf, self.partitions)
+        key = self._record_wf
+        partition = partition_for(key, self.partitions)
         if kind == "misrouted":
-            right = partition_for(self._wf, self.partitions)
-            partition = (right + 1 + rng.randrange(self.partitions - 1)) % self.partitions
-        return Malformed(kind, value, partition)
+            partition = (partition + 1 + rng.randrange(self.partitions - 1)) % self.partitions
+        if kind == "bad-key":
+            key = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+        return Malformed(kind, value, partition, key.encode())
 
     def _random(self) -> bytes:
         return self.rng.randbytes(self.rng.randint(1, 300))
@@ -601,20 +612,24 @@ class MalformedFactory:
         return None
 
     def _truncated(self) -> bytes:
+        self._record_wf = self._wf
         good = self.rng.choice([self._init, self._append])
         return good[: self.rng.randint(1, len(good) - 1)]
 
     def _fingerprint(self) -> bytes:
+        self._record_wf = self._wf
         return b"\xc3\x01" + self.rng.randbytes(8) + self._init[10:]
 
     def _confluent(self) -> bytes:
+        self._record_wf = self._wf
         return b"\x00" + self.rng.randbytes(4) + self._init[10:]
 
     def _marker(self) -> bytes:
+        self._record_wf = self._wf
         return b"\xc3" + bytes([self.rng.choice([0, 2, 0xFF])]) + self._init[2:]
 
     def _invalid_id(self) -> bytes:
-        good = (new_ulid(), str(uuid.uuid4()), NO_VC)
+        good = (new_ulid(), self._record_wf, NO_VC)
         bad = self.rng.choice(
             [
                 (new_ulid().lower(), good[1], good[2]),
@@ -628,19 +643,23 @@ class MalformedFactory:
                 (good[0], good[1], "LIL0000000000000000000000I"),
             ]
         )
-        if self.rng.random() < 0.2:  # a good envelope, an Init whose registry id is no UUID
-            body = _avro_str("registry") + _avro_str("/g") + _avro_str("h") + _avro_str("/r")
-            return raw_command(self._prefix, *good, 0, body)
         return raw_command(self._prefix, *bad, 2)
 
+    def _invalid_argument(self) -> bytes:
+        """A good envelope, an Init whose registry id is no UUID: applied, answered
+        INVALID_ARGUMENT, not dead-lettered."""
+        body = _avro_str("registry") + _avro_str("/g") + _avro_str("h") + _avro_str("/r")
+        return raw_command(self._prefix, new_ulid(), self._record_wf, NO_VC, 0, body)
+
     def _trailing(self) -> bytes:
+        self._record_wf = self._wf
         return self.rng.choice([self._init, self._append]) + self.rng.randbytes(
             self.rng.randint(1, 20)
         )
 
     def _oversized(self) -> bytes:
         """Counts and lengths that claim far more than the record holds."""
-        ids = (new_ulid(), str(uuid.uuid4()), NO_VC)
+        ids = (new_ulid(), self._record_wf, NO_VC)
         return self.rng.choice(
             [
                 raw_command(self._prefix, *ids, 1, _zigzag(1 << 40) + b"\x02a\x02"),  # 2^40 paths
@@ -659,7 +678,7 @@ class MalformedFactory:
         n = 40_000
         paths = b"".join(_avro_str(f"dir/{i:020d}") + _zigzag(4096) for i in range(n))
         body = _zigzag(n) + paths + _zigzag(0)
-        record = raw_command(self._prefix, new_ulid(), str(uuid.uuid4()), NO_VC, 1, body)
+        record = raw_command(self._prefix, new_ulid(), self._record_wf, NO_VC, 1, body)
         size = self.rng.randint(ONE_MB - 10_000, 1_048_000)  # around librdkafka's 1e6 limit
         return record[:size]
 
@@ -668,18 +687,25 @@ class MalformedFactory:
         still, would not fit in a Kafka message, so it is refused as too large."""
         size = self.rng.randint(ONE_MB - 10_000, 1_040_000)
         body = Append((PathUsage("p" * size, 1),))
+        self._record_wf = self._wf
         return Codec().encode_command(Command(new_ulid(), self._wf, NO_VC, now_ms(), body))
 
     def _unknown_command(self) -> bytes:
         branch = self.rng.choice([7, 8, 63, 1000, -1, -7])
-        return raw_command(self._prefix, new_ulid(), str(uuid.uuid4()), NO_VC, branch)
+        return raw_command(self._prefix, new_ulid(), self._record_wf, NO_VC, branch)
 
     def _other_record(self) -> bytes:
         return self.rng.choice(self._other_records)
 
     def _bad_utf8(self) -> bytes:
         body = _avro_str(b"\xff\xfe") + _avro_str("/g") + _avro_str("h") + _avro_str("/r")
-        return raw_command(self._prefix, new_ulid(), str(uuid.uuid4()), NO_VC, 0, body)
+        return raw_command(self._prefix, new_ulid(), self._record_wf, NO_VC, 0, body)
 
     def _misrouted(self) -> bytes:
+        self._record_wf = self._wf
+        return Codec().encode_command(Command(new_ulid(), self._wf, NO_VC, now_ms(), Commit()))
+
+    def _bad_key(self) -> bytes:
+        """A good command on its workflow's partition, keyed by another workflow id."""
+        self._record_wf = self._wf
         return Codec().encode_command(Command(new_ulid(), self._wf, NO_VC, now_ms(), Commit()))

@@ -439,19 +439,24 @@ def test_unreadable_directory(tmp_path: Path) -> None:
     assert "Permission denied" in outcome.stderr
 
 
+SLEEP_S = 60  # how long the fake du's below would run if nothing stopped them
+
+
 def test_timeout_kills_the_process_group(tmp_path: Path) -> None:
     pidfile = tmp_path / "child.pid"
-    slow = script(tmp_path / "slow.sh", f"sleep 60 &\necho $! > {pidfile}\nwait\n")
+    slow = script(tmp_path / "slow.sh", f"sleep {SLEEP_S} &\necho $! > {pidfile}\nwait\n")
     start = time.monotonic()
     lines, outcome = du.run_to_end([str(slow)], str(tmp_path), timeout=0.5)
-    assert time.monotonic() - start < 10
+    assert time.monotonic() - start < SLEEP_S / 2, "the run waited for its child"
     assert outcome.timed_out and not outcome.ok and lines == []
     assert outcome.describe().startswith("timed out after")
     child = int(pidfile.read_text())
-    deadline = time.monotonic() + 5
-    while _alive(child) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert not _alive(child), "the wrapper's child (du behind a wrapper) survived"
+    wait_until(
+        lambda: not _alive(child),
+        timeout=SLEEP_S / 2,
+        interval=0.02,
+        what="the wrapper's child (du behind a wrapper) to be killed with it",
+    )
 
 
 def _alive(pid: int) -> bool:
@@ -474,10 +479,18 @@ def test_kill(tmp_path: Path) -> None:
 
 
 def test_close_after_abandoned_iteration(tmp_path: Path) -> None:
-    make_tree(tmp_path, 300)
-    run = du.DuRun(du.du_argv(["du"], "0", 100), str(tmp_path), timeout=30).start()
-    next(run.batches(1, 1000))
-    run.close()  # must not hang on a full queue or pipe
+    """A du that never ends, a buffer of one batch: once the reader waits on the full
+    buffer and du on the full pipe, close() still stops both (the test's timeout
+    fails it otherwise)."""
+    endless = script(tmp_path / "endless.sh", "while printf '1\\t./a\\0'; do :; done\n")
+    run = du.DuRun([str(endless)], str(tmp_path), timeout=60, buffer_bytes=1000).start()
+    assert next(run.batches(1, 1000)) == [PathUsage("a", 1024)]
+    wait_until(lambda: run._buffered >= run.buffer_bytes, timeout=30, what="the buffer full")
+    run.close()
+    outcome = run.wait()
+    assert outcome.describe() == "killed by SIGKILL" and not outcome.timed_out
+    assert run.lines == 1, "close() handed out nothing more"
+    assert not any(thread.is_alive() for thread in run._threads), "a reader still runs"
 
 
 def test_missing_root_and_missing_du(tmp_path: Path) -> None:
@@ -489,10 +502,11 @@ def test_missing_root_and_missing_du(tmp_path: Path) -> None:
 
 
 def test_garbage_output_fails(tmp_path: Path) -> None:
-    liar = script(tmp_path / "liar.sh", "printf 'hello\\0'\nexec sleep 60\n")
+    liar = script(tmp_path / "liar.sh", f"printf 'hello\\0'\nexec sleep {SLEEP_S}\n")
     start = time.monotonic()
-    lines, outcome = du.run_to_end([str(liar)], str(tmp_path), timeout=30)
-    assert time.monotonic() - start < 10, "du must be killed after garbage"
+    lines, outcome = du.run_to_end([str(liar)], str(tmp_path), timeout=SLEEP_S / 2)
+    # Not stopped by the garbage, du would end at the run's timeout (or its own end).
+    assert time.monotonic() - start < SLEEP_S / 4, "du must be killed after garbage"
     assert lines == [] and not outcome.ok
     assert "unexpected du output 'hello'" in outcome.describe()
 
@@ -503,7 +517,8 @@ def test_a_slow_consumer_gets_full_batches(tmp_path: Path) -> None:
     run = du.DuRun(du.du_argv(["du"], "0", 100), str(tmp_path), timeout=30).start()
     batches = run.batches(max_lines=1000, max_bytes=1 << 20)
     first = next(batches)
-    time.sleep(0.5)  # du prints everything meanwhile; the buffer keeps it
+    # du prints everything meanwhile (far less than the buffer holds); the buffer keeps it.
+    wait_until(lambda: run._eof, timeout=30, what="du output read to the end")
     assert len(next(batches)) == 1000
     assert len(first) + 1000 + sum(map(len, batches)) == run.lines
     assert run.wait().ok

@@ -168,6 +168,15 @@ class SpyDu:
 _clients: dict[str, DuRootClient] = {}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _close_clients() -> Iterator[None]:
+    """`begin`'s clients, closed with the module (a client outliving the session broker
+    would log its connection failures after the run)."""
+    yield
+    while _clients:
+        _clients.popitem()[1].close()
+
+
 def begin(kafka: KafkaConfig, host: str, host_root: str | Path) -> str:
     """Init a workflow (one client per topic prefix, closed with the module)."""
     client = _clients.get(kafka.topic_prefix)

@@ -64,6 +64,28 @@ def test_unknown_and_malformed_workflow_ids(kafka: KafkaConfig) -> None:
         assert get(f"{p.url}/workflows/not-a-uuid/events")[0] == 400
 
 
+def test_root_and_compare_pages_say_what_is_missing(kafka: KafkaConfig) -> None:
+    with pipeline(kafka) as p:
+        wf = p.begin("/g/two", lines=LINES)
+        p.client.commit(wf)
+        code, _, page = get(f"{p.url}/root")
+        assert code == 400 and "/root?root=" in page
+        code, _, page = get(f"{p.url}/root?root=/g/none")
+        assert code == 200 and "0 runs" in page and "Two runs are needed" in page
+        code, _, page = get(f"{p.url}/root?root=/g/two")
+        assert code == 200 and f'data-workflow="{wf}"' in page
+        code, _, page = get(f"{p.url}/compare?a={wf}")
+        assert code == 400 and "Give two workflows" in page
+        code, _, page = get(f"{p.url}/compare?a={wf}&b=not-a-uuid")
+        assert code == 400 and "is not a UUID" in page
+        missing = str(uuid.uuid4())
+        code, _, page = get(f"{p.url}/compare?a={wf}&b={missing}")
+        assert code == 404 and missing in page
+        # A run compared with itself: every path unchanged.
+        code, _, page = get(f"{p.url}/compare?a={wf}&b={wf}")
+        assert code == 200 and page.count(">0%<") == len(LINES)
+
+
 def test_says_clearly_when_kafka_is_unreachable(topic_prefix: str) -> None:
     dead = KafkaConfig(bootstrap_servers=f"127.0.0.1:{free_port()}", topic_prefix=topic_prefix)
     with WebServer(dead) as web:

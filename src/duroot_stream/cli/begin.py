@@ -7,13 +7,18 @@ prints, one JSON object with `--json`; errors end as `output.run_handler` says.
 from __future__ import annotations
 
 import argparse
-import tomllib
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from duroot_stream.client import DEFAULT_BATCH_SIZE, DEFAULT_TIMEOUT_S, DuRootClient, make_command
+from duroot_stream.client import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_TIMEOUT_S,
+    DuRootClient,
+    Root,
+    load_roots,
+    make_command,
+)
 from duroot_stream.domain import (
     NO_VC,
     AbortExpired,
@@ -98,37 +103,6 @@ def _command_options(p: argparse.ArgumentParser) -> None:
         help=f"seconds to wait for the processor's reply (default {DEFAULT_TIMEOUT_S:g})",
     )
     p.add_argument("--json", action="store_true", help="print a JSON object")
-
-
-@dataclass(frozen=True)
-class Root:
-    """Where a global root lives (what nog's registry knows)."""
-
-    registry_id: str
-    host: str
-    host_root: str
-
-
-def load_roots(path: Path) -> dict[str, Root]:
-    """A roots file: `[roots."<global root>"]` tables with `registry_id`, `host` and
-    `host_root`. ValueError naming the file and the entry when something is wrong."""
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"roots file {path}: {exc}") from None
-    roots = data.get("roots")
-    if not isinstance(roots, dict):
-        raise ValueError(f'roots file {path}: no [roots."<global root>"] tables')
-    out = {}
-    for global_root, entry in roots.items():
-        fields = {}
-        for name in ("registry_id", "host", "host_root"):
-            value = entry.get(name) if isinstance(entry, dict) else None
-            if not isinstance(value, str) or not value:
-                raise ValueError(f'roots file {path}: [roots."{global_root}"] needs {name}')
-            fields[name] = value
-        out[global_root] = Root(**fields)
-    return out
 
 
 def cmd_begin(args: argparse.Namespace) -> int:

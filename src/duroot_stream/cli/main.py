@@ -10,7 +10,21 @@ from duroot_stream import logs
 from duroot_stream.config import ConfigError
 from duroot_stream.version import VERSION
 
-from . import begin, dlq, local, ops, processor, reader, run, runner, topic_setup, web
+from . import (
+    begin,
+    diff,
+    dlq,
+    exporter,
+    local,
+    ops,
+    processor,
+    reader,
+    run,
+    runner,
+    schedule,
+    topic_setup,
+    web,
+)
 from .options import EXIT_USAGE
 
 Handler = Callable[[argparse.Namespace], int]
@@ -25,7 +39,10 @@ COMMAND_MODULES = (
     begin,  # begin, send
     reader,  # get, status, index, events
     dlq,  # dlq list, show, replay
+    diff,  # diff
     web,  # serve
+    exporter,  # exporter
+    schedule,  # schedule
     ops,  # acls, transactions
     run,  # run
 )

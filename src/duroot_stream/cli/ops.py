@@ -35,7 +35,7 @@ def cmd_acls(args: argparse.Namespace) -> int:
     if not any(principals.values()):
         print(
             "duroot-stream acls: name at least one principal "
-            "(--processor, --runner, --requester, --reader)",
+            f"({', '.join('--' + role.value for role in Role)})",
             file=sys.stderr,
         )
         return EXIT_USAGE

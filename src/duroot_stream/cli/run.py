@@ -1,9 +1,9 @@
 """`duroot-stream run [PATH]`: the whole pipeline end to end, for a first look.
 
 Starts a local broker (unless `DUROOT_BOOTSTRAP_SERVERS` is set), creates the
-topics, runs a processor and a runner for PATH in this process, begins a du
-workflow of PATH, waits for it, prints the result like `get --human`, and
-shuts everything down again, also on Ctrl-C.
+topics, runs a processor, a runner for PATH and a usage exporter in this
+process, begins a du workflow of PATH, waits for it, prints the result like
+`get --human`, and shuts everything down again, also on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from typing import Protocol, TextIO
 from duroot_stream import metrics as metrics_mod
 from duroot_stream.client import DuRootClient, DuRootError, DuRootReader, Progress
 from duroot_stream.config import KafkaConfig
+from duroot_stream.exporter import Exporter, ExporterSettings
 from duroot_stream.processor import Processor, ProcessorSettings
 from duroot_stream.runner import Runner, RunnerSettings
 from duroot_stream.wire import create_topics
@@ -36,6 +37,7 @@ from .web import DEFAULT_PORT, serve_until_stopped
 # The registry of a `run`: a fixed UUID, so repeated runs index under one registry.
 RUN_REGISTRY = str(uuid.uuid5(uuid.NAMESPACE_URL, "duroot-stream:run"))
 SERVICE_START_TIMEOUT_S = 120.0
+EXPORTER_CATCH_UP_S = 30.0  # the exporter follows the events topic a fraction of a second behind
 
 
 class _Service(Protocol):
@@ -152,6 +154,10 @@ def run_pipeline(
         stack.enter_context(_in_thread("runner", runner, say))
         say(f"runner ready for host {host}, root {root}")
 
+        exporter = Exporter(ExporterSettings(kafka=kafka))
+        exporter_port = metrics_mod.serve(exporter.metrics.registry, 0)
+        stack.enter_context(_in_thread("exporter", exporter, say))
+
         client = DuRootClient(kafka)
         stack.callback(client.close)
         begun = client.begin(RUN_REGISTRY, f"/run/{root.name or 'root'}", host, str(root))
@@ -165,9 +171,12 @@ def run_pipeline(
             progress=_progress(say, stop),
         )
         say(f"workflow complete: {len(result.lines)} lines, status {result.status_code}")
+        if not exporter.wait_for(begun.workflow_id, EXPORTER_CATCH_UP_S):
+            say(f"warning: the exporter had not read the run after {EXPORTER_CATCH_UP_S:.0f} s")
         say(
             f"metrics: processor http://127.0.0.1:{processor_port}/metrics, "
-            f"runner http://127.0.0.1:{runner_port}/metrics (served while running)"
+            f"runner http://127.0.0.1:{runner_port}/metrics, "
+            f"usage (exporter) http://127.0.0.1:{exporter_port}/metrics (served while running)"
         )
         if result.failed:
             print(f"du failed: {result.status_message}", file=err)

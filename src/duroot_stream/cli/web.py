@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import threading
 from collections.abc import Callable
@@ -13,6 +14,8 @@ from duroot_stream.web import WebServer, bind, serve_forever, url_of
 from .options import EXIT_OK, EXIT_USAGE, Subcommands, kafka_config, kafka_options
 
 DEFAULT_PORT = 8080
+
+log = logging.getLogger("duroot.web")
 
 
 def add_commands(sub: Subcommands) -> None:
@@ -35,11 +38,13 @@ def cli_main(args: argparse.Namespace) -> int:
             f"duroot-stream serve: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr
         )
         return EXIT_USAGE
+    url = url_of(sock)
     print(
-        f"serving {url_of(sock)}/ (topics {config.topic_prefix!r} at {config.bootstrap_servers})",
+        f"serving {url}/ (topics {config.topic_prefix!r} at {config.bootstrap_servers})",
         flush=True,
     )
     serve_forever(config, sock)
+    log.info("web view stopped", extra={"url": url})
     return EXIT_OK
 
 

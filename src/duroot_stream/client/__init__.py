@@ -2,6 +2,7 @@
 read results, status, events and the index (`DuRootReader`)."""
 
 from .commands import make_command
+from .compare import Comparison, PathChange, Run, by_change, changes, compare_workflows
 from .errors import (
     CommandRejected,
     CommandTimeout,
@@ -20,10 +21,11 @@ from .errors import (
     WorkflowFailed,
     WorkflowNotFound,
 )
-from .index import IndexEntry
+from .index import IndexEntry, runs_of
 from .readers import DuRootReader
 from .requester import DEFAULT_BATCH_SIZE, DEFAULT_TIMEOUT_S, MAX_IN_FLIGHT, Begun, DuRootClient
 from .results import DuResult, Progress, StoredEvent, WorkflowStatus
+from .roots import Root, load_roots
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
@@ -32,6 +34,7 @@ __all__ = [
     "Begun",
     "CommandRejected",
     "CommandTimeout",
+    "Comparison",
     "ConflictInit",
     "ConflictState",
     "ConflictStateAdvanced",
@@ -43,7 +46,10 @@ __all__ = [
     "InvalidArgument",
     "InvalidCommand",
     "MalformedCommand",
+    "PathChange",
     "Progress",
+    "Root",
+    "Run",
     "StoredEvent",
     "Unavailable",
     "Uninitialized",
@@ -53,5 +59,10 @@ __all__ = [
     "WorkflowFailed",
     "WorkflowNotFound",
     "WorkflowStatus",
+    "by_change",
+    "changes",
+    "compare_workflows",
+    "load_roots",
     "make_command",
+    "runs_of",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
 from duroot_stream.domain import (
@@ -73,3 +74,15 @@ def merge(previous: IndexEntry | None, event: WorkflowIndexEvent) -> IndexEntry:
                 status_message=payload.status_message,
             )
     return entry  # IndexDeleted: the entry as it was, until its tombstone
+
+
+def runs_of(
+    entries: Iterable[IndexEntry], global_root: str, known: Mapping[str, str] | None = None
+) -> list[IndexEntry]:
+    """The workflows of one global root (its du runs that Kafka still keeps), newest first.
+
+    Compaction may leave a completed workflow's entry without its STARTED fields:
+    `known` maps workflow ids to their global root from elsewhere (the events topic)."""
+    known = known or {}
+    runs = [e for e in entries if (e.global_root or known.get(e.workflow_id)) == global_root]
+    return sorted(runs, key=lambda e: e.started_vid or e.latest.workflow_event_id, reverse=True)

@@ -87,6 +87,9 @@ appender.stderr.layout.pattern = [%d] %p [kafka] %c{1}: %m%n
 rootLogger.level = WARN
 rootLogger.appenderRef.stderr.ref = STDERR
 """
+# How often the coordinator aborts transactions past their timeout (Kafka: 10 s):
+# tests that wait for one wait this much longer than the timeout.
+ABORT_CHECK_MS = 5000
 # Into a log file only, the transaction coordinator at INFO (a few lines per producer):
 # what it did with each transaction across a restart is what explains a hanging one.
 TXN_LOG4J2 = "logger.txn.name = kafka.coordinator.transaction\nlogger.txn.level = INFO\n"
@@ -140,7 +143,7 @@ def server_properties(
         # Compaction observable within a test's patience.
         "log.cleaner.backoff.ms": "500",
         "log.cleaner.dedupe.buffer.size": str(32 * 1024 * 1024),
-        "transaction.abort.timed.out.transaction.cleanup.interval.ms": "5000",
+        "transaction.abort.timed.out.transaction.cleanup.interval.ms": str(ABORT_CHECK_MS),
         **(secured or {}),
     }
     return "".join(f"{k}={v}\n" for k, v in settings.items())

@@ -7,6 +7,8 @@ applied through the admin API.
   READ groups duroot-runner-*, duroot-reader-*
 - requester: WRITE commands; READ replies; READ groups duroot-reader-*
 - reader: READ events, index; READ groups duroot-reader-*
+- exporter: READ events; READ groups duroot-reader-*
+- scheduler: WRITE commands; READ replies, index; READ groups duroot-reader-*
 
 READ and WRITE imply DESCRIBE (metadata, partition counts). An idempotent producer
 needs no cluster ACL: WRITE on a topic allows it (Kafka >= 2.8). Readers and the
@@ -44,6 +46,8 @@ class Role(Enum):
     RUNNER = "runner"
     REQUESTER = "requester"
     READER = "reader"
+    EXPORTER = "exporter"
+    SCHEDULER = "scheduler"
 
 
 class Resource(Enum):
@@ -107,6 +111,14 @@ def _needs(
             (t, topics.events, r, False),
             (t, topics.index, r, False),
             (g, READER_GROUP_PREFIX, r, True),
+        ],
+        # The exporter reads the events topic only: it carries every fact it serves.
+        Role.EXPORTER: [(t, topics.events, r, False), (g, READER_GROUP_PREFIX, r, True)],
+        # The scheduler reads the index (is a root's last run still active?) and begins.
+        Role.SCHEDULER: [
+            (t, topics.commands, w, False),
+            (t, topics.index, r, False),
+            *reply_reader,
         ],
     }
 

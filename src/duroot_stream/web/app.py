@@ -4,6 +4,8 @@
 /workflows/<id>            the du result: treemap, sortable table, status, progress
 /workflows/<id>.json       the same as JSON
 /workflows/<id>.du         the result as `get` prints it, as a download
+/root?root=<global root>   the root's runs that Kafka still keeps; choose two to compare
+/compare?a=<id>&b=<id>     two runs compared: per path before, after, change; a treemap
 /events, /workflows/<id>/events   server-sent events: one per new workflow event
 """
 
@@ -29,16 +31,19 @@ from starlette.responses import (
 from starlette.routing import Route
 
 from duroot_stream.client import (
+    Comparison,
     DuResult,
     DuRootError,
     DuRootReader,
     Unavailable,
     WorkflowNotFound,
     WorkflowStatus,
+    compare_workflows,
+    runs_of,
 )
 from duroot_stream.config import KafkaConfig
 
-from . import pages
+from . import pages, runs
 from .live import Live
 
 HEARTBEAT_S = 15.0  # a comment line this often, so proxies and browsers keep the stream
@@ -98,6 +103,25 @@ def create_app(config: KafkaConfig, *, reader: DuRootReader | None = None) -> St
         return HTMLResponse(
             pages.page(status.global_root or status.workflow_id, main, live_src=src)
         )
+
+    def root_page(request: Request) -> Response:
+        global_root = request.query_params.get("root", "")
+        if not global_root:
+            raise _Problem(400, "Which root?", "Give the global root: /root?root=<global root>")
+        entries = call(reader.index)
+        tallies = dict(live.tallies)
+        known = {wf: t.global_root for wf, t in tallies.items() if t.global_root}
+        main = runs.root_main(global_root, runs_of(entries.values(), global_root, known), tallies)
+        # Not live: a refresh of the table would undo the runs chosen for the comparison.
+        return HTMLResponse(pages.page(global_root, main))
+
+    def compare_page(request: Request) -> Response:
+        before, after = request.query_params.get("a"), request.query_params.get("b")
+        if not before or not after:
+            raise _Problem(400, "Which runs?", "Give two workflows: /compare?a=<before>&b=<after>")
+        comparison: Comparison = call(lambda: compare_workflows(reader, before, after))
+        root = comparison.after.status.global_root
+        return HTMLResponse(pages.page(f"{root}: compared", runs.compare_main(comparison)))
 
     def workflow_json(request: Request) -> Response:
         status, result = workflow(request.path_params["wf"])
@@ -159,6 +183,8 @@ def create_app(config: KafkaConfig, *, reader: DuRootReader | None = None) -> St
     app = Starlette(
         routes=[
             Route("/", index),
+            Route("/root", root_page),
+            Route("/compare", compare_page),
             Route("/events", events),
             Route("/static/{name}", static),
             Route("/workflows/{wf}.json", workflow_json),

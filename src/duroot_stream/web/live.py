@@ -33,6 +33,8 @@ class Tally:
     lines: int = 0
     state: StateCode = StateCode.UNINITIALIZED
     last_seq: int = -1
+    # From STARTED: the index loses it when compaction keeps only a workflow's COMPLETED.
+    global_root: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +133,7 @@ class Live:
                 before.lines + (type(payload) is DuUpdated),
                 _STATE_AFTER.get(type(payload), before.state),
                 stored.seq,
+                payload.global_root if type(payload) is DuRootStarted else before.global_root,
             )
             self.tallies[wf] = after
         notice = Notice(wf, stored.seq, kind, after.lines)

@@ -4,11 +4,12 @@ and refreshes a page's `<main>` when the events topic says something changed."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from html import escape
+from urllib.parse import urlencode
 
 from duroot_stream.client import DuResult, IndexEntry, WorkflowStatus
-from duroot_stream.domain import StateCode
+from duroot_stream.domain import PathUsage, StateCode
 
 from .live import Tally
 from .treemap import Tile, layout
@@ -43,17 +44,18 @@ def index_main(entries: Iterable[IndexEntry], tallies: dict[str, Tally], query: 
     rows = []
     for e in reversed(list(entries)):  # newest first
         tally = tallies.get(e.workflow_id)
-        state = _state_name(tally.state) if tally and tally.state else e.state
+        state = state_name(tally.state) if tally and tally.state else e.state
         status = "" if e.status_code is None else f"{e.status_code} {e.status_message}".strip()
         status = "ok" if e.status_code == 0 else status
         rows.append(
             f'<tr data-workflow="{e.workflow_id}" class="state-{escape(state)}">'
             f'<td><a href="/workflows/{e.workflow_id}">{e.workflow_id[:8]}</a></td>'
-            f"{_text(e.host or '')}{_text(e.global_root or '', e.host_root or '')}"
-            f"{_text(state)}{_time(e.started_at_ms)}{_time(e.completed_at_ms)}"
-            f"{_num(tally.lines if tally else 0)}{_text(status)}</tr>"
+            f"{text_cell(e.host or '')}"
+            f"{root_cell(e.global_root or (tally.global_root if tally else ''), e.host_root or '')}"
+            f"{text_cell(state)}{time_cell(e.started_at_ms)}{time_cell(e.completed_at_ms)}"
+            f"{num_cell(tally.lines if tally else 0)}{text_cell(status)}</tr>"
         )
-    head = _head(
+    head = table_head(
         [
             ("Workflow", "text"),
             ("Host", "text"),
@@ -80,7 +82,7 @@ def index_main(entries: Iterable[IndexEntry], tallies: dict[str, Tally], query: 
 
 def workflow_main(status: WorkflowStatus, result: DuResult) -> str:
     wf = status.workflow_id
-    state = _state_name(result.state)
+    state = state_name(result.state)
     if result.failed:
         outcome = (
             f'<p class="failed" role="alert">Failed with status {result.status_code}: '
@@ -98,31 +100,37 @@ def workflow_main(status: WorkflowStatus, result: DuResult) -> str:
         f"<dt>Root</dt><dd>{escape(status.global_root)} "
         f"<small>({escape(status.host_root)})</small></dd>"
         f"<dt>State</dt><dd id=state>{state}</dd>"
-        f"<dt>Started</dt><dd>{_clock(status.started_at_ms)}</dd>"
-        f"<dt>Completed</dt><dd>{_clock(status.completed_at_ms)}</dd>"
+        f"<dt>Started</dt><dd>{clock(status.started_at_ms)}</dd>"
+        f"<dt>Completed</dt><dd>{clock(status.completed_at_ms)}</dd>"
         f"<dt>Version</dt><dd><code>{status.vid}</code> ({status.events} events)</dd></dl>"
     )
     downloads = (
         f'<p class=downloads><a href="/workflows/{wf}.du" download>du output</a> · '
-        f'<a href="/workflows/{wf}.json">JSON</a></p>'
+        f'<a href="/workflows/{wf}.json">JSON</a> · '
+        f'<a href="{escape(root_url(status.global_root))}">all runs of this root</a></p>'
     )
     return (
         f'<div id=workflow data-workflow="{wf}" data-complete="{str(result.complete).lower()}">'
         f"<h1>{escape(status.global_root or wf)}</h1>{outcome}{facts}{downloads}"
-        f"<h2>Usage by path</h2>{treemap(result)}{usage_table(result)}</div>"
+        f"<h2>Usage by path</h2>{treemap(result.lines)}{usage_table(result)}</div>"
     )
 
 
-def treemap(result: DuResult) -> str:
-    tiles = layout(result.lines, TREEMAP_W, TREEMAP_H)
+def treemap(
+    lines: Sequence[PathUsage],
+    tile: Callable[[Tile], str] | None = None,
+    label: str = "treemap of usage by path",
+) -> str:
+    """The SVG of `lines`; `tile`: the markup of one tile (default: coloured by subtree)."""
+    tiles = layout(lines, TREEMAP_W, TREEMAP_H)
     if not tiles:
         return '<p class="empty">No du lines yet.</p>'
-    shapes = [_tile(t) for t in tiles]
+    shapes = [(tile or _tile)(t) for t in tiles]
     # Only the innermost tiles are seen whole; their labels name the whole path.
     labels = [_label(t) for t in tiles if t.leaf and t.w > 70 and t.h > 18]
     return (
         f'<svg id=treemap viewBox="0 0 {TREEMAP_W} {TREEMAP_H}" role="img" '
-        f'aria-label="treemap of usage by path">{"".join(shapes)}'
+        f'aria-label="{escape(label)}">{"".join(shapes)}'
         f"<g class=labels>{''.join(labels)}</g></svg>"
     )
 
@@ -148,11 +156,11 @@ def usage_table(result: DuResult) -> str:
     total = max((line.usage for line in result.lines), default=0) or 1
     rows = "".join(
         f'<tr><td data-value="{escape(line.path)}">{escape(line.path)}</td>'
-        f'{_num(line.usage, size(line.usage))}<td data-value="{line.usage}" class=share>'
+        f'{num_cell(line.usage, size(line.usage))}<td data-value="{line.usage}" class=share>'
         f'<span style="width:{100 * line.usage / total:.1f}%"></span></td></tr>'
         for line in result.lines
     )
-    head = _head([("Path", "text"), ("Usage", "num"), ("Share of the largest", "num")])
+    head = table_head([("Path", "text"), ("Usage", "num"), ("Share of the largest", "num")])
     return f"<table id=usage class=sortable>{head}<tbody>{rows}</tbody></table>"
 
 
@@ -170,11 +178,11 @@ def size(n: int) -> str:
     return f"{value:.1f} {units[unit]}" if value < 10 else f"{value:.0f} {units[unit]}"
 
 
-def _state_name(code: StateCode) -> str:
+def state_name(code: StateCode) -> str:
     return code.name.lower()
 
 
-def _head(columns: list[tuple[str, str]]) -> str:
+def table_head(columns: list[tuple[str, str]]) -> str:
     cells = "".join(
         f'<th data-type="{kind}" tabindex=0 aria-sort="none">{escape(name)}</th>'
         for name, kind in columns
@@ -182,20 +190,35 @@ def _head(columns: list[tuple[str, str]]) -> str:
     return f"<thead><tr>{cells}</tr></thead>"
 
 
-def _text(value: str, title: str = "") -> str:
+def root_url(global_root: str) -> str:
+    return f"/root?{urlencode({'root': global_root})}"
+
+
+def root_cell(global_root: str, title: str = "") -> str:
+    """A root, linking to the page of its runs."""
+    if not global_root:
+        return text_cell("")
+    tip = f' title="{escape(title)}"' if title else ""
+    return (
+        f'<td data-value="{escape(global_root)}"{tip}>'
+        f'<a href="{escape(root_url(global_root))}">{escape(global_root)}</a></td>'
+    )
+
+
+def text_cell(value: str, title: str = "") -> str:
     tip = f' title="{escape(title)}"' if title else ""
     return f'<td data-value="{escape(value)}"{tip}>{escape(value)}</td>'
 
 
-def _num(value: int, shown: str | None = None) -> str:
+def num_cell(value: int, shown: str | None = None) -> str:
     return f'<td data-value="{value}" class=num>{escape(shown or str(value))}</td>'
 
 
-def _time(ms: int | None) -> str:
-    return f'<td data-value="{ms or 0}">{_clock(ms)}</td>'
+def time_cell(ms: int | None) -> str:
+    return f'<td data-value="{ms or 0}">{clock(ms)}</td>'
 
 
-def _clock(ms: int | None) -> str:
+def clock(ms: int | None) -> str:
     if not ms:
         return "-"
     return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(ms / 1000))

@@ -3,10 +3,11 @@ beside the pipeline (`run --serve`, tests)."""
 
 from __future__ import annotations
 
+import signal
 import socket
 import threading
 import time
-from types import TracebackType
+from types import FrameType, TracebackType
 
 import uvicorn
 from starlette.applications import Starlette
@@ -49,8 +50,20 @@ def _server(app: Starlette) -> uvicorn.Server:
 
 
 def serve_forever(config: KafkaConfig, sock: socket.socket) -> None:
-    """Serve until SIGINT or SIGTERM (uvicorn's own handlers)."""
-    _server(create_app(config)).run(sockets=[sock])
+    """Serve until SIGINT or SIGTERM, then return: a stop like the other services'
+    (exit 0). uvicorn shuts down on either and then raises the signal again for the
+    handler it found installed: these, which stop a server not yet serving too."""
+    server = _server(create_app(config))
+
+    def stop(_sig: int, _frame: FrameType | None) -> None:
+        server.should_exit = True
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        server.run(sockets=[sock])
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 class WebServer:
