@@ -6,8 +6,12 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 DIR    ?= .
 PYTEST_ARGS ?=
+# The build the tests must find (tests/test_build.py): compiled where a C compiler is,
+# pure with DUROOT_PURE_PYTHON=1 (told independently of the build, which could fall back).
+EXPECT_BUILD := $(if $(filter-out 0,$(DUROOT_PURE_PYTHON)),pure,$(if $(shell command -v cc || command -v gcc),compiled,pure))
+PURE   := build/pure
 
-.PHONY: run test test-reliability bench bench-quick bench-latency bench-history bench-baseline lint broker deps jars images clean
+.PHONY: run test test-pure test-reliability bench bench-quick bench-latency bench-history bench-baseline lint broker deps compiled jars images clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +22,12 @@ $(STAMP): pyproject.toml
 deps:
 	@scripts/system-deps.sh
 
-jars: $(STAMP) deps
+## make compiled: the compiled modules (hatch_build.py) rebuilt beside the sources where
+## one changed, or removed for a pure build (DUROOT_PURE_PYTHON=1); every target runs it
+compiled: $(STAMP)
+	@$(BIN)/python hatch_build.py
+
+jars: $(STAMP) deps compiled
 	@$(BIN)/python -c "from duroot_stream.local.jars import fetch_jars; fetch_jars()"
 
 ## make run [DIR=path]: local broker, processor, runner, a du of DIR, results printed, then
@@ -29,11 +38,18 @@ run: jars
 ## make test: the whole suite (minus the long reliability runs) against a real broker
 test: jars
 	@scripts/system-deps.sh --test
-	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
+	DUROOT_EXPECT_BUILD=$(EXPECT_BUILD) $(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
+
+## make test-pure: the unit tests (no broker) against the pure Python build, installed
+## apart from the sources (and their compiled modules) and put first on the path
+test-pure: $(STAMP)
+	rm -rf $(PURE)
+	DUROOT_PURE_PYTHON=1 $(BIN)/pip install -q --no-deps --no-build-isolation --target $(PURE) .
+	PYTHONPATH=$(PURE) DUROOT_EXPECT_BUILD=pure $(BIN)/pytest -m "not broker and not slow" $(PYTEST_ARGS)
 
 ## make test-reliability: crash storms, broker restart, bad input, rebalances (slow)
 test-reliability: jars
-	$(BIN)/pytest -m slow $(PYTEST_ARGS)
+	DUROOT_EXPECT_BUILD=$(EXPECT_BUILD) $(BIN)/pytest -m slow $(PYTEST_ARGS)
 
 ## make bench: every benchmark; the table of figures and targets (benchmarks/targets.py:
 ## each figure, its target, met?) printed and written to bench-results/summary.json,
@@ -66,12 +82,13 @@ images: jars
 	@scripts/readme-images.sh
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks hatch_build.py
+	$(BIN)/ruff format --check src tests benchmarks hatch_build.py
 	$(BIN)/mypy
 
 broker: jars
 	$(BIN)/duroot-stream broker
 
 clean:
-	rm -rf $(VENV) bench-results .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) bench-results .pytest_cache .mypy_cache .ruff_cache build
+	find src -name '*.so' -delete; rm -f src/duroot_stream/compiled-sources.sha256

@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
 from typing import Any
 
-from benchmarks import core, get, handler, processor, runner, targets, txn_floor
+from benchmarks import compiled, core, get, handler, processor, runner, targets, txn_floor
 from benchmarks.results import HandlerResult
 from benchmarks.targets import Results, Row
 from benchmarks.workload import REPO
@@ -47,12 +47,19 @@ def run_handler(argv: Sequence[str]) -> HandlerResult:
     return HandlerResult(**report["results"])
 
 
+def run_compiled(results: Results, argv: Sequence[str]) -> Results:
+    """The compiled build against the pure one, taking turns (its own compiled.json)."""
+    compiled.main(argv)
+    return results
+
+
 # In the order they run: each writes RESULTS/<name>.json and puts its result into
 # the run's `Results`.
 Step = Callable[[Results, Sequence[str]], Results]
 MODULES: list[tuple[str, Step]] = [
     ("core", lambda r, args: replace(r, core=core.main(args))),
     ("handler", lambda r, args: replace(r, handler=run_handler(args))),
+    ("compiled", run_compiled),
     ("txn_floor", lambda r, args: replace(r, txn_floor=txn_floor.main(args))),
     ("processor", lambda r, args: replace(r, processor=processor.main(args))),
     ("get", lambda r, args: replace(r, get=get.main(args))),

@@ -52,7 +52,8 @@ def held_bytes(restored: dict[int, tuple[dict[str, WorkflowState], int]]) -> int
     for workflows, _ in restored.values():
         total += sys.getsizeof(workflows)
         for workflow_id, state in workflows.items():
-            for obj in (workflow_id, state, *state):
+            # What the state refers to (compiled: its integers are unboxed, not objects).
+            for obj in (workflow_id, state, *gc.get_referents(state)):
                 if id(obj) not in seen:
                     seen.add(id(obj))
                     total += sys.getsizeof(obj)

@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from duroot_stream import metrics
 from duroot_stream.cli import daemon
+from duroot_stream.compiled import BUILD
 from duroot_stream.config import KafkaConfig
 from duroot_stream.local.broker import free_port
 from duroot_stream.serving import Probes, serve
@@ -36,7 +37,7 @@ def test_metrics_carry_the_build_info() -> None:
     port = metrics.serve(registry, 0)
     status, body = get(port, "/metrics")
     assert status == 200
-    assert f'duroot_build_info{{version="{VERSION}"}} 1.0' in body
+    assert f'duroot_build_info{{build="{BUILD}",version="{VERSION}"}} 1.0' in body
     assert "duroot_processor_commands_total" in body
 
 

@@ -12,6 +12,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from duroot_stream import serving
+from duroot_stream.compiled import BUILD
 from duroot_stream.serving import ALWAYS, Probes
 from duroot_stream.version import VERSION
 
@@ -279,7 +280,11 @@ def serve(
 
 
 def build_info(registry: CollectorRegistry) -> None:
-    """`duroot_build_info{version} 1`: which version answers on this port."""
+    """`duroot_build_info{version,build} 1`: which version answers on this port, and
+    whether its core runs compiled or as pure Python (compiled.py)."""
     Gauge(
-        "duroot_build_info", "The running duroot-stream version.", ["version"], registry=registry
-    ).labels(VERSION).set(1)
+        "duroot_build_info",
+        "The running duroot-stream version and build (compiled or pure).",
+        ["version", "build"],
+        registry=registry,
+    ).labels(VERSION, BUILD).set(1)

@@ -5,10 +5,12 @@ docs/contract.md "The state machine" is the specification; `TABLE` below is that
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import pytest
 
+from duroot_stream import compiled
 from duroot_stream.domain import (
     EVENT_EPOCH,
     NO_VC,
@@ -394,15 +396,19 @@ INVALID = [
     pytest.param(Append(()), "no paths", id="Append-no-paths"),
     pytest.param(Append((PathUsage("a", -1),)), "usage", id="Append-negative-usage"),
     pytest.param(Append((PathUsage("a", 2**63),)), "usage", id="Append-usage-beyond-long"),
-    pytest.param(Append((PathUsage("a", True),)), "usage", id="Append-bool-usage"),
+]
+# Fields of the wrong type, made only inside the test: the compiled model refuses them.
+WRONG_TYPES = [
     pytest.param(
-        Append((PathUsage("a", 1), PathUsage(b"b", 1))),  # type: ignore[arg-type]
+        lambda: Append((PathUsage("a", 1), PathUsage(b"b", 1))),  # type: ignore[arg-type]
         "path",
         id="Append-bytes-path",
     ),
-    pytest.param(Fail(1.0, "x"), "code", id="Fail-float-code"),  # type: ignore[arg-type]
-    pytest.param(Fail(1, None), "message", id="Fail-no-message"),  # type: ignore[arg-type]
-    pytest.param(replace(INIT, host=None), "host", id="Init-host-None"),  # type: ignore[arg-type]
+    pytest.param(lambda: Fail(1.0, "x"), "code", id="Fail-float-code"),  # type: ignore[arg-type]
+    pytest.param(lambda: Fail(1, None), "message", id="Fail-no-message"),  # type: ignore[arg-type]
+    pytest.param(lambda: replace(INIT, host=None), "host", id="Init-host-None"),  # type: ignore[arg-type]
+    # A bool is an int: the compiled model keeps it as the int (True is 1), a valid usage.
+    pytest.param(lambda: Append((PathUsage("a", True),)), "usage", id="Append-bool-usage"),
 ]
 
 
@@ -414,6 +420,23 @@ def test_invalid_fields_are_rejected(body: CommandBody, named: str) -> None:
         r = rejected(decide(state, cmd(body, expected_vid=ulid(1, 1)), Ids()))
         assert r.code is ErrorCode.INVALID_ARGUMENT
         assert named in r.message
+
+
+@pytest.mark.parametrize(("make", "named"), WRONG_TYPES)
+def test_wrongly_typed_fields_never_get_through(
+    make: Callable[[], CommandBody], named: str
+) -> None:
+    """The pure model takes any value and `decide` rejects it; the compiled model's
+    classes check their fields' types, so such a body cannot even be made."""
+    try:
+        body = make()
+    except TypeError:
+        assert compiled.BUILD == "compiled"
+        return
+    if compiled.BUILD == "compiled":
+        assert isinstance(body, Append) and type(body.paths[0].usage) is int
+        return
+    test_invalid_fields_are_rejected(body, named)
 
 
 def test_valid_edge_values_are_accepted() -> None:
@@ -430,7 +453,12 @@ def test_unknown_command_type_is_invalid_command() -> None:
     class Frobnicate:
         pass
 
-    r = rejected(decide(given(STARTED), cmd(Frobnicate()), Ids()))  # type: ignore[arg-type]
+    try:
+        command = cmd(Frobnicate())  # type: ignore[arg-type]
+    except TypeError:  # the compiled Command takes only the command types
+        assert compiled.BUILD == "compiled"
+        return
+    r = rejected(decide(given(STARTED), command, Ids()))
     assert r.code is ErrorCode.INVALID_COMMAND
     assert "Frobnicate" in r.message
 

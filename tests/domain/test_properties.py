@@ -266,7 +266,15 @@ def check_init_after_delete(wf: Workflow, ids: Ids) -> None:
     assert d.state.code is StateCode.INITIALIZED
 
 
-@given(st.lists(st.sampled_from(["a", "b", "c", "d", "e"]) | st.text(max_size=3), max_size=80))
+# ULIDs (the binary form of recent.py), a few that repeat, and arbitrary text (the text form).
+RECENT_IDS = (
+    st.sampled_from([ulid(9, n) for n in range(5)])
+    | st.sampled_from(["a", "b", "c", "d", "e"])
+    | st.text(max_size=3)
+)
+
+
+@given(st.lists(RECENT_IDS, max_size=80))
 def test_recent_commands_are_the_last_distinct_command_ids(command_ids: list[str]) -> None:
     ids = Ids()
     state = initial_state(WORKFLOWS[0])

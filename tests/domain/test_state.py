@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from duroot_stream.domain import (
+    EVENT_EPOCH,
     RECENT_COMMANDS,
     DuRootCommitted,
     DuRootCompleted,
@@ -40,7 +41,11 @@ PAYLOADS = st.one_of(
     st.just(DuRootCommitted()),
 )
 # Command ids: a few that repeat (as a command's events do), and arbitrary text.
-COMMAND_IDS = st.sampled_from(["a", "b", "c", "d"]) | st.text(max_size=3)
+COMMAND_IDS = (
+    st.sampled_from([encode_ulid((7 << 80) | n) for n in range(4)])  # recent.py's binary form
+    | st.sampled_from(["a", "b", "c", "d"])
+    | st.text(max_size=3)
+)
 STEPS = st.lists(
     st.one_of(st.tuples(PAYLOADS, COMMAND_IDS), st.just("deleted"), st.just("resumed")),
     max_size=120,
@@ -96,19 +101,41 @@ def test_replay_needs_the_started_payload() -> None:
         WorkflowReplay(WF).add(DuRootStarted, ulid(1, 1), 0, "c")
 
 
+ULIDS = st.builds(encode_ulid, st.integers(0, 2**128 - 1))
+
+
 @given(
     st.lists(
-        st.tuples(st.text(max_size=40), st.text(max_size=40)),
+        st.tuples(st.text(max_size=40) | ULIDS, st.text(max_size=40) | ULIDS),
         max_size=RECENT_COMMANDS,
         unique_by=lambda e: e[0],
     )
 )
 def test_packed_recent_commands_round_trip(entries: list[tuple[str, str]]) -> None:
-    packed = recent.pack(tuple(entries))
-    assert recent.unpack(packed) == tuple(entries)
+    head = entries[-1][1] if entries else EVENT_EPOCH
+    packed = recent.pack(tuple(entries), head)
+    assert recent.unpack(packed, head) == tuple(entries)
     for command_id, vid in entries:
-        assert recent.lookup(packed, command_id) == vid
-    assert recent.lookup(packed, "\x00not there\x00") is None or any(
+        assert recent.lookup(packed, head, command_id) == vid
+    assert recent.lookup(packed, head, "\x00not there\x00") is None or any(
         c == "\x00not there\x00" for c, _ in entries
     )
     assert WorkflowState(WF, recent_commands=tuple(entries)).recent_commands == tuple(entries)
+
+
+def test_ulid_ids_pack_binary_without_the_newest_vid() -> None:
+    commands = [encode_ulid((1 << 80) | n) for n in range(3)]
+    vids = [encode_ulid((2 << 80) | n) for n in range(3)]
+    entries = tuple(zip(commands, vids, strict=True))
+    packed = recent.pack(entries, vids[-1])
+    assert isinstance(packed, bytes)
+    assert len(packed) == 16 + 2 * (16 + 16)  # the newest command, then two full entries
+    assert recent.unpack(packed, vids[-1]) == entries
+    # An id equal to an older entry's vid is not taken for a command.
+    assert recent.lookup(packed, vids[-1], vids[0]) is None
+    # A command's next event changes nothing packed: the new head is the newest's vid.
+    assert recent.remember(packed, vids[-1], commands[-1], ulid(9, 9)) is packed
+    # Another id than a canonical ULID turns the form to text, keeping the entries.
+    after = recent.remember(packed, vids[-1], "not a ulid", ulid(9, 9))
+    assert isinstance(after, str)
+    assert recent.unpack(after, ulid(9, 9)) == (*entries, ("not a ulid", ulid(9, 9)))

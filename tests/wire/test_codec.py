@@ -11,6 +11,7 @@ from typing import Any
 import fastavro
 import pytest
 
+from duroot_stream import compiled
 from duroot_stream.domain import (
     EVENT_EPOCH,
     NO_VC,
@@ -203,8 +204,8 @@ def test_readers_accept_both_framings() -> None:
 def test_decode_accepts_bytearray_and_memoryview() -> None:
     codec = Codec()
     data = codec.encode_event(EVENTS[0])
-    assert codec.decode_event(bytearray(data)) == EVENTS[0]  # type: ignore[arg-type]
-    assert codec.decode_event(memoryview(data)) == EVENTS[0]  # type: ignore[arg-type]
+    assert codec.decode_event(bytearray(data)) == EVENTS[0]
+    assert codec.decode_event(memoryview(data)) == EVENTS[0]
 
 
 def test_registry_writer_schema_is_resolved_to_the_current_one() -> None:
@@ -538,11 +539,13 @@ def test_encode_rejects_values_avro_cannot_carry() -> None:
         codec.encode_command(Command(ID1, WF, NO_VC, 1 << 63, Commit()))
     with pytest.raises(CodecError, match="out of range for an Avro int"):
         codec.encode_command(Command(ID1, WF, NO_VC, T0, Fail(1 << 31, "x")))
-    with pytest.raises(CodecError, match="cannot encode Command"):
+    # Values of the wrong type: the compiled model refuses to make them (TypeError).
+    pure = compiled.BUILD == "pure"
+    with pytest.raises(CodecError if pure else TypeError, match="cannot encode Command" * pure):
         codec.encode_command(Command(ID1, WF, NO_VC, T0, Append((PathUsage(None, 1),))))  # type: ignore[arg-type]
-    with pytest.raises(CodecError, match="not a command body: str"):
+    with pytest.raises(CodecError if pure else TypeError, match="not a command body: str" * pure):
         codec.encode_command(Command(ID1, WF, NO_VC, T0, "Commit"))  # type: ignore[arg-type]
-    with pytest.raises(CodecError, match="not an event payload"):
+    with pytest.raises(CodecError, match=r"cannot encode WorkflowEvent: .*\bCommit\b"):
         codec.encode_event(WorkflowEvent(ID2, ID1, WF, 1, ID3, Commit()))  # type: ignore[arg-type]
     with pytest.raises(CodecError, match=r"cannot encode Command: .*surrogate"):
         codec.encode_command(Command(ID1, WF, NO_VC, T0, Fail(1, "\ud800")))

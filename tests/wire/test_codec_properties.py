@@ -5,6 +5,7 @@ CodecError from any bytes."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import uuid
@@ -169,8 +170,9 @@ def to_avro(value: Any) -> dict[str, Any]:
 def _fields(body: Any) -> dict[str, Any]:
     if isinstance(body, Append):
         return {"paths": [{"path": p.path, "usage": p.usage} for p in body.paths]}
-    names = getattr(body, "_fields", None) or body.__slots__  # NamedTuple or dataclass
-    return {name: getattr(body, name) for name in names}
+    if dataclasses.is_dataclass(body):
+        return {f.name: getattr(body, f.name) for f in dataclasses.fields(body)}
+    return body._asdict()  # type: ignore[no-any-return]  # a NamedTuple
 
 
 def _schema(kind: str) -> Any:

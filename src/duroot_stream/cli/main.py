@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from duroot_stream import logs
+from duroot_stream.compiled import BUILD
 from duroot_stream.config import ConfigError
 from duroot_stream.version import VERSION
 
@@ -53,7 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="duroot-stream",
         description="du on registered file-system roots as an event-sourced workflow on Kafka",
     )
-    parser.add_argument("--version", action="version", version=f"duroot-stream {VERSION}")
+    parser.add_argument(
+        "--version", action="version", version=f"duroot-stream {VERSION} ({BUILD} build)"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in COMMAND_MODULES:
         module.add_commands(sub)

@@ -43,16 +43,14 @@ def path_usages(paths: Iterable[PathUsage | tuple[str, int]]) -> tuple[PathUsage
     checks an `Append`; ValueError for the first bad line or for no lines at all."""
     out = []
     for item in paths:
-        p = item if isinstance(item, PathUsage) else PathUsage(item[0], item[1])
-        if not isinstance(p.path, str):
-            raise ValueError(f"path {p.path!r} is not text")
-        if (
-            isinstance(p.usage, bool)
-            or not isinstance(p.usage, int)
-            or not 0 <= p.usage <= MAX_USAGE
-        ):
-            raise ValueError(f"usage {p.usage!r} of path {p.path!r} is not a byte count >= 0")
-        out.append(p)
+        # Checked before a PathUsage is made: the compiled one refuses a wrong type itself
+        # (TypeError), and takes a bool as the int it is.
+        path, usage = (item.path, item.usage) if isinstance(item, PathUsage) else item
+        if not isinstance(path, str):
+            raise ValueError(f"path {path!r} is not text")
+        if isinstance(usage, bool) or not isinstance(usage, int) or not 0 <= usage <= MAX_USAGE:
+            raise ValueError(f"usage {usage!r} of path {path!r} is not a byte count >= 0")
+        out.append(item if isinstance(item, PathUsage) else PathUsage(path, usage))
     if not out:
         raise ValueError("append: no paths")
     return tuple(out)

@@ -55,6 +55,7 @@ from .model import (
     WorkflowEvent,
     WorkflowIndexEvent,
     event_key,
+    new_tuple,
 )
 from .recent import RECENT_COMMANDS
 from .state import (
@@ -117,6 +118,7 @@ __all__ = [
     "expiry_command",
     "expiry_records",
     "initial_state",
+    "new_tuple",
     "reply_for",
     "ulid_time_ms",
 ]

@@ -18,7 +18,7 @@ times from the events' ULIDs, so the processor, the tests and a replay agree.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from .model import (
     NO_VC,
@@ -51,6 +51,7 @@ from .model import (
     WorkflowEvent,
     WorkflowIndexEvent,
     event_key,
+    new_tuple,
 )
 from .recent import lookup
 from .state import WorkflowDeleted, WorkflowState, evolve
@@ -67,7 +68,7 @@ _IndexEvents = tuple[WorkflowIndexEvent, ...]
 
 
 class Accepted(NamedTuple):
-    """Accepted: what to write, the state after. A NamedTuple, as the state: one per command."""
+    """Accepted: what to write, the state after. A NamedTuple: one is made per command."""
 
     state: WorkflowState  # the state after
     vid: str  # vid for the reply
@@ -92,7 +93,8 @@ class Accepted(NamedTuple):
         cls, after: WorkflowState, events: _Events, index_events: _IndexEvents = ()
     ) -> Accepted:
         """`events` appended to the history (and `index_events` to the index)."""
-        return cls(after, after.vid, events, index_events)
+        # One per command: made as a tuple (C), not through the NamedTuple's __new__.
+        return new_tuple(cls, (after, after.vid, events, index_events, (), False, False))
 
     @classmethod
     def history_deleted(
@@ -130,7 +132,7 @@ def decide(state: WorkflowState, command: Command, new_id: IdSource) -> Decision
 
     # 1. Dedupe: a command id seen recently gets its first reply again (recent.py
     # says how many the workflow remembers, and why).
-    vid = lookup(state.recent, command.command_id)
+    vid = lookup(state.recent, state.vid, command.command_id)
     if vid is not None:
         return Accepted.repeated(state, vid)
 
@@ -197,7 +199,7 @@ def _init(state: WorkflowState, cmd: Init, emit: _Emitter) -> Decision:
 def _append(state: WorkflowState, cmd: Append, emit: _Emitter) -> Decision:
     match state.code:
         case StateCode.APPENDING | StateCode.INITIALIZED:
-            return emit.accept([DuUpdated(p.path, p.usage) for p in cmd.paths])
+            return emit.accept([new_tuple(DuUpdated, (p.path, p.usage)) for p in cmd.paths])
         case _:
             return _conflict("Append", state)
 
@@ -285,12 +287,15 @@ def _state_advanced(command: str, state: WorkflowState) -> Rejected:
     )
 
 
-class _Emitter(NamedTuple):
+class _Emitter:
     """Turns the payloads a command function chose into an `Accepted`."""
 
-    state: WorkflowState
-    command_id: str
-    new_id: IdSource
+    __slots__ = ("command_id", "new_id", "state")
+
+    def __init__(self, state: WorkflowState, command_id: str, new_id: IdSource) -> None:
+        self.state: Final = state
+        self.command_id: Final = command_id
+        self.new_id: Final = new_id
 
     def accept(
         self, payloads: Iterable[EventPayload], mirror: IndexPayload | None = None
@@ -303,7 +308,8 @@ class _Emitter(NamedTuple):
         # last vid and seq, one recent entry): one state per run, not per path.
         run_end: WorkflowEvent | None = None
         for payload in payloads:
-            event = WorkflowEvent(_next_id(new_id, vid), vid, workflow_id, seq, command_id, payload)
+            event_id = _next_id(new_id, vid)
+            event = new_tuple(WorkflowEvent, (event_id, vid, workflow_id, seq, command_id, payload))
             events.append(event)
             vid, seq = event.event_id, seq + 1
             if type(payload) is DuUpdated:

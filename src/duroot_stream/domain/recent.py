@@ -1,20 +1,26 @@
-"""The recent command ids a workflow remembers for dedupe, packed into one string.
+"""The recent command ids a workflow remembers for dedupe, packed into one object.
 
 Semantically a tuple of `(command_id, vid)` pairs, oldest first, at most
 `RECENT_COMMANDS` of them, each command id once (`vid` = that command's last
-event). The processor holds one per workflow in memory, so it is stored as
-one `str` rather than a tuple of tuples of strings: 56 bytes per entry of
-two ULIDs instead of about 220 (every Python object has a header of 40-56
-bytes).
+event). The processor holds one per workflow in memory, so it is packed, in
+one of two forms:
 
-Layout: `chr(count)`, then per entry, oldest first, `L + command_id + vid +
-L` where `L = chr(len(command_id)) + chr(len(vid))`; `""` when empty. With
-the lengths at both ends of each entry, the newest entry is read from the
-back and the oldest dropped from the front in O(1), and "is this id here at
-all" is a substring test at C speed.
+- binary (`bytes`), the real case, where every id is canonical ULID text: 16
+  bytes an id, newest entry first, and the newest entry's vid left out: it is
+  the workflow's head vid, which the state holds already (the functions take
+  it as `head`). So `newest command (16)`, then `command (16) + vid (16)` per
+  older entry: 80 bytes for three commands instead of 169 characters of text,
+  and a command's next event leaves the bytes as they are.
+- text (`str`), for ids of any other text (tests, hand-made states): per
+  entry, oldest first, `L + command_id + vid + L` with `L = chr(len(command_id))
+  + chr(len(vid))`, after `chr(count)`; every vid written out.
+
+A binary form meeting an id that is not canonical turns to text for good.
 """
 
 from __future__ import annotations
+
+from .ulid import ulid_bytes, ulid_text
 
 # How many command ids a workflow remembers for dedupe (step 1 of `decide`).
 # Duplicates come from requesters that re-send a command after losing its
@@ -27,8 +33,80 @@ from __future__ import annotations
 # (no-ops, rejections) are not remembered; repeating them is harmless.
 RECENT_COMMANDS = 16
 
-Packed = str
-EMPTY: Packed = ""
+Packed = bytes | str
+EMPTY: Packed = b""
+_ID = 16  # bytes of a ULID
+_OLDER = 2 * _ID  # an older entry: command and vid
+_KEPT = _ID + _OLDER * (RECENT_COMMANDS - 2)  # what stays when a new command comes
+
+
+def pack(entries: tuple[tuple[str, str], ...], head: str) -> Packed:
+    """Pack `(command_id, vid)` pairs, oldest first (at most RECENT_COMMANDS); `head`
+    is the workflow's vid, which the newest entry's vid is in the real case."""
+    if len(entries) > RECENT_COMMANDS:
+        raise ValueError(f"more than {RECENT_COMMANDS} recent commands")
+    if not entries:
+        return EMPTY
+    newest, newest_vid = entries[-1]
+    parts = [ulid_bytes(newest)]
+    for command_id, vid in reversed(entries[:-1]):
+        parts += (ulid_bytes(command_id), ulid_bytes(vid))
+    binary = [part for part in parts if part is not None]
+    if newest_vid == head and len(binary) == len(parts):
+        return b"".join(binary)
+    return chr(len(entries)) + "".join([_entry(c, v) for c, v in entries])
+
+
+def unpack(packed: Packed, head: str) -> tuple[tuple[str, str], ...]:
+    """The `(command_id, vid)` pairs, oldest first."""
+    if isinstance(packed, str):
+        return _unpack_text(packed)
+    if not packed:
+        return ()
+    out = [(ulid_text(packed[:_ID]), head)]
+    for at in range(_ID, len(packed), _OLDER):
+        out.append((ulid_text(packed[at : at + _ID]), ulid_text(packed[at + _ID : at + _OLDER])))
+    return tuple(reversed(out))
+
+
+def lookup(packed: Packed, head: str, command_id: str) -> str | None:
+    """The vid remembered for `command_id`, or None."""
+    if isinstance(packed, str):
+        return _lookup_text(packed, command_id)
+    key = ulid_bytes(command_id)
+    if key is None or not packed:
+        return None
+    if packed.startswith(key):  # the newest: its vid is the head
+        return head
+    at = packed.find(key, _ID)  # the common case, decided at C speed: not there
+    while at != -1:
+        if (at - _ID) % _OLDER == 0:  # a command's place, not a vid's
+            return ulid_text(packed[at + _ID : at + _OLDER])
+        at = packed.find(key, at + 1)
+    return None
+
+
+def remember(packed: Packed, head: str, command_id: str, vid: str) -> Packed:
+    """`command_id` as the newest entry, its vid `vid` (the new head); `head` is the
+    vid the packed form's newest entry has now. The oldest is dropped beyond the bound."""
+    if isinstance(packed, str):
+        return _remember_text(packed, command_id, vid)
+    key = ulid_bytes(command_id)
+    if key is not None:
+        if not packed:
+            return key
+        if packed.startswith(key):  # the same command's next event: its vid is the head
+            return packed
+        previous = ulid_bytes(head)
+        if previous is not None and packed.find(key, _ID) == -1:
+            return key + packed[:_ID] + previous + packed[_ID:_KEPT]
+    # An id that is not canonical, or a command seen before the newest: the slow way.
+    entries = unpack(packed, head)
+    kept = tuple(e for e in entries if e[0] != command_id)
+    return pack((*kept[-(RECENT_COMMANDS - 1) :], (command_id, vid)), vid)
+
+
+# --- the text form ------------------------------------------------------------------
 
 
 def _entry(command_id: str, vid: str) -> str:
@@ -36,17 +114,7 @@ def _entry(command_id: str, vid: str) -> str:
     return f"{lengths}{command_id}{vid}{lengths}"
 
 
-def pack(entries: tuple[tuple[str, str], ...]) -> Packed:
-    """Pack `(command_id, vid)` pairs, oldest first (at most RECENT_COMMANDS)."""
-    if not entries:
-        return EMPTY
-    if len(entries) > RECENT_COMMANDS:
-        raise ValueError(f"more than {RECENT_COMMANDS} recent commands")
-    return chr(len(entries)) + "".join([_entry(c, v) for c, v in entries])
-
-
-def unpack(packed: Packed) -> tuple[tuple[str, str], ...]:
-    """The `(command_id, vid)` pairs, oldest first."""
+def _unpack_text(packed: str) -> tuple[tuple[str, str], ...]:
     out: list[tuple[str, str]] = []
     pos = 1
     while pos < len(packed):
@@ -57,18 +125,16 @@ def unpack(packed: Packed) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
-def lookup(packed: Packed, command_id: str) -> str | None:
-    """The vid remembered for `command_id`, or None."""
+def _lookup_text(packed: str, command_id: str) -> str | None:
     if command_id not in packed:  # the common case, decided at C speed
         return None
-    for known, vid in unpack(packed):
+    for known, vid in _unpack_text(packed):
         if known == command_id:
             return vid
     return None
 
 
-def remember(packed: Packed, command_id: str, vid: str) -> Packed:
-    """`command_id` as the newest entry, with `vid`; the oldest dropped beyond the bound."""
+def _remember_text(packed: str, command_id: str, vid: str) -> str:
     lengths = chr(len(command_id)) + chr(len(vid))
     if not packed:
         return f"\x01{lengths}{command_id}{vid}{lengths}"
@@ -79,8 +145,9 @@ def remember(packed: Packed, command_id: str, vid: str) -> Packed:
         # The same command's next event: only its vid changes.
         return f"{packed[:newest_at]}{lengths}{command_id}{vid}{lengths}"
     if command_id in packed:  # rare: an older entry may hold it; move it last
-        kept = tuple(e for e in unpack(packed) if e[0] != command_id)
-        return pack((*kept[-(RECENT_COMMANDS - 1) :], (command_id, vid)))
+        kept = tuple(e for e in _unpack_text(packed) if e[0] != command_id)
+        entries = (*kept[-(RECENT_COMMANDS - 1) :], (command_id, vid))
+        return chr(len(entries)) + "".join([_entry(c, v) for c, v in entries])
     count, start = ord(packed[0]), 1
     if count == RECENT_COMMANDS:  # drop the oldest, read from the front
         start += 4 + ord(packed[1]) + ord(packed[2])

@@ -25,13 +25,19 @@ The rules, per event:
 Of the payload only DuRootStarted's fields are read; of the other events just
 the type, so a restore may skip decoding their bodies (the event headers
 carry the rest). A deleted history (tombstones) folds to the initial state.
-A property test checks that both folds give the same states.
+
+Why two folds of the same rules: each is the cheap one for its caller, and the
+pure build (no compiler) must stay as fast as it was. Folding a decision with
+a replay (resume, add, state) instead of `evolve` costs about twice as much
+there; the restore with `evolve` would make a state per event. The compiled
+build would not mind either way, the pure one does. So both stay, and the
+property tests of tests/domain/test_state.py hold them to the same states.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Final
 
 from .model import (
     EVENT_EPOCH,
@@ -43,39 +49,39 @@ from .model import (
     StateCode,
     WorkflowEvent,
 )
-from .recent import EMPTY, pack, remember, unpack
+from .recent import EMPTY, Packed, pack, remember, unpack
 from .ulid import ulid_time_ms
 
-# A NamedTuple: one is made per event, and a frozen dataclass sets each field
-# through object.__setattr__, about 2.5 us for these eleven fields against
-# 0.3 us for a tuple.
 
-
-class _StateFields(NamedTuple):
-    workflow_id: str
-    code: StateCode
-    vid: str
-    seq: int  # number of events in the history = the next event's seq
-    registry_id: str
-    global_root: str
-    host: str
-    host_root: str
-    started_at: int  # ms, from the ULID timestamp of the STARTED event
-    completed_at: int  # ms, from the ULID timestamp of the COMPLETED event
-    recent: str  # recent_commands, packed (recent.py)
-
-
-class WorkflowState(_StateFields):
+class WorkflowState:
     """nog's `durootwf.State`, plus what dedupe and garbage collection need.
 
     `recent_commands`: (command_id, vid of that command's last event), oldest
-    first, at most RECENT_COMMANDS entries; held packed in `recent`.
+    first, at most RECENT_COMMANDS entries; held packed in `recent` (recent.py),
+    which the folds pass on as it is (`packed`).
+
+    A class with slots rather than a NamedTuple or a frozen dataclass: the compiled
+    build makes it a native class (its fields a C struct, the integers unboxed), and
+    mypyc cannot compile a class that inherits from a tuple. The fields are Final:
+    mypy refuses an assignment, and the compiled build raises AttributeError.
     """
 
-    __slots__ = ()
+    __slots__ = (
+        "code",
+        "completed_at",
+        "global_root",
+        "host",
+        "host_root",
+        "recent",
+        "registry_id",
+        "seq",
+        "started_at",
+        "vid",
+        "workflow_id",
+    )
 
-    def __new__(
-        cls,
+    def __init__(
+        self,
         workflow_id: str,
         code: StateCode = StateCode.UNINITIALIZED,
         vid: str = EVENT_EPOCH,
@@ -87,35 +93,58 @@ class WorkflowState(_StateFields):
         started_at: int = 0,
         completed_at: int = 0,
         recent_commands: tuple[tuple[str, str], ...] = (),
-    ) -> WorkflowState:
-        return _new_state(
-            cls,
-            (
-                workflow_id,
-                code,
-                vid,
-                seq,
-                registry_id,
-                global_root,
-                host,
-                host_root,
-                started_at,
-                completed_at,
-                pack(recent_commands),
-            ),
-        )
+        *,
+        packed: Packed | None = None,
+    ) -> None:
+        self.workflow_id: Final = workflow_id
+        self.code: Final = code
+        self.vid: Final = vid
+        self.seq: Final = seq  # number of events in the history = the next event's seq
+        self.registry_id: Final = registry_id
+        self.global_root: Final = global_root
+        self.host: Final = host
+        self.host_root: Final = host_root
+        self.started_at: Final = started_at  # ms, the ULID time of the STARTED event
+        self.completed_at: Final = completed_at  # ms, the ULID time of the COMPLETED event
+        self.recent: Final = pack(recent_commands, vid) if packed is None else packed
 
     @property
     def recent_commands(self) -> tuple[tuple[str, str], ...]:
-        return unpack(self.recent)
+        return unpack(self.recent, self.vid)
+
+    def _fields(self) -> tuple[object, ...]:
+        """The fields in the constructor's order, but `recent`, whose two forms may differ
+        for the same commands (recent.py)."""
+        return tuple(getattr(self, name) for name in _COMPARED)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, WorkflowState):
+            return NotImplemented
+        return self._fields() == other._fields() and (
+            self.recent == other.recent or self.recent_commands == other.recent_commands
+        )
+
+    def __hash__(self) -> int:
+        return hash((self._fields(), self.recent_commands))
 
     def __repr__(self) -> str:
-        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in _STATE_REPR)
-        return f"WorkflowState({fields})"
+        shown = [f"{n}={v!r}" for n, v in zip(_COMPARED, self._fields(), strict=True)]
+        return f"WorkflowState({', '.join(shown)}, recent_commands={self.recent_commands!r})"
 
 
-_new_state = tuple.__new__  # a WorkflowState from its eleven fields, as a tuple
-_STATE_REPR = (*_StateFields._fields[:-1], "recent_commands")
+# The constructor's parameters but the last; what equality compares field by field.
+_COMPARED = (
+    "workflow_id",
+    "code",
+    "vid",
+    "seq",
+    "registry_id",
+    "global_root",
+    "host",
+    "host_root",
+    "started_at",
+    "completed_at",
+)
 
 
 def initial_state(workflow_id: str) -> WorkflowState:
@@ -152,41 +181,28 @@ def evolve(state: WorkflowState, event: WorkflowEvent | WorkflowDeleted) -> Work
     code = CODE_AFTER.get(type(payload))  # 1.
     if code is None:
         raise TypeError(f"invalid event type {type(payload).__name__}")
-    (
-        workflow_id,
-        _,
-        _,
-        _,
+    vid = event.event_id  # 2.
+    registry_id, global_root = state.registry_id, state.global_root
+    host, host_root = state.host, state.host_root
+    started_at, completed_at = state.started_at, state.completed_at
+    if isinstance(payload, DuRootStarted):  # 3.
+        registry_id, global_root = payload.registry_id, payload.global_root
+        host, host_root = payload.host, payload.host_root
+        started_at = ulid_time_ms(vid)
+    elif isinstance(payload, DuRootCompleted):  # 4.
+        completed_at = ulid_time_ms(vid)
+    return WorkflowState(
+        state.workflow_id,
+        code,
+        vid,
+        event.seq + 1,
         registry_id,
         global_root,
         host,
         host_root,
         started_at,
         completed_at,
-        recent,
-    ) = state
-    vid = event.event_id  # 2.
-    if isinstance(payload, DuRootStarted):  # 3.
-        registry_id, global_root, host, host_root = _root(payload)
-        started_at = ulid_time_ms(vid)
-    elif isinstance(payload, DuRootCompleted):  # 4.
-        completed_at = ulid_time_ms(vid)
-    recent = remember(recent, event.command_id, vid)  # 5.
-    return _new_state(
-        WorkflowState,
-        (
-            workflow_id,
-            code,
-            vid,
-            event.seq + 1,
-            registry_id,
-            global_root,
-            host,
-            host_root,
-            started_at,
-            completed_at,
-            recent,
-        ),
+        packed=remember(state.recent, state.vid, event.command_id, vid),  # 5.
     )
 
 
@@ -202,6 +218,7 @@ class WorkflowReplay:
         "_command",
         "_completed_at",
         "_recent",
+        "_recent_head",
         "_root",
         "_seq",
         "_started_at",
@@ -220,8 +237,10 @@ class WorkflowReplay:
         self._command: str | None = None  # the command id of the latest event
         # Rule 5, deferred: the recent commands before the latest one, which is
         # added when the next command starts (a command's events come one after
-        # another, and only its last vid is kept) or by state().
+        # another, and only its last vid is kept) or by state(); and the vid their
+        # newest one left (recent.py: the packed form leaves it out).
         self._recent = EMPTY
+        self._recent_head = EVENT_EPOCH
 
     @classmethod
     def resume(cls, state: WorkflowState) -> WorkflowReplay:
@@ -232,7 +251,7 @@ class WorkflowReplay:
         replay._started_at, replay._completed_at = state.started_at, state.completed_at
         # The newest entry holds the latest command's last vid so far; if that
         # command has more events, `state()` updates it in place.
-        replay._recent = state.recent
+        replay._recent, replay._recent_head = state.recent, state.vid
         return replay
 
     def add(
@@ -249,7 +268,8 @@ class WorkflowReplay:
             raise TypeError(f"invalid event type {event_type.__name__}")
         if command_id != self._command:  # 5. (the previous command's last vid is known)
             if self._command is not None:
-                self._recent = remember(self._recent, self._command, self._vid)
+                self._recent = remember(self._recent, self._recent_head, self._command, self._vid)
+                self._recent_head = self._vid
             self._command = command_id
         self._code = code
         self._vid, self._seq = vid, seq + 1  # 2.
@@ -265,23 +285,20 @@ class WorkflowReplay:
         """The state after every event added so far."""
         recent = self._recent
         if self._command is not None:  # 5. (the latest command)
-            recent = remember(recent, self._command, self._vid)
+            recent = remember(recent, self._recent_head, self._command, self._vid)
         registry_id, global_root, host, host_root = self._root
-        return _new_state(
-            WorkflowState,
-            (
-                self.workflow_id,
-                self._code,
-                self._vid,
-                self._seq,
-                registry_id,
-                global_root,
-                host,
-                host_root,
-                self._started_at,
-                self._completed_at,
-                recent,
-            ),
+        return WorkflowState(
+            self.workflow_id,
+            self._code,
+            self._vid,
+            self._seq,
+            registry_id,
+            global_root,
+            host,
+            host_root,
+            self._started_at,
+            self._completed_at,
+            packed=recent,
         )
 
 

@@ -23,6 +23,40 @@ _BASE32 = "0123456789abcdefghijklmnopqrstuv"
 _TO_BASE32 = str.maketrans(CROCKFORD + CROCKFORD.lower(), _BASE32 + _BASE32)
 
 
+# Canonical text only, for ulid_bytes: a table of the 256 bytes, the Crockford characters
+# to their base-32 digits and every other byte to "!", which `int` refuses (it would take
+# "_", a space, a sign, or "I" as a digit). A bytes table: no dictionary look-up a character.
+_STRICT = bytes(
+    [ord(_BASE32[CROCKFORD.index(chr(b))]) if chr(b) in CROCKFORD else ord("!") for b in range(256)]
+)
+
+
+# The last conversion: `decide` converts a command's id twice (dedupe, then the fold).
+# One tuple, replaced whole, so that threads never see a text with another's bytes.
+_last: tuple[str, bytes | None] = ("", None)
+
+
+def ulid_bytes(text: str) -> bytes | None:
+    """Canonical ULID text -> its 16 bytes (big-endian); None for any other text."""
+    global _last
+    last = _last
+    if text == last[0]:
+        return last[1]
+    if len(text) != 26 or text[0] > "7":
+        return None
+    try:  # non-ASCII text encodes to more than 26 bytes, which all become "!"
+        value = int(text.encode().translate(_STRICT), 32).to_bytes(16, "big")
+    except ValueError:
+        return None
+    _last = (text, value)
+    return value
+
+
+def ulid_text(value: bytes) -> str:
+    """16 bytes -> canonical ULID text (`ulid_bytes` undone)."""
+    return encode_ulid(int.from_bytes(value, "big"))
+
+
 def encode_ulid(value: int) -> str:
     """128-bit int -> 26-character canonical ULID text."""
     pairs = CROCKFORD_PAIRS

@@ -107,10 +107,14 @@ def squarify(areas: Sequence[float], box: _Box) -> list[_Box]:
         # The row along the box's shorter side, as thick as its share of the box.
         along_y = w >= h
         side = h if along_y else w
-        thick = sum(row) / side if side > 0 else 0.0
+        extent = w if along_y else h
+        total = sum(row)
+        # The last row takes what is left: after a huge tile the remaining extent is
+        # a difference of nearly equal floats, and dividing by it overshoots the box.
+        thick = extent if i == len(areas) else min(extent, total / side if side > 0 else 0.0)
         at = 0.0
         for a in row:
-            length = a / thick if thick > 0 else 0.0
+            length = side * a / total if total > 0 else 0.0
             out.append(
                 _Box(x, y + at, thick, length) if along_y else _Box(x + at, y, length, thick)
             )

@@ -18,6 +18,7 @@ converted: `issued_at` is milliseconds as an int, as in the domain model.
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 
 from duroot_stream.domain import (
     AbortExpired,
@@ -41,9 +42,11 @@ from duroot_stream.domain import (
     Reply,
     WorkflowEvent,
     WorkflowIndexEvent,
+    new_tuple,
 )
 
 from .binary import (
+    BYTE,
     END,
     NULL,
     TAG,
@@ -70,6 +73,7 @@ __all__ = [
     "read_reply",
     "write_command",
     "write_event",
+    "write_events",
     "write_index_event",
     "write_reply",
 ]
@@ -123,24 +127,53 @@ def _write_paths(paths: tuple[PathUsage, ...]) -> bytes:
 
 
 def write_event(prefix: bytes, e: WorkflowEvent) -> bytes:
-    return b"".join(
-        (
-            prefix,
-            wstr(e.event_id),
-            wstr(e.parent),
-            wstr(e.workflow_id),
-            wlong(e.seq, "seq"),
-            wstr(e.command_id),
-            write_event_payload(e.payload),
-        )
-    )
+    return write_events(prefix, (e,))[0]
 
 
-def write_event_payload(p: object) -> bytes:
-    """The `payload` union of a WorkflowEvent (its last field)."""
-    if type(p) is DuUpdated:  # the common case: one per path
-        return TAG[1] + wstr(p.path) + wlong(p.usage, "DuUpdated.usage")
-    match p:  # DuRootStarted, DuRootCompleted, DuRootCommitted
+def write_events(prefix: bytes, events: Sequence[WorkflowEvent]) -> list[bytes]:
+    """Each event as `write_event` writes it; what one decision's events share (workflow
+    id, command id, the parent = the previous event id) is encoded once."""
+    out: list[bytes] = []
+    workflow_id: str | None = None
+    command_id: str | None = None
+    wf = cmd = previous = b""
+    previous_id: str | None = None
+    # Unpacked: the tuple's fields at once, cheaper than six attribute reads.
+    for event_id, parent_id, event_workflow, seq, event_command, p in events:
+        if event_workflow != workflow_id or event_command != command_id:
+            workflow_id, command_id = event_workflow, event_command
+            wf, cmd = wstr(workflow_id), wstr(command_id)
+        parent = previous if parent_id == previous_id else wstr(parent_id)
+        previous, previous_id = wstr(event_id), event_id
+        if type(p) is DuUpdated:  # the common case, one per path: its fields inline
+            path, usage = p
+            encoded = path.encode()
+            n = len(encoded)
+            out.append(
+                b"".join(
+                    (
+                        prefix,
+                        previous,
+                        parent,
+                        wf,
+                        wlong(seq, "seq"),
+                        cmd,
+                        TAG[1],
+                        BYTE[n << 1] if n < 64 else wlong(n, "string length"),
+                        encoded,
+                        wlong(usage, "DuUpdated.usage"),
+                    )
+                )
+            )
+        else:
+            body = (prefix, previous, parent, wf, wlong(seq, "seq"), cmd, _payload(p))
+            out.append(b"".join(body))
+    return out
+
+
+def _payload(p: object) -> bytes:
+    """The `payload` union of a WorkflowEvent (its last field), but DuUpdated."""
+    match p:
         case DuRootStarted():
             return b"".join(
                 (TAG[0], wstr(p.registry_id), wstr(p.global_root), wstr(p.host), wstr(p.host_root))
@@ -290,7 +323,7 @@ def read_event(buf: bytes, pos: int) -> tuple[WorkflowEvent, int]:
     if branch == 1:
         path, pos = rstr(buf, pos)
         usage, pos = rlong(buf, pos)
-        payload = DuUpdated(path, usage)
+        payload = new_tuple(DuUpdated, (path, usage))
     elif branch == 0:
         registry_id, global_root, host, host_root, pos = _read_root(buf, pos)
         payload = DuRootStarted(registry_id, global_root, host, host_root)
@@ -302,7 +335,8 @@ def read_event(buf: bytes, pos: int) -> tuple[WorkflowEvent, int]:
         payload = _COMMITTED
     else:
         raise bad_branch("WorkflowEvent.payload", branch)
-    return WorkflowEvent(event_id, parent, workflow_id, seq, command_id, payload), pos
+    event = new_tuple(WorkflowEvent, (event_id, parent, workflow_id, seq, command_id, payload))
+    return event, pos
 
 
 # (event_id, workflow_id, seq, command_id, payload type): see Codec.event_facts.

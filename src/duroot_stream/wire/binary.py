@@ -53,16 +53,13 @@ def wlong(v: int, field: str) -> bytes:
     z = (v << 1) ^ (v >> 63)
     if z < 0x80:
         return BYTE[z]
-    if z < 0x4000:
-        return bytes(((z & 0x7F) | 0x80, z >> 7))
-    if z < 0x200000:
-        return bytes(((z & 0x7F) | 0x80, ((z >> 7) & 0x7F) | 0x80, z >> 14))
-    out = []
+    # The groups of 7 bits, low first, gathered into one int: one bytes object made.
+    groups, n = 0, 0
     while z >= 0x80:
-        out.append((z & 0x7F) | 0x80)
+        groups |= ((z & 0x7F) | 0x80) << (8 * n)
         z >>= 7
-    out.append(z)
-    return bytes(out)
+        n += 1
+    return (groups | z << (8 * n)).to_bytes(n + 1, "little")
 
 
 def wint(v: int, field: str) -> bytes:

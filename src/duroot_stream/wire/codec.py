@@ -27,9 +27,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from io import BytesIO
-from typing import Any, Generic, TypeVar
+from typing import Any, Final, Generic, TypeVar
 
 import fastavro
 
@@ -44,16 +43,20 @@ from .avro import (
     read_reply,
     write_command,
     write_event,
-    write_event_payload,
+    write_events,
     write_index_event,
     write_reply,
 )
-from .binary import Truncated, wlong, wstr
+from .avro_walk import check_indices
+from .binary import Truncated
 from .checks import check_command, check_event, check_index_event, check_reply
 from .codec_error import CodecError
 from .schemas import Writer, catalog, registry_client
 
 __all__ = ["Codec"]
+
+# What the decoders take: a bytearray or memoryview is copied to bytes first.
+Data = bytes | bytearray | memoryview | None
 
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"
 CONFLUENT_MAGIC = b"\x00"
@@ -61,14 +64,23 @@ CONFLUENT_MAGIC = b"\x00"
 T = TypeVar("T")
 
 
-@dataclass(frozen=True, slots=True)
 class _Coder(Generic[T]):
-    """How one top-level record is checked, written and read."""
+    """How one top-level record is checked, written and read. A plain class: mypyc
+    compiles it as a native one (a generic frozen dataclass with slots it cannot)."""
 
-    name: str
-    check: Callable[[T], None]
-    write: Callable[[bytes, T], bytes]  # (prefix, value) -> message
-    read: Callable[[bytes, int], tuple[T, int]]  # (body, position) -> value, end
+    __slots__ = ("check", "name", "read", "write")
+
+    def __init__(
+        self,
+        name: str,
+        check: Callable[[T], None],
+        write: Callable[[bytes, T], bytes],  # (prefix, value) -> message
+        read: Callable[[bytes, int], tuple[T, int]],  # (body, position) -> value, end
+    ) -> None:
+        self.name: Final = name
+        self.check: Final = check
+        self.write: Final = write
+        self.read: Final = read
 
 
 _COMMAND = _Coder("Command", check_command, write_command, read_command)
@@ -115,7 +127,7 @@ class Codec:
     def encode_command(self, c: Command) -> bytes:
         return self._encode(_COMMAND, c)
 
-    def decode_command(self, data: bytes | None) -> Command:
+    def decode_command(self, data: Data) -> Command:
         return self._decode(_COMMAND, data)
 
     def encode_event(self, e: WorkflowEvent, *, validate: bool = True) -> bytes:
@@ -126,53 +138,28 @@ class Codec:
 
     def encode_events(self, events: Sequence[WorkflowEvent]) -> list[bytes]:
         """One decision's events (`decide` made them: chained, checked), each as
-        `encode_event(e, validate=False)` writes it, with what they share (workflow
-        id, command id, the parent = the previous event id) encoded once."""
+        `encode_event(e, validate=False)` writes it (`avro.write_events`)."""
         prefix = self._prefix.get(_EVENT.name) or self._register(_EVENT.name)
-        out: list[bytes] = []
-        workflow_id: str | None = None
-        command_id: str | None = None
-        wf = cmd = previous = b""
-        previous_id: str | None = None
         try:
-            for e in events:
-                if e.workflow_id != workflow_id or e.command_id != command_id:
-                    workflow_id, command_id = e.workflow_id, e.command_id
-                    wf, cmd = wstr(workflow_id), wstr(command_id)
-                parent = previous if e.parent == previous_id else wstr(e.parent)
-                previous, previous_id = wstr(e.event_id), e.event_id
-                out.append(
-                    b"".join(
-                        (
-                            prefix,
-                            previous,
-                            parent,
-                            wf,
-                            wlong(e.seq, "seq"),
-                            cmd,
-                            write_event_payload(e.payload),
-                        )
-                    )
-                )
+            return write_events(prefix, events)
         except _WRITE_ERRORS as exc:
             raise CodecError(f"cannot encode {_EVENT.name}: {exc}") from exc
         except CodecError as exc:
             raise CodecError(f"cannot encode {_EVENT.name}: {exc}") from None
-        return out
 
-    def decode_event(self, data: bytes | None) -> WorkflowEvent:
+    def decode_event(self, data: Data) -> WorkflowEvent:
         return self._decode(_EVENT, data)
 
     def encode_index_event(self, e: WorkflowIndexEvent, *, validate: bool = True) -> bytes:
         return self._encode(_INDEX_EVENT, e, validate)
 
-    def decode_index_event(self, data: bytes | None) -> WorkflowIndexEvent:
+    def decode_index_event(self, data: Data) -> WorkflowIndexEvent:
         return self._decode(_INDEX_EVENT, data)
 
     def encode_reply(self, r: Reply, *, validate: bool = True) -> bytes:
         return self._encode(_REPLY, r, validate)
 
-    def decode_reply(self, data: bytes | None) -> Reply:
+    def decode_reply(self, data: Data) -> Reply:
         return self._decode(_REPLY, data)
 
     def event_facts(self, data: bytes) -> EventFacts:
@@ -215,10 +202,10 @@ class Codec:
 
     # -- decoding
 
-    def _decode(self, coder: _Coder[T], data: bytes | None) -> T:
+    def _decode(self, coder: _Coder[T], data: Data) -> T:
         if not data:
             raise CodecError("empty message" if data is not None else "empty message (a tombstone)")
-        if type(data) is not bytes:
+        if not isinstance(data, bytes):
             data = bytes(data)
         writer, pos = self._writer(coder.name, data)
         try:
@@ -298,11 +285,14 @@ class Codec:
         fo = BytesIO(data)
         fo.seek(pos)
         try:
+            check_indices(writer.schema, data, pos)
             record = fastavro.schemaless_reader(fo, writer.schema, reader, return_record_name=True)
             out = BytesIO()
             fastavro.schemaless_writer(out, reader, record)
-        except (EOFError, StopIteration):
+        except (EOFError, StopIteration, IndexError):
             raise Truncated from None
+        except CodecError:
+            raise
         except Exception as e:  # fastavro's resolution and data errors
             raise CodecError(f"cannot read it as written with {writer.label}: {e}") from e
         if fo.tell() != len(data):

@@ -40,9 +40,12 @@ def trace_carrier(headers: HeaderList | None) -> dict[str, str]:
     UTF-8 or longer than TRACESTATE_MAX_BYTES is dropped. Never raises."""
     if not headers:
         return {}
-    found = last_values(headers, _TRACE_NAMES)
-    if TRACEPARENT not in found:  # the common case, without raising and catching
+    for key, _ in headers:  # the common case, no trace context: a look, no dict made
+        if key == TRACEPARENT:
+            break
+    else:
         return {}
+    found = last_values(headers, _TRACE_NAMES)
     try:
         parent = header_text("trace", TRACEPARENT, found.get(TRACEPARENT))
     except CodecError:

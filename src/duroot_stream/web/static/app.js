@@ -12,7 +12,11 @@ function sortTable(table) {
   const numeric = th.dataset.type === "num";
   const body = table.tBodies[0];
   const rows = Array.from(body.rows);
-  const key = (row) => row.cells[s.column].dataset.value;
+  // A cell without data-value sorts by its text.
+  const key = (row) => {
+    const cell = row.cells[s.column];
+    return cell.dataset.value ?? cell.textContent.trim();
+  };
   rows.sort((a, b) => {
     const d = numeric ? Number(key(a)) - Number(key(b)) : key(a).localeCompare(key(b));
     return s.descending ? -d : d;
