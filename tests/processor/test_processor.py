@@ -193,23 +193,27 @@ def test_aborted_transaction_leaves_nothing_visible_and_no_state(
 
 def test_fenced_instance_stops_with_an_error(kafka: KafkaConfig, requester: Requester) -> None:
     """A newer producer with the instance's transactional id fences it; the instance stops."""
-    from confluent_kafka import Producer
-
     with (
         pytest.raises(ProcessorFatal, match="fenced"),
         running_processor(kafka, instance_id="same") as proc,
     ):
         assert requester.request(command(new_workflow_id(), INIT)).ok
-        successor = Producer(
-            {
-                "bootstrap.servers": kafka.bootstrap_servers,
-                "transactional.id": f"{proc.settings.group_id}-same",
-            }
-        )
-        successor.init_transactions(30)  # bumps the epoch: the running instance is a zombie now
+        _successor(kafka, f"{proc.settings.group_id}-same")
         requester.send(command(new_workflow_id(), INIT))
         # Its next transaction is refused.
         wait_until(lambda: proc.failed, timeout=REPLY_S, what="the fenced instance to stop")
+
+
+def _successor(kafka: KafkaConfig, transactional_id: str) -> None:
+    """A producer with `transactional_id` bumps its epoch: the running instance with it
+    is a zombie now. The producer is gone when this returns (the test's traceback,
+    which pytest keeps, does not hold it past the broker)."""
+    from confluent_kafka import Producer
+
+    successor = Producer(
+        {"bootstrap.servers": kafka.bootstrap_servers, "transactional.id": transactional_id}
+    )
+    successor.init_transactions(30)
 
 
 def test_deleted_history_is_compacted_away(kafka: KafkaConfig) -> None:
