@@ -2,9 +2,11 @@
 
 `CommandHandler.handle` (what the loop runs per consumed record: headers,
 trace context, route, decode, checks, decide, encode, undo, counts) over
-records made with confluent-kafka's `Message`, into a transaction whose
-`produce` only counts: what a command costs the processor's one Python
-thread before librdkafka and the broker take over. CPU time of the process
+records made with confluent-kafka's `Message`, a transaction per 1,000 commands, on
+the in-memory adapter of the engine's port (tests/processor/memory.py), which only
+keeps a transaction's records until its commit: what a command costs the processor's
+one Python thread before librdkafka and the broker take over. The commits (their
+metrics) are not timed. CPU time of the process
 (`time.process_time`), best of several rounds, each on fresh state, so the
 figure moves much less with the load of a shared machine than the rates of
 the Kafka benchmarks do.
@@ -23,15 +25,14 @@ Run: `python -m benchmarks.handler [--quick] [--json]`; writes bench-results/han
 
 from __future__ import annotations
 
-import inspect
 import json
 import sys
 import time
 import uuid
 from collections.abc import Sequence
-from typing import Any, cast
 
 from confluent_kafka import Message
+from tests.processor.memory import MemoryProcessor
 
 from benchmarks.workload import REGISTRY_ID, write_report
 from duroot_stream.config import KafkaConfig
@@ -46,11 +47,7 @@ from duroot_stream.domain import (
     initial_state,
 )
 from duroot_stream.ids import MonotonicUlids, new_ulid, now_ms
-from duroot_stream.metrics import ProcessorMetrics
-from duroot_stream.processor.engine import CommandHandler
-from duroot_stream.processor.kafka_transaction import Batch, Transaction
 from duroot_stream.processor.settings import ProcessorSettings
-from duroot_stream.processor.workflows import Workflows
 from duroot_stream.wire import Codec, Topics, partition_for, reply_route_headers
 
 PARTITIONS = 6
@@ -59,52 +56,18 @@ WORKFLOWS = [str(uuid.UUID(int=i * 7919 + 12345)) for i in range(1000)]
 BATCH = 1000  # commands per transaction, the processor's default
 
 
-class _CountingTransaction:
-    """What CommandHandler uses of a Transaction; `produce` only counts."""
-
-    def __init__(self) -> None:
-        self.open = False
-        self.batch = Batch()
-        self.consumer = None
-        self.produced = 0
-
-    def begin(self) -> Batch:
-        if not self.open:
-            self.open = True
-            self.batch = Batch(started=time.monotonic())
-        return self.batch
-
-    def count(self, counter: Any, *labels: str, amount: float = 1) -> None:
-        counts = self.batch.counts
-        counts[(counter, labels)] = counts.get((counter, labels), 0) + amount
-
-    def produce(self, *record: object) -> None:
-        self.produced += 1
-        if hasattr(self.batch, "produced"):  # not in an earlier tree's (benchmarks.baseline)
-            self.batch.produced += 1
-
-
-def _handler(codec: Codec) -> tuple[CommandHandler, _CountingTransaction]:
-    """A handler whose 1,000 workflows are INITIALIZED."""
-    metrics = ProcessorMetrics()
-    workflows = Workflows(metrics)
-    txn = _CountingTransaction()
-    counts = {t: PARTITIONS for t in (TOPICS.commands, TOPICS.events, TOPICS.index)}
-    counts.update({TOPICS.replies: PARTITIONS, TOPICS.dlq: 1})
-    settings = ProcessorSettings(KafkaConfig(bootstrap_servers="127.0.0.1:9"))
-    # An earlier tree's handler takes no settings (benchmarks.baseline runs this there).
-    given = (settings,) if "settings" in inspect.signature(CommandHandler).parameters else ()
-    handler = CommandHandler(
-        cast(Transaction, txn), workflows, codec, TOPICS, counts, metrics, *given
-    )
+def _processor() -> MemoryProcessor:
+    """The engine on the in-memory adapter (no record size check; committed records
+    counted, not kept), its 1,000 workflows INITIALIZED."""
+    settings = ProcessorSettings(KafkaConfig(topic_prefix=TOPICS.prefix))
+    p = MemoryProcessor(settings, partitions=PARTITIONS, max_record_bytes=None, keep=False)
     new_id = MonotonicUlids()
     for wf in WORKFLOWS:
         init = Init(REGISTRY_ID, "/example/data", "files.example.org", "/srv/data")
         decision = decide(initial_state(wf), Command(new_ulid(), wf, NO_VC, now_ms(), init), new_id)
         assert isinstance(decision, Accepted)
-        partition_workflows = workflows.of(partition_for(wf, PARTITIONS))
-        workflows.replace(partition_workflows, None, decision.state)
-    return handler, txn
+        p.workflows.replace(p.workflows.of(partition_for(wf, PARTITIONS)), None, decision.state)
+    return p
 
 
 def _appends(codec: Codec, n: int, paths: int) -> list[Message]:
@@ -132,18 +95,22 @@ def _appends(codec: Codec, n: int, paths: int) -> list[Message]:
 
 def cpu_us_per_command(n: int, paths: int, rounds: int) -> float:
     """CPU microseconds per command, best of `rounds`, each on fresh workflows."""
-    codec = Codec()
-    messages = _appends(codec, n, paths)
+    messages = _appends(Codec(), n, paths)
     best = float("inf")
     for _ in range(rounds):
-        handler, txn = _handler(codec)
+        p = _processor()
+        handle, commit = p.handler.handle, p.batches.commit
+        spent = 0.0
         started = time.process_time()
         for i, message in enumerate(messages, 1):
-            handler.handle(message)
+            handle(message)
             if i % BATCH == 0:
-                txn.open = False  # the next command begins the next transaction
-        best = min(best, time.process_time() - started)
-        assert txn.produced > 0
+                spent += time.process_time() - started
+                commit()  # the next command begins the next transaction
+                started = time.process_time()
+        spent += time.process_time() - started
+        best = min(best, spent)
+        assert commit() and p.kafka.commits > 0 and p.kafka.kept == n * (paths + 1)
     return round(best / n * 1e6, 2)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import TypedDict, Unpack
@@ -15,7 +15,9 @@ from confluent_kafka import OFFSET_END, Consumer, Message, Producer, TopicPartit
 from duroot_stream.config import KafkaConfig
 from duroot_stream.domain import NO_VC, Command, CommandBody, Reply, WorkflowEvent
 from duroot_stream.ids import new_ulid, now_ms
-from duroot_stream.processor import Processor, ProcessorSettings
+from duroot_stream.processor import Faults, Processor, ProcessorSettings
+from duroot_stream.processor.kafka_clients import TRANSACTION_TIMEOUT_MS
+from duroot_stream.processor.settings import KAFKA_TIMEOUT_S
 from duroot_stream.wire import (
     Codec,
     EventHeaders,
@@ -27,6 +29,10 @@ from duroot_stream.wire import (
 from tests.kafka_helpers import read_all, wait_until
 
 PARTITIONS = 3
+# A reply is visible at the latest once its transaction has committed, or been
+# aborted by the coordinator (the transaction timeout) and redone, whose Kafka calls
+# give up after KAFKA_TIMEOUT_S: how long a test waits for one.
+REPLY_S = TRANSACTION_TIMEOUT_MS / 1000 + KAFKA_TIMEOUT_S
 
 # A record's headers as confluent_kafka types them: (name, value) pairs, in order.
 Headers = list[tuple[str, str | bytes | None]]
@@ -44,22 +50,20 @@ class SettingsOverrides(TypedDict, total=False):
     delete_after_s: float
     metrics_port: int | None
     reply_topics: str | None
-    fail_decide_for: frozenset[str]
-    abort_before_commit: Callable[[], bool] | None
-    pause_before_commit: Callable[[], None] | None
     restore_wait_s: float | None
     gc_chunk_records: int
 
 
 @contextmanager
 def running_processor(
-    kafka: KafkaConfig, **overrides: Unpack[SettingsOverrides]
+    kafka: KafkaConfig, faults: Faults | None = None, **overrides: Unpack[SettingsOverrides]
 ) -> Iterator[Processor]:
-    """A processor in a thread, ready (first assignment restored) when yielded."""
+    """A processor in a thread, ready (first assignment restored) when yielded;
+    `faults` steer its Kafka client calls (tests/processor/client_faults.py)."""
     settings = replace(
         ProcessorSettings(kafka=kafka, instance_id=f"t-{uuid.uuid4().hex[:6]}"), **overrides
     )
-    processor = Processor(settings)
+    processor = Processor(settings, faults=faults)
     errors: list[BaseException] = []
 
     def target() -> None:
@@ -179,7 +183,7 @@ class Requester:
         self.producer.flush(10)
         return corr
 
-    def wait_reply(self, correlation: str, timeout: float = 30) -> Reply:
+    def wait_reply(self, correlation: str, timeout: float = REPLY_S) -> Reply:
         corr = correlation.encode()
 
         def arrived() -> Reply | None:
@@ -199,7 +203,7 @@ class Requester:
         assert reply is not None  # wait_until returns only a truthy result
         return reply
 
-    def request(self, cmd: Command, timeout: float = 30) -> Reply:
+    def request(self, cmd: Command, timeout: float = REPLY_S) -> Reply:
         return self.wait_reply(self.send(cmd), timeout)
 
     def close(self) -> None:

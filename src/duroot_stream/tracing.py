@@ -27,10 +27,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from confluent_kafka import Message
+from typing import Any, Protocol
 
 try:
     from opentelemetry import trace as _trace
@@ -45,6 +42,7 @@ __all__ = [
     "Carrier",
     "TraceHeaders",
     "carried",
+    "carrying",
     "enabled",
     "processing",
     "publishing",
@@ -145,8 +143,18 @@ def publishing(topic: str, partition: int, key: str, message_id: str) -> Iterato
         yield _inject(otel)
 
 
+class Consumed(Protocol):
+    """What a span reads of a consumed record (confluent-kafka's `Message` has it)."""
+
+    def topic(self) -> str | None: ...
+    def partition(self) -> int | None: ...
+    def offset(self) -> int | None: ...
+    def key(self) -> bytes | None: ...
+    def error(self) -> object | None: ...
+
+
 @contextmanager
-def processing(message: Message, carrier: Carrier, group: str) -> Iterator[None]:
+def processing(message: Consumed, carrier: Carrier, group: str) -> Iterator[None]:
     """Handle one consumed record inside this: a process span (a child of the
     context in `carrier`, the record's trace headers) and, for the records
     produced meanwhile (`carried`), that span's context; without a span (no
@@ -192,6 +200,11 @@ def _inject(otel: _OpenTelemetry) -> TraceHeaders:
     return _encode(carrier)
 
 
+def carrying() -> bool:
+    """Whether records produced now carry a command's trace context (`carried`)."""
+    return bool(_outgoing.get())
+
+
 def carried(headers: RecordHeaders | None) -> RecordHeaders | None:
     """`headers` of a record produced while handling a command, with that
     command's trace context in place of any trace headers they have (a dead
@@ -208,7 +221,7 @@ def _encode(carrier: Carrier) -> tuple[tuple[str, bytes], ...]:
     )
 
 
-def _key(message: Message) -> str | None:
+def _key(message: Consumed) -> str | None:
     """The record key as text; none if it has no UTF-8 form (the conventions say omit it)."""
     key = message.key()
     if key is None:

@@ -20,6 +20,7 @@ from duroot_stream.config import KafkaConfig
 from duroot_stream.metrics import ProcessorMetrics
 from duroot_stream.ops import transactions
 from duroot_stream.processor import ProcessorSettings
+from duroot_stream.processor.batch import Batches
 from duroot_stream.processor.hanging import HangingMonitor, StallTracker, list_offsets
 from duroot_stream.processor.kafka_transaction import Transaction
 from duroot_stream.processor.watchdog import CallTimedOut, CallWatch, Worker
@@ -148,17 +149,24 @@ def test_a_renewed_producer_aborts_the_open_transaction_of_the_one_it_replaces(
 ) -> None:
     metrics = ProcessorMetrics()
     settings = ProcessorSettings(kafka=kafka, instance_id="renewal")
-    txn = Transaction(settings, topics.commands, metrics, Workflows(metrics), CallWatch())
+    txn = Transaction(
+        settings,
+        topics.commands,
+        CallWatch(),
+        metrics.on_statistics,
+        metrics.producer_renewals.inc,
+    )
+    batches = Batches(txn, Workflows(metrics), metrics)
     try:
         txn.init()
-        txn.begin()
-        txn.produce(topics.replies, 0, b"k", b"dropped", None)
+        batches.begin()
+        batches.produce([(topics.replies, 0, b"k", b"dropped", None)])
         txn.producer.flush(30)  # in the log, inside the open transaction
         assert unstable(kafka, topics.replies)
         # What librdkafka reports when every broker went away (a broker restart).
         txn._on_producer_error(KafkaError(KafkaError._ALL_BROKERS_DOWN), txn.renewals)
-        assert txn.commit() is False  # renewed instead: the batch is to be redone
-        assert txn.renewals == 1 and not txn.open
+        assert batches.commit() is False  # renewed instead: the batch is to be redone
+        assert txn.renewals == 1 and not batches.open
         assert metrics.registry.get_sample_value("duroot_processor_producer_renewals_total") == 1
         assert (
             metrics.registry.get_sample_value(
@@ -168,9 +176,9 @@ def test_a_renewed_producer_aborts_the_open_transaction_of_the_one_it_replaces(
         )
         wait_until(lambda: not unstable(kafka, topics.replies), timeout=60, what="LSO at the end")
 
-        txn.begin()
-        txn.produce(topics.replies, 0, b"k", b"kept", None)
-        assert txn.commit() is True
+        batches.begin()
+        batches.produce([(topics.replies, 0, b"k", b"kept", None)])
+        assert batches.commit() is True
         values = [m.value() for m in read_all(kafka.bootstrap_servers, topics.replies)]
         assert values == [b"kept"]
     finally:

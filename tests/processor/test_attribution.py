@@ -10,6 +10,7 @@ import pytest
 from duroot_stream.config import KafkaConfig
 from duroot_stream.domain import Append, Init, PathUsage
 from duroot_stream.metrics import ProcessorMetrics
+from tests.processor.client_faults import FailCall, abortable
 from tests.processor_harness import (
     Requester,
     command,
@@ -38,12 +39,14 @@ def test_each_committed_transaction_observed_in_every_step(
     kafka: KafkaConfig, requester: Requester
 ) -> None:
     wf = new_workflow_id()
-    aborts = iter([True])  # the first transaction aborts, and is redone
-    with running_processor(kafka, abort_before_commit=lambda: next(aborts, False)) as proc:
+    # The first transaction's commit fails as Kafka says abort: it is redone.
+    faults = FailCall("commit_transaction", abortable, armed=1)
+    with running_processor(kafka, faults) as proc:
         first = requester.request(command(wf, INIT))
         assert first.ok
         second = requester.request(command(wf, Append((PathUsage("a", 1),)), vid_of(first)))
         assert second.ok
+    assert faults.injected == 1
     metrics = proc.metrics  # read once the processor has stopped: nothing moves
     committed = metrics.transactions.labels("committed")._value.get()
     assert metrics.transactions.labels("aborted")._value.get() == 1

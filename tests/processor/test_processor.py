@@ -1,11 +1,12 @@
-"""The processor end to end through a real broker: state machine, replies, index, restore,
-and its faults (aborted GC, unusable reply headers, partitions added)."""
+"""The processor end to end through a real broker and its Kafka adapter: events, index
+and replies as Kafka readers see them, restore, an aborted transaction, fencing,
+compaction, reply routes checked against real metadata, settings Kafka refuses, and
+partitions added. What each command writes, refuses or dead-letters is tested without
+a broker (test_engine*.py); deadlines here come from the settings in force."""
 
 from __future__ import annotations
 
 import logging
-import threading
-import time
 import uuid
 
 import pytest
@@ -15,26 +16,20 @@ from confluent_kafka.admin import AdminClient, NewPartitions  # type: ignore[att
 from duroot_stream.config import ConfigError, KafkaConfig
 from duroot_stream.domain import (
     EVENT_EPOCH,
-    AbortExpired,
     Append,
-    CommandBody,
     Commit,
     Delete,
     DuRootCommitted,
     DuRootCompleted,
     DuRootStarted,
     DuUpdated,
-    End,
     ErrorCode,
-    Fail,
     IndexCompleted,
-    IndexDeleted,
     IndexStarted,
     Init,
     PathUsage,
     Reply,
 )
-from duroot_stream.ids import new_ulid
 from duroot_stream.kafka import header_bytes
 from duroot_stream.processor import (
     Processor,
@@ -42,15 +37,17 @@ from duroot_stream.processor import (
     ProcessorFatal,
     ProcessorSettings,
 )
+from duroot_stream.processor.settings import KAFKA_TIMEOUT_S
 from duroot_stream.wire import Codec, Topics, partition_for
 from tests.kafka_helpers import read_all, wait_until
+from tests.processor.client_faults import FailCall, abortable
 from tests.processor_harness import (
     PARTITIONS,
+    REPLY_S,
     Requester,
     command,
     key_text,
     new_workflow_id,
-    record_headers,
     running_processor,
     setup_topics,
     vid_of,
@@ -102,79 +99,6 @@ def test_happy_path_events_index_and_automatic_end(
     assert index[1].registry_id == REGISTRY
 
 
-@pytest.mark.parametrize(
-    ("setup", "cmd", "error"),
-    [
-        ([], Append((PathUsage("x", 1),)), ErrorCode.CONFLICT_STATE),
-        ([], Commit(), ErrorCode.CONFLICT_STATE),
-        ([INIT], Init(REGISTRY, "/other", "files1", "/data/root"), ErrorCode.CONFLICT_INIT),
-        ([INIT], End(), ErrorCode.CONFLICT_STATE),
-        (
-            [INIT, Commit()],
-            Init(REGISTRY, "/g/root", "files1", "/data/root"),
-            ErrorCode.CONFLICT_STATE_ADVANCED,
-        ),
-        ([INIT, Commit()], Append((PathUsage("x", 1),)), ErrorCode.CONFLICT_STATE),
-        ([], Init(REGISTRY, "/g", "", "/r"), ErrorCode.INVALID_ARGUMENT),
-        ([INIT], Fail(0, "no code"), ErrorCode.INVALID_ARGUMENT),
-    ],
-    ids=[
-        "append-uninit",
-        "commit-uninit",
-        "init-different",
-        "end-initialized",
-        "init-terminated",
-        "append-terminated",
-        "init-empty-host",
-        "fail-code-0",
-    ],
-)
-def test_rejections_through_kafka(
-    kafka: KafkaConfig,
-    requester: Requester,
-    setup: list[CommandBody],
-    cmd: CommandBody,
-    error: ErrorCode,
-) -> None:
-    wf = new_workflow_id()
-    with running_processor(kafka):
-        for body in setup:
-            assert requester.request(command(wf, body)).ok
-        reply = requester.request(command(wf, cmd))
-    assert not reply.ok and reply.error is error and reply.vid is None
-    assert reply.message
-
-
-def test_idempotent_no_ops_and_fail_abort(kafka: KafkaConfig, requester: Requester) -> None:
-    wf, wf2 = new_workflow_id(), new_workflow_id()
-    with running_processor(kafka):
-        v1 = requester.request(command(wf, INIT)).vid
-        assert requester.request(command(wf, INIT)).vid == v1, "same Init again is a no-op"
-        done = requester.request(command(wf, Fail(3, "disk on fire")))
-        assert requester.request(command(wf, AbortExpired())).vid == done.vid
-        assert requester.request(command(wf, End())).vid == done.vid
-        assert requester.request(command(wf2, INIT)).ok
-        assert requester.request(command(wf2, AbortExpired())).ok
-    completed = [
-        e.payload for _, e in workflow_events(kafka, wf) if isinstance(e.payload, DuRootCompleted)
-    ]
-    assert completed == [DuRootCompleted(3, "disk on fire")]
-    expired = [
-        e.payload for _, e in workflow_events(kafka, wf2) if isinstance(e.payload, DuRootCompleted)
-    ]
-    assert expired == [DuRootCompleted(104, "expired")]
-
-
-def test_version_conflict_names_both_vids(kafka: KafkaConfig, requester: Requester) -> None:
-    wf = new_workflow_id()
-    with running_processor(kafka):
-        v1 = vid_of(requester.request(command(wf, INIT)))
-        v2 = vid_of(requester.request(command(wf, Append((PathUsage("a", 1),)), v1)))
-        stale = requester.request(command(wf, Append((PathUsage("b", 1),)), v1))
-    assert stale.error is ErrorCode.VERSION_CONFLICT
-    assert v1 in stale.message and v2 in stale.message
-
-
 def test_reply_routes_header_and_replies_topic(kafka: KafkaConfig, requester: Requester) -> None:
     wf = new_workflow_id()
     with running_processor(kafka):
@@ -195,21 +119,8 @@ def test_reply_routes_header_and_replies_topic(kafka: KafkaConfig, requester: Re
                 if m.key() == bare.command_id.encode()
             ]
 
-        replies = wait_until(keyed_reply, timeout=30, what="reply keyed by command id")
+        replies = wait_until(keyed_reply, timeout=REPLY_S, what="reply keyed by command id")
     assert len(replies) == 1 and replies[0].ok and replies[0].command_id == bare.command_id
-
-
-def test_duplicate_command_gets_identical_reply_and_no_new_events(
-    kafka: KafkaConfig, requester: Requester
-) -> None:
-    wf = new_workflow_id()
-    with running_processor(kafka):
-        requester.request(command(wf, INIT))
-        append = command(wf, Append((PathUsage("a", 1),)))
-        first = requester.wait_reply(requester.send(append, correlation="c1"))
-        second = requester.wait_reply(requester.send(append, correlation="c2"))
-    assert first == second and first.ok
-    assert [type(e.payload) for _, e in workflow_events(kafka, wf)] == [DuRootStarted, DuUpdated]
 
 
 def test_restart_restores_state_and_continues_with_last_vid(
@@ -230,65 +141,6 @@ def test_restart_restores_state_and_continues_with_last_vid(
     assert [e.seq for _, e in workflow_events(kafka, wf)] == [0, 1, 2, 3]
 
 
-def test_delete_tombstones_every_event_key_and_the_index(
-    kafka: KafkaConfig, requester: Requester
-) -> None:
-    wf = new_workflow_id()
-    with running_processor(kafka):
-        requester.request(command(wf, INIT))
-        requester.request(command(wf, Append((PathUsage("a", 1), PathUsage("b", 2)))))
-        requester.request(command(wf, Commit()))
-        deleted = requester.request(command(wf, Delete()))
-        assert deleted.ok and deleted.vid == EVENT_EPOCH
-        again = requester.request(command(wf, INIT))
-        assert again.ok, "a deleted workflow can be initialized again"
-    topics = Topics(kafka.topic_prefix)
-    records = [
-        m
-        for m in read_all(kafka.bootstrap_servers, topics.events)
-        if key_text(m).startswith(wf + "/")
-    ]
-    tombstoned = {key_text(m) for m in records if m.value() is None}
-    assert tombstoned == {f"{wf}/{s}" for s in range(5)}
-    index = [m for m in read_all(kafka.bootstrap_servers, topics.index) if m.key() == wf.encode()]
-    codec = Codec()
-    kinds = [
-        None if m.value() is None else type(codec.decode_index_event(m.value()).payload)
-        for m in index
-    ]
-    assert kinds == [IndexStarted, IndexCompleted, IndexDeleted, None, IndexStarted]
-
-
-def test_bad_input_is_answered_dead_lettered_and_processing_goes_on(
-    kafka: KafkaConfig, requester: Requester
-) -> None:
-    wf = new_workflow_id()
-    good = Codec().encode_command(command(wf, INIT))
-    bad_inputs = {
-        "empty": b"",
-        "random": bytes(range(7, 60)),
-        "truncated": good[:-5],
-        "unknown-fingerprint": b"\xc3\x01" + b"\x00" * 8 + good[10:],
-    }
-    with running_processor(kafka):
-        replies = {
-            name: requester.wait_reply(
-                requester.send(raw=raw, key=wf.encode(), correlation=f"bad-{name}")
-            )
-            for name, raw in bad_inputs.items()
-        }
-        empty_host = requester.request(command(wf, Init(REGISTRY, "/g", "", "/r")))
-        after = requester.request(command(wf, INIT))
-    for name, reply in replies.items():
-        assert reply.error is ErrorCode.MALFORMED and not reply.ok, name
-        assert reply.command_id is None and reply.message, name
-    assert empty_host.error is ErrorCode.INVALID_ARGUMENT
-    assert after.ok, "a valid command after the bad ones is processed"
-    dlq = read_all(kafka.bootstrap_servers, Topics(kafka.topic_prefix).dlq)
-    assert sorted(m.value() or b"" for m in dlq) == sorted(bad_inputs.values())
-    assert all(dict(record_headers(m))["dlq-error"] for m in dlq)
-
-
 def test_garbage_collection_expires_and_deletes(kafka: KafkaConfig, requester: Requester) -> None:
     active, done = new_workflow_id(), new_workflow_id()
     with running_processor(kafka, gc_interval_s=0.5, max_active_s=1.0, delete_after_s=2.0) as proc:
@@ -299,7 +151,11 @@ def test_garbage_collection_expires_and_deletes(kafka: KafkaConfig, requester: R
         def gone() -> bool:
             return proc.workflow_count() == 0
 
-        wait_until(gone, timeout=30, what="both workflows expired and deleted")
+        # Expired after max_active, deleted delete_after later, each noticed by the next
+        # pass and committed within a reply's time.
+        s = proc.settings
+        bound = s.max_active_s + s.delete_after_s + 2 * (s.gc_interval_s + REPLY_S)
+        wait_until(gone, timeout=bound, what="both workflows expired and deleted")
     expired = [
         e.payload
         for _, e in workflow_events(kafka, active)
@@ -314,21 +170,13 @@ def test_aborted_transaction_leaves_nothing_visible_and_no_state(
     """The first transaction holding the Append aborts: its events and reply never become
     visible, the state forgets it, and the re-consumed command applies exactly once."""
     wf = new_workflow_id()
-    armed = {"on": False, "aborts": 0}
-
-    def abort_once() -> bool:
-        if armed["on"]:
-            armed["on"] = False
-            armed["aborts"] += 1
-            return True
-        return False
-
-    with running_processor(kafka, abort_before_commit=abort_once) as proc:
+    faults = FailCall("commit_transaction", abortable)
+    with running_processor(kafka, faults) as proc:
         v1 = vid_of(requester.request(command(wf, INIT)))
-        armed["on"] = True
+        faults.arm()
         append = command(wf, Append((PathUsage("a", 1),)), v1)
         reply = requester.request(append)
-        assert armed["aborts"] == 1
+        assert faults.injected == 1
         assert proc.metrics.transactions.labels("aborted")._value.get() == 1
     assert reply.ok
     events = workflow_events(kafka, wf)
@@ -345,24 +193,27 @@ def test_aborted_transaction_leaves_nothing_visible_and_no_state(
 
 def test_fenced_instance_stops_with_an_error(kafka: KafkaConfig, requester: Requester) -> None:
     """A newer producer with the instance's transactional id fences it; the instance stops."""
-    from confluent_kafka import Producer
-
-    from duroot_stream.processor import ProcessorFatal
-
     with (
         pytest.raises(ProcessorFatal, match="fenced"),
         running_processor(kafka, instance_id="same") as proc,
     ):
         assert requester.request(command(new_workflow_id(), INIT)).ok
-        successor = Producer(
-            {
-                "bootstrap.servers": kafka.bootstrap_servers,
-                "transactional.id": f"{proc.settings.group_id}-same",
-            }
-        )
-        successor.init_transactions(30)  # bumps the epoch: the running instance is a zombie now
+        _successor(kafka, f"{proc.settings.group_id}-same")
         requester.send(command(new_workflow_id(), INIT))
-        wait_until(lambda: proc.failed, timeout=60, what="the fenced instance to stop")
+        # Its next transaction is refused.
+        wait_until(lambda: proc.failed, timeout=REPLY_S, what="the fenced instance to stop")
+
+
+def _successor(kafka: KafkaConfig, transactional_id: str) -> None:
+    """A producer with `transactional_id` bumps its epoch: the running instance with it
+    is a zombie now. The producer is gone when this returns (the test's traceback,
+    which pytest keeps, does not hold it past the broker)."""
+    from confluent_kafka import Producer
+
+    successor = Producer(
+        {"bootstrap.servers": kafka.bootstrap_servers, "transactional.id": transactional_id}
+    )
+    successor.init_transactions(30)
 
 
 def test_deleted_history_is_compacted_away(kafka: KafkaConfig) -> None:
@@ -404,49 +255,6 @@ def test_deleted_history_is_compacted_away(kafka: KafkaConfig) -> None:
     wait_until(compacted, timeout=120, interval=1, what=f"the cleaner to remove {wf}'s keys")
 
 
-def test_aborted_garbage_collection_is_redone_in_the_next_batch_and_counted_once(
-    kafka: KafkaConfig, requester: Requester
-) -> None:
-    interval = 8.0
-    commits: list[float] = []  # when each transaction came to its commit
-    armed = threading.Event()
-
-    def abort_armed() -> bool:
-        commits.append(time.monotonic())
-        if armed.is_set():
-            armed.clear()
-            return True
-        return False
-
-    wf = new_workflow_id()
-    # Expired only 2 s after its Init: no GC pass can expire it before the test arms.
-    with running_processor(
-        kafka, gc_interval_s=interval, max_active_s=2.0, abort_before_commit=abort_armed
-    ) as proc:
-        assert requester.request(command(wf, INIT)).ok
-        before = len(commits)
-        armed.set()  # nothing else is sent: the next transaction is the GC pass's
-        wait_until(
-            lambda: len(commits) >= before + 2,
-            timeout=4 * interval,
-            what="the GC transaction, aborted, and its redo",
-        )
-        wait_until(lambda: proc.workflow_count() == 1 and not armed.is_set(), what="the abort")
-        expired = wait_until(
-            lambda: [
-                e.payload
-                for _, e in workflow_events(kafka, wf)
-                if isinstance(e.payload, DuRootCompleted)
-            ],
-            what="the expiry event",
-        )
-        gc_counted = proc.metrics.gc_commands.labels("AbortExpired")._value.get()
-    aborted_at, redone_at = commits[before], commits[before + 1]
-    assert redone_at - aborted_at < interval / 2, "the redo waited for the next GC pass"
-    assert expired == [DuRootCompleted(104, "expired")]
-    assert gc_counted == 1, "the aborted GC command was counted too"
-
-
 def _replies_with(kafka: KafkaConfig, name: str, value: bytes) -> list[Message]:
     topics = Topics(kafka.topic_prefix)
     return [
@@ -478,6 +286,7 @@ def test_unparsable_reply_partition_is_logged_counted_and_the_correlation_id_ech
         requester.producer.flush(10)
         replies = wait_until(
             lambda: _replies_with(kafka, "correlation-id", b"corr-bad-partition"),
+            timeout=REPLY_S,
             what="the reply with the correlation id",
         )
         counted = proc.metrics.reply_header_errors.labels("reply-partition")._value.get()
@@ -555,7 +364,11 @@ def test_reply_routes_that_cannot_be_followed_still_apply_the_command(
             "own-topic": 4,
         }
         # Counted when each transaction commits; the commands are on several partitions.
-        wait_until(lambda: _route_errors(proc) == expected, what=f"route errors {expected}")
+        wait_until(
+            lambda: _route_errors(proc) == expected,
+            timeout=REPLY_S,
+            what=f"route errors {expected}",
+        )
     replies = {
         m.key(): m for m in read_all(kafka.bootstrap_servers, topics.replies) if m.key() is not None
     }
@@ -581,48 +394,6 @@ def _route_errors(proc: Processor) -> dict[str, float]:
         for sample in metric.samples
         if sample.name.endswith("_total")
     }
-
-
-def test_a_bug_in_decide_is_dead_lettered_once_logged_and_leaves_the_state(
-    kafka: KafkaConfig, requester: Requester, caplog: pytest.LogCaptureFixture
-) -> None:
-    caplog.set_level(logging.ERROR, logger="duroot.processor")
-    wf = new_workflow_id()
-    init = command(wf, INIT)
-    failing = [command(wf, Append((PathUsage("a", 1),))) for _ in range(2)]
-    hook = frozenset(c.command_id for c in failing)
-    with running_processor(kafka, fail_decide_for=hook) as proc:
-        r1 = requester.request(init)
-        assert r1.vid is not None
-        bad = [requester.request(c) for c in failing]
-        r2 = requester.request(command(wf, Append((PathUsage("b", 2),)), r1.vid))
-        internal = proc.metrics.dead_letters.labels("internal-error")
-        wait_until(lambda: internal._value.get() == 2, what="two internal errors counted")
-    assert all(r.error is ErrorCode.MALFORMED and "test hook" in r.message for r in bad)
-    assert r2.ok, "the state is as before the failed commands: r1's vid still current"
-    letters = read_all(kafka.bootstrap_servers, Topics(kafka.topic_prefix).dlq)
-    assert [header_bytes(m, "dlq-reason") for m in letters] == [b"internal-error"] * 2
-    tracebacks = [r for r in caplog.records if r.exc_info is not None]
-    assert len(tracebacks) == 1, "the traceback is logged once"
-    payloads = [type(e.payload) for _, e in workflow_events(kafka, wf)]
-    assert payloads == [DuRootStarted, DuUpdated]
-
-
-def test_a_key_other_than_the_workflow_id_is_dead_lettered(
-    kafka: KafkaConfig, requester: Requester
-) -> None:
-    wf = new_workflow_id()
-    cmd = command(wf, INIT)
-    raw = Codec().encode_command(cmd)
-    with running_processor(kafka):
-        for key in (None, b"x" * 10_000, new_workflow_id().encode()):
-            corr = requester.send(
-                raw=raw, key=key, partition=partition_for(wf, PARTITIONS), correlation=new_ulid()
-            )
-            assert requester.wait_reply(corr).error is ErrorCode.MALFORMED
-        assert requester.request(cmd).ok, "the same command with the right key applies"
-    letters = read_all(kafka.bootstrap_servers, Topics(kafka.topic_prefix).dlq)
-    assert [header_bytes(m, "dlq-reason") for m in letters] == [b"bad-key"] * 3
 
 
 @pytest.mark.parametrize(
@@ -673,7 +444,8 @@ def test_added_partitions_stop_the_processor_instead_of_dead_lettering(
     ):
         _grow_commands_topic(kafka, grown)
         requester.send(command(wf, INIT), partition=partition_for(wf, grown))
-        wait_until(lambda: proc.failed, timeout=60, what="the processor to stop")
+        # The misrouted command's batch checks the count before it commits.
+        wait_until(lambda: proc.failed, timeout=REPLY_S, what="the processor to stop")
     assert read_all(kafka.bootstrap_servers, Topics(kafka.topic_prefix).dlq) == []
 
 
@@ -691,4 +463,7 @@ def test_assigned_partition_beyond_the_count_stops_the_processor(
         running_processor(fast) as proc,
     ):
         _grow_commands_topic(kafka, 2 * PARTITIONS)
-        wait_until(lambda: proc.failed, timeout=60, what="the processor to stop")
+        # Seen at the next metadata refresh, assigned by a rebalance (its Kafka calls
+        # bounded as the processor's), raised by the loop's next batch.
+        bound = 0.5 + KAFKA_TIMEOUT_S + REPLY_S
+        wait_until(lambda: proc.failed, timeout=bound, what="the processor to stop")

@@ -1,36 +1,52 @@
-"""Processor parts that need no broker: the restore's offset lookup, and which produce
-errors mean that the open transaction has already failed (abort and redo)."""
+"""Processor parts that need no broker: the restore's offset lookup, which produce
+errors mean that the open transaction has already failed (abort and redo), and that
+the engine reaches Kafka only through its port."""
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
 from typing import cast
 
+import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from duroot_stream.processor.faults import transaction_failed
+import duroot_stream.processor
+from duroot_stream.processor.faults import ProcessorFatal, transaction_failed
 from duroot_stream.processor.restore import offsets
 
+# The engine: one command, one transaction, garbage collection, and its port.
+ENGINE = ("engine", "batch", "collector", "port", "workflows")
 
-class _LeaderComingUp:
-    """Answers watermark requests like a partition whose leader is not elected yet, then not."""
 
-    def __init__(self, failures: int) -> None:
-        self.failures = failures
-        self.calls = 0
+class _Partition:
+    """Answers watermark requests like a partition whose leader is not elected yet
+    (`failures` times), or with `error` for good; records what it was asked."""
+
+    def __init__(self, failures: int, error: int = KafkaError.LEADER_NOT_AVAILABLE) -> None:
+        self.failures, self.error = failures, error
+        self.asked: list[tuple[str, int]] = []
 
     def get_watermark_offsets(
         self, partition: TopicPartition, timeout: float | None = None, cached: bool = False
     ) -> tuple[int, int]:
-        self.calls += 1
-        if self.calls <= self.failures:
-            raise KafkaException(KafkaError(KafkaError.LEADER_NOT_AVAILABLE))
+        self.asked.append((partition.topic, partition.partition))
+        if len(self.asked) <= self.failures:
+            raise KafkaException(KafkaError(self.error))
         return 3, 17
 
 
-def test_restore_offsets_retry_while_the_leader_is_not_available() -> None:
-    consumer = _LeaderComingUp(failures=2)
-    assert offsets(cast(Consumer, consumer), "t.events", 0) == (3, 17)
-    assert consumer.calls == 3
+def test_restore_offsets_ask_again_while_the_leader_is_not_available() -> None:
+    partition = _Partition(failures=2)
+    offsets(cast(Consumer, partition), "t.events", 4)
+    assert partition.asked == [("t.events", 4)] * 3
+
+
+def test_restore_offsets_stop_on_an_error_that_does_not_pass() -> None:
+    partition = _Partition(failures=5, error=KafkaError.TOPIC_AUTHORIZATION_FAILED)
+    with pytest.raises(ProcessorFatal, match=r"offsets of t\.events \[4\]: .*AUTHORIZATION"):
+        offsets(cast(Consumer, partition), "t.events", 4)
+    assert partition.asked == [("t.events", 4)], "asked once: asking again does not help"
 
 
 def test_produce_refused_in_a_failed_transaction_means_abort_and_redo() -> None:
@@ -50,3 +66,20 @@ def test_other_produce_errors_are_not_taken_for_a_failed_transaction() -> None:
         ValueError("topic name with a NUL byte"),
     ):
         assert transaction_failed(exc) is None, exc
+
+
+@pytest.mark.parametrize("module", ENGINE)
+def test_the_engine_imports_no_kafka_client(module: str) -> None:
+    path = Path(duroot_stream.processor.__file__).with_name(f"{module}.py")
+    imported = {
+        name
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        for name in (
+            [a.name for a in node.names]
+            if isinstance(node, ast.Import)
+            else [node.module or ""]
+            if isinstance(node, ast.ImportFrom)
+            else []
+        )
+    }
+    assert not {n for n in imported if n.split(".")[0] == "confluent_kafka"}, imported

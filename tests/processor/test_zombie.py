@@ -4,7 +4,7 @@
 KIP-447 fences a zombie when it sends its offsets with an old group generation, but
 `commit_transaction` (EndTxn) checks no generation: an instance that stalls between
 the two while the group moves its partitions on can still commit. Here the instance
-"zombie" stalls there (the `pause_before_commit` hook blocks its loop thread while
+"zombie" stalls there (a `StallBefore` fault blocks its loop thread while
 librdkafka's threads go on), its consumer leaves the group once
 `max.poll.interval.ms` has passed without a poll (what librdkafka does for a stalled
 application), the group gives its partitions to "heir", and only once the heir has
@@ -20,7 +20,6 @@ events reuse their seq numbers and break the chain, and the verifier says so.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 import uuid
 from dataclasses import replace
@@ -32,6 +31,7 @@ from duroot_stream.domain import Append, Commit, Init, PathUsage
 from duroot_stream.processor import Processor
 from duroot_stream.wire import partition_for
 from tests.kafka_helpers import wait_until
+from tests.processor.client_faults import StallBefore
 from tests.processor_harness import PARTITIONS, Requester, command, running_processor
 from tests.reliability.verify import replay
 
@@ -79,23 +79,15 @@ class _Logs(logging.Handler):
 
 def owned(processor: Processor) -> set[int]:
     """The partitions a processor holds (restored, not revoked)."""
-    return set(processor._workflows.by_partition)
+    return processor.owned_partitions()
 
 
 def test_a_zombie_commit_after_its_partitions_moved_is_neither_lost_nor_doubled(
     kafka: KafkaConfig, requester: Requester, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    armed, paused, resume = threading.Event(), threading.Event(), threading.Event()
-
-    stalls: list[float] = []
-
-    def stall() -> None:  # the zombie's loop thread, between send_offsets and commit
-        if armed.is_set():
-            armed.clear()
-            stalls.append(time.monotonic())
-            paused.set()
-            resume.wait(180)
-
+    # The zombie's loop thread, once armed, stalls between send_offsets and commit.
+    stall = StallBefore("commit_transaction")
+    armed, paused, resume = stall.armed, stall.paused, stall.resume
     logs = _Logs()
     logger = logging.getLogger("duroot.processor")
     logger.addHandler(logs)
@@ -105,7 +97,7 @@ def test_a_zombie_commit_after_its_partitions_moved_is_neither_lost_nor_doubled(
     everything = set(range(PARTITIONS))
     zombie_kafka = replace(kafka, overrides=ZOMBIE_SETTINGS)
     try:
-        with running_processor(zombie_kafka, instance_id="zombie", pause_before_commit=stall) as z:
+        with running_processor(zombie_kafka, stall, instance_id="zombie") as z:
             for wf in workflows:
                 assert requester.request(command(wf, Init(REGISTRY, "/g/" + wf, "h", "/r"))).ok
                 assert requester.request(command(wf, Append((PathUsage("before", 1),)))).ok
@@ -164,7 +156,7 @@ def test_a_zombie_commit_after_its_partitions_moved_is_neither_lost_nor_doubled(
             f"stall ({restores[0]!r}); "
             f"late commit {late_commit}; heir holds {heir_restored} workflows; {report.summary()}"
         )
-    assert len(stalls) == 1, f"{len(stalls)} stalls injected, not one"
+    assert stall.injected == 1, f"{stall.injected} stalls injected, not one"
     assert late_commit == "committed", "the zombie's late commit did not go through"
     assert report.commands == 5 * len(workflows) and report.missing_replies == 0
     assert report.lost == 0 and report.duplicated == 0, report.problems

@@ -8,6 +8,11 @@ check) has the coordinator abort it, and the commit after the restore fails: the
 instance is fenced. Here the transaction timeout is 4 s and the restore of the big
 partition takes longer; the receiving instance must commit first, lose nothing,
 apply every command once, and never be fenced.
+
+The assignment is made to come mid-batch: the receiver stalls at the first record of
+a transaction (`StallFirstProduce`: Kafka has not heard of the transaction yet, so
+its timeout does not run) until the group has given it the big partition, and goes
+on with that batch, in which the assignment reaches it.
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ from contextlib import ExitStack
 from dataclasses import replace
 
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from duroot_stream.config import KafkaConfig
 from duroot_stream.domain import (
@@ -38,8 +44,10 @@ from duroot_stream.domain import (
 )
 from duroot_stream.ids import MonotonicUlids, new_ulid, now_ms
 from duroot_stream.processor import Processor
+from duroot_stream.processor.settings import KAFKA_TIMEOUT_S
 from duroot_stream.wire import Codec, Topics, event_headers, partition_for
 from tests.kafka_helpers import read_all, wait_until
+from tests.processor.client_faults import StallFirstProduce
 from tests.processor_harness import (
     PARTITIONS,
     Requester,
@@ -156,7 +164,7 @@ class _Logs(logging.Handler):
 
 
 def owned(processor: Processor) -> set[int]:
-    return set(processor._workflows.by_partition)
+    return processor.owned_partitions()
 
 
 def test_a_partition_of_a_million_events_assigned_mid_batch_is_restored_after_a_commit(
@@ -178,17 +186,23 @@ def test_a_partition_of_a_million_events_assigned_mid_batch_is_restored_after_a_
     # Long batches (up to 2 s of commands in one transaction): an assignment comes in
     # the middle of one. Both instances alike; which one gets the big partition
     # first is the assignor's choice.
+    group = f"restore-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient(kafka.client())
+    stalls = {"first": StallFirstProduce(), "second": StallFirstProduce()}
     try:
         with ExitStack() as first_stack, ExitStack() as second_stack:
-            first = first_stack.enter_context(
-                running_processor(
-                    config, instance_id="first", commit_interval_s=2.0, batch_size=100_000
+            first, second = (
+                stack.enter_context(
+                    running_processor(
+                        config,
+                        stalls[name],
+                        instance_id=name,
+                        group_id=group,
+                        commit_interval_s=2.0,
+                        batch_size=100_000,
+                    )
                 )
-            )
-            second = second_stack.enter_context(
-                running_processor(
-                    config, instance_id="second", commit_interval_s=2.0, batch_size=100_000
-                )
+                for stack, name in ((first_stack, "first"), (second_stack, "second"))
             )
             wait_until(
                 lambda: owned(first) and owned(second) and len(owned(first) | owned(second)) == 3,
@@ -219,8 +233,19 @@ def test_a_partition_of_a_million_events_assigned_mid_batch_is_restored_after_a_
                     timeout=60,
                     what="the receiver to work on the load",
                 )
+                stall = stalls[receiver.settings.instance_id]
+                stall.armed.set()
+                wait_until(stall.paused.is_set, timeout=60, what="the receiver to stall")
                 mark = len(logs.records)
                 leave.close()  # stops it: it commits, leaves the group
+                # The group's rebalance, bounded as the processor's Kafka calls are.
+                wait_until(
+                    lambda: _assigned(admin, group, topics.commands, BIG),
+                    timeout=KAFKA_TIMEOUT_S,
+                    interval=0.2,
+                    what="the group to give the big partition to the receiver",
+                )
+                stall.resume.set()  # the batch goes on; the assignment comes in it
                 wait_until(
                     lambda: BIG in owned(receiver), timeout=120, what="the big partition moved"
                 )
@@ -260,6 +285,8 @@ def test_a_partition_of_a_million_events_assigned_mid_batch_is_restored_after_a_
             f"committing {[getattr(r, 'commands', None) for r in committed_first]} commands; "
             f"{len(sent):,} Appends answered; aborted transactions {aborted}"
         )
+    assert stall.injected == 1, f"{stall.injected} stalls, not one"
+    assert committed_first, "the big partition was not assigned mid-batch"
     assert big_events == BIG_WORKFLOWS * BIG_EVENTS_EACH
     assert restored >= big_events, "the receiver did not restore the big partition"
     assert held >= BIG_WORKFLOWS + len(load)
@@ -275,10 +302,17 @@ def test_a_partition_of_a_million_events_assigned_mid_batch_is_restored_after_a_
         assert all(b.parent == a.event_id for a, b in itertools.pairwise(events))
         paths = [e.payload.path for e in events if isinstance(e.payload, DuUpdated)]
         assert len(paths) >= LOAD_APPENDS and paths == [f"p{i}" for i in range(len(paths))], wf
-    if not committed_first:
-        # Not fenced, nothing lost (asserted above), but this run's assignment came
-        # between two transactions: the commit-first path was not taken.
-        pytest.skip("the big partition was assigned between transactions this time")
+
+
+def _assigned(admin: AdminClient, group: str, topic: str, partition: int) -> bool:
+    """Whether the group's coordinator has given `topic` [`partition`] to a member."""
+    [future] = admin.describe_consumer_groups([group], request_timeout=10).values()
+    wanted = TopicPartition(topic, partition)
+    return any(
+        (tp.topic, tp.partition) == (wanted.topic, wanted.partition)
+        for member in future.result(10).members
+        for tp in member.assignment.topic_partitions
+    )
 
 
 def _handled(processors: tuple[Processor, ...]) -> float:

@@ -36,6 +36,7 @@ from duroot_stream.processor.kafka_clients import TRANSACTION_TIMEOUT_MS
 from tests.kafka_helpers import wait_until
 
 CLI = str(Path(sys.executable).with_name("duroot-stream"))
+ROOT = Path(__file__).resolve().parents[2]  # where `tests` is a package
 TXN_TIMEOUT_X = "transaction.timeout.ms="
 TERM_TIMEOUT_S = 90.0  # above the processor's own hung-call exit (60 s)
 # Exit 0 after SIGTERM; or killed by it when it came before the handler was installed
@@ -45,13 +46,16 @@ CLEAN_EXITS = (0, -signal.SIGTERM)
 
 @dataclass
 class ProcessorProcess:
-    """One `duroot-stream processor --instance-id ID` process, restartable."""
+    """One `duroot-stream processor --instance-id ID` process, restartable. With
+    `fault` (its options), the processor runs with that test fault
+    (tests/reliability/faulty_processor.py)."""
 
     instance_id: str
     bootstrap: str
     topic_prefix: str
     log_dir: Path
     extra_args: tuple[str, ...] = ()
+    fault: tuple[str, ...] = ()
     process: subprocess.Popen[bytes] | None = None
     starts: int = 0
     expected_exit: bool = False  # we killed or stopped it (reset by start)
@@ -68,9 +72,14 @@ class ProcessorProcess:
             self._log = open(self.log_path, "ab")  # noqa: SIM115 (closed in close())
         self._log.write(f"--- start {self.starts + 1} at {time.strftime('%X')}\n".encode())
         self._log.flush()
+        launcher = (
+            [sys.executable, "-m", "tests.reliability.faulty_processor", *self.fault, "--"]
+            if self.fault
+            else [CLI]
+        )
         self.process = subprocess.Popen(
             [
-                CLI,
+                *launcher,
                 "processor",
                 "--instance-id",
                 self.instance_id,
@@ -82,6 +91,7 @@ class ProcessorProcess:
             ],
             stdin=subprocess.DEVNULL,
             env={**os.environ, "PYTHONFAULTHANDLER": "1"},  # stacks on SIGABRT (a hang)
+            cwd=ROOT,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # our signals only, never the terminal's

@@ -1,7 +1,8 @@
 """Zombies under load: at each fault point (a share of the load answered) instance z
 stalls between `send_offsets_to_transaction` and `commit_transaction` (the file-steered
-`stall_hook`), its consumer leaves the group once `max.poll.interval.ms` has passed
-(librdkafka does so for a stalled application), the group gives its partitions to h,
+`FileStall` of tests/reliability/faulty_processor.py), its consumer leaves the group
+once `max.poll.interval.ms` has passed (librdkafka does so for a stalled
+application), the group gives its partitions to h,
 and once h has begun restoring them (or waits for z's transaction) z resumes and
 commits late (KIP-447 does not fence EndTxn; z's transaction may live 60 s). Nothing
 lost, nothing duplicated, every chain intact (Kafka Streams' KAFKA-10167).
@@ -19,7 +20,6 @@ from pathlib import Path
 import pytest
 
 from duroot_stream.config import KafkaConfig
-from duroot_stream.processor.faults import STALL_DIR_ENV
 from tests.kafka_helpers import wait_until
 from tests.reliability.harness import Run, Scale
 from tests.reliability.supervisor import ProcessorProcess, Supervisor, line_since
@@ -49,16 +49,19 @@ def test_zombie_stalls_under_load(
     scale: Scale,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     stall_dir = tmp_path / "stall"
     stall_dir.mkdir()
-    monkeypatch.setenv(STALL_DIR_ENV, str(stall_dir))  # the processes inherit it
     run = Run(reliability_kafka, scale, tmp_path)
     sup = run.supervisor
     k = reliability_kafka
     sup.instances["z"] = ProcessorProcess(
-        "z", k.bootstrap_servers, k.topic_prefix, tmp_path, ZOMBIE_ARGS
+        "z",
+        k.bootstrap_servers,
+        k.topic_prefix,
+        tmp_path,
+        ZOMBIE_ARGS,
+        fault=("--stall-dir", str(stall_dir)),
     )
     arm, stalled, resume = (stall_dir / f"z.{n}" for n in ("arm", "stalled", "resume"))
     takeovers: list[str] = []

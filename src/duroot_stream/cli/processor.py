@@ -4,21 +4,19 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import re
 import socket
-import threading
-import time
 
 from duroot_stream.config import ConfigError
 from duroot_stream.processor import (
     GC_CHUNK_RECORDS,
     HUNG_CALL_S,
+    Faults,
     Processor,
     ProcessorConfigError,
     ProcessorFatal,
     ProcessorSettings,
-    stall_hook,
+    exit_when_hung,
 )
 from duroot_stream.wire import TopicCheckError
 
@@ -86,7 +84,11 @@ def add_commands(sub: Subcommands) -> None:
     parser.set_defaults(handler=cli_main)
 
 
-def cli_main(args: argparse.Namespace) -> int:
+def cli_main(
+    args: argparse.Namespace, faults: Faults | None = None, hung_call_s: float = HUNG_CALL_S
+) -> int:
+    """Run the processor until SIGTERM or SIGINT. `faults` and a shorter `hung_call_s`
+    are for tests (tests/reliability/faulty_processor.py)."""
     settings = ProcessorSettings(
         kafka=kafka_config(args),
         instance_id=args.instance_id,
@@ -100,9 +102,8 @@ def cli_main(args: argparse.Namespace) -> int:
         restore_wait_s=args.restore_wait,
         metrics_port=args.metrics_port,
         reply_topics=_pattern(args.reply_topics),
-        pause_before_commit=stall_hook(args.instance_id),
     )
-    processor = Processor(settings)
+    processor = Processor(settings, faults=faults)
 
     def failed() -> str | None:
         if processor.failed:
@@ -121,20 +122,7 @@ def cli_main(args: argparse.Namespace) -> int:
         processor.stop,
         probes(settings.kafka, failed, ready),
     )
-
-    def watchdog() -> None:
-        while True:
-            time.sleep(5)
-            hung = processor.hung_call(HUNG_CALL_S)
-            if hung is not None:
-                log.error(
-                    "processor stopped: Kafka call %s has not returned for %.0f s, past its "
-                    "timeout; exiting so that a restart recovers",
-                    *hung,
-                )
-                os._exit(1)
-
-    threading.Thread(target=watchdog, name="watchdog", daemon=True).start()
+    exit_when_hung(processor.hung_call, hung_call_s)
     try:
         processor.run()
     except ProcessorConfigError as exc:

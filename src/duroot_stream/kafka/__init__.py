@@ -2,6 +2,7 @@
 
 from .clients import (
     METADATA_TIMEOUT_S,
+    ConsumedRecord,
     Headers,
     header,
     header_bytes,
@@ -17,6 +18,7 @@ from .triage import Triage, kafka_error, polled, triage
 
 __all__ = [
     "METADATA_TIMEOUT_S",
+    "ConsumedRecord",
     "Headers",
     "Triage",
     "header",

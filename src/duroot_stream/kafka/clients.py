@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any
+from typing import Any, Protocol
 
-from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from duroot_stream.config import ConfigError, KafkaConfig
 
@@ -17,6 +17,21 @@ METADATA_TIMEOUT_S = 10.0
 RETRY_WAIT_S = 0.1
 
 Headers = list[tuple[str, bytes | None]]
+# A record's headers as confluent-kafka gives them: a list of pairs (or a dict).
+RawHeaders = dict[str, str | bytes | None] | list[tuple[str, str | bytes | None]]
+
+
+class ConsumedRecord(Protocol):
+    """A consumed record as its readers here use it: confluent-kafka's `Message`, or a
+    record a test makes without a broker."""
+
+    def topic(self) -> str | None: ...
+    def partition(self) -> int | None: ...
+    def offset(self) -> int | None: ...
+    def key(self) -> bytes | None: ...
+    def value(self) -> bytes | None: ...
+    def headers(self) -> RawHeaders | None: ...
+    def error(self) -> object | None: ...
 
 
 def new_producer(config: KafkaConfig, **settings: Any) -> Producer:
@@ -45,7 +60,7 @@ def new_reader(config: KafkaConfig, **settings: Any) -> Consumer:
     return new_consumer(config, **{**base, **settings})
 
 
-def headers(message: Message) -> Headers:
+def headers(message: ConsumedRecord) -> Headers:
     """A record's headers as a list of (name, value), in order, duplicates kept."""
     raw = message.headers()
     if raw is None:
@@ -54,7 +69,7 @@ def headers(message: Message) -> Headers:
     return [(k, v.encode() if isinstance(v, str) else v) for k, v in items]
 
 
-def position(message: Message) -> tuple[int, int]:
+def position(message: ConsumedRecord) -> tuple[int, int]:
     """Partition and offset of a consumed record (always set for those)."""
     partition, offset = message.partition(), message.offset()
     if partition is None or offset is None:
@@ -62,7 +77,7 @@ def position(message: Message) -> tuple[int, int]:
     return partition, offset
 
 
-def header_bytes(message: Message, name: str) -> bytes | None:
+def header_bytes(message: ConsumedRecord, name: str) -> bytes | None:
     """The last value of header `name`, or None."""
     found: bytes | None = None
     for key, value in headers(message):
@@ -71,7 +86,7 @@ def header_bytes(message: Message, name: str) -> bytes | None:
     return found
 
 
-def header(message: Message, name: str) -> str | None:
+def header(message: ConsumedRecord, name: str) -> str | None:
     """The last value of header `name` as text (invalid UTF-8 replaced), or None."""
     found = header_bytes(message, name)
     return None if found is None else found.decode("utf-8", "replace")

@@ -1,17 +1,18 @@
 """The command processor: consume a command, decide, emit events, index updates and
 a reply, exactly once, in one Kafka transaction."""
 
-from .faults import PROTECTED_SETTINGS, ProcessorConfigError, stall_hook
+from .faults import PROTECTED_SETTINGS, ProcessorConfigError, ProcessorFatal
 from .kafka_clients import RETRY_BACKOFF_MAX_MS, RETRY_BACKOFF_MS
 from .loop import CONSUME_CHUNK, IDLE_POLL_S, Processor
+from .port import Faults
 from .restore import RESTORE_BATCH, RESTORE_CONSUMER, restore_partitions
 from .settings import (
     GC_CHUNK_RECORDS,
     HUNG_CALL_S,
     MAX_COMMAND_BYTES,
-    ProcessorFatal,
     ProcessorSettings,
 )
+from .watchdog import exit_when_hung
 
 __all__ = [
     "CONSUME_CHUNK",
@@ -24,10 +25,11 @@ __all__ = [
     "RESTORE_CONSUMER",
     "RETRY_BACKOFF_MAX_MS",
     "RETRY_BACKOFF_MS",
+    "Faults",
     "Processor",
     "ProcessorConfigError",
     "ProcessorFatal",
     "ProcessorSettings",
+    "exit_when_hung",
     "restore_partitions",
-    "stall_hook",
 ]

@@ -14,7 +14,7 @@ alone makes more than the bound is a chunk of its own.
 Each workflow is looked at again when its turn comes (a command may have changed
 it meanwhile, or its partition gone). A chunk sends offsets even without commands of
 its own (`_fence`), so that a zombie's cannot commit. An aborted chunk
-(`Transaction.gc_aborted`) starts the pass again at once, from the states the abort
+(`Batches.gc_aborted`) starts the pass again at once, from the states the abort
 restored; GC commands are counted when their transaction commits.
 """
 
@@ -23,16 +23,15 @@ from __future__ import annotations
 import logging
 import time
 
-from confluent_kafka import TopicPartition
-
 from duroot_stream.domain import NO_VC, Command, expiry_command, expiry_records
 from duroot_stream.ids import new_ulid, now_ms
 from duroot_stream.metrics import ProcessorMetrics
 
+from .batch import Batches
 from .engine import CommandHandler
-from .faults import RecordRefused
-from .kafka_transaction import AbortNeeded, Transaction
-from .settings import ProcessorFatal, ProcessorSettings
+from .faults import AbortNeeded, ProcessorFatal, RecordRefused
+from .port import TransactionPort
+from .settings import ProcessorSettings
 from .workflows import Workflows
 
 log = logging.getLogger("duroot.processor")
@@ -42,15 +41,15 @@ class Collector:
     def __init__(
         self,
         settings: ProcessorSettings,
-        txn: Transaction,
+        batches: Batches,
+        port: TransactionPort,
         workflows: Workflows,
         handler: CommandHandler,
         metrics: ProcessorMetrics,
-        commands_topic: str,
     ) -> None:
         self._settings = settings
-        self._commands_topic = commands_topic
-        self._txn = txn
+        self._batches = batches
+        self._port = port
         self._workflows = workflows
         self._handler = handler
         self._metrics = metrics
@@ -59,13 +58,13 @@ class Collector:
 
     def due(self) -> bool:
         """A pass is due, under way, or to be redone (its last chunk aborted)."""
-        return bool(self._due) or self._txn.gc_aborted or time.monotonic() >= self._next_pass
+        return bool(self._due) or self._batches.gc_aborted or time.monotonic() >= self._next_pass
 
     def collect(self) -> None:
         """Start a pass if one is due, then issue the next chunk of its commands."""
-        txn, settings = self._txn, self._settings
-        if txn.gc_aborted or (not self._due and time.monotonic() >= self._next_pass):
-            txn.gc_aborted = False
+        batches, settings = self._batches, self._settings
+        if batches.gc_aborted or (not self._due and time.monotonic() >= self._next_pass):
+            batches.gc_aborted = False
             self._next_pass = time.monotonic() + settings.gc_interval_s
             self._due = self._expired()
         now = now_ms()
@@ -84,7 +83,7 @@ class Collector:
             if commands and records + expiry_records(state, body) > settings.gc_chunk_records:
                 break  # the next transaction's
             self._due.pop()
-            batch = txn.begin()
+            batch = batches.begin()
             batch.gc = True
             command = Command(new_ulid(), workflow_id, NO_VC, now, body)
             produced = batch.produced
@@ -103,7 +102,7 @@ class Collector:
             records += batch.produced - produced
             commands += 1
             partitions.add(partition)
-            txn.count(self._metrics.gc_commands, type(body).__name__)
+            batches.count(self._metrics.gc_commands, type(body).__name__)
             log.info(
                 "garbage collection",
                 extra={
@@ -127,13 +126,10 @@ class Collector:
         after its partitions moved on. It sends the positions of its partitions instead
         (what is committed already: every consumed command is in a transaction that
         commits, or aborts and rewinds), so the group generation is checked."""
-        batch = self._txn.batch
+        batch = self._batches.batch
         if batch.next_offsets:  # commands consumed: their offsets are sent
             return
-        wanted = [TopicPartition(self._commands_topic, p) for p in sorted(partitions)]
-        for tp in self._txn.consumer.position(wanted):
-            if tp.error is None and tp.offset >= 0:  # nothing consumed yet: unknown
-                batch.next_offsets[tp.partition] = tp.offset
+        batch.next_offsets.update(self._port.positions(partitions))
 
     def _expired(self) -> list[tuple[int, str]]:
         """The workflows due for expiry or deletion now, in the order they are issued

@@ -1,13 +1,14 @@
 """One command in, its records out: decode, checks, decide, then the workflow events,
 index events and tombstones, and the reply (or the dead letter), all produced into
-the open transaction.
+the open transaction (`batch.Batches`, through the port: no Kafka client here).
 
 Whatever goes wrong with one record ends with it, never the loop: a record that
-cannot be applied is dead-lettered with its reason (`DeadLetterReason`) and
-answered where a route can be found. Its records are all encoded before the first
-is produced, so a failure (an encoder raising, `decide` raising: a bug) leaves
-nothing behind; should Kafka refuse one of them once others are produced, the
-transaction is aborted and redone with that command dead-lettered.
+cannot be applied is dead-lettered with its reason (`DeadLetterReason`), and its
+command refused (a `Rejected`, MALFORMED) where a route can be found. Its records
+are all encoded before the first is produced, so a failure (an encoder raising,
+`decide` raising: a bug) leaves nothing behind; should Kafka refuse one of them once
+others are produced, the transaction is aborted and redone with that command
+dead-lettered.
 """
 
 from __future__ import annotations
@@ -15,14 +16,16 @@ from __future__ import annotations
 import gc
 import logging
 import traceback
-
-from confluent_kafka import Message
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from duroot_stream import tracing
 from duroot_stream.domain import (
     Accepted,
     Command,
+    Decision,
     ErrorCode,
+    IdSource,
     Rejected,
     Reply,
     WorkflowState,
@@ -31,7 +34,7 @@ from duroot_stream.domain import (
     reply_for,
 )
 from duroot_stream.ids import MonotonicUlids
-from duroot_stream.kafka import Headers, headers, position
+from duroot_stream.kafka import ConsumedRecord, Headers, headers, position
 from duroot_stream.metrics import ProcessorMetrics
 from duroot_stream.wire import (
     Codec,
@@ -48,38 +51,44 @@ from duroot_stream.wire import (
     trace_carrier,
 )
 
-from .faults import RecordRefused, check_consumer_error
-from .kafka_transaction import AbortNeeded, Transaction
+from .batch import Batches, Record
+from .faults import AbortNeeded, ProcessorFatal, RecordRefused
 from .routes import ReplyRoutes, Route
-from .settings import DEAD_LETTER_MAX_BYTES, MAX_COMMAND_BYTES, ProcessorFatal, ProcessorSettings
+from .settings import DEAD_LETTER_MAX_BYTES, MAX_COMMAND_BYTES
 from .workflows import Workflows
 
 log = logging.getLogger("duroot.processor")
 
-# (topic, partition, key, value, headers): one record to produce
-Record = tuple[str, int, bytes | None, bytes | None, Headers | None]
+Decide = Callable[[WorkflowState, Command, IdSource], Decision]
 
 
-class Rejection(Exception):
-    """This record cannot be applied: dead-letter it with `reason`."""
+class _Refused(Exception):
+    """This record cannot be applied: its command is refused (`rejected`) and the
+    record dead-lettered with `reason`."""
 
-    def __init__(self, reason: DeadLetterReason, error: str) -> None:
-        super().__init__(error)
+    def __init__(self, reason: DeadLetterReason, message: str) -> None:
+        super().__init__(message)
         self.reason = reason
+        self.rejected = Rejected(ErrorCode.MALFORMED, message)
 
 
 class CommandHandler:
+    """Commands into the open batch. `routes` says where replies go; `decide` is the
+    workflow's (the domain's `decide`; a test may give one that fails)."""
+
     def __init__(
         self,
-        txn: Transaction,
+        batches: Batches,
         workflows: Workflows,
         codec: Codec,
         topics: Topics,
         partition_counts: dict[str, int],
         metrics: ProcessorMetrics,
-        settings: ProcessorSettings,
+        routes: ReplyRoutes,
+        group: str,
+        decide: Decide = decide,
     ) -> None:
-        self._txn = txn
+        self._batches = batches
         self._workflows = workflows
         self._codec = codec
         self._metrics = metrics
@@ -89,30 +98,44 @@ class CommandHandler:
         self._replies_topic, self._dlq_topic = topics.replies, topics.dlq
         self._commands_partitions = partition_counts[topics.commands]
         self._index_partitions = partition_counts[topics.index]
-        self.routes = ReplyRoutes(
-            txn.consumer, topics, settings.reply_topics, partition_counts, metrics, txn.count
-        )
-        self._fail_decide_for = settings.fail_decide_for
-        self._group = settings.group_id
+        self.routes = routes
+        self._decide = decide
+        self._group = group
         self._recording = False  # tracing.recording(), checked once per transaction
         # (partition, offset) -> why: commands whose records Kafka refused part-way;
         # the redone transaction dead-letters them. Small: one entry per such command.
-        self.poisoned: dict[tuple[int, int], Rejection] = {}
+        self.poisoned: dict[tuple[int, int], _Refused] = {}
         self._tracebacks: set[tuple[str, str, int | None]] = set()
 
-    def handle(self, message: Message) -> None:
-        """A consumed record: its command applied, or dead-lettered, in the record's
-        trace context (`tracing.processing`); never raises for it."""
-        error = message.error()
-        if error is not None:
-            if error.fatal():
-                raise ProcessorFatal(f"consumer error: {error}")
-            check_consumer_error(error)  # raises for errors that will not go away
-            log.warning("consumer error", extra={"error": str(error)})
-            return
-        if not self._txn.open:  # once per transaction: is an OpenTelemetry SDK set up?
+    def handle_all(
+        self, messages: Sequence[ConsumedRecord], on_error: Callable[[Any], None]
+    ) -> None:
+        """Handle consumed records in order; `on_error` gets a consumer error that
+        comes in place of one. Should the transaction need an abort on the way
+        (`AbortNeeded`), the records after the one it came with were consumed but not
+        handled: their partitions are rewound with the batch's, so they come again."""
+        handle = self.handle
+        try:
+            for message in messages:
+                error = message.error()
+                if error is None:
+                    handle(message)  # in its trace context
+                else:
+                    on_error(error)
+        except AbortNeeded:
+            first = self._batches.batch.first_offsets
+            for message in messages:
+                partition, offset = message.partition(), message.offset()
+                if partition is not None and offset is not None and message.error() is None:
+                    first.setdefault(partition, offset)  # the earliest, per partition
+            raise
+
+    def handle(self, message: ConsumedRecord) -> None:
+        """A consumed record (not an error): its command applied, or dead-lettered, in
+        the record's trace context (`tracing.processing`); never raises for it."""
+        if not self._batches.open:  # once per transaction: is an OpenTelemetry SDK set up?
             self._recording = tracing.recording()
-        batch = self._txn.begin()
+        batch = self._batches.begin()
         partition, offset = position(message)
         batch.first_offsets.setdefault(partition, offset)
         batch.next_offsets[partition] = offset + 1
@@ -123,7 +146,7 @@ class CommandHandler:
             route = self.routes.rejected(
                 RouteError(f"headers not readable: {exc}", None), partition, offset, "(unreadable)"
             )
-            self._dead_letter(message, [], route, Rejection(DeadLetterReason.BAD_HEADERS, str(exc)))
+            self._dead_letter(message, [], route, _Refused(DeadLetterReason.BAD_HEADERS, str(exc)))
             return
         carrier = trace_carrier(record_headers)
         # The cyclic garbage collector waits until the command is handled: an Append
@@ -142,9 +165,9 @@ class CommandHandler:
                 gc.enable()
 
     def _handle(
-        self, message: Message, record_headers: Headers, partition: int, offset: int
+        self, message: ConsumedRecord, record_headers: Headers, partition: int, offset: int
     ) -> None:
-        batch = self._txn.batch
+        batch = self._batches.batch
         route = self.routes.route(record_headers, partition, offset)
         produced = batch.produced
         try:
@@ -155,25 +178,25 @@ class CommandHandler:
         except (AbortNeeded, ProcessorFatal):
             raise
         except Exception as exc:
-            rejection = exc if isinstance(exc, Rejection) else self._internal_error(exc)
+            refused = exc if isinstance(exc, _Refused) else self._internal_error(exc)
             if batch.produced != produced:  # some of its records are in the transaction
-                self.poisoned[(partition, offset)] = rejection
+                self.poisoned[(partition, offset)] = refused
                 raise AbortNeeded(
-                    f"command at {partition}/{offset} failed part-way: {rejection}"
+                    f"command at {partition}/{offset} failed part-way: {refused}"
                 ) from None
-            self._dead_letter(message, record_headers, route, rejection)
+            self._dead_letter(message, record_headers, route, refused)
 
-    def _apply_record(self, message: Message, partition: int, route: Route) -> None:
+    def _apply_record(self, message: ConsumedRecord, partition: int, route: Route) -> None:
         value = message.value() or b""
         if len(value) > MAX_COMMAND_BYTES:
-            raise Rejection(
+            raise _Refused(
                 DeadLetterReason.TOO_LARGE,
                 f"command of {len(value)} bytes, more than {MAX_COMMAND_BYTES}",
             )
         try:
             command = self._codec.decode_command(value)
         except CodecError as exc:
-            raise Rejection(DeadLetterReason.UNDECODABLE, str(exc)) from None
+            raise _Refused(DeadLetterReason.UNDECODABLE, str(exc)) from None
         workflows = self._workflows.of(partition)
         # A workflow with state here was routed here before; murmur2 (pure Python,
         # ~10 us) only for the others.
@@ -183,8 +206,10 @@ class CommandHandler:
             else partition_for(command.workflow_id, self._commands_partitions)
         )
         if expected != partition:
-            self._txn.batch.misrouted = True  # checked at commit: did the partition count change?
-            raise Rejection(
+            self._batches.batch.misrouted = (
+                True  # checked at commit: did the partition count change?
+            )
+            raise _Refused(
                 DeadLetterReason.MISROUTED,
                 f"command for workflow {command.workflow_id} arrived on partition {partition}, "
                 f"but murmur2 partitioning puts it on {expected}: produce with the workflow id "
@@ -192,12 +217,12 @@ class CommandHandler:
             )
         key = message.key()
         if key != command.workflow_id.encode():
-            raise Rejection(
+            raise _Refused(
                 DeadLetterReason.BAD_KEY,
                 f"record key {_show(key)} is not the command's workflow id {command.workflow_id}",
             )
         self.apply(partition, workflows, command, route)
-        self._txn.batch.issued_at.append(command.issued_at)
+        self._batches.batch.issued_at.append(command.issued_at)
 
     def apply(
         self,
@@ -211,20 +236,19 @@ class CommandHandler:
         the first record is produced."""
         old = workflows.get(command.workflow_id)
         state = old or initial_state(command.workflow_id)
-        if command.command_id in self._fail_decide_for:
-            raise RuntimeError(f"decide failed for command {command.command_id} (test hook)")
-        decision = decide(state, command, self._new_id)
+        decision = self._decide(state, command, self._new_id)
         reply = reply_for(command, decision)
         command_type = type(command.body).__name__
         records: list[Record] = []
         if isinstance(decision, Accepted) and not decision.duplicate:
             records = self._effects(partition, decision)
         encoded_reply = None if route is None else self._codec.encode_reply(reply, validate=False)
-        for record in records:
-            self._txn.produce(*record)
+        batches = self._batches
+        if records:
+            batches.produce(records)
         if route is not None and encoded_reply is not None:
             self._send_reply(route, command.command_id.encode(), encoded_reply)
-        count = self._txn.count
+        count = batches.count
         match decision:
             case Rejected(code=code):
                 count(self._metrics.commands, command_type, code.value.lower())
@@ -233,7 +257,7 @@ class CommandHandler:
             case Accepted():
                 count(self._metrics.commands, command_type, "ok")
                 self._count_effects(decision)
-                self._txn.batch.undo.setdefault((partition, command.workflow_id), old)
+                batches.batch.undo.setdefault((partition, command.workflow_id), old)
                 self._workflows.replace(workflows, old, decision.state)
         return reply
 
@@ -269,7 +293,7 @@ class CommandHandler:
         return records
 
     def _count_effects(self, decision: Accepted) -> None:
-        count, metrics = self._txn.count, self._metrics
+        count, metrics = self._batches.count, self._metrics
         by_type: dict[str, int] = {}  # an Append's events are one type: counted once
         for event in decision.events:
             name = type(event.payload).__name__
@@ -287,8 +311,9 @@ class CommandHandler:
 
     def _send_reply(self, route: Route, key: bytes | None, value: bytes) -> None:
         """Produce a reply; one Kafka refuses at its route goes to the replies topic."""
+        produce = self._batches.produce_one
         try:
-            self._txn.produce(route.topic, route.partition, key, value, route.headers())
+            produce(route.topic, route.partition, key, value, route.headers())
         except RecordRefused as exc:
             if route.error is not None:  # already the default route: not ours to fix
                 raise
@@ -298,9 +323,9 @@ class CommandHandler:
                 RouteProblem.UNDELIVERABLE,
             )
             default = self.routes.rejected(problem, -1, -1, route.topic)
-            self._txn.produce(default.topic, default.partition, key, value, default.headers())
+            produce(default.topic, default.partition, key, value, default.headers())
 
-    def _internal_error(self, exc: Exception) -> Rejection:
+    def _internal_error(self, exc: Exception) -> _Refused:
         """A bug met by one record: its traceback logged once per place, reason internal-error."""
         frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
         where = (
@@ -311,14 +336,15 @@ class CommandHandler:
         if where not in self._tracebacks:
             self._tracebacks.add(where)
             log.error("internal error on a command (dead-lettered)", exc_info=exc)
-        return Rejection(DeadLetterReason.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
+        return _Refused(DeadLetterReason.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
 
     def _dead_letter(
-        self, message: Message, original: Headers, route: Route, rejection: Rejection
+        self, message: ConsumedRecord, original: Headers, route: Route, refused: _Refused
     ) -> None:
-        """Keep the record in the dead-letter topic; answer MALFORMED (or INTERNAL) at `route`."""
+        """Keep the record in the dead-letter topic; answer its refusal at `route`."""
         partition, offset = position(message)
-        reason, error = rejection.reason, str(rejection)
+        reason, rejected = refused.reason, refused.rejected
+        error = rejected.message
         log.warning(
             "command dead-lettered",
             extra={
@@ -341,11 +367,12 @@ class CommandHandler:
             key = key[:1024] if key else key
             room = max(0, DEAD_LETTER_MAX_BYTES - _size(key, None, added))
             value = value[:room] if value else value
-        self._txn.produce(self._dlq_topic, 0, key, value, [*kept, *added])
-        self._txn.count(self._metrics.dead_letters, reason.value)
-        self._txn.count(self._metrics.commands, "unknown", "malformed")
+        batches = self._batches
+        batches.produce_one(self._dlq_topic, 0, key, value, [*kept, *added])
+        batches.count(self._metrics.dead_letters, reason.value)
+        batches.count(self._metrics.commands, "unknown", "malformed")
         if route.awaited:  # someone waits for an answer (the command id is not known)
-            reply = Reply(None, None, False, None, ErrorCode.MALFORMED, error[:1000])
+            reply = Reply(None, None, False, None, rejected.code, error[:1000])
             self._send_reply(route, None, self._codec.encode_reply(reply, validate=False))
 
 

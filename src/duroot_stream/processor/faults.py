@@ -1,25 +1,15 @@
-"""What the processor refuses and how it says it: settings that would break
-exactly-once, Kafka errors that are one record's and not the client's, errors about
-the configuration that retrying never fixes, and what a fatal error means."""
+"""The processor's errors, what it refuses and how it says it: settings that would
+break exactly-once, Kafka errors that are one record's and not the client's, errors
+about the configuration that retrying never fixes, and what a fatal error means."""
 
 from __future__ import annotations
 
-import os
-import time
-from collections.abc import Callable, Mapping
-from pathlib import Path
+from collections.abc import Mapping
 
 from confluent_kafka import KafkaError, KafkaException
 
 from duroot_stream.config import ConfigError
 from duroot_stream.kafka import kafka_error
-
-from .settings import ProcessorFatal
-
-# Test fault for processes (the reliability suite): a stall between
-# send_offsets_to_transaction and commit_transaction, steered by files (`stall_hook`).
-STALL_DIR_ENV = "DUROOT_FAULT_STALL_DIR"
-STALL_MAX_S = 600.0
 
 # librdkafka settings the processor's guarantees rest on, and why: a `-X` override
 # of any of them is refused (the README lists them).
@@ -76,8 +66,17 @@ FENCED_ERRORS = frozenset(
 )
 
 
+class ProcessorFatal(RuntimeError):
+    """The processor cannot go on (fenced by a newer instance, fatal Kafka error)."""
+
+
 class ProcessorConfigError(ProcessorFatal):
     """The broker refuses the processor's configuration: fix it, then start again."""
+
+
+class AbortNeeded(Exception):
+    """The open transaction cannot commit (Kafka says abort, or a command failed
+    part-way): abort it, undo its changes, consume its commands again."""
 
 
 class RecordRefused(Exception):
@@ -141,28 +140,3 @@ def fatal_message(what: str, exc: KafkaException, error: KafkaError | None, caus
     else:
         meaning = "Kafka reported an error this client cannot recover from"
     return f"{what} failed: {shown}{cause}; this instance stops: {meaning}"
-
-
-def stall_hook(instance_id: str, env: Mapping[str, str] = os.environ) -> Callable[[], None] | None:
-    """With `$DUROOT_FAULT_STALL_DIR` set (tests only), a `pause_before_commit` hook:
-    when `<dir>/<instance>.arm` exists, the next commit removes it, creates
-    `<instance>.stalled` and stalls until `<instance>.resume` appears (a zombie, as
-    `tests/reliability/test_zombie_stall.py` makes one), then removes both."""
-    directory = env.get(STALL_DIR_ENV)
-    if not directory:
-        return None
-    base = Path(directory)
-    arm, stalled, resume = (base / f"{instance_id}.{n}" for n in ("arm", "stalled", "resume"))
-
-    def stall() -> None:
-        if not arm.exists():
-            return
-        arm.unlink()
-        stalled.touch()
-        deadline = time.monotonic() + STALL_MAX_S
-        while not resume.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        resume.unlink(missing_ok=True)
-        stalled.unlink()
-
-    return stall

@@ -7,8 +7,8 @@ outlives `transaction.timeout.ms` on its next abort check
 An LSO that has not moved for longer than both together belongs to a transaction
 the coordinator does not know about any more (KIP-664's hanging transaction): it
 blocks every read_committed reader of the partition, restores included, and
-compaction, until an operator aborts it (`duroot-stream transactions
-find-hanging`, then `abort`).
+compaction, until an operator aborts it (`duroot-stream transactions find-hanging`,
+then `duroot-stream transactions abort`).
 
 `HangingMonitor` asks the broker (ListOffsets, read_committed and
 read_uncommitted) every few seconds for the events partitions this instance owns,

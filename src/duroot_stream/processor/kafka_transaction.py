@@ -1,10 +1,11 @@
-"""The open Kafka transaction: begin, produce, commit, abort (and undo), retry, triage.
+"""The Kafka adapter of the engine's port (`port.TransactionPort`): begin, produce,
+commit, abort, rewind, with retries, producer renewal and the error triage.
 
 `Transaction` owns the processor's two clients, made when it is constructed:
 the transactional producer, and the consumer whose offsets each transaction
 commits. Kafka errors are sorted by `kafka.triage`, in one place here
 (`Transaction.triage`): RETRY → the same call again; ABORT → `AbortNeeded`,
-which makes the caller abort, rewind the consumer and undo the state changes;
+which makes the engine abort, rewind the consumer and undo the state changes;
 FATAL → `ProcessorFatal`.
 
 A transactional call that times out, or blocks past its timeout (after a broker
@@ -18,34 +19,30 @@ saw every broker go away is renewed at the next commit rather than tried.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
 from typing import TypeVar, cast
 
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
-from prometheus_client import Counter
 
-from duroot_stream.domain import WorkflowState
 from duroot_stream.kafka import Triage, kafka_error, triage
-from duroot_stream.metrics import ProcessorMetrics
-from duroot_stream.tracing import carried
-from duroot_stream.wire import Topics
 
 from .faults import (
     CONFIG_ERRORS,
+    AbortNeeded,
     ProcessorConfigError,
+    ProcessorFatal,
     fatal_message,
     record_refused,
     transaction_failed,
 )
-from .hanging import ABORT_CHECK_INTERVAL_S, HangingMonitor
-from .kafka_clients import TRANSACTION_TIMEOUT_MS, command_consumer, transactional_producer
-from .settings import KAFKA_TIMEOUT_S, ProcessorFatal, ProcessorSettings
+from .kafka_clients import command_consumer, transactional_producer
+from .port import CommitTimes, Faults, RecordHeaders
+from .settings import KAFKA_TIMEOUT_S, ProcessorSettings
 from .watchdog import Call, CallTimedOut, CallWatch, Worker
-from .workflows import Workflows
 
 log = logging.getLogger("duroot.processor")
 
@@ -54,76 +51,41 @@ T = TypeVar("T")
 # send_offsets_to_transaction and commit_transaction take milliseconds; one that
 # times out after this long is given up with its producer (see `renew`).
 TXN_CALL_TIMEOUT_S = 6.0
-CALL_GRACE_S = 2.0  # past its own timeout, a call is given up (see calls.py)
+CALL_GRACE_S = 2.0  # past its own timeout, a call is given up (see watchdog.py)
 TIMEOUT_CODES = frozenset({KafkaError._TIMED_OUT, KafkaError.REQUEST_TIMED_OUT})
-
-
-class AbortNeeded(Exception):
-    """A transactional call failed with `txn_requires_abort`."""
 
 
 class _TimedOut(Exception):
     """A transactional call timed out: its outcome is unknown, its producer suspect."""
 
 
-@dataclass
-class Batch:
-    """What the open transaction commits, and what to undo should it abort."""
-
-    started: float = 0.0
-    next_offsets: dict[int, int] = field(default_factory=dict)  # partition -> offset to commit
-    first_offsets: dict[int, int] = field(default_factory=dict)  # partition -> rewind target
-    undo: dict[tuple[int, str], WorkflowState | None] = field(default_factory=dict)
-    commands: int = 0
-    produced: int = 0  # records produced into it
-    issued_at: list[int] = field(default_factory=list)
-    # Metric counts by (metric, labels), added when the transaction commits (so an
-    # aborted and redone batch counts once), one `labels().inc()` per batch.
-    counts: dict[tuple[Counter, tuple[str, ...]], float] = field(default_factory=dict)
-    gc: bool = False  # holds garbage-collection commands
-    misrouted: bool = False  # dead-lettered a command as misrouted
-    # Seconds spent, for the attribution histograms: handling commands (the loop
-    # adds it; produce calls included) and in produce calls alone.
-    handling: float = 0.0
-    producing: float = 0.0
-
-
 class Transaction:
+    """The processor's Kafka clients, one transaction at a time (`TransactionPort`).
+
+    `watch` is told which transactional call runs (for the hung-call exit);
+    `on_statistics` gets the consumer's statistics; `renewed` is called for each
+    producer given up for a new one; `faults` (tests only) steer the client calls."""
+
     def __init__(
         self,
         settings: ProcessorSettings,
         commands_topic: str,
-        metrics: ProcessorMetrics,
-        workflows: Workflows,
         watch: CallWatch,
+        on_statistics: Callable[[str], None],
+        renewed: Callable[[], None],
+        faults: Faults | None = None,
     ) -> None:
         self._commands_topic = commands_topic
-        self._metrics = metrics
-        self._workflows = workflows
         self._watch = watch
-        self._abort_before_commit = settings.abort_before_commit
-        self._pause_before_commit = settings.pause_before_commit
+        self._renewed = renewed
+        self._faults = faults
         self._fatal_cause = ""
-        self.open = False
-        self.batch = Batch()
-        self.failed = False  # set when the processor stops on an error: nothing to commit
-        self.gc_aborted = False  # an aborted batch held GC commands: issue them again now
         self._settings = settings
         self.renewals = 0  # producers given up for a new one (see `renew`)
         self._brokers_lost = False  # the producer has seen every broker go away
         self.producer = self._new_producer()
         self._worker = Worker("txn-calls")
-        self.consumer = command_consumer(settings, metrics.on_statistics)
-        self.monitor = HangingMonitor(
-            settings.kafka,
-            Topics(settings.kafka.topic_prefix).events,
-            # Not consumer.assignment(): from another thread it blocks while the loop
-            # polls. The restored partitions are the owned ones (list() holds the GIL).
-            lambda: sorted(list(workflows.by_partition)),
-            metrics,
-            limit_s=TRANSACTION_TIMEOUT_MS / 1000 + ABORT_CHECK_INTERVAL_S,
-        )
-        self.monitor.start()
+        self.consumer = command_consumer(settings, on_statistics)
 
     def _new_producer(self) -> Producer:
         renewal = self.renewals
@@ -148,18 +110,18 @@ class Transaction:
         old, self.producer = self.producer, self._new_producer()
         self._worker.close()  # a call stuck in it stays behind with the old producer
         self._worker = Worker("txn-calls")
-        self._metrics.producer_renewals.inc()
+        self._renewed()
         # Destroying a client whose requests hang can block: let a thread do it.
         threading.Thread(target=_discard, args=(old,), name="discard-producer", daemon=True).start()
         del old
         self.init()
 
-    def close(self) -> None:
+    def close(self, flush: bool = True) -> None:
+        """Leave the group (on_revoke runs: there is nothing left to commit) and,
+        with `flush`, deliver what the producer holds (a fenced one has nothing)."""
         self._worker.close()
-        self.monitor.stop()
-        # Leaves the group; on_revoke runs and finds nothing to commit.
         self.consumer.close()
-        if not self.failed:  # a fenced producer has nothing left to deliver
+        if flush:
             self.producer.flush(5)
 
     def _on_producer_error(self, error: KafkaError, renewal: int) -> None:
@@ -173,20 +135,10 @@ class Transaction:
         self._brokers_lost = self._brokers_lost or error.code() == KafkaError._ALL_BROKERS_DOWN
         log.warning("producer error", extra={"error": str(error)})
 
-    # --- the transaction ----------------------------------------------------------
+    # --- the port: one transaction ------------------------------------------------
 
-    def begin(self) -> Batch:
-        if not self.open:
-            self.retry("begin_transaction", self.producer.begin_transaction)
-            self.open = True
-            self.batch = Batch(started=time.monotonic())
-        return self.batch
-
-    def count(self, counter: Counter, *labels: str, amount: float = 1) -> None:
-        """`counter.labels(*labels).inc(amount)` when the open transaction commits."""
-        counts = self.batch.counts
-        key = (counter, labels)
-        counts[key] = counts.get(key, 0) + amount
+    def begin(self) -> None:
+        self.retry("begin_transaction", self.producer.begin_transaction)
 
     def produce(
         self,
@@ -194,17 +146,22 @@ class Transaction:
         partition: int,
         key: bytes | None,
         value: bytes | None,
-        headers: Sequence[tuple[str, bytes | None]] | None,
+        headers: RecordHeaders | None,
     ) -> None:
-        producer = self.producer
+        producer, faults = self.producer, self._faults
         # confluent-kafka's stub wants a list of str-or-bytes values: ours is one.
-        record_headers = cast("list[tuple[str, str | bytes | None]] | None", carried(headers))
-        started = time.perf_counter()
+        record_headers = cast("list[tuple[str, str | bytes | None]] | None", headers)
         while True:
             try:
-                producer.produce(topic, value, key, partition=partition, headers=record_headers)
-                self.batch.produced += 1
-                self.batch.producing += time.perf_counter() - started
+                if faults is None:
+                    producer.produce(topic, value, key, partition=partition, headers=record_headers)
+                else:
+                    faults.call(
+                        "produce",
+                        lambda: producer.produce(
+                            topic, value, key, partition=partition, headers=record_headers
+                        ),
+                    )
                 return
             except BufferError:
                 producer.poll(0.05)  # the local queue is full: let it drain
@@ -220,34 +177,25 @@ class Transaction:
                 self.triage("produce", exc)  # returns only when retriable
                 time.sleep(0.05)
 
-    def commit(self) -> bool:
-        """Commit the open transaction with the consumed offsets; False if it aborted."""
-        if not self.open:
-            return True
-        batch, producer, consumer = self.batch, self.producer, self.consumer
-        offsets = [
-            TopicPartition(self._commands_topic, p, o) for p, o in batch.next_offsets.items()
-        ]
+    def commit(self, offsets: Mapping[int, int]) -> CommitTimes | None:
+        producer, consumer = self.producer, self.consumer
+        consumed = [TopicPartition(self._commands_topic, p, o) for p, o in offsets.items()]
         try:
-            if self._abort_before_commit and self._abort_before_commit():
-                raise AbortNeeded("injected by abort_before_commit")
             producer.poll(0)  # serves error_cb
             if self._brokers_lost:
                 raise _TimedOut("every broker went away during the transaction")
             sending = time.perf_counter()
-            if offsets:
+            if consumed:
                 # Read here, not in the worker: a consumer call from another thread
                 # blocks while this one is inside poll (a rebalance callback commits).
                 group = consumer.consumer_group_metadata()
                 self.retry(
                     "send_offsets_to_transaction",
                     lambda: producer.send_offsets_to_transaction(
-                        offsets, group, TXN_CALL_TIMEOUT_S
+                        consumed, group, TXN_CALL_TIMEOUT_S
                     ),
                     timeouts=False,
                 )
-            if self._pause_before_commit:
-                self._pause_before_commit()
             committing = time.perf_counter()
             try:
                 self.retry(
@@ -256,34 +204,13 @@ class Transaction:
                     timeouts=False,
                 )
             except _TimedOut as exc:
-                if not self._committed_after_renew(str(exc), offsets):
-                    self._undo()
-                    return False
+                if not self._committed_after_renew(str(exc), consumed):
+                    return None
             committed = time.perf_counter()
-        except _TimedOut as exc:  # before the commit: the new producer aborted it
+        except _TimedOut as exc:  # before the commit: the new producer aborts it
             self.renew(str(exc))
-            self._undo()
-            return False
-        except AbortNeeded as exc:
-            self.abort(str(exc))
-            return False
-        self.open = False
-        metrics = self._metrics
-        now = time.time()
-        for (counter, labels), amount in batch.counts.items():
-            counter.labels(*labels).inc(amount)
-        metrics.transactions.labels("committed").inc()
-        metrics.batch_size.observe(batch.commands)
-        metrics.batch_duration.observe(time.monotonic() - batch.started)
-        metrics.decide_duration.observe(max(0.0, batch.handling - batch.producing))
-        metrics.produce_duration.observe(batch.producing)
-        metrics.send_offsets_duration.observe(committing - sending)
-        metrics.commit_duration.observe(committed - committing)
-        observe = metrics.command_latency.observe
-        for issued_at in batch.issued_at:
-            observe(max(0.0, now - issued_at / 1000))
-        self._workflows.publish()
-        return True
+            return None
+        return CommitTimes(committing - sending, committed - committing)
 
     def _committed_after_renew(self, why: str, offsets: list[TopicPartition]) -> bool:
         """After commit_transaction timed out: renew the producer (which ends the
@@ -315,9 +242,7 @@ class Transaction:
         )
 
     def abort(self, why: str) -> None:
-        """Abort the open transaction, rewind the consumer, undo the state changes."""
-        batch, producer = self.batch, self.producer
-        log.warning("aborting transaction", extra={"reason": why, "commands": batch.commands})
+        producer = self.producer
         try:
             self.retry(
                 "abort_transaction",
@@ -328,25 +253,30 @@ class Transaction:
             self.renew(str(exc))  # the new producer's init aborts it
         except AbortNeeded as exc:
             raise ProcessorFatal(f"abort_transaction failed: {exc}") from None
-        self._undo()
 
-    def _undo(self) -> None:
-        """The open transaction is aborted: rewind the consumer, undo the state changes."""
-        batch = self.batch
-        self.open = False
-        self.gc_aborted = self.gc_aborted or batch.gc
-        self._workflows.undo(batch.undo)
+    def rewind(self, offsets: Mapping[int, int]) -> None:
         assignment = {tp.partition for tp in self.consumer.assignment()}
-        for partition, offset in batch.first_offsets.items():
+        for partition, offset in offsets.items():
             if partition in assignment:
                 self.consumer.seek(TopicPartition(self._commands_topic, partition, offset))
-        self._metrics.transactions.labels("aborted").inc()  # its counts are dropped with it
+
+    def positions(self, partitions: Iterable[int]) -> dict[int, int]:
+        wanted = [TopicPartition(self._commands_topic, p) for p in sorted(partitions)]
+        return {
+            tp.partition: tp.offset
+            for tp in self.consumer.position(wanted)
+            if tp.error is None and tp.offset >= 0  # nothing consumed yet: unknown
+        }
 
     # --- calls and errors ----------------------------------------------------------
 
     def retry(self, what: str, call: Callable[[], T], timeouts: bool = True) -> T:
         """Run a transactional call; retriable errors are retried, the rest triaged.
         With `timeouts` False a timeout raises `_TimedOut` instead of a retry."""
+        faults = self._faults
+        if faults is not None:
+            faults.pause(what)
+            call = functools.partial(faults.call, what, call)
         delay = 0.1
         self._watch.call = Call(what, time.monotonic())
         try:

@@ -13,10 +13,12 @@ batch, in one Kafka transaction (`_Loop.run_batch`, its steps numbered so):
    partitions, through the same path, a bounded chunk per transaction;
 4. send the consumed offsets to the transaction and commit it.
 
-Where each runs: this module the loop and the rebalance callbacks,
-`commands.py` one command (step 2), `collector.py` garbage collection (step 3),
-`transaction.py` begin, commit, abort and the error triage, `restore.py` the
-restore on assignment.
+Where each runs: this module the loop and the rebalance callbacks; the engine,
+which reaches Kafka only through the port (`port.py`): `engine.py` one command
+(step 2), `collector.py` garbage collection (step 3), `batch.py` the transaction's
+begin, commit (step 4) and abort with its undo; `kafka_transaction.py` the Kafka
+adapter (transactional calls, retries, the error triage); `restore.py` the restore
+on assignment; `hanging.py` the watch for hanging transactions.
 
 State per owned partition is rebuilt from the compacted event topic when the
 partition is assigned (restore), before any of its commands is handled: after the
@@ -36,18 +38,23 @@ import logging
 import threading
 import time
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from duroot_stream import metrics as metrics_mod
 from duroot_stream.kafka import partition_count
 from duroot_stream.wire import Codec, Topics, start_partition_counts
 
+from .batch import Batches
 from .collector import Collector
 from .engine import CommandHandler
-from .faults import check_overrides
-from .kafka_transaction import AbortNeeded, Transaction
+from .faults import AbortNeeded, ProcessorFatal, check_consumer_error, check_overrides
+from .hanging import ABORT_CHECK_INTERVAL_S, HangingMonitor
+from .kafka_clients import TRANSACTION_TIMEOUT_MS
+from .kafka_transaction import Transaction
+from .port import Faults
 from .restore import restore_assigned
-from .settings import KAFKA_TIMEOUT_S, ProcessorFatal, ProcessorSettings
+from .routes import ReplyRoutes
+from .settings import KAFKA_TIMEOUT_S, ProcessorSettings
 from .watchdog import CallWatch
 from .workflows import Workflows
 
@@ -58,13 +65,17 @@ CONSUME_CHUNK = 500  # commands taken from the fetch queue at a time
 
 
 class Processor:
+    """`faults`: what a test injects into the Kafka client calls (`port.Faults`)."""
+
     def __init__(
         self,
         settings: ProcessorSettings,
         metrics: metrics_mod.ProcessorMetrics | None = None,
+        faults: Faults | None = None,
     ) -> None:
         check_overrides(settings.kafka.overrides)  # ConfigError: exactly-once would break
         self.settings = settings
+        self._faults = faults
         self.metrics = metrics or metrics_mod.ProcessorMetrics()
         self.topics = Topics(settings.kafka.topic_prefix)
         self.codec = Codec(settings.kafka.schema_registry_url)
@@ -80,20 +91,42 @@ class Processor:
 
     def run(self) -> None:
         """Process until `stop()`; raises `ProcessorFatal` when it cannot go on."""
+        settings, metrics, workflows = self.settings, self.metrics, self._workflows
         txn = Transaction(
-            self.settings, self.topics.commands, self.metrics, self._workflows, self._calls
+            settings,
+            self.topics.commands,
+            self._calls,
+            metrics.on_statistics,
+            metrics.producer_renewals.inc,
+            self._faults,
         )
+        monitor = HangingMonitor(
+            settings.kafka,
+            self.topics.events,
+            # Not consumer.assignment(): from another thread it blocks while the loop
+            # polls. The restored partitions are the owned ones (list() holds the GIL).
+            lambda: sorted(list(workflows.by_partition)),
+            metrics,
+            limit_s=TRANSACTION_TIMEOUT_MS / 1000 + ABORT_CHECK_INTERVAL_S,
+        )
+        monitor.start()
+        loop: _Loop | None = None
         try:
-            loop = _Loop(self, txn)
+            loop = _Loop(
+                settings, metrics, self.topics, self.codec, workflows, txn, self.ready, self._stop
+            )
             while not self._stop.is_set():
                 loop.run_batch()
             loop.commit()
         except BaseException:
             # Leave without committing: the open transaction is abandoned.
-            self._failed = txn.failed = True
+            self._failed = True
+            if loop is not None:
+                loop.failed = True
             raise
         finally:
-            txn.close()
+            monitor.stop()
+            txn.close(flush=not self._failed)  # a fenced producer has nothing to deliver
             log.info("processor stopped", extra={"instance": self.settings.instance_id})
 
     def hung_call(self, limit_s: float) -> tuple[str, float] | None:
@@ -115,27 +148,43 @@ class Processor:
     def workflow_count(self) -> int:
         return self._workflows.total()
 
+    def owned_partitions(self) -> set[int]:
+        """The command partitions this instance holds (assigned and restored)."""
+        return set(self._workflows.by_partition)
+
 
 class _Loop:
     """The connected processor: the batch loop and the rebalance callbacks."""
 
-    def __init__(self, processor: Processor, txn: Transaction) -> None:
-        self._settings = settings = processor.settings
-        self._metrics = processor.metrics
-        self._topics = topics = processor.topics
-        self._codec = processor.codec
-        self._stop = processor._stop
-        self._ready = processor.ready
-        self._workflows = processor._workflows
-        self._txn = txn
+    def __init__(
+        self,
+        settings: ProcessorSettings,
+        metrics: metrics_mod.ProcessorMetrics,
+        topics: Topics,
+        codec: Codec,
+        workflows: Workflows,
+        txn: Transaction,
+        ready: threading.Event,
+        stopping: threading.Event,
+    ) -> None:
+        self._settings = settings
+        self._metrics = metrics
+        self._topics = topics
+        self._codec = codec
+        self._stop = stopping
+        self._ready = ready
+        self._workflows = workflows
         self._consumer = txn.consumer
         self._partitions = start_partition_counts(txn.consumer, topics, KAFKA_TIMEOUT_S)
+        self._batches = batches = Batches(txn, workflows, metrics)
+        routes = ReplyRoutes(
+            txn.consumer, topics, settings.reply_topics, self._partitions, metrics, batches.count
+        )
         self._handler = CommandHandler(
-            txn, self._workflows, self._codec, topics, self._partitions, self._metrics, settings
+            batches, workflows, codec, topics, self._partitions, metrics, routes, settings.group_id
         )
-        self._collector = Collector(
-            settings, txn, self._workflows, self._handler, self._metrics, topics.commands
-        )
+        self._collector = Collector(settings, batches, txn, workflows, self._handler, metrics)
+        self.failed = False  # set when the processor stops on an error: nothing to commit
         self._fault: ProcessorFatal | None = None
         txn.init()
         self._consumer.subscribe(
@@ -155,7 +204,7 @@ class _Loop:
 
     def run_batch(self) -> None:
         """One transaction, in the steps of the module docstring."""
-        txn, consumer, handle = self._txn, self._consumer, self._handler.handle
+        batches, consumer, handle_all = self._batches, self._consumer, self._handler.handle_all
         batch_size, interval = self._settings.batch_size, self._settings.commit_interval_s
         try:
             asked = 0
@@ -170,12 +219,12 @@ class _Loop:
                     first = consumer.poll(0.0 if self._stop.is_set() else IDLE_POLL_S)
                     messages = [] if first is None else [first]
                 else:
-                    wanted = batch_size - txn.batch.commands
+                    wanted = batch_size - batches.batch.commands
                     if (
-                        not txn.open
+                        not batches.open
                         or self._stop.is_set()
                         or wanted <= 0
-                        or time.monotonic() >= txn.batch.started + interval
+                        or time.monotonic() >= batches.batch.started + interval
                     ):
                         break
                     asked = min(wanted, CONSUME_CHUNK)
@@ -184,9 +233,8 @@ class _Loop:
                     raise self._fault
                 # 2. Per command: decode, decide, produce its records.
                 handling = time.perf_counter()
-                for message in messages:
-                    handle(message)  # in its trace context (CommandHandler.handle)
-                txn.batch.handling += time.perf_counter() - handling
+                handle_all(messages, _consumer_error)
+                batches.batch.handling += time.perf_counter() - handling
                 if len(messages) < asked:
                     break
             # 3. Garbage collection when due, under way (one chunk per transaction),
@@ -194,7 +242,7 @@ class _Loop:
             if self._collector.due():
                 self._collector.collect()
         except AbortNeeded as exc:
-            txn.abort(str(exc))
+            batches.abort(str(exc))
             return
         # 4. Send the consumed offsets to the transaction and commit it.
         self.commit()
@@ -202,8 +250,8 @@ class _Loop:
     def commit(self) -> None:
         """Commit the open transaction; first, if a command was dead-lettered as
         misrouted, check that the partition count has not changed."""
-        txn = self._txn
-        if txn.open and txn.batch.misrouted:
+        batches = self._batches
+        if batches.open and batches.batch.misrouted:
             name, started = self._topics.commands, self._partitions[self._topics.commands]
             try:
                 now = partition_count(self._consumer, name, KAFKA_TIMEOUT_S)
@@ -211,9 +259,9 @@ class _Loop:
                 log.warning("partition count not checked", extra={"error": str(exc)})
                 now = None
             if now is not None and now != started:
-                txn.abort("the partition count changed")
+                batches.abort("the partition count changed")
                 raise ProcessorFatal(_count_changed(name, started, f"now has {now}"))
-        txn.commit()
+        batches.commit()
 
     # --- rebalancing and restore ------------------------------------------------
 
@@ -232,13 +280,13 @@ class _Loop:
                 # Cooperative rebalancing calls this inside poll/consume, mid-batch: a
                 # restore longer than the transaction timeout would get the batch's
                 # open transaction aborted and this instance fenced. Commit it first.
-                if self._txn.open and not self._txn.failed:
+                if self._batches.open and not self.failed:
                     log.info(
                         "committing before the restore",
                         extra={
                             "instance": self._settings.instance_id,
                             "partitions": numbers,
-                            "commands": self._txn.batch.commands,
+                            "commands": self._batches.batch.commands,
                         },
                     )
                     self.commit()
@@ -270,21 +318,29 @@ class _Loop:
             self._ready.set()
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        if self._txn.failed:
+        if self.failed:
             return
         self.commit()  # finish the open transaction while we still own the partitions
         self._drop(partitions)
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # The group moved on without us: our offsets can no longer be committed.
-        if self._txn.open and not self._txn.failed:
-            self._txn.abort("partitions lost")
+        if self._batches.open and not self.failed:
+            self._batches.abort("partitions lost")
         self._drop(partitions)
 
     def _drop(self, partitions: list[TopicPartition]) -> None:
         dropped = self._workflows.drop(tp.partition for tp in partitions)
         if dropped:
             log.info("partitions revoked", extra={"partitions": dropped})
+
+
+def _consumer_error(error: KafkaError) -> None:
+    """A consumer error in place of a record: raise for one that will not go away."""
+    if error.fatal():
+        raise ProcessorFatal(f"consumer error: {error}")
+    check_consumer_error(error)  # a setting Kafka refuses
+    log.warning("consumer error", extra={"error": str(error)})
 
 
 def _count_changed(topic: str, started: int, now: str) -> str:

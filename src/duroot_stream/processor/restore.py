@@ -34,7 +34,8 @@ from duroot_stream.kafka import Triage, kafka_error, new_consumer, position, tri
 from duroot_stream.metrics import ProcessorMetrics
 from duroot_stream.wire import Codec
 
-from .settings import KAFKA_TIMEOUT_S, RESTORE_WAIT_S, ProcessorFatal
+from .faults import ProcessorFatal
+from .settings import KAFKA_TIMEOUT_S, RESTORE_WAIT_S
 
 log = logging.getLogger("duroot.processor")
 

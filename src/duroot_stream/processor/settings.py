@@ -1,9 +1,8 @@
-"""The processor's settings, its one fatal error, and the limits it works within."""
+"""The processor's settings and the limits it works within."""
 
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from duroot_stream.config import KafkaConfig
@@ -27,10 +26,6 @@ ABORT_CHECK_MARGIN_S = 30.0  # added to a -X transaction.timeout.ms for the same
 GC_CHUNK_RECORDS = 10_000
 
 
-class ProcessorFatal(RuntimeError):
-    """The processor cannot go on (fenced by a newer instance, fatal Kafka error)."""
-
-
 @dataclass(frozen=True)
 class ProcessorSettings:
     kafka: KafkaConfig
@@ -45,17 +40,9 @@ class ProcessorSettings:
     # Topics a command's reply route may name (a regex, matched in full); None: the
     # replies topic and `<prefix>replies.*`. Never the pipeline's own topics.
     reply_topics: str | None = None
-    # Test hook: `decide` raises, as a programming error would, for these command ids.
-    fail_decide_for: frozenset[str] = frozenset()
     # How long a restore waits for an open transaction (None: `restore_wait()`).
     restore_wait_s: float | None = None
     gc_chunk_records: int = GC_CHUNK_RECORDS
-    # Fault injection for tests: called before each commit; returning True makes
-    # the processor abort that transaction as if Kafka had required it.
-    abort_before_commit: Callable[[], bool] | None = None
-    # Fault injection for tests: called between send_offsets_to_transaction and
-    # commit_transaction; blocking there makes this instance a zombie (KAFKA-10167).
-    pause_before_commit: Callable[[], None] | None = None
 
     def restore_wait(self) -> float:
         """`restore_wait_s`, or a bound above the transaction timeout in effect."""

@@ -1,5 +1,6 @@
-"""Transactional calls: which one runs now (for the hung-call exit), and a worker
-thread to run them in, so that one that ignores its timeout can be left behind.
+"""Transactional calls: which one runs now (for the hung-call exit, `exit_when_hung`),
+and a worker thread to run them in, so that one that ignores its timeout can be left
+behind.
 
 After a broker restart librdkafka's `send_offsets_to_transaction` can block past
 its timeout for good (librdkafka issues 5456 and 5511: a coordinator request whose
@@ -11,6 +12,8 @@ to its own daemon thread.
 
 from __future__ import annotations
 
+import logging
+import os
 import queue
 import threading
 import time
@@ -18,6 +21,10 @@ from collections.abc import Callable
 from typing import Any, NamedTuple, TypeVar
 
 T = TypeVar("T")
+
+log = logging.getLogger("duroot.processor")
+
+WATCHDOG_CHECK_S = 5.0  # how often the hung-call exit looks (more often for a short limit)
 
 
 class Call(NamedTuple):
@@ -82,3 +89,32 @@ class Worker:
             finally:
                 job.done.set()
             del job  # the call's closure (its producer) must not outlive it here
+
+
+def exit_when_hung(
+    hung: Callable[[float], tuple[str, float] | None],
+    limit_s: float,
+    exit: Callable[[int], object] = os._exit,
+) -> threading.Thread:
+    """Start a daemon thread that exits the process (status 1) once `hung(limit_s)`
+    names a transactional call running longer than `limit_s` (`Processor.hung_call`).
+
+    Such a call cannot be interrupted, and librdkafka can block in one for good
+    after a broker restart (issues 5456, 5511); a restart, with new clients, recovers."""
+
+    def watch() -> None:
+        while True:
+            time.sleep(min(WATCHDOG_CHECK_S, limit_s / 4))
+            found = hung(limit_s)
+            if found is not None:
+                log.error(
+                    "processor stopped: Kafka call %s has not returned for %.0f s, past its "
+                    "timeout; exiting so that a restart recovers",
+                    *found,
+                )
+                exit(1)
+                return
+
+    thread = threading.Thread(target=watch, name="watchdog", daemon=True)
+    thread.start()
+    return thread
