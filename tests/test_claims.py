@@ -19,7 +19,7 @@ from tests.kafka_helpers import read_all
 from tests.processor_harness import PARTITIONS, Requester, running_processor
 
 ROOT = Path(__file__).resolve().parents[1]
-# docs/processor.md, "Settings that would break exactly-once are refused (exit 2, naming the setting)".
+# docs/processor.md: "Settings that would break exactly-once are refused (exit 2, ...)".
 REFUSED = [
     "transactional.id",
     "group.id",
