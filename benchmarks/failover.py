@@ -246,13 +246,13 @@ def one_run(place: Place, scenario: str, run: int) -> FailoverRun:
         scenario=scenario,
         run=run,
         victim=victim,
-        moved_waited_s=max((x.waited_s for x in partitions if x.moved), default=0.0),
-        own_waited_s=max((x.waited_s for x in partitions if not x.moved), default=0.0),
+        moved_waited_s=max((x.waited_s for x in partitions if x.moved), default=None),
+        own_waited_s=max((x.waited_s for x in partitions if not x.moved), default=None),
         settled=settled,
         observed_s=round(end - at, 1),
         sent_per_s=round(timeline.rate(), 1),
         rebalances_before=rebalances(lines, steady_from, at),
-        rebalances_after=rebalances(lines, at, end + 1),
+        rebalances_after=rebalances(lines, at, end),
         eviction_lines=len(evicted),
         eviction_samples=tuple(evicted[:5]),
         partitions=partitions,
@@ -297,11 +297,16 @@ HEADER = (
 )
 
 
+def seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
 def row(r: FailoverRun) -> str:
     first = min(r.takeovers, key=lambda t: t.assigned_after_s, default=None)
     waited = any(t.waited_for_transaction for t in r.takeovers)
     return (
-        f"{r.scenario:<9}{r.run:>4} {r.victim:<7}{r.moved_waited_s:>9.1f}{r.own_waited_s:>8.1f}"
+        f"{r.scenario:<9}{r.run:>4} {r.victim:<7}{seconds(r.moved_waited_s):>9}"
+        f"{seconds(r.own_waited_s):>8}"
         f"{first.assigned_after_s if first else float('nan'):>11.1f}"
         f"{max((t.restore_s for t in r.takeovers), default=float('nan')):>10.1f} "
         f"{'yes' if waited else 'no':<9}{r.rebalances_before:>3}/{r.rebalances_after:<3}"
@@ -313,14 +318,14 @@ def table(result: FailoverResult) -> str:
     lines = [HEADER, *(row(r) for r in result.runs), ""]
     for scenario in dict.fromkeys(r.scenario for r in result.runs):
         runs = [r for r in result.runs if r.scenario == scenario]
-        moved = [r.moved_waited_s for r in runs]
-        own = [r.own_waited_s for r in runs]
+        moved = [r.moved_waited_s for r in runs if r.moved_waited_s is not None]
+        own = ", ".join(seconds(r.own_waited_s) for r in runs)
         txn = sum(1 for r in runs if any(t.waited_for_transaction for t in r.takeovers))
+        median = f" (median {statistics.median(moved):.1f})" if moved else ""
         lines.append(
-            f"{scenario}: moved partitions unanswered for {', '.join(f'{x:.1f}' for x in moved)} s "
-            f"(median {statistics.median(moved):.1f}); the heir's own up to "
-            f"{', '.join(f'{x:.1f}' for x in own)} s; a restore waited for an open "
-            f"transaction in {txn} of {len(runs)}"
+            f"{scenario}: moved partitions unanswered for {', '.join(map(seconds, moved))} s"
+            f"{median}; the others up to {own} s; a restore waited for an open transaction "
+            f"in {txn} of {len(runs)}"
         )
     return "\n".join(lines)
 

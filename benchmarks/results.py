@@ -287,8 +287,8 @@ class FailoverRun:
     scenario: str  # crash, stop, restart, join, steady
     run: int
     victim: str  # the instance killed, stopped or started ("" for steady)
-    moved_waited_s: float  # the longest waited_s of a moved partition
-    own_waited_s: float  # the same for the partitions that stayed with their owner
+    moved_waited_s: float | None  # the longest waited_s of a moved partition (None: none moved)
+    own_waited_s: float | None  # the same of the partitions that stayed with their owner
     settled: bool  # every partition answered normally again within the observation
     observed_s: float  # event -> end of the observation
     sent_per_s: float  # the load client's achieved rate
