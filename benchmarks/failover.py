@@ -32,6 +32,12 @@ Figures, per commands partition (times from the event, in seconds):
   command sent before it (outstanding at the event) and from its sending for
   one sent after. A command never answered counts to the end of the
   observation (and is counted as missing).
+- produced_waited_s: the same, counted to when the processor produced the reply
+  (its record timestamp) instead of to when the reader saw it. All replies go
+  to one reply partition, as one client's do: a dead owner's open transaction
+  with a reply in it holds back every later reply there, the survivors'
+  committed ones too, until the broker aborts it. waited_s well above
+  produced_waited_s on the heir's own partitions is that, not a busy heir.
 - silent_s: the longest interval from the event to the end of the observation
   in which no reply of the partition became visible (at 200 commands/s a
   partition receives one about every 30 ms); back_after_s: from the event to
@@ -40,7 +46,8 @@ Figures, per commands partition (times from the event, in seconds):
   holds it after (from the group's description: who held what just before the
   event, and at the end). The others are the heir's (the survivors') own.
 
-Per run the longest waited_s of the moved partitions and of the others; from
+Per run the longest waited_s (and produced_waited_s) of the moved partitions and
+of the others (the table's "moved s", "own s" and "produced" moved/own); from
 the processors' logs, each restore after the event ("partitions restored":
 when it began, i.e. detection plus rebalance, how long it took, and whether it
 logged "restore waiting for an open transaction": the previous owner's
@@ -248,6 +255,8 @@ def one_run(place: Place, scenario: str, run: int) -> FailoverRun:
         victim=victim,
         moved_waited_s=max((x.waited_s for x in partitions if x.moved), default=None),
         own_waited_s=max((x.waited_s for x in partitions if not x.moved), default=None),
+        moved_produced_s=max((x.produced_waited_s for x in partitions if x.moved), default=None),
+        own_produced_s=max((x.produced_waited_s for x in partitions if not x.moved), default=None),
         settled=settled,
         observed_s=round(end - at, 1),
         sent_per_s=round(timeline.rate(), 1),
@@ -292,8 +301,8 @@ def run(options: Options) -> FailoverResult:
 
 
 HEADER = (
-    f"{'scenario':<9}{'run':>4} {'victim':<7}{'moved s':>9}{'own s':>8}"
-    f"{'taken at s':>11}{'restore s':>10} {'txn wait':<9}{'rebal.':>7}{'evict.':>7}"
+    f"{'scenario':<9}{'run':>4} {'victim':<7}{'moved s':>9}{'own s':>8}{'produced':>10}"
+    f"{'takeover s':>11}{'restore s':>10} {'txn wait':<9}{'rebal.':>7}{'evict.':>7}"
 )
 
 
@@ -307,6 +316,7 @@ def row(r: FailoverRun) -> str:
     return (
         f"{r.scenario:<9}{r.run:>4} {r.victim:<7}{seconds(r.moved_waited_s):>9}"
         f"{seconds(r.own_waited_s):>8}"
+        f"{seconds(r.moved_produced_s) + '/' + seconds(r.own_produced_s):>10}"
         f"{first.assigned_after_s if first else float('nan'):>11.1f}"
         f"{max((t.restore_s for t in r.takeovers), default=float('nan')):>10.1f} "
         f"{'yes' if waited else 'no':<9}{r.rebalances_before:>3}/{r.rebalances_after:<3}"
@@ -369,6 +379,10 @@ def parse(argv: Sequence[str]) -> tuple[Options, str, bool]:
 
 def main(argv: Sequence[str] = ()) -> FailoverResult:
     options, name, quick = parse(argv)
+    # Stopped with SIGTERM (or SIGINT, even from the background), the processes and
+    # the broker it started are stopped on the way out.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     result = run(options)
     print(table(result))
     print(f"wrote {write_report(name, quick, result)}")

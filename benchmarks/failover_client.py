@@ -9,7 +9,9 @@ end offset) until SIGTERM. Both append one JSON line per command to `--out`
 and flush it every tenth of a second, so the benchmark can follow them live:
 
     send:    [command id, commands partition, sent]       (seconds since the epoch)
-    receive: [command id, visible]
+    receive: [command id, visible, produced]   (produced: the reply's record
+             timestamp, set when the processor produced it, before its transaction
+             committed; the clocks are the same machine's)
 
     python -m benchmarks.failover_client send --bootstrap-servers B --topic-prefix P \
         --workflows 120 --seed 7 --rate 200 --tag T --out FILE
@@ -127,7 +129,7 @@ def receive(config: KafkaConfig, args: argparse.Namespace) -> None:
             for message in messages:
                 key = message.key()
                 if message.error() is None and key is not None:
-                    lines.add([key.decode(), now])
+                    lines.add([key.decode(), now, message.timestamp()[1] / 1000])
             lines.flush()
         lines.flush(force=True)
     consumer.close()

@@ -59,6 +59,7 @@ class Timeline:
     seen_file: Path
     sent: dict[str, tuple[int, float]] = field(default_factory=dict)
     seen: dict[str, float] = field(default_factory=dict)
+    produced: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._sent, self._seen = Tail(self.sent_file), Tail(self.seen_file)
@@ -66,8 +67,9 @@ class Timeline:
     def update(self) -> None:
         for command_id, partition, at in self._sent.read():
             self.sent[command_id] = (int(partition), float(at))
-        for command_id, visible in self._seen.read():
+        for command_id, visible, produced in self._seen.read():
             self.seen.setdefault(command_id, float(visible))
+            self.produced.setdefault(command_id, float(produced))
 
     def answering(self, since: float, within_s: float = 1.0) -> set[int]:
         """Partitions that answered a command sent after `since` within `within_s`."""
@@ -104,13 +106,14 @@ def partition_figures(
     # Commands outstanding at the event or sent after it until the end of the
     # observation; an unanswered one counts as waiting until the end.
     window = [
-        (at, timeline.seen.get(cid))
+        (at, timeline.seen.get(cid), timeline.produced.get(cid))
         for cid, at in mine
         if at <= end and timeline.seen.get(cid, end) >= event
     ]
-    waited = max(((v or end) - max(at, event) for at, v in window), default=0.0)
-    visible = sorted(v for _, v in window if v is not None and v <= end)
-    missing = sum(1 for _, v in window if v is None)
+    waited = max(((v or end) - max(at, event) for at, v, _ in window), default=0.0)
+    handled = max(((r or end) - max(at, event) for at, _, r in window), default=0.0)
+    visible = sorted(v for _, v, _ in window if v is not None and v <= end)
+    missing = sum(1 for _, v, _ in window if v is None)
     bounds = [event, *visible, *([end] if missing else [])]
     silent, back = 0.0, 0.0
     for a, b in itertools.pairwise(bounds):
@@ -122,6 +125,7 @@ def partition_figures(
         owner_after=owners[1],
         moved=moved,
         waited_s=round(waited, 3),
+        produced_waited_s=round(handled, 3),
         silent_s=round(silent, 3),
         back_after_s=round(back, 3),
         p99_before_ms=round(percentile(before, 0.99), 1),

@@ -263,6 +263,10 @@ class FailoverPartition:
     owner_after: str
     moved: bool  # the victim's, or owned by another instance after the event
     waited_s: float  # the longest wait of a command, counted from the event at the earliest
+    # The same, to when the processor produced the reply instead of to when it became
+    # visible: less than waited_s when an open transaction on the reply partition (a
+    # dead owner's) held committed replies back from the read_committed reader.
+    produced_waited_s: float
     silent_s: float  # the longest time without a reply becoming visible
     back_after_s: float  # event -> the end of that silence: answering again
     p99_before_ms: float  # sent -> visible before the event
@@ -289,6 +293,8 @@ class FailoverRun:
     victim: str  # the instance killed, stopped or started ("" for steady)
     moved_waited_s: float | None  # the longest waited_s of a moved partition (None: none moved)
     own_waited_s: float | None  # the same of the partitions that stayed with their owner
+    moved_produced_s: float | None  # the longest produced_waited_s of a moved partition
+    own_produced_s: float | None  # the same of the others
     settled: bool  # every partition answered normally again within the observation
     observed_s: float  # event -> end of the observation
     sent_per_s: float  # the load client's achieved rate
