@@ -265,7 +265,7 @@ def one_run(place: Place, scenario: str, run: int) -> FailoverRun:
         eviction_lines=len(evicted),
         eviction_samples=tuple(evicted[:5]),
         partitions=partitions,
-        takeovers=tuple(takeovers(lines, at)),
+        takeovers=tuple(takeovers(lines, at, end)),
     )
 
 
@@ -311,14 +311,14 @@ def seconds(value: float | None) -> str:
 
 
 def row(r: FailoverRun) -> str:
-    first = min(r.takeovers, key=lambda t: t.assigned_after_s, default=None)
+    first = min((t.assigned_after_s for t in r.takeovers), default=None)
+    restore = max((t.restore_s for t in r.takeovers), default=None)
     waited = any(t.waited_for_transaction for t in r.takeovers)
     return (
         f"{r.scenario:<9}{r.run:>4} {r.victim:<7}{seconds(r.moved_waited_s):>9}"
         f"{seconds(r.own_waited_s):>8}"
         f"{seconds(r.moved_produced_s) + '/' + seconds(r.own_produced_s):>10}"
-        f"{first.assigned_after_s if first else float('nan'):>11.1f}"
-        f"{max((t.restore_s for t in r.takeovers), default=float('nan')):>10.1f} "
+        f"{seconds(first):>11}{seconds(restore):>10} "
         f"{'yes' if waited else 'no':<9}{r.rebalances_before:>3}/{r.rebalances_after:<3}"
         f"{r.eviction_lines:>7}{'' if r.settled else '  NOT SETTLED'}"
     )
@@ -331,11 +331,16 @@ def table(result: FailoverResult) -> str:
         moved = [r.moved_waited_s for r in runs if r.moved_waited_s is not None]
         own = ", ".join(seconds(r.own_waited_s) for r in runs)
         txn = sum(1 for r in runs if any(t.waited_for_transaction for t in r.takeovers))
-        median = f" (median {statistics.median(moved):.1f})" if moved else ""
+        unanswered = (
+            f"moved partitions unanswered for {', '.join(map(seconds, moved))} s "
+            f"(median {statistics.median(moved):.1f})"
+            if moved
+            else "no partition moved"
+        )
+        evicted = sum(r.eviction_lines for r in runs)
         lines.append(
-            f"{scenario}: moved partitions unanswered for {', '.join(map(seconds, moved))} s"
-            f"{median}; the others up to {own} s; a restore waited for an open transaction "
-            f"in {txn} of {len(runs)}"
+            f"{scenario}: {unanswered}; the others up to {own} s; a restore waited for an "
+            f"open transaction in {txn} of {len(runs)}; {evicted} eviction lines"
         )
     return "\n".join(lines)
 

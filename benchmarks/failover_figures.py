@@ -194,12 +194,13 @@ def evictions(lines: Iterable[LogLine], since: float) -> list[str]:
     ]
 
 
-def takeovers(lines: Sequence[LogLine], event: float) -> list[Takeover]:
-    """Every restore that ended after the event, with whether it waited for an open
-    transaction (a previous owner's, on the commands' offsets or the events)."""
+def takeovers(lines: Sequence[LogLine], event: float, end: float) -> list[Takeover]:
+    """Every restore that ended between the event and the end of the observation, with
+    whether it waited for an open transaction (a previous owner's, on the commands'
+    offsets or the events)."""
     out = []
     for x in lines:
-        if x.msg != RESTORED or x.at < event:
+        if x.msg != RESTORED or not event <= x.at <= end:
             continue
         began = x.at - float(x.fields.get("seconds", 0.0))
         waited = any(
