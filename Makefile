@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 EXPECT_BUILD := $(if $(filter-out 0,$(DUROOT_PURE_PYTHON)),pure,$(if $(shell command -v cc || command -v gcc),compiled,pure))
 PURE   := build/pure
 
-.PHONY: run test test-pure test-reliability bench bench-quick bench-latency bench-history bench-baseline lint broker deps compiled jars images clean
+.PHONY: run test test-pure test-reliability bench bench-quick bench-latency bench-history bench-failover bench-baseline lint broker deps compiled jars images clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -68,6 +68,12 @@ bench-latency: jars
 ## make bench-history: restore of one partition of 10,000,000 events (not in make bench)
 bench-history: jars
 	$(BIN)/python -m benchmarks.history
+
+## make bench-failover: two processors under 200 commands/s over 1,000,000 events of
+## history; one crashes, stops or restarts, or a third joins: per partition how long
+## it went unanswered (bench-results/failover.json; about 25 minutes; not in make bench)
+bench-failover: jars
+	$(BIN)/python -m benchmarks.failover
 
 ## make bench-baseline REV=<commit>: this tree's processor against REV's, taking turns
 ## (throughput, latency at 200/s and 1,000/s, restore, memory, the Python per command;

@@ -249,3 +249,70 @@ class BaselineResult:
     passthrough_per_s: float
     comparisons: tuple[Comparison, ...]
     load_before: Load
+
+
+# --- failover: a processor crashes, stops, restarts or joins under load -------------------
+
+
+@dataclass(frozen=True)
+class FailoverPartition:
+    """One commands partition around the event (times from the event, seconds)."""
+
+    partition: int
+    owner_before: str
+    owner_after: str
+    moved: bool  # the victim's, or owned by another instance after the event
+    waited_s: float  # the longest wait of a command, counted from the event at the earliest
+    # The same, to when the processor produced the reply instead of to when it became
+    # visible: less than waited_s when an open transaction on the reply partition (a
+    # dead owner's) held committed replies back from the read_committed reader.
+    produced_waited_s: float
+    silent_s: float  # the longest time without a reply becoming visible
+    back_after_s: float  # event -> the end of that silence: answering again
+    p99_before_ms: float  # sent -> visible before the event
+    commands: int  # outstanding at the event or sent after it
+    missing: int  # of those, never answered
+
+
+@dataclass(frozen=True)
+class Takeover:
+    """An assignment after the event, from the instance's log ("partitions restored")."""
+
+    instance: str
+    partitions: tuple[int, ...]
+    assigned_after_s: float  # event -> the restore began (detection and rebalance)
+    restore_s: float  # the restore, waits for open transactions included
+    events: int  # restored
+    waited_for_transaction: bool  # "restore waiting for an open transaction" logged
+
+
+@dataclass(frozen=True)
+class FailoverRun:
+    scenario: str  # crash, stop, restart, join, steady
+    run: int
+    victim: str  # the instance killed, stopped or started ("" for steady)
+    moved_waited_s: float | None  # the longest waited_s of a moved partition (None: none moved)
+    own_waited_s: float | None  # the same of the partitions that stayed with their owner
+    moved_produced_s: float | None  # the longest produced_waited_s of a moved partition
+    own_produced_s: float | None  # the same of the others
+    settled: bool  # every partition answered normally again within the observation
+    observed_s: float  # event -> end of the observation
+    sent_per_s: float  # the load client's achieved rate
+    rebalances_before: int  # assignments and revocations logged before the event
+    rebalances_after: int  # the same from the event on
+    eviction_lines: int  # librdkafka lines of session timeouts, unknown members, fencing
+    eviction_samples: tuple[str, ...]
+    partitions: tuple[FailoverPartition, ...]
+    takeovers: tuple[Takeover, ...]
+
+
+@dataclass(frozen=True)
+class FailoverResult:
+    events: int  # the history on the events topic before the first run
+    workflows: int
+    rate_per_s: float
+    group_protocol: str  # classic or consumer (KIP-848)
+    processor_settings: tuple[str, ...]  # -X key=value given to every processor
+    broker_settings: tuple[str, ...]  # server properties on top of the local broker's
+    runs: tuple[FailoverRun, ...]
+    load_before: Load

@@ -89,16 +89,24 @@ def machine_load(what: str = "") -> Load:
 
 
 @contextmanager
-def bootstrap(log_file: Path | None = None) -> Iterator[str]:
-    """`DUROOT_BOOTSTRAP_SERVERS` if set, else a local broker of its own."""
+def bootstrap(
+    log_file: Path | None = None, settings: Mapping[str, str] | None = None
+) -> Iterator[str]:
+    """`DUROOT_BOOTSTRAP_SERVERS` if set, else a local broker of its own (with
+    `settings` on top of its server properties)."""
     external = os.environ.get("DUROOT_BOOTSTRAP_SERVERS")
     if external:
+        if settings:
+            raise RuntimeError(
+                f"broker settings {dict(settings)} need a local broker: unset "
+                "DUROOT_BOOTSTRAP_SERVERS or set them on the broker itself"
+            )
         yield external
         return
     from duroot_stream.local.broker import LocalBroker
 
     started = time.monotonic()
-    with LocalBroker(log_file=log_file) as broker:
+    with LocalBroker(log_file=log_file, settings=settings) as broker:
         log(f"broker {broker.bootstrap} up in {time.monotonic() - started:.0f} s")
         yield broker.bootstrap
 

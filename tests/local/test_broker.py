@@ -72,3 +72,12 @@ def test_server_properties_are_test_friendly(tmp_path: Path) -> None:
     assert props["offsets.topic.num.partitions"] == "1"
     assert props["transaction.state.log.replication.factor"] == "1"
     assert props["listeners"].startswith("PLAINTEXT://127.0.0.1:9092")
+
+
+def test_extra_server_properties_go_on_top(tmp_path: Path) -> None:
+    extra = {"group.min.session.timeout.ms": "1000", "group.initial.rebalance.delay.ms": "3000"}
+    text = server_properties(9092, 9093, tmp_path, extra=extra)
+    props = dict(line.split("=", 1) for line in text.splitlines())
+    assert props["group.min.session.timeout.ms"] == "1000"
+    assert props["group.initial.rebalance.delay.ms"] == "3000"  # replaces the default one
+    assert text.count("group.initial.rebalance.delay.ms=") == 1

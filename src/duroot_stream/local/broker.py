@@ -103,9 +103,10 @@ def server_properties(
     *,
     quorum: Quorum | None = None,
     listeners: Sequence[Listener] = (),
+    extra: Mapping[str, str] | None = None,
 ) -> str:
     """The broker's settings; `secured` (from `local_tls.server_settings`) replaces the
-    plaintext listeners."""
+    plaintext listeners; `extra` goes on top of all (a benchmark's group limits)."""
     voters = dict(quorum.voters) if quorum else {1: controller_port}
     # Three replicas (one node may die) and three partitions for the coordinators (they
     # spread over the nodes) in a cluster; else one of each: first use is fast.
@@ -145,6 +146,7 @@ def server_properties(
         "log.cleaner.dedupe.buffer.size": str(32 * 1024 * 1024),
         "transaction.abort.timed.out.transaction.cleanup.interval.ms": str(ABORT_CHECK_MS),
         **(secured or {}),
+        **(extra or {}),
     }
     return "".join(f"{k}={v}\n" for k, v in settings.items())
 
@@ -162,16 +164,19 @@ class LocalBroker:
         users: Mapping[str, str] | None = None,
         quorum: Quorum | None = None,
         listeners: Sequence[Listener] = (),
+        settings: Mapping[str, str] | None = None,
     ) -> None:
         """`security`: "plaintext" or "sasl_ssl"; `users`: SCRAM user -> password for
         sasl_ssl, besides the super user `admin` (a password made for any left empty).
-        `quorum`: one node of a cluster; `listeners`: further plaintext listeners."""
+        `quorum`: one node of a cluster; `listeners`: further plaintext listeners;
+        `settings`: server properties on top of the ones made here."""
         if security not in ("plaintext", "sasl_ssl"):
             raise BrokerError(f"security {security!r}: expected plaintext or sasl_ssl")
         if security != "plaintext" and (quorum is not None or listeners):
             raise BrokerError("a cluster node or extra listeners: only with security plaintext")
         self.quorum = quorum
         self.listeners = tuple(listeners)
+        self.settings = dict(settings or {})
         self.security = security
         self.users = dict(users or {})
         self.port = port or free_port()
@@ -240,6 +245,7 @@ class LocalBroker:
                 secured,
                 quorum=self.quorum,
                 listeners=self.listeners,
+                extra=self.settings,
             )
         )
         txn = TXN_LOG4J2 if self.log_file is not None else ""
