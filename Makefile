@@ -71,7 +71,7 @@ bench-history: jars
 
 ## make bench-failover: two processors under 200 commands/s over 1,000,000 events of
 ## history; one crashes, stops or restarts, or a third joins: per partition how long
-## it went unanswered (bench-results/failover.json; about 25 minutes; not in make bench)
+## it went unanswered (bench-results/failover.json; about 15 minutes; not in make bench)
 bench-failover: jars
 	$(BIN)/python -m benchmarks.failover
 

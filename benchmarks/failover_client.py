@@ -30,13 +30,11 @@ import time
 from collections.abc import Sequence
 from typing import IO
 
-from confluent_kafka import TopicPartition
-
+from benchmarks.latency_client import client_producer, replies, reply_headers, reply_reader
 from benchmarks.workload import workflow_ids
 from duroot_stream.config import KafkaConfig
 from duroot_stream.domain import NO_VC, Append, Command, PathUsage
 from duroot_stream.ids import new_ulid, now_ms
-from duroot_stream.kafka import new_producer, new_reader, watermarks
 from duroot_stream.wire import Codec, Topics, partition_for
 
 PARTITIONS = 6
@@ -72,22 +70,11 @@ class Lines:
 def send(config: KafkaConfig, args: argparse.Namespace) -> None:
     stop = stop_on_sigterm()
     topics = Topics(config.topic_prefix)
-    producer = new_producer(
-        config,
-        **{
-            "acks": "all",
-            "enable.idempotence": True,
-            "partitioner": "murmur2_random",
-            "linger.ms": 5,
-        },
-    )
+    producer = client_producer(config)
     codec = Codec()
     ids = workflow_ids(args.workflows, seed=args.seed)
     workflows = [(wf, wf.encode(), partition_for(wf, PARTITIONS)) for wf in ids]
-    headers: list[tuple[str, str | bytes | None]] = [
-        ("reply-topic", topics.replies.encode()),
-        ("reply-partition", str(REPLY_PARTITION).encode()),
-    ]
+    headers = reply_headers(topics, REPLY_PARTITION)
     start, i = time.monotonic(), 0
     with open(args.out, "w", encoding="utf-8") as out:
         lines = Lines(out)
@@ -112,24 +99,13 @@ def send(config: KafkaConfig, args: argparse.Namespace) -> None:
 
 def receive(config: KafkaConfig, args: argparse.Namespace) -> None:
     stop = stop_on_sigterm()
-    topic = Topics(config.topic_prefix).replies
-    consumer = new_reader(config, **{"fetch.wait.max.ms": 10})
-    _, high = watermarks(consumer, topic, REPLY_PARTITION)
-    consumer.assign([TopicPartition(topic, REPLY_PARTITION, high)])
+    consumer = reply_reader(config, REPLY_PARTITION)
     print("ready", flush=True)
     with open(args.out, "w", encoding="utf-8") as out:
         lines = Lines(out)
         while not stop.is_set():
-            # What is fetched, at once; `consume(n, timeout)` would wait for all n.
-            messages = consumer.consume(num_messages=1000, timeout=0)
-            if not messages:
-                message = consumer.poll(0.05)
-                messages = [message] if message is not None else []
-            now = time.time()
-            for message in messages:
-                key = message.key()
-                if message.error() is None and key is not None:
-                    lines.add([key.decode(), now, message.timestamp()[1] / 1000])
+            for reply in replies(consumer):
+                lines.add(list(reply))
             lines.flush()
         lines.flush(force=True)
     consumer.close()

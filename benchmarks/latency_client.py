@@ -27,28 +27,24 @@ import sys
 import time
 from collections.abc import Sequence
 
-from confluent_kafka import TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from benchmarks.workload import workflow_ids
 from duroot_stream.config import KafkaConfig
 from duroot_stream.domain import NO_VC, Append, Command, PathUsage
 from duroot_stream.ids import new_ulid, now_ms
 from duroot_stream.kafka import new_producer, new_reader, watermarks
-from duroot_stream.wire import (
-    CORRELATION_ID,
-    REPLY_PARTITION,
-    REPLY_TOPIC,
-    Codec,
-    Topics,
-    partition_for,
-)
+from duroot_stream.wire import REPLY_PARTITION, REPLY_TOPIC, Codec, Topics, partition_for
 
 WORKFLOWS = 1_000
 
 
-def send(config: KafkaConfig, args: argparse.Namespace) -> None:
-    topics = Topics(config.topic_prefix)
-    producer = new_producer(
+Headers = list[tuple[str, str | bytes | None]]
+
+
+def client_producer(config: KafkaConfig) -> Producer:
+    """A producer of commands as `DuRootClient` makes one."""
+    return new_producer(
         config,
         **{
             "acks": "all",
@@ -57,13 +53,48 @@ def send(config: KafkaConfig, args: argparse.Namespace) -> None:
             "linger.ms": 5,
         },
     )
+
+
+def reply_headers(topics: Topics, reply_partition: int) -> Headers:
+    """A command's reply route: the replies topic, `reply_partition` of it."""
+    return [
+        (REPLY_TOPIC, topics.replies.encode()),
+        (REPLY_PARTITION, str(reply_partition).encode()),
+    ]
+
+
+def reply_reader(config: KafkaConfig, reply_partition: int) -> Consumer:
+    """A reader of one reply partition as `DuRootClient` has it, from its end offset."""
+    topic = Topics(config.topic_prefix).replies
+    consumer = new_reader(config, **{"fetch.wait.max.ms": 10})
+    _, high = watermarks(consumer, topic, reply_partition)
+    consumer.assign([TopicPartition(topic, reply_partition, high)])
+    return consumer
+
+
+def replies(consumer: Consumer) -> list[tuple[str, float, float]]:
+    """The replies fetched now, waiting up to 50 ms for one if none is: (key, seen,
+    produced), times in seconds since the epoch."""
+    # What is fetched, at once; `consume(n, timeout)` would wait for all n.
+    messages = consumer.consume(num_messages=1000, timeout=0)
+    if not messages:
+        message = consumer.poll(0.05)
+        messages = [message] if message is not None else []
+    now = time.time()
+    return [
+        (key.decode(), now, message.timestamp()[1] / 1000)
+        for message in messages
+        if message.error() is None and (key := message.key()) is not None
+    ]
+
+
+def send(config: KafkaConfig, args: argparse.Namespace) -> None:
+    topics = Topics(config.topic_prefix)
+    producer = client_producer(config)
     codec = Codec()
     workflows = workflow_ids(WORKFLOWS, seed=args.seed)
     count = int(args.rate * args.seconds)
-    headers: list[tuple[str, str | bytes | None]] = [
-        (REPLY_TOPIC, topics.replies.encode()),
-        (REPLY_PARTITION, str(args.reply_partition).encode()),
-    ]
+    headers = reply_headers(topics, args.reply_partition)
     commands = []  # made before sending: the schedule is not held up by encoding
     for i in range(count):
         wf = workflows[i % len(workflows)]
@@ -77,7 +108,7 @@ def send(config: KafkaConfig, args: argparse.Namespace) -> None:
         pause = start + i / args.rate - time.monotonic()
         if pause > 0.0005:
             time.sleep(pause)
-        record_headers = [*headers, (CORRELATION_ID, command_id.encode())]
+        record_headers = [*headers, ("correlation-id", command_id.encode())]
         producer.produce(topics.commands, value, key, partition=partition, headers=record_headers)
         sent.append((command_id, time.time()))
         producer.poll(0)
@@ -89,24 +120,12 @@ def send(config: KafkaConfig, args: argparse.Namespace) -> None:
 
 
 def receive(config: KafkaConfig, args: argparse.Namespace) -> None:
-    topic = Topics(config.topic_prefix).replies
-    consumer = new_reader(config, **{"fetch.wait.max.ms": 10})
-    _, high = watermarks(consumer, topic, args.reply_partition)
-    consumer.assign([TopicPartition(topic, args.reply_partition, high)])
+    consumer = reply_reader(config, args.reply_partition)
     seen: list[tuple[str, float, float]] = []
     print("ready", flush=True)
     deadline = time.monotonic() + args.timeout
     while len(seen) < args.count and time.monotonic() < deadline:
-        # What is fetched, at once; `consume(n, timeout)` would wait for all n.
-        messages = consumer.consume(num_messages=1000, timeout=0)
-        if not messages:
-            message = consumer.poll(0.05)
-            messages = [message] if message is not None else []
-        now = time.time()
-        for message in messages:
-            key = message.key()
-            if message.error() is None and key is not None:
-                seen.append((key.decode(), now, message.timestamp()[1] / 1000))
+        seen.extend(replies(consumer))
     consumer.close()
     with open(args.out, "w", encoding="utf-8") as out:
         out.writelines(json.dumps(item) + "\n" for item in seen)
