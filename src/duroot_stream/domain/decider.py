@@ -26,7 +26,6 @@ from .model import (
     STATUS_CODE_EXPIRED,
     STATUS_CODE_OK,
     STATUS_MESSAGE_EXPIRED,
-    UUID_RE,
     AbortExpired,
     Append,
     Command,
@@ -55,11 +54,7 @@ from .model import (
 )
 from .recent import lookup
 from .state import WorkflowDeleted, WorkflowState, evolve
-
-_NIL_UUID = "00000000-0000-0000-0000-000000000000"
-_AVRO_INT_MAX = 2**31 - 1
-_AVRO_LONG_MAX = 2**63 - 1
-
+from .validation import argument_problem
 
 # Given a ULID text, returns a new ULID text strictly greater than it.
 IdSource = Callable[[str], str]
@@ -343,61 +338,11 @@ def _next_id(new_id: IdSource, previous: str) -> str:
 def _invalid_argument(body: CommandBody) -> Rejected | None:
     """Step 2: the fields nog checks, and what the Avro schema cannot carry."""
     match body:
-        case Append():
-            problem = _append_problem(body)
-        case Init():
-            problem = _init_problem(body)
-        case Fail():
-            problem = _fail_problem(body)
-        case Commit() | AbortExpired() | End() | Delete():
-            problem = None
+        case Append() | Init() | Fail() | Commit() | AbortExpired() | End() | Delete():
+            problem = argument_problem(body)
         case _:
             return Rejected(ErrorCode.INVALID_COMMAND, f"unknown command {type(body).__name__}")
     return None if problem is None else Rejected(ErrorCode.INVALID_ARGUMENT, problem)
-
-
-def _init_problem(cmd: Init) -> str | None:
-    if not isinstance(cmd.registry_id, str) or not UUID_RE.fullmatch(cmd.registry_id):
-        return (
-            f"command Init: registry id {cmd.registry_id!r} must be canonical lower-case UUID text"
-        )
-    if cmd.registry_id == _NIL_UUID:
-        return "command Init: registry id is the nil UUID"
-    for name, value in (
-        ("global root", cmd.global_root),
-        ("host", cmd.host),
-        ("host root", cmd.host_root),
-    ):
-        if not isinstance(value, str):
-            return f"command Init: {name} is not text"
-        if value == "":
-            return f"command Init: {name} is empty"
-    return None
-
-
-def _append_problem(cmd: Append) -> str | None:
-    if len(cmd.paths) == 0:
-        return "command Append: no paths"
-    for p in cmd.paths:
-        if not isinstance(p.path, str):
-            return f"command Append: path {p.path!r} is not text"
-        if not _is_int(p.usage) or not 0 <= p.usage <= _AVRO_LONG_MAX:
-            return f"command Append: usage {p.usage!r} of path {p.path!r} is invalid"
-    return None
-
-
-def _fail_problem(cmd: Fail) -> str | None:
-    if not _is_int(cmd.code) or not -_AVRO_INT_MAX - 1 <= cmd.code <= _AVRO_INT_MAX:
-        return f"command Fail: code {cmd.code!r} is not a 32-bit integer"
-    if cmd.code == 0:
-        return "command Fail: code is 0 (a failure needs a non-zero code)"
-    if not isinstance(cmd.message, str):
-        return "command Fail: message is not text"
-    return None
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 # --- replies ------------------------------------------------------------------

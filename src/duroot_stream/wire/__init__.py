@@ -1,6 +1,6 @@
 """Bytes on the wire: schemas, coders, framing, headers, topics, partitioning."""
 
-from .avro import EventFacts
+from .avro_readers import EventFacts
 from .codec import Codec
 from .codec_error import CodecError
 from .headers import (

@@ -35,17 +35,19 @@ import fastavro
 from duroot_stream.domain import Command, Reply, WorkflowEvent, WorkflowIndexEvent
 
 from .avro import (
+    write_command,
+    write_event,
+    write_events,
+    write_index_event,
+    write_reply,
+)
+from .avro_readers import (
     EventFacts,
     read_command,
     read_event,
     read_event_facts,
     read_index_event,
     read_reply,
-    write_command,
-    write_event,
-    write_events,
-    write_index_event,
-    write_reply,
 )
 from .avro_walk import check_indices
 from .binary import Truncated
