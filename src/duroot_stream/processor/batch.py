@@ -147,6 +147,10 @@ class Batches:
         self._workflows.publish()
         return True
 
+    def rewind(self, offsets: dict[int, int]) -> None:
+        """Consume these command partitions again from these offsets (partition -> offset)."""
+        self._port.rewind(offsets)
+
     def abort(self, why: str) -> None:
         """Abort the open transaction and undo it."""
         log.warning("aborting transaction", extra={"reason": why, "commands": self.batch.commands})

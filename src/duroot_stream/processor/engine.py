@@ -13,7 +13,6 @@ dead-lettered.
 
 from __future__ import annotations
 
-import gc
 import logging
 import traceback
 from collections.abc import Callable, Sequence
@@ -52,6 +51,7 @@ from duroot_stream.wire import (
 )
 
 from .batch import Batches, Record
+from .collection import hold_collection, release_collection
 from .faults import AbortNeeded, ProcessorFatal, RecordRefused
 from .routes import ReplyRoutes, Route
 from .settings import DEAD_LETTER_MAX_BYTES, MAX_COMMAND_BYTES
@@ -113,15 +113,24 @@ class CommandHandler:
         """Handle consumed records in order; `on_error` gets a consumer error that
         comes in place of one. Should the transaction need an abort on the way
         (`AbortNeeded`), the records after the one it came with were consumed but not
-        handled: their partitions are rewound with the batch's, so they come again."""
-        handle = self.handle
+        handled: their partitions are rewound with the batch's, so they come again.
+
+        A record of a partition whose workflows are not restored (assigned, its restore
+        not installed yet: paused, so it should not come) is not handled: its partition
+        is rewound to it, and it comes again once the partition is resumed."""
+        handle, restored = self.handle, self._workflows.by_partition
+        unrestored: dict[int, int] = {}  # partition -> first offset not handled
         try:
             for message in messages:
                 error = message.error()
-                if error is None:
-                    handle(message)  # in its trace context
-                else:
+                if error is not None:
                     on_error(error)
+                    continue
+                if message.partition() not in restored:
+                    at = position(message)
+                    unrestored.setdefault(at[0], at[1])
+                    continue
+                handle(message)  # in its trace context
         except AbortNeeded:
             first = self._batches.batch.first_offsets
             for message in messages:
@@ -129,6 +138,12 @@ class CommandHandler:
                 if partition is not None and offset is not None and message.error() is None:
                     first.setdefault(partition, offset)  # the earliest, per partition
             raise
+        if unrestored:
+            log.warning(
+                "commands of partitions not restored yet: consumed again later",
+                extra={"offsets": unrestored},
+            )
+            self._batches.rewind(unrestored)
 
     def handle(self, message: ConsumedRecord) -> None:
         """A consumed record (not an error): its command applied, or dead-lettered, in
@@ -152,8 +167,7 @@ class CommandHandler:
         # The cyclic garbage collector waits until the command is handled: an Append
         # of 10,000 paths makes about 100,000 containers (events, headers, records),
         # none cyclic, and collections among them took a third of its time.
-        collecting = gc.isenabled()
-        gc.disable()
+        hold_collection()
         try:
             if not carrier and not self._recording:  # no span, no trace headers to carry
                 self._handle(message, record_headers, partition, offset)
@@ -161,8 +175,7 @@ class CommandHandler:
             with tracing.processing(message, carrier, self._group):
                 self._handle(message, record_headers, partition, offset)
         finally:
-            if collecting:
-                gc.enable()
+            release_collection()
 
     def _handle(
         self, message: ConsumedRecord, record_headers: Headers, partition: int, offset: int

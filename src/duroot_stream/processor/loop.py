@@ -18,12 +18,18 @@ which reaches Kafka only through the port (`port.py`): `engine.py` one command
 (step 2), `collector.py` garbage collection (step 3), `batch.py` the transaction's
 begin, commit (step 4) and abort with its undo; `kafka_transaction.py` the Kafka
 adapter (transactional calls, retries, the error triage); `restore.py` the restore
-on assignment; `hanging.py` the watch for hanging transactions.
+on assignment, `restorer.py` its threads; `hanging.py` the watch for hanging
+transactions.
 
 State per owned partition is rebuilt from the compacted event topic when the
-partition is assigned (restore), before any of its commands is handled: after the
-open transaction is committed, once no transaction of a previous owner can still
-commit into it (see `restore.py`).
+partition is assigned (restore), before any of its commands is handled, once no
+transaction of a previous owner can still commit into it (see `restore.py`). The
+restore does not hold up the partitions already owned: the rebalance callback
+assigns the new partitions paused and starts their restore in a thread of its own
+(`restorer.py`); the loop goes on, and before each batch installs the restores that
+have finished and resumes their partitions. A partition revoked mid-restore is never
+resumed, its restore's result never installed. A command of a partition not restored
+(it should not come: paused) is not handled but consumed again later (`engine.py`).
 
 A workflow's partition is murmur2(workflow id) % partitions: the commands
 topic's partition count can never change. When the processor sees that it did
@@ -52,7 +58,7 @@ from .hanging import ABORT_CHECK_INTERVAL_S, HangingMonitor
 from .kafka_clients import TRANSACTION_TIMEOUT_MS
 from .kafka_transaction import Transaction
 from .port import Faults
-from .restore import restore_assigned
+from .restorer import Restorer
 from .routes import ReplyRoutes
 from .settings import KAFKA_TIMEOUT_S, ProcessorSettings
 from .watchdog import CallWatch
@@ -125,6 +131,8 @@ class Processor:
                 loop.failed = True
             raise
         finally:
+            if loop is not None:
+                loop.close()
             monitor.stop()
             txn.close(flush=not self._failed)  # a fenced producer has nothing to deliver
             log.info("processor stopped", extra={"instance": self.settings.instance_id})
@@ -186,6 +194,8 @@ class _Loop:
         self._collector = Collector(settings, batches, txn, workflows, self._handler, metrics)
         self.failed = False  # set when the processor stops on an error: nothing to commit
         self._fault: ProcessorFatal | None = None
+        self._restorer = Restorer(settings, topics, codec, metrics, stopping)
+        self._assigned_at: float | None = None  # the first assignment's time
         txn.init()
         self._consumer.subscribe(
             [topics.commands],
@@ -206,6 +216,7 @@ class _Loop:
         """One transaction, in the steps of the module docstring."""
         batches, consumer, handle_all = self._batches, self._consumer, self._handler.handle_all
         batch_size, interval = self._settings.batch_size, self._settings.commit_interval_s
+        self._install()  # the restores finished since the last batch
         try:
             asked = 0
             while True:
@@ -266,7 +277,6 @@ class _Loop:
     # --- rebalancing and restore ------------------------------------------------
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        started = time.monotonic()
         numbers = [tp.partition for tp in partitions]
         count = self._partitions[self._topics.commands]
         beyond = [p for p in numbers if p >= count]
@@ -275,47 +285,53 @@ class _Loop:
                 _count_changed(self._topics.commands, count, f"has partition {max(beyond)}")
             )
             return
-        if numbers:
-            try:
-                # Cooperative rebalancing calls this inside poll/consume, mid-batch: a
-                # restore longer than the transaction timeout would get the batch's
-                # open transaction aborted and this instance fenced. Commit it first.
-                if self._batches.open and not self.failed:
-                    log.info(
-                        "committing before the restore",
-                        extra={
-                            "instance": self._settings.instance_id,
-                            "partitions": numbers,
-                            "commands": self._batches.batch.commands,
-                        },
-                    )
-                    self.commit()
-                restored = restore_assigned(
-                    consumer,
-                    self._settings.kafka,
-                    self._topics.commands,
-                    self._topics.events,
-                    numbers,
-                    self._codec,
-                    self._metrics,
-                    self._settings.restore_wait(),
-                )
-            except ProcessorFatal as exc:  # raised by the loop (see above)
-                self._fault = exc
-                return
-            for partition, workflows in restored.items():
+        if self._assigned_at is None:
+            self._assigned_at = time.monotonic()
+        if not numbers:
+            return
+        # Assigned here (confluent-kafka then does not), paused until restored: the
+        # restore runs in a thread and the loop goes on with the partitions it owns,
+        # its open transaction too (none of these partitions' commands is in it).
+        try:
+            consumer.incremental_assign(partitions)
+        except KafkaException:  # an eager assignor (-X partition.assignment.strategy)
+            consumer.assign(partitions)
+        consumer.pause(partitions)
+        log.info(
+            "restoring assigned partitions",
+            extra={
+                "instance": self._settings.instance_id,
+                "partitions": numbers,
+                "batch_commands": self._batches.batch.commands if self._batches.open else 0,
+            },
+        )
+        self._restorer.start(numbers)
+
+    def _install(self) -> None:
+        """Install the finished restores: their partitions' commands are handled from
+        now on. Sets `ready` once the first assignment's are all installed."""
+        finished = self._restorer.finished()  # raises what a restore failed with
+        if finished:
+            for partition, workflows in finished:
                 self._workflows.restored(partition, workflows)
-        self._workflows.recount()
-        if not self._ready.is_set():
-            log.info(
-                "processor ready",
-                extra={
-                    "partitions": sorted(self._workflows.by_partition),
-                    "workflows": self._workflows.total(),
-                    "restore_s": round(time.monotonic() - started, 3),
-                },
-            )
-            self._ready.set()
+            topic = self._topics.commands
+            self._consumer.resume([TopicPartition(topic, p) for p, _ in finished])
+            self._workflows.recount()
+        if self._ready.is_set() or self._assigned_at is None or self._restorer.restoring:
+            return
+        log.info(
+            "processor ready",
+            extra={
+                "partitions": sorted(self._workflows.by_partition),
+                "workflows": self._workflows.total(),
+                "restore_s": round(time.monotonic() - self._assigned_at, 3),
+            },
+        )
+        self._ready.set()
+
+    def close(self) -> None:
+        """Call off the restores under way and wait for their threads."""
+        self._restorer.close()
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if self.failed:
@@ -330,6 +346,7 @@ class _Loop:
         self._drop(partitions)
 
     def _drop(self, partitions: list[TopicPartition]) -> None:
+        self._restorer.drop(tp.partition for tp in partitions)
         dropped = self._workflows.drop(tp.partition for tp in partitions)
         if dropped:
             log.info("partitions revoked", extra={"partitions": dropped})

@@ -5,7 +5,8 @@ A restore must not miss what a predecessor commits late (Kafka Streams' KAFKA-10
 KIP-447 fences a zombie at `send_offsets_to_transaction`, but not at
 `commit_transaction`: an instance paused in between (its partitions given to another
 meanwhile) can still commit, its events above the last stable offset while the new
-owner restores. So, per assignment (`restore_assigned`):
+owner restores. So, per assignment (`restore_assigned`, in a thread of its own:
+`restorer.py`):
 
 1. wait until the group's committed offsets of the assigned command partitions are
    stable: the broker answers UNSTABLE_OFFSET_COMMIT while a transaction that sent
@@ -22,18 +23,18 @@ and abort it, rather than restore a state that could lack its events.
 
 from __future__ import annotations
 
-import gc
 import logging
 import time
+from collections.abc import Callable
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from duroot_stream.config import KafkaConfig
 from duroot_stream.domain import DuRootStarted, WorkflowReplay, WorkflowState
 from duroot_stream.kafka import Triage, kafka_error, new_consumer, position, triage, watermarks
-from duroot_stream.metrics import ProcessorMetrics
 from duroot_stream.wire import Codec
 
+from .collection import hold_collection, release_collection
 from .faults import ProcessorFatal
 from .settings import KAFKA_TIMEOUT_S, RESTORE_WAIT_S
 
@@ -69,38 +70,23 @@ def restore_assigned(
     events_topic: str,
     partitions: list[int],
     codec: Codec,
-    metrics: ProcessorMetrics,
     wait_s: float = RESTORE_WAIT_S,
-) -> dict[int, dict[str, WorkflowState]]:
-    """The two steps of the module docstring, with the restore metrics and one log
-    line. `consumer` is the group's, whose committed offsets are awaited."""
-    started = time.monotonic()
-    for p in partitions:
-        metrics.restore_in_progress.labels(str(p)).set(1)
-    await_stable_offsets(consumer, commands_topic, partitions, wait_s)
-    restored = restore_partitions(kafka, events_topic, partitions, codec, wait_s=wait_s)
-    for partition, (_, events) in restored.items():
-        label = str(partition)
-        metrics.restore_in_progress.labels(label).set(0)
-        metrics.restore_events.labels(label).inc(events)
-        metrics.restore_duration.labels(label).set(time.monotonic() - started)
-    total_events = sum(events for _, events in restored.values())
-    elapsed = time.monotonic() - started
-    log.info(
-        "partitions restored",
-        extra={
-            "partitions": sorted(partitions),
-            "workflows": sum(len(w) for w, _ in restored.values()),
-            "events": total_events,
-            "seconds": round(elapsed, 3),
-            "events_per_s": int(total_events / elapsed) if elapsed > 0 else None,
-        },
-    )
-    return {p: workflows for p, (workflows, _) in restored.items()}
+    cancelled: Callable[[], bool] | None = None,
+) -> dict[int, tuple[dict[str, WorkflowState], int]]:
+    """The two steps of the module docstring: per partition, its workflows and the
+    number of records read. `consumer` asks for the group's committed offsets (its
+    `group.id`, read_committed; it never joins the group). `cancelled` is asked
+    between the steps' waits: True ends the restore with `RestoreCancelled`."""
+    await_stable_offsets(consumer, commands_topic, partitions, wait_s, cancelled)
+    return restore_partitions(kafka, events_topic, partitions, codec, wait_s, cancelled)
 
 
 def await_stable_offsets(
-    consumer: Consumer, topic: str, partitions: list[int], wait_s: float = RESTORE_WAIT_S
+    consumer: Consumer,
+    topic: str,
+    partitions: list[int],
+    wait_s: float = RESTORE_WAIT_S,
+    cancelled: Callable[[], bool] | None = None,
 ) -> None:
     """Return once no open transaction holds committed offsets of `partitions`.
 
@@ -120,6 +106,8 @@ def await_stable_offsets(
             errors = [kafka_error(exc) or exc]
         if not errors:
             return
+        if cancelled is not None and cancelled():
+            raise RestoreCancelled(f"restore of {topic} {partitions}")
         for error in errors:
             if not isinstance(error, KafkaError) or not _retriable(error):
                 raise ProcessorFatal(f"committed offsets of {topic} {partitions}: {error}")
@@ -145,6 +133,10 @@ def await_stable_offsets(
             )
 
 
+class RestoreCancelled(Exception):
+    """The restore was called off: its partitions were revoked, or the processor stops."""
+
+
 def _retriable(error: KafkaError) -> bool:
     """Worth asking again: a timeout (still unstable), or an error that passes."""
     code = error.code()
@@ -160,6 +152,7 @@ def restore_partitions(
     partitions: list[int],
     codec: Codec,
     wait_s: float = RESTORE_WAIT_S,
+    cancelled: Callable[[], bool] | None = None,
 ) -> dict[int, tuple[dict[str, WorkflowState], int]]:
     """Fold each partition of the event topic into workflow states.
 
@@ -169,7 +162,8 @@ def restore_partitions(
     watermark means a transaction is open there, and the read goes on until it
     commits (its records come) or aborts (they are skipped), at most `wait_s` from
     that EOF (then `ProcessorFatal`: a hanging transaction). A tombstone drops its
-    workflow. Returns, per partition, the workflows and the number of records read.
+    workflow. Returns, per partition, the workflows and the number of records read;
+    `cancelled` returning True between fetches ends it with `RestoreCancelled`.
 
     Per event only the first fields of the Avro body are read (id, workflow,
     seq, cause, payload type: `Codec.event_facts`), and only STARTED payloads
@@ -183,8 +177,7 @@ def restore_partitions(
     # The fold makes no reference cycles, only many objects that live on: the
     # cyclic garbage collector would walk them again and again (10-15 % of a
     # restore's time), so it waits until the restore is done.
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
+    hold_collection()
     try:
         # No offset lookup: each partition is read from its first offset.
         starts = [
@@ -195,6 +188,8 @@ def restore_partitions(
         if starts:
             consumer.assign(starts)
         while pending:
+            if cancelled is not None and cancelled():
+                raise RestoreCancelled(f"restore of {events_topic} {sorted(pending)}")
             # Take what is fetched (`consume(n, timeout)` would wait for all n);
             # wait with `poll` only when nothing is.
             messages = consumer.consume(num_messages=RESTORE_BATCH, timeout=0)
@@ -216,8 +211,7 @@ def restore_partitions(
                     )
     finally:
         consumer.close()
-        if gc_was_enabled:
-            gc.enable()
+        release_collection()
     return {p: (fold.finish(), fold.records) for p, fold in folds.items()}
 
 
