@@ -56,10 +56,14 @@ class SettingsOverrides(TypedDict, total=False):
 
 @contextmanager
 def running_processor(
-    kafka: KafkaConfig, faults: Faults | None = None, **overrides: Unpack[SettingsOverrides]
+    kafka: KafkaConfig,
+    faults: Faults | None = None,
+    ready: bool = True,
+    **overrides: Unpack[SettingsOverrides],
 ) -> Iterator[Processor]:
-    """A processor in a thread, ready (first assignment restored) when yielded;
-    `faults` steer its Kafka client calls (tests/processor/client_faults.py)."""
+    """A processor in a thread, ready (first assignment restored) when yielded, or
+    only started (`ready` False); `faults` steer its Kafka client calls
+    (tests/processor/client_faults.py)."""
     settings = replace(
         ProcessorSettings(kafka=kafka, instance_id=f"t-{uuid.uuid4().hex[:6]}"), **overrides
     )
@@ -74,7 +78,8 @@ def running_processor(
 
     thread = threading.Thread(target=target, daemon=True)
     thread.start()
-    wait_until(lambda: processor.ready.is_set() or errors, timeout=60, what="processor ready")
+    if ready:
+        wait_until(lambda: processor.ready.is_set() or errors, timeout=60, what="processor ready")
     if errors:
         raise errors[0]
     try:

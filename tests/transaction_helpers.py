@@ -1,13 +1,21 @@
-"""A real open transaction that nobody will end soon: a producer process that writes
-in a transaction with a long `transaction.timeout.ms` and is SIGKILLed."""
+"""Open transactions for tests: one the test ends itself (`open_transaction`), and
+one that nobody will end soon (`leave_open_transaction`: a producer process that
+writes in a transaction with a long `transaction.timeout.ms` and is SIGKILLed)."""
 
 from __future__ import annotations
 
 import signal
 import subprocess
 import sys
+import uuid
+
+from confluent_kafka import Producer
 
 from duroot_stream.config import KafkaConfig
+from duroot_stream.domain import EVENT_EPOCH, DuRootStarted, WorkflowEvent
+from duroot_stream.ids import new_ulid
+from duroot_stream.wire import Codec, event_headers, partition_for
+from tests.processor_harness import PARTITIONS
 
 LONG_TIMEOUT_MS = 900_000  # the broker's transaction.max.timeout.ms (15 min)
 
@@ -56,3 +64,44 @@ def leave_open_transaction(
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
+
+
+def open_transaction(
+    kafka: KafkaConfig, topic: str, partition: int, wf: str, timeout_ms: int = 60_000
+) -> Producer:
+    """A producer whose transaction holds one STARTED event of `wf` in `partition`
+    (flushed: in the log), not yet ended: the test commits or aborts it."""
+    producer = Producer(
+        {
+            "bootstrap.servers": kafka.bootstrap_servers,
+            "transactional.id": f"test-{uuid.uuid4().hex[:8]}",
+            "transaction.timeout.ms": timeout_ms,
+        }
+    )
+    producer.init_transactions(30)
+    producer.begin_transaction()
+    event = WorkflowEvent(
+        new_ulid(),
+        EVENT_EPOCH,
+        wf,
+        0,
+        new_ulid(),
+        DuRootStarted(str(uuid.uuid4()), "/g", "h", "/r"),
+    )
+    producer.produce(
+        topic,
+        Codec().encode_event(event),
+        f"{wf}/0".encode(),
+        partition=partition,
+        headers=list(event_headers(event)),
+    )
+    assert producer.flush(30) == 0
+    return producer
+
+
+def workflow_on(partition: int, partitions: int = PARTITIONS) -> str:
+    """A new workflow id whose partition is `partition`."""
+    while True:
+        wf = str(uuid.uuid4())
+        if partition_for(wf, partitions) == partition:
+            return wf

@@ -19,10 +19,11 @@ from duroot_stream.processor import ProcessorFatal, ProcessorSettings
 from duroot_stream.processor.collection import hold_collection, release_collection
 from duroot_stream.processor.restore import RestoreCancelled
 from duroot_stream.processor.restorer import Restorer
-from duroot_stream.wire import Codec, Topics, partition_for
+from duroot_stream.wire import Codec, Topics
 from tests.kafka_helpers import wait_until
-from tests.processor.memory import PARTITIONS, MemoryProcessor
+from tests.processor.memory import MemoryProcessor
 from tests.processor_harness import command
+from tests.transaction_helpers import workflow_on
 
 Restored = dict[int, tuple[dict[str, WorkflowState], int]]
 
@@ -93,7 +94,7 @@ def ended(restorer: Restorer) -> int:
 
 
 def in_progress(restorer: Restorer, partition: int) -> float:
-    return restorer._metrics.restore_in_progress.labels(str(partition))._value.get()
+    return float(restorer._metrics.restore_in_progress.labels(str(partition))._value.get())
 
 
 def test_a_finished_restore_is_installed_once(held: HeldRestores, restorer: Restorer) -> None:
@@ -196,13 +197,6 @@ def test_commands_of_a_partition_not_restored_are_not_handled_but_consumed_again
     p.workflows.restored(1, {})  # installed: its commands are handled from the first
     assert p.run_batch()
     assert p.reply(held).ok and p.kafka.committed == {0: 1, 1: 1}
-
-
-def workflow_on(partition: int) -> str:
-    while True:
-        wf = str(uuid.uuid4())
-        if partition_for(wf, PARTITIONS) == partition:
-            return wf
 
 
 def test_collection_comes_back_with_the_last_holder() -> None:

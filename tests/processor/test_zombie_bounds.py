@@ -10,57 +10,24 @@ import threading
 import uuid
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 
 from duroot_stream.config import KafkaConfig
 from duroot_stream.domain import (
-    EVENT_EPOCH,
     AbortExpired,
     Delete,
-    DuRootStarted,
     StateCode,
-    WorkflowEvent,
     WorkflowState,
     expiry_records,
 )
-from duroot_stream.ids import new_ulid
 from duroot_stream.processor import ProcessorFatal, ProcessorSettings, restore_partitions
 from duroot_stream.processor.restore import await_stable_offsets
-from duroot_stream.wire import Codec, Topics, event_headers, partition_for
+from duroot_stream.wire import Codec, Topics
 from tests.kafka_helpers import wait_until
-from tests.processor_harness import PARTITIONS, setup_topics
+from tests.processor_harness import setup_topics
+from tests.transaction_helpers import open_transaction, workflow_on
 
 Headers = list[tuple[str, str | bytes | None]]
-
-
-def _started(wf: str) -> tuple[bytes, bytes, Headers]:
-    event = WorkflowEvent(
-        new_ulid(),
-        EVENT_EPOCH,
-        wf,
-        0,
-        new_ulid(),
-        DuRootStarted(str(uuid.uuid4()), "/g", "h", "/r"),
-    )
-    headers: Headers = list(event_headers(event))
-    return f"{wf}/0".encode(), Codec().encode_event(event), headers
-
-
-def _open_transaction(kafka: KafkaConfig, topic: str, partition: int, wf: str) -> Producer:
-    """A producer whose transaction holds one STARTED event of `wf`, not yet ended."""
-    producer = Producer(
-        {
-            "bootstrap.servers": kafka.bootstrap_servers,
-            "transactional.id": f"test-{uuid.uuid4().hex[:8]}",
-            "transaction.timeout.ms": 60_000,
-        }
-    )
-    producer.init_transactions(30)
-    producer.begin_transaction()
-    key, value, headers = _started(wf)
-    producer.produce(topic, value, key, partition=partition, headers=headers)
-    assert producer.flush(30) == 0
-    return producer
 
 
 class _Waits(logging.Handler):
@@ -73,13 +40,6 @@ class _Waits(logging.Handler):
             self.seen.append(record.getMessage())
 
 
-def _workflow_on(partition: int) -> str:
-    while True:
-        wf = str(uuid.uuid4())
-        if partition_for(wf, PARTITIONS) == partition:
-            return wf
-
-
 @pytest.mark.broker
 @pytest.mark.parametrize("outcome", ["commit", "abort"])
 def test_restore_waits_for_a_transaction_open_at_its_start(
@@ -87,8 +47,8 @@ def test_restore_waits_for_a_transaction_open_at_its_start(
 ) -> None:
     setup_topics(kafka)
     events = Topics(kafka.topic_prefix).events
-    wf = _workflow_on(1)
-    producer = _open_transaction(kafka, events, 1, wf)
+    wf = workflow_on(1)
+    producer = open_transaction(kafka, events, 1, wf)
     result: list[dict[int, tuple[dict[str, WorkflowState], int]]] = []
     restore = threading.Thread(
         target=lambda: result.append(restore_partitions(kafka, events, [0, 1, 2], Codec()))
@@ -116,7 +76,7 @@ def test_restore_waits_for_a_transaction_open_at_its_start(
 def test_restore_stops_naming_a_transaction_that_stays_open(kafka: KafkaConfig) -> None:
     setup_topics(kafka)
     events = Topics(kafka.topic_prefix).events
-    producer = _open_transaction(kafka, events, 2, _workflow_on(2))
+    producer = open_transaction(kafka, events, 2, workflow_on(2))
     with pytest.raises(ProcessorFatal) as raised:
         restore_partitions(kafka, events, [2], Codec(), wait_s=2.0)
     message = str(raised.value)
@@ -140,7 +100,7 @@ def test_unstable_committed_offsets_are_awaited_then_reported(kafka: KafkaConfig
             "enable.auto.commit": False,
         }
     )
-    producer = _open_transaction(kafka, topics.events, 0, _workflow_on(0))
+    producer = open_transaction(kafka, topics.events, 0, workflow_on(0))
     producer.send_offsets_to_transaction(
         [TopicPartition(topics.commands, 0, 0)], consumer.consumer_group_metadata(), 30
     )
