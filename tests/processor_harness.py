@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -238,3 +239,35 @@ def setup_topics(kafka: KafkaConfig) -> None:
 
 def elapsed_since(start: float) -> float:
     return time.monotonic() - start
+
+
+class ProcessorLogs(logging.Handler):
+    """The processor's log records, as they come (`captured_logs`)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def partitions(self, message: str) -> list[list[int]]:
+        """The `partitions` of each record with this message, in order."""
+        return [
+            sorted(getattr(r, "partitions", ())) for r in self.records if r.getMessage() == message
+        ]
+
+
+@contextmanager
+def captured_logs() -> Iterator[ProcessorLogs]:
+    """The processor logger's records from INFO up, while in the block."""
+    handler = ProcessorLogs()
+    logger = logging.getLogger("duroot.processor")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)

@@ -11,7 +11,6 @@ which the test commits when it is done looking.
 
 from __future__ import annotations
 
-import logging
 import time
 import uuid
 from collections.abc import Iterator
@@ -27,7 +26,14 @@ from duroot_stream.processor.loop import IDLE_POLL_S
 from duroot_stream.processor.settings import KAFKA_TIMEOUT_S
 from duroot_stream.wire import Topics
 from tests.kafka_helpers import wait_until
-from tests.processor_harness import PARTITIONS, Requester, command, running_processor
+from tests.processor_harness import (
+    PARTITIONS,
+    ProcessorLogs,
+    Requester,
+    captured_logs,
+    command,
+    running_processor,
+)
 from tests.transaction_helpers import open_transaction, workflow_on
 
 pytestmark = pytest.mark.broker
@@ -38,30 +44,10 @@ RESTORE_WAIT_S = 600.0  # a held restore is not given up on meanwhile
 REBALANCE_S = 60.0  # a member joining or leaving, and the restores it starts, begin
 
 
-class _Logs(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-    def partitions(self, message: str) -> list[list[int]]:
-        return [
-            sorted(getattr(r, "partitions", ())) for r in self.records if r.getMessage() == message
-        ]
-
-
 @pytest.fixture
-def logs() -> Iterator[_Logs]:
-    handler = _Logs()
-    logger = logging.getLogger("duroot.processor")
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    yield handler
-    logger.removeHandler(handler)
-    logger.setLevel(level)
+def logs() -> Iterator[ProcessorLogs]:
+    with captured_logs() as handler:
+        yield handler
 
 
 def restoring(processor: Processor) -> set[int]:
@@ -154,7 +140,7 @@ def test_owned_partitions_are_answered_while_a_moved_partition_waits_in_its_rest
 
 
 def test_a_partition_revoked_mid_restore_is_not_installed_from_that_restore(
-    kafka: KafkaConfig, requester: Requester, logs: _Logs
+    kafka: KafkaConfig, requester: Requester, logs: ProcessorLogs
 ) -> None:
     group = f"async-{uuid.uuid4().hex[:8]}"
     holds = hold(kafka, EVERY)

@@ -149,26 +149,21 @@ def test_the_old_restore_ending_first_is_not_installed_for_a_reassigned_partitio
     assert finished_once(restorer, 2) == [(1, "call-1")]
 
 
-def test_a_failed_restore_of_a_held_partition_is_raised_by_the_loop(
-    held: HeldRestores, restorer: Restorer
+@pytest.mark.parametrize("revoked", [False, True])
+def test_a_failed_restore_is_raised_by_the_loop_unless_its_partitions_were_revoked(
+    held: HeldRestores, restorer: Restorer, revoked: bool
 ) -> None:
     held.fail[0] = ProcessorFatal("a hanging transaction")
     restorer.start([2])
     wait_until(lambda: held.calls, timeout=10, what="the restore to begin")
+    if revoked:
+        restorer.drop([2])
     held.release[0].set()
+    if revoked:
+        assert finished_once(restorer, 1) == []
+        return
     with pytest.raises(ProcessorFatal, match="a hanging transaction"):
         wait_until(lambda: restorer.finished() or None, timeout=10, what="the failure")
-
-
-def test_a_failed_restore_of_revoked_partitions_is_not_raised(
-    held: HeldRestores, restorer: Restorer
-) -> None:
-    held.fail[0] = ProcessorFatal("a hanging transaction")
-    restorer.start([2])
-    wait_until(lambda: held.calls, timeout=10, what="the restore to begin")
-    restorer.drop([2])
-    held.release[0].set()
-    assert finished_once(restorer, 1) == []
 
 
 def test_stopping_calls_the_restores_off(
