@@ -48,6 +48,7 @@ from .batch import Batches
 from .collector import Collector
 from .engine import CommandHandler
 from .faults import AbortNeeded, ProcessorFatal, check_consumer_error, check_overrides
+from .fencing import Fencer
 from .hanging import ABORT_CHECK_INTERVAL_S, HangingMonitor
 from .kafka_clients import TRANSACTION_TIMEOUT_MS
 from .kafka_transaction import Transaction
@@ -185,6 +186,18 @@ class _Loop:
         )
         self._collector = Collector(settings, batches, txn, workflows, self._handler, metrics)
         self.failed = False  # set when the processor stops on an error: nothing to commit
+        after = settings.fence_after_s
+        self._fencer = (
+            None
+            if after is None
+            else Fencer(
+                settings.kafka,
+                settings.group_id,
+                settings.transactional_id,
+                after,
+                metrics.previous_owners_fenced.inc,
+            )
+        )
         self._fault: ProcessorFatal | None = None
         txn.init()
         self._consumer.subscribe(
@@ -299,6 +312,7 @@ class _Loop:
                     self._codec,
                     self._metrics,
                     self._settings.restore_wait(),
+                    self._fencer,
                 )
             except ProcessorFatal as exc:  # raised by the loop (see above)
                 self._fault = exc

@@ -35,6 +35,7 @@ from duroot_stream.metrics import ProcessorMetrics
 from duroot_stream.wire import Codec
 
 from .faults import ProcessorFatal
+from .fencing import Fence
 from .settings import KAFKA_TIMEOUT_S, RESTORE_WAIT_S
 
 log = logging.getLogger("duroot.processor")
@@ -71,13 +72,15 @@ def restore_assigned(
     codec: Codec,
     metrics: ProcessorMetrics,
     wait_s: float = RESTORE_WAIT_S,
+    fence: Fence | None = None,
 ) -> dict[int, dict[str, WorkflowState]]:
     """The two steps of the module docstring, with the restore metrics and one log
-    line. `consumer` is the group's, whose committed offsets are awaited."""
+    line. `consumer` is the group's, whose committed offsets are awaited; `fence`
+    ends a dead previous owner's transaction (see `await_stable_offsets`)."""
     started = time.monotonic()
     for p in partitions:
         metrics.restore_in_progress.labels(str(p)).set(1)
-    await_stable_offsets(consumer, commands_topic, partitions, wait_s)
+    await_stable_offsets(consumer, commands_topic, partitions, wait_s, fence)
     restored = restore_partitions(kafka, events_topic, partitions, codec, wait_s=wait_s)
     for partition, (_, events) in restored.items():
         label = str(partition)
@@ -100,19 +103,26 @@ def restore_assigned(
 
 
 def await_stable_offsets(
-    consumer: Consumer, topic: str, partitions: list[int], wait_s: float = RESTORE_WAIT_S
+    consumer: Consumer,
+    topic: str,
+    partitions: list[int],
+    wait_s: float = RESTORE_WAIT_S,
+    fence: Fence | None = None,
 ) -> None:
     """Return once no open transaction holds committed offsets of `partitions`.
 
     A read_committed consumer's `committed()` asks with require_stable and retries
-    while the broker answers UNSTABLE_OFFSET_COMMIT, until its timeout."""
+    while the broker answers UNSTABLE_OFFSET_COMMIT, until its timeout. Still
+    unstable after `fence.after_s`: `fence(topic, partitions)`, which ends the
+    transaction if its owner has left the group (fencing.py)."""
     wanted = [TopicPartition(topic, p) for p in partitions]
     deadline = time.monotonic() + wait_s
     logged = False
+    try_s = STABLE_FIRST_TRY_S if fence is None else fence.after_s
     while True:
         left = deadline - time.monotonic()
         try:
-            found = consumer.committed(wanted, timeout=max(0.1, min(left, STABLE_FIRST_TRY_S)))
+            found = consumer.committed(wanted, timeout=max(0.1, min(left, try_s)))
             errors: list[KafkaError | KafkaException] = [
                 tp.error for tp in found if tp.error is not None
             ]
@@ -143,6 +153,9 @@ def await_stable_offsets(
                     "limit_s": wait_s,
                 },
             )
+        if fence is not None and fence(topic, partitions) is not None:
+            fence = None  # done (a failure is tried again on the next look)
+            try_s = STABLE_FIRST_TRY_S
 
 
 def _retriable(error: KafkaError) -> bool:
