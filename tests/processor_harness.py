@@ -53,6 +53,7 @@ class SettingsOverrides(TypedDict, total=False):
     reply_topics: str | None
     restore_wait_s: float | None
     gc_chunk_records: int
+    fence_after_s: float | None
 
 
 @contextmanager

@@ -183,6 +183,13 @@ class ProcessorMetrics:
             ["reason"],
             registry=r,
         )
+        self.previous_owners_fenced = Counter(
+            "duroot_processor_previous_owners_fenced",
+            "Transactions of a dead previous owner of partitions this instance took over, "
+            "ended by this instance (init_transactions with the owner's transactional.id) "
+            "instead of waiting for the broker's transaction timeout.",
+            registry=r,
+        )
         self.producer_renewals = Counter(
             "duroot_processor_producer_renewals",
             "Transactional producers abandoned for a new one with the same transactional.id "

@@ -15,10 +15,16 @@ domain core: nothing lost, nothing duplicated, every vid chain intact.
 With the old restore (read to the last stable offset) the heir's state lacks the
 zombie's events while its consumer resumes after the zombie's commands: its next
 events reuse their seq numbers and break the chain, and the verifier says so.
+
+Twice: with the heir's fencing off, the heir waits and the late commit goes
+through; with it on (the default), the heir ends the zombie's transaction as soon as
+it finds it open (fencing.py) and restores while the zombie still sleeps, and the
+zombie's late commit fails, fenced: it stops, and its commands are the heir's.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
@@ -28,7 +34,7 @@ import pytest
 
 from duroot_stream.config import KafkaConfig
 from duroot_stream.domain import Append, Commit, Init, PathUsage
-from duroot_stream.processor import Processor
+from duroot_stream.processor import FENCE_AFTER_S, Processor, ProcessorFatal
 from duroot_stream.wire import partition_for
 from tests.kafka_helpers import wait_until
 from tests.processor.client_faults import StallBefore
@@ -82,8 +88,9 @@ def owned(processor: Processor) -> set[int]:
     return processor.owned_partitions()
 
 
+@pytest.mark.parametrize("fencing", [False, True], ids=["waits", "fences"])
 def test_a_zombie_commit_after_its_partitions_moved_is_neither_lost_nor_doubled(
-    kafka: KafkaConfig, requester: Requester, capsys: pytest.CaptureFixture[str]
+    kafka: KafkaConfig, requester: Requester, capsys: pytest.CaptureFixture[str], fencing: bool
 ) -> None:
     # The zombie's loop thread, once armed, stalls between send_offsets and commit.
     stall = StallBefore("commit_transaction")
@@ -96,12 +103,14 @@ def test_a_zombie_commit_after_its_partitions_moved_is_neither_lost_nor_doubled(
     workflows = workflow_per_partition(PARTITIONS)
     everything = set(range(PARTITIONS))
     zombie_kafka = replace(kafka, overrides=ZOMBIE_SETTINGS)
+    fence_after_s = FENCE_AFTER_S if fencing else None
+    fenced = pytest.raises(ProcessorFatal, match="fenced") if fencing else contextlib.nullcontext()
     try:
-        with running_processor(zombie_kafka, stall, instance_id="zombie") as z:
+        with fenced, running_processor(zombie_kafka, stall, instance_id="zombie") as z:
             for wf in workflows:
                 assert requester.request(command(wf, Init(REGISTRY, "/g/" + wf, "h", "/r"))).ok
                 assert requester.request(command(wf, Append((PathUsage("before", 1),)))).ok
-            with running_processor(kafka, instance_id="heir") as heir:
+            with running_processor(kafka, instance_id="heir", fence_after_s=fence_after_s) as heir:
                 wait_until(
                     lambda: owned(z) and owned(heir) and owned(z) | owned(heir) == everything,
                     timeout=60,
@@ -125,6 +134,15 @@ def test_a_zombie_commit_after_its_partitions_moved_is_neither_lost_nor_doubled(
                     what="the heir to take the zombie's partitions over",
                 )
                 took_over_s = time.monotonic() - stalled_at
+                if fencing:  # restored while the zombie sleeps with its transaction open
+                    wait_until(
+                        lambda: "partitions restored" in logs.restores_since(mark, zombies),
+                        timeout=120,
+                        what="the heir to restore the zombie's partitions before it wakes",
+                    )
+                    took_over_s = time.monotonic() - stalled_at
+                    assert paused.is_set() and not resume.is_set()
+                    assert heir.metrics.previous_owners_fenced._value.get() == 1
                 resume.set()  # the zombie wakes up and commits
                 wait_until(
                     lambda: (
@@ -157,7 +175,7 @@ def test_a_zombie_commit_after_its_partitions_moved_is_neither_lost_nor_doubled(
             f"late commit {late_commit}; heir holds {heir_restored} workflows; {report.summary()}"
         )
     assert stall.injected == 1, f"{stall.injected} stalls injected, not one"
-    assert late_commit == "committed", "the zombie's late commit did not go through"
+    assert late_commit == ("failed" if fencing else "committed"), late_commit
     assert report.commands == 5 * len(workflows) and report.missing_replies == 0
     assert report.lost == 0 and report.duplicated == 0, report.problems
     assert report.problem_count == 0, "\n".join(report.problems)

@@ -164,6 +164,7 @@ class Run:
             malformed=self.malformed_factory,
             malformed_total=self.malformed,
             clients=clients,
+            ceiling=self.supervisor.ceiling,
         )
         # Every scenario gets a reader during the chaos (live.py); off with
         # DUROOT_RELIABILITY_LIVE=0, to measure what it costs.

@@ -3,7 +3,8 @@
 `Supervisor` owns every process it starts and kills what is left in `close()`, so a
 failing test never leaves a processor behind. It runs one chaos policy at a time in
 a thread. Faults are scheduled by progress (the share of the load answered), never
-by wall time, so a run of any size and speed gets every one of them:
+by wall time, and the load waits at each fault's point until the fault has begun
+(`ceiling`), so a run of any size and speed gets every one of them:
 
 - `kill_storm`: at each point SIGKILL a random instance and start it again with the
   same `--instance-id` (so it aborts what its predecessor left open);
@@ -187,6 +188,7 @@ class Supervisor:
         self._chaos_stop = threading.Event()
         self._chaos: threading.Thread | None = None
         self.chaos_errors: list[BaseException] = []
+        self._ceiling = 1.0  # see `ceiling`
         watcher = threading.Thread(target=self._watch, name="supervisor-watch", daemon=True)
         watcher.start()
         self._threads.append(watcher)
@@ -285,10 +287,18 @@ class Supervisor:
         self._chaos = threading.Thread(target=target, name="chaos", daemon=True)
         self._chaos.start()
 
+    def ceiling(self) -> float:
+        """The share of the load that may be answered for now (the load's driver sends no
+        more): a fault under way holds the load at the next fault's point, so that a slow
+        fault (a takeover waiting for a transaction) cannot let the load run past the
+        points still to come, or to its end, with faults not yet injected."""
+        return self._ceiling
+
     def stop_chaos(self) -> None:
         """Stop the policy; raise what it raised, or that it did not stop (a fault still
         waiting: its own deadline would raise later, unseen)."""
         self._chaos_stop.set()
+        self._ceiling = 1.0
         chaos, self._chaos = self._chaos, None
         if chaos is not None:
             chaos.join(CHAOS_STOP_S)
@@ -302,20 +312,26 @@ class Supervisor:
 
     def at_progress(self, points: Sequence[float], fault: Callable[[], str]) -> Policy:
         """`fault()` once when each share of `points` of the load is answered; it says
-        what it did. None once the load has ended (a fault then disturbs no load: the
-        run reports fewer faults than planned). The run's own deadline bounds the
-        waits: it ends in `stop`."""
+        what it did. Until a fault has begun, the load is held at its point
+        (`ceiling`), so every fault finds load left to disturb. The run's own deadline
+        bounds the waits: it ends in `stop`."""
 
         def policy(stop: threading.Event) -> None:
-            for share in sorted(points):
-                while self.progress() < share:
-                    if stop.wait(PROGRESS_POLL_S):
+            shares = sorted(points)
+            self._ceiling = shares[0] if shares else 1.0
+            try:
+                for i, share in enumerate(shares):
+                    while self.progress() < share:
+                        if stop.wait(PROGRESS_POLL_S):
+                            return
+                    reached, at = self.progress(), self._now()
+                    if reached >= 1.0:
                         return
-                reached, at = self.progress(), self._now()
-                if reached >= 1.0:
-                    return
-                what = fault()
-                self.faults.append(Fault(what, round(reached, 3), at))
+                    self._ceiling = shares[i + 1] if i + 1 < len(shares) else 1.0
+                    what = fault()
+                    self.faults.append(Fault(what, round(reached, 3), at))
+            finally:
+                self._ceiling = 1.0
 
         return policy
 

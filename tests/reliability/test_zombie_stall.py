@@ -2,10 +2,13 @@
 stalls between `send_offsets_to_transaction` and `commit_transaction` (the file-steered
 `FileStall` of tests/reliability/faulty_processor.py), its consumer leaves the group
 once `max.poll.interval.ms` has passed (librdkafka does so for a stalled
-application), the group gives its partitions to h,
-and once h has begun restoring them (or waits for z's transaction) z resumes and
-commits late (KIP-447 does not fence EndTxn; z's transaction may live 60 s). Nothing
-lost, nothing duplicated, every chain intact (Kafka Streams' KAFKA-10167).
+application), the group gives its partitions to h. h finds z's offsets unstable
+(z's transaction is open and may live 60 s) and z out of the group, so it fences z
+(processor/fencing.py) and restores without waiting for z's transaction; then z
+resumes and tries to commit late (KIP-447 does not fence EndTxn): it finds itself
+fenced, exits 1 and is started again. Nothing lost, nothing duplicated, every chain
+intact. (The late commit that races a restore, Kafka Streams' KAFKA-10167, is
+tests/processor/test_zombie.py's, with fencing off and on.)
 
 A stall needs z to commit, so z must have commands on its partitions once armed. If
 the load ends first, the fault fails saying so; if the load goes on and z does not
@@ -37,7 +40,8 @@ ZOMBIE_ARGS = (
     "-X",
     "transaction.timeout.ms=60000",
 )
-TAKEOVER_LINES = ("partitions restored", "restore waiting for an open transaction")
+# h fences z while z sleeps, or restores at once should z have had nothing open.
+TAKEOVER_LINES = ("fenced a previous owner", "partitions restored")
 STALL_WAIT_S = 120.0  # z commits every 0.1 s while it has commands
 # z leaves after max.poll.interval.ms, h restores (waiting up to the transaction
 # timeout for z's transaction), z rejoins and restores: generous bounds for each.
@@ -90,9 +94,10 @@ def test_zombie_stalls_under_load(
         mark = zombie_log.stat().st_size
         resume.touch()
         wait_until(lambda: not stalled.exists(), timeout=TAKEOVER_S, what="z to resume")
-        # z rejoins and gets partitions back: the next stall comes with the group
-        # settled (a stall in the middle of a rebalance meets librdkafka's lost-flag
-        # race, confluentinc/librdkafka#5604, and z may stop fetching).
+        # z (fenced: after its restart) rejoins and gets partitions back: the next stall
+        # comes with the group settled (a stall in the middle of a rebalance meets
+        # librdkafka's lost-flag race, confluentinc/librdkafka#5604, and z may stop
+        # fetching).
         wait_until(
             lambda: line_since(zombie_log, mark, "partitions restored"),
             timeout=TAKEOVER_S,
@@ -118,5 +123,12 @@ def test_zombie_stalls_under_load(
         sup.close()
     with capsys.disabled():
         print(f"\n[reliability zombie-stall] the heir's first line after each stall: {takeovers}")
-    run.verdict("zombie-stall", report, capsys)
-    assert len(takeovers) == len(scale.fault_points), takeovers
+    fences = sup.instances["h"].log_path.read_text().count("fenced a previous owner")
+    z_exits = [e for e in sup.unexpected_exits if e.instance_id == "z" and e.returncode == 1]
+    # z exits 1 when it finds itself fenced, and is started again.
+    run.verdict("zombie-stall", report, capsys, allow_fatal_exits=True)
+    stalls = len(scale.fault_points)
+    assert len(takeovers) == stalls, takeovers
+    # z stalls with its offsets sent: each takeover finds them unstable, and fences.
+    assert fences == stalls, f"h fenced z {fences} times in {stalls} stalls: {takeovers}"
+    assert len(z_exits) == stalls, f"z exited fenced {len(z_exits)} times: {z_exits}"

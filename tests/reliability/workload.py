@@ -235,6 +235,9 @@ class Driver:
     malformed_total: int = 0
     clients: list[ReplyClient] = field(default_factory=list)  # private reply topics
     stall_timeout_s: float = 240.0
+    # The share of the load that may be answered for now (`Supervisor.ceiling`): no
+    # record is sent beyond it.
+    ceiling: Callable[[], float] = lambda: 1.0
     sent: int = 0
     stalls: int = 0  # times no reply came for STALL_S or longer
     longest_quiet_s: float = 0.0
@@ -303,7 +306,7 @@ class Driver:
         try:
             while self.replied < self.total:
                 self._start_clients(consumer, ready)
-                while ready:
+                while ready and self._may_send():
                     walker = ready.popleft()
                     walker.budget -= 1
                     self._send_command(producer, walker)
@@ -314,7 +317,7 @@ class Driver:
                 if self.malformed_sent < self.malformed_total and not any(
                     w.budget for w in self.walkers
                 ):
-                    while self.malformed_sent < self.malformed_total:
+                    while self.malformed_sent < self.malformed_total and self._may_send():
                         self._send_malformed(producer)  # the rest, once the walkers are done
                 producer.poll(0)
                 if self._delivery_errors:
@@ -332,6 +335,8 @@ class Driver:
                     if answered is not None and answered.budget > 0:
                         ready.append(answered)
                 now = time.monotonic()
+                if not self._pending:  # held at the ceiling: the quiet is not a stall
+                    last_reply = now
                 if now >= next_report:
                     next_report = now + 10
                     log.info(
@@ -351,6 +356,9 @@ class Driver:
         finally:
             consumer.close()
             del producer  # now, also after a failure (its traceback would keep it alive)
+
+    def _may_send(self) -> bool:
+        return self.replied + len(self._pending) < self.ceiling() * self.total
 
     def _start_clients(self, consumer: Consumer, ready: deque[Walker]) -> None:
         """Start the clients that are due, and the next one when nothing is in flight

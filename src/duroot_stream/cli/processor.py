@@ -9,6 +9,7 @@ import socket
 
 from duroot_stream.config import ConfigError
 from duroot_stream.processor import (
+    FENCE_AFTER_S,
     GC_CHUNK_RECORDS,
     HUNG_CALL_S,
     Faults,
@@ -74,6 +75,15 @@ def add_commands(sub: Subcommands) -> None:
         "stops as hanging (default: 70, or -X transaction.timeout.ms plus 30)",
     )
     parser.add_argument(
+        "--fence-after",
+        type=_seconds_or_off,
+        default=FENCE_AFTER_S,
+        metavar="SECONDS|off",
+        help="a restore that still finds a previous owner's transaction open after this long "
+        "ends it, if that owner has left the group, instead of waiting for the broker's "
+        f"transaction timeout (default {FENCE_AFTER_S}; off: wait)",
+    )
+    parser.add_argument(
         "--reply-topics",
         metavar="REGEX",
         help="topics a command's reply-topic header may name, matched in full (default: the "
@@ -100,6 +110,7 @@ def cli_main(
         delete_after_s=args.delete_after,
         gc_chunk_records=args.gc_chunk_records,
         restore_wait_s=args.restore_wait,
+        fence_after_s=args.fence_after,
         metrics_port=args.metrics_port,
         reply_topics=_pattern(args.reply_topics),
     )
@@ -145,3 +156,15 @@ def _pattern(text: str | None) -> str | None:
     except re.error as exc:
         raise ConfigError(f"--reply-topics {text!r}: not a regular expression ({exc})") from None
     return text
+
+
+def _seconds_or_off(text: str) -> float | None:
+    if text == "off":
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither seconds nor 'off'") from None
+    if seconds < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: seconds cannot be negative")
+    return seconds

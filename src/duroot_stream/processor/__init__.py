@@ -7,6 +7,7 @@ from .loop import CONSUME_CHUNK, IDLE_POLL_S, Processor
 from .port import Faults
 from .restore import RESTORE_BATCH, RESTORE_CONSUMER, restore_partitions
 from .settings import (
+    FENCE_AFTER_S,
     GC_CHUNK_RECORDS,
     HUNG_CALL_S,
     MAX_COMMAND_BYTES,
@@ -16,6 +17,7 @@ from .watchdog import exit_when_hung
 
 __all__ = [
     "CONSUME_CHUNK",
+    "FENCE_AFTER_S",
     "GC_CHUNK_RECORDS",
     "HUNG_CALL_S",
     "IDLE_POLL_S",

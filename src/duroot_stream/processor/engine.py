@@ -113,11 +113,8 @@ class CommandHandler:
         """Handle consumed records in order; `on_error` gets a consumer error that
         comes in place of one. Should the transaction need an abort on the way
         (`AbortNeeded`), the records after the one it came with were consumed but not
-        handled: their partitions are rewound with the batch's, so they come again.
-
-        A record of a partition whose workflows are not restored (assigned, its restore
-        not installed yet: paused, so it should not come) is not handled: its partition
-        is rewound to it, and it comes again once the partition is resumed."""
+        handled: their partitions are rewound with the batch's, so they come again. One
+        of a partition not restored (paused: it should not come) is rewound to, too."""
         handle, restored = self.handle, self._workflows.by_partition
         unrestored: dict[int, int] = {}  # partition -> first offset not handled
         try:

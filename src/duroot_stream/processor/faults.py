@@ -133,7 +133,10 @@ def fatal_message(what: str, exc: KafkaException, error: KafkaError | None, caus
     codes = {error.code()} if error is not None else set()
     if codes & FENCED_ERRORS or "fenced" in cause.lower():
         meaning = (
-            "another instance with the same transactional id (--group and --instance-id) took over"
+            "its transactional id (--group and --instance-id) was fenced: an instance that took "
+            "over its partitions ended its transaction (this instance had been out of the group, "
+            "paused or cut off, longer than session.timeout.ms or max.poll.interval.ms), or "
+            "another instance runs with the same --instance-id. A restart rejoins the group"
         )
     elif codes & CONFIG_ERRORS:
         meaning = "Kafka refuses this processor's configuration"

@@ -19,6 +19,7 @@ RETRY_BACKOFF_MAX_MS = 50
 # recovery, the coordinator loading its state) must not outlast it, or the
 # coordinator aborts transactions under the clients that are about to commit them.
 TRANSACTION_TIMEOUT_MS = 40_000
+SESSION_TIMEOUT_MS = 6_000
 
 
 def transactional_producer(
@@ -30,7 +31,7 @@ def transactional_producer(
             # Stable per instance: a restarted instance (or a renewed producer)
             # aborts what its predecessor left open at init_transactions instead
             # of letting it hold back the last stable offset until the timeout.
-            "transactional.id": f"{settings.group_id}-{settings.instance_id}",
+            "transactional.id": settings.transactional_id,
             "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS,
             "linger.ms": 5,
             # librdkafka retries send_offsets_to_transaction (AddOffsetsToTxn) after
@@ -56,12 +57,17 @@ def command_consumer(settings: ProcessorSettings, stats_cb: Callable[[str], None
         settings.kafka,
         **{
             "group.id": settings.group_id,
+            # How an heir tells a live owner in the group from a dead one (fencing.py).
+            "client.id": settings.transactional_id,
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
             "isolation.level": "read_committed",
             "auto.offset.reset": "earliest",
             "partition.assignment.strategy": "cooperative-sticky",
-            "session.timeout.ms": 10_000,
+            # A crashed instance's partitions move after this long: the broker's
+            # least (group.min.session.timeout.ms). librdkafka heartbeats from its
+            # own thread, so a busy Python loop does not miss them.
+            "session.timeout.ms": SESSION_TIMEOUT_MS,
             "heartbeat.interval.ms": 1_000,
             "statistics.interval.ms": 5_000,
             "stats_cb": stats_cb,

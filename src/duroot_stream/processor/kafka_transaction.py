@@ -39,6 +39,7 @@ from .faults import (
     record_refused,
     transaction_failed,
 )
+from .fencing import owner_metadata
 from .kafka_clients import command_consumer, transactional_producer
 from .port import CommitTimes, Faults, RecordHeaders
 from .settings import KAFKA_TIMEOUT_S, ProcessorSettings
@@ -179,7 +180,12 @@ class Transaction:
 
     def commit(self, offsets: Mapping[int, int]) -> CommitTimes | None:
         producer, consumer = self.producer, self.consumer
-        consumed = [TopicPartition(self._commands_topic, p, o) for p, o in offsets.items()]
+        consumed = []
+        if offsets:
+            # Who holds the transaction, for an heir that finds it open (fencing.py).
+            owner = owner_metadata(self._settings.transactional_id, consumer.memberid() or "-")
+            topic = self._commands_topic
+            consumed = [TopicPartition(topic, p, o, metadata=owner) for p, o in offsets.items()]
         try:
             producer.poll(0)  # serves error_cb
             if self._brokers_lost:

@@ -36,6 +36,7 @@ from duroot_stream.wire import Codec
 
 from .collection import hold_collection, release_collection
 from .faults import ProcessorFatal
+from .fencing import Fence
 from .settings import KAFKA_TIMEOUT_S, RESTORE_WAIT_S
 
 log = logging.getLogger("duroot.processor")
@@ -71,13 +72,15 @@ def restore_assigned(
     partitions: list[int],
     codec: Codec,
     wait_s: float = RESTORE_WAIT_S,
+    fence: Fence | None = None,
     cancelled: Callable[[], bool] | None = None,
 ) -> dict[int, tuple[dict[str, WorkflowState], int]]:
     """The two steps of the module docstring: per partition, its workflows and the
     number of records read. `consumer` asks for the group's committed offsets (its
-    `group.id`, read_committed; it never joins the group). `cancelled` is asked
+    `group.id`, read_committed; it never joins the group); `fence` ends a dead
+    previous owner's transaction (see `await_stable_offsets`). `cancelled` is asked
     between the steps' waits: True ends the restore with `RestoreCancelled`."""
-    await_stable_offsets(consumer, commands_topic, partitions, wait_s, cancelled)
+    await_stable_offsets(consumer, commands_topic, partitions, wait_s, fence, cancelled)
     return restore_partitions(kafka, events_topic, partitions, codec, wait_s, cancelled)
 
 
@@ -86,19 +89,23 @@ def await_stable_offsets(
     topic: str,
     partitions: list[int],
     wait_s: float = RESTORE_WAIT_S,
+    fence: Fence | None = None,
     cancelled: Callable[[], bool] | None = None,
 ) -> None:
     """Return once no open transaction holds committed offsets of `partitions`.
 
     A read_committed consumer's `committed()` asks with require_stable and retries
-    while the broker answers UNSTABLE_OFFSET_COMMIT, until its timeout."""
+    while the broker answers UNSTABLE_OFFSET_COMMIT, until its timeout. Still
+    unstable after `fence.after_s`: `fence(topic, partitions)`, which ends the
+    transaction if its owner has left the group (fencing.py)."""
     wanted = [TopicPartition(topic, p) for p in partitions]
     deadline = time.monotonic() + wait_s
     logged = False
+    try_s = STABLE_FIRST_TRY_S if fence is None else fence.after_s
     while True:
         left = deadline - time.monotonic()
         try:
-            found = consumer.committed(wanted, timeout=max(0.1, min(left, STABLE_FIRST_TRY_S)))
+            found = consumer.committed(wanted, timeout=max(0.1, min(left, try_s)))
             errors: list[KafkaError | KafkaException] = [
                 tp.error for tp in found if tp.error is not None
             ]
@@ -131,6 +138,9 @@ def await_stable_offsets(
                     "limit_s": wait_s,
                 },
             )
+        if fence is not None and fence(topic, partitions) is not None:
+            fence = None  # done (a failure is tried again on the next look)
+            try_s = STABLE_FIRST_TRY_S
 
 
 class RestoreCancelled(Exception):

@@ -8,8 +8,9 @@ owner's transaction). The thread uses no client of the loop's (a consumer call f
 another thread blocks while the loop is inside poll): its own short-lived consumer,
 with the group's `group.id` and never joining it, asks for the committed offsets
 (`restore.await_stable_offsets`), and `restore.restore_partitions` reads the events
-with another. The loop, before each batch, takes the `finished` restores, installs
-their workflows and resumes their partitions.
+with another; a dead previous owner's open transaction is ended (`fencing.py`). The
+loop, before each batch, takes the `finished` restores, installs their workflows and
+resumes their partitions.
 
 Each assignment of a partition has an epoch: only the restore of its latest
 assignment, still held, is installed. A partition revoked (or lost) mid-restore is
@@ -32,6 +33,7 @@ from duroot_stream.kafka import new_consumer
 from duroot_stream.metrics import ProcessorMetrics
 from duroot_stream.wire import Codec, Topics
 
+from .fencing import Fencer
 from .restore import RestoreCancelled, restore_assigned
 from .settings import KAFKA_TIMEOUT_S, ProcessorSettings
 
@@ -80,6 +82,18 @@ class Restorer:
         self._done: queue.SimpleQueue[Finished] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._restore = restore or self._from_kafka
+        after = settings.fence_after_s  # None: wait for the broker to end the transaction
+        self._fence = (
+            None
+            if after is None
+            else Fencer(
+                settings.kafka,
+                settings.group_id,
+                settings.transactional_id,
+                after,
+                metrics.previous_owners_fenced.inc,
+            )
+        )
 
     @property
     def restoring(self) -> list[int]:
@@ -187,6 +201,7 @@ class Restorer:
                 partitions,
                 self._codec,
                 settings.restore_wait(),
+                self._fence,
                 cancelled,
             )
         finally:

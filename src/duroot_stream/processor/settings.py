@@ -24,6 +24,10 @@ ABORT_CHECK_MARGIN_S = 30.0  # added to a -X transaction.timeout.ms for the same
 # Records garbage collection puts into one transaction, at most (one command's own
 # records excepted: a Delete's tombstones and index records are never split).
 GC_CHUNK_RECORDS = 10_000
+# A dead owner's offsets stay unstable until its transaction ends; a live owner's
+# never are at a takeover (it commits before it lets partitions go). So a short
+# look is enough before the heir ends the transaction itself.
+FENCE_AFTER_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,15 @@ class ProcessorSettings:
     # How long a restore waits for an open transaction (None: `restore_wait()`).
     restore_wait_s: float | None = None
     gc_chunk_records: int = GC_CHUNK_RECORDS
+    # A restore that finds a previous owner's transaction still open after this long
+    # ends it if that owner has left the group (fencing.py); None: wait for the broker.
+    fence_after_s: float | None = FENCE_AFTER_S
+
+    @property
+    def transactional_id(self) -> str:
+        """Stable per instance: a restarted instance (or a renewed producer) aborts
+        what its predecessor left open at init_transactions."""
+        return f"{self.group_id}-{self.instance_id}"
 
     def restore_wait(self) -> float:
         """`restore_wait_s`, or a bound above the transaction timeout in effect."""
