@@ -176,6 +176,7 @@ class _Loop:
         self._ready = ready
         self._workflows = workflows
         self._consumer = txn.consumer
+        self._txn = txn
         self._partitions = start_partition_counts(txn.consumer, topics, KAFKA_TIMEOUT_S)
         self._batches = batches = Batches(txn, workflows, metrics)
         routes = ReplyRoutes(
@@ -319,6 +320,7 @@ class _Loop:
                 return
             for partition, workflows in restored.items():
                 self._workflows.restored(partition, workflows)
+            self._claim(numbers)
         self._workflows.recount()
         if not self._ready.is_set():
             log.info(
@@ -330,6 +332,36 @@ class _Loop:
                 },
             )
             self._ready.set()
+
+    def _claim(self, partitions: list[int]) -> None:
+        """Commit the restored partitions' offsets as they are, in a transaction of their
+        own, so that their committed offsets name this instance as their owner before
+        any transaction of ours holds them open: should this instance die with one open,
+        the heir knows whom to fence (fencing.py). Not needed for that heir to be
+        correct, only to be quick: a claim that fails is logged."""
+        if self._fencer is None or self._batches.open:
+            return
+        wanted = [TopicPartition(self._topics.commands, p) for p in partitions]
+        try:
+            found = self._consumer.committed(wanted, timeout=KAFKA_TIMEOUT_S)
+        except KafkaException as exc:
+            log.warning(
+                "partitions not claimed", extra={"partitions": partitions, "error": str(exc)}
+            )
+            return
+        offsets = {tp.partition: tp.offset for tp in found if tp.error is None and tp.offset >= 0}
+        if not offsets:  # never committed: nothing to name an owner with
+            return
+        txn = self._txn
+        try:
+            txn.begin()
+            if txn.commit(offsets) is None:  # renewed: its init ended the claim
+                log.warning("partitions not claimed", extra={"partitions": partitions})
+        except AbortNeeded as exc:
+            txn.abort(str(exc))
+            log.warning(
+                "partitions not claimed", extra={"partitions": partitions, "error": str(exc)}
+            )
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if self.failed:
