@@ -1,7 +1,6 @@
-"""The du-root decider, cell by cell: given events, when a command, then events or a rejection.
-
-docs/contract.md "The state machine" is the specification; `TABLE` below is that table.
-"""
+"""The du-root decider beyond the table's cells: Init, field validation, the version
+check, completion with its automatic End, Delete (test_decider_table.py has the
+table, test_decider_dedupe.py dedupe, evolve, expiry and replies)."""
 
 from __future__ import annotations
 
@@ -14,291 +13,45 @@ from duroot_stream import compiled
 from duroot_stream.domain import (
     EVENT_EPOCH,
     NO_VC,
-    RECENT_COMMANDS,
     RETRY_NO_VC,
-    STATUS_CODE_EXPIRED,
-    AbortExpired,
     Accepted,
     Append,
-    Command,
     CommandBody,
     Commit,
-    Decision,
     Delete,
     DuRootCommitted,
     DuRootCompleted,
-    DuRootStarted,
-    DuUpdated,
     End,
     ErrorCode,
-    EventPayload,
     Fail,
     IndexCompleted,
-    IndexDeleted,
-    IndexPayload,
     IndexStarted,
-    Init,
     PathUsage,
-    Rejected,
     Reply,
     StateCode,
-    WorkflowDeleted,
     WorkflowEvent,
     WorkflowState,
     decide,
-    decode_ulid,
-    encode_ulid,
     event_key,
-    evolve,
-    expiry_command,
     initial_state,
     reply_for,
 )
-
-WF = "7f1c0a3e-5b1d-4c2a-9e3f-0123456789ab"
-REGISTRY = "0b0c8d4e-1111-4222-8333-444455556666"
-T0 = 1_700_000_000_000  # ms; the time of the test ids
-
-
-def ulid(ms: int, entropy: int) -> str:
-    """ULID text: 10 Crockford chars of ms, 16 of entropy (the canonical layout)."""
-    return encode_ulid((ms << 80) | entropy)
-
-
-def successor(ulid_text: str) -> str:
-    return encode_ulid(decode_ulid(ulid_text) + 1)
-
-
-class Ids:
-    """A deterministic IdSource: ULIDs at a settable time `ms`, counting up.
-
-    Monotonic like the processor's: never at or below `previous`.
-    """
-
-    def __init__(self, ms: int = T0) -> None:
-        self.ms = ms
-        self.count = 0
-
-    def __call__(self, previous: str) -> str:
-        self.count += 1
-        new = ulid(self.ms, self.count)
-        return new if new > previous else successor(previous)
-
-
-class CommandIds:
-    def __init__(self) -> None:
-        self.count = 0
-
-    def __call__(self) -> str:
-        self.count += 1
-        return ulid(T0 - 1000, self.count)
-
-
-next_command_id = CommandIds()
-
-
-def cmd(body: CommandBody, expected_vid: str = NO_VC, command_id: str | None = None) -> Command:
-    return Command(
-        command_id=command_id or next_command_id(),
-        workflow_id=WF,
-        expected_vid=expected_vid,
-        issued_at=T0,
-        body=body,
-    )
-
-
-INIT = Init(REGISTRY, "/g/lab", "files.example.org", "/data/lab")
-STARTED = DuRootStarted(REGISTRY, "/g/lab", "files.example.org", "/data/lab")
-UPDATED = DuUpdated("a", 4096)
-APPEND = Append((PathUsage("a", 4096), PathUsage("a/b", 1024)))
-COMPLETED_OK = DuRootCompleted(0, "")
-COMMITTED = DuRootCommitted()
-
-
-def given(
-    *payloads: EventPayload, ids: Ids | None = None, completed_ms: int | None = None
-) -> WorkflowState:
-    """The state after a history of `payloads` (written as the processor would).
-
-    The ids are at `ids.ms`; from a DuRootCompleted on at `completed_ms`, if given.
-    """
-    ids = ids or Ids()
-    state = initial_state(WF)
-    for payload in payloads:
-        if isinstance(payload, DuRootCompleted) and completed_ms is not None:
-            ids.ms = completed_ms
-        event = WorkflowEvent(
-            event_id=ids(state.vid),
-            parent=state.vid,
-            workflow_id=WF,
-            seq=state.seq,
-            command_id=next_command_id(),
-            payload=payload,
-        )
-        state = evolve(state, event)
-    return state
-
-
-HISTORIES: dict[StateCode, tuple[EventPayload, ...]] = {
-    StateCode.UNINITIALIZED: (),
-    StateCode.INITIALIZED: (STARTED,),
-    StateCode.APPENDING: (STARTED, UPDATED),
-    StateCode.COMPLETED: (STARTED, UPDATED, COMPLETED_OK),  # before the automatic End
-    StateCode.TERMINATED: (STARTED, UPDATED, COMPLETED_OK, COMMITTED),
-}
-
-
-def accepted(decision: Decision) -> Accepted:
-    assert isinstance(decision, Accepted), decision
-    return decision
-
-
-def rejected(decision: Decision) -> Rejected:
-    assert isinstance(decision, Rejected), decision
-    return decision
-
-
-# --- the table ----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Emits:
-    payloads: tuple[EventPayload, ...]
-    index: IndexPayload | None
-    then: StateCode
-
-
-@dataclass(frozen=True)
-class NoOp:
-    pass
-
-
-@dataclass(frozen=True)
-class Deleted:
-    pass
-
-
-@dataclass(frozen=True)
-class Rejects:
-    code: ErrorCode
-
-
-Outcome = Emits | NoOp | Deleted | Rejects
-
-STARTS = Emits(
-    (STARTED,), IndexStarted(INIT.global_root, INIT.host, INIT.host_root), StateCode.INITIALIZED
+from tests.domain.decider_cases import (
+    APPEND,
+    HISTORIES,
+    INIT,
+    REGISTRY,
+    STARTED,
+    T0,
+    UPDATED,
+    WF,
+    Ids,
+    accepted,
+    cmd,
+    given,
+    rejected,
+    ulid,
 )
-UPDATES = Emits((DuUpdated("a", 4096), DuUpdated("a/b", 1024)), None, StateCode.APPENDING)
-COMMITS = Emits((COMPLETED_OK, COMMITTED), IndexCompleted(0, ""), StateCode.TERMINATED)
-FAILS = Emits(
-    (DuRootCompleted(3, "boom"), COMMITTED), IndexCompleted(3, "boom"), StateCode.TERMINATED
-)
-EXPIRES = Emits(
-    (DuRootCompleted(STATUS_CODE_EXPIRED, "expired"), COMMITTED),
-    IndexCompleted(STATUS_CODE_EXPIRED, "expired"),
-    StateCode.TERMINATED,
-)
-ENDS = Emits((COMMITTED,), None, StateCode.TERMINATED)
-STATE = Rejects(ErrorCode.CONFLICT_STATE)
-ADVANCED = Rejects(ErrorCode.CONFLICT_STATE_ADVANCED)
-
-COMMANDS: dict[str, CommandBody] = {
-    "Init": INIT,
-    "Append": APPEND,
-    "Commit": Commit(),
-    "Fail": Fail(3, "boom"),
-    "AbortExpired": AbortExpired(),
-    "End": End(),
-    "Delete": Delete(),
-}
-COLUMNS = (
-    StateCode.UNINITIALIZED,
-    StateCode.INITIALIZED,
-    StateCode.APPENDING,
-    StateCode.COMPLETED,
-    StateCode.TERMINATED,
-)
-# fmt: off
-TABLE: dict[str, tuple[Outcome, Outcome, Outcome, Outcome, Outcome]] = {
-    #               UNINIT     INIT      APPENDING  COMPLETED  TERMINATED
-    "Init":         (STARTS,   NoOp(),   ADVANCED,  ADVANCED,  ADVANCED),
-    "Append":       (STATE,    UPDATES,  UPDATES,   STATE,     STATE),
-    "Commit":       (STATE,    COMMITS,  COMMITS,   NoOp(),    STATE),
-    "Fail":         (STATE,    FAILS,    FAILS,     NoOp(),    STATE),
-    "AbortExpired": (STATE,    EXPIRES,  EXPIRES,   NoOp(),    NoOp()),
-    "End":          (STATE,    STATE,    STATE,     ENDS,      NoOp()),
-    "Delete":       (NoOp(),   STATE,    STATE,     Deleted(), Deleted()),
-}
-# fmt: on
-
-CELLS = [
-    pytest.param(name, column, TABLE[name][i], id=f"{name}-in-{column.name}")
-    for name in TABLE
-    for i, column in enumerate(COLUMNS)
-]
-
-
-def test_table_has_every_cell() -> None:
-    assert len(CELLS) == 7 * 5
-    assert set(TABLE) == set(COMMANDS)
-
-
-@pytest.mark.parametrize(("name", "column", "outcome"), CELLS)
-def test_cell(name: str, column: StateCode, outcome: Outcome) -> None:
-    ids = Ids()
-    state = given(*HISTORIES[column], ids=ids)
-    assert state.code is column
-    command = cmd(COMMANDS[name], expected_vid=state.vid)
-
-    decision = decide(state, command, ids)
-
-    match outcome:
-        case Emits(payloads, index, then):
-            d = accepted(decision)
-            assert [e.payload for e in d.events] == list(payloads)
-            parent = state.vid
-            for i, event in enumerate(d.events):
-                assert event.parent == parent
-                assert event.event_id > parent
-                assert event.seq == state.seq + i
-                assert event.workflow_id == WF
-                assert event.command_id == command.command_id
-                parent = event.event_id
-            if index is None:
-                assert d.index_events == ()
-            else:
-                (ix,) = d.index_events
-                assert ix.payload == index
-                assert ix.workflow_event_id == d.events[0].event_id  # mirrors STARTED/COMPLETED
-                assert ix.registry_id == REGISTRY
-                assert ix.workflow_id == WF
-                assert ix.event_id > d.events[-1].event_id  # a fresh id
-            assert d.deleted_keys == ()
-            assert d.index_tombstone is False
-            assert d.state.code is then
-            assert d.vid == d.state.vid == d.events[-1].event_id
-            assert d.duplicate is False
-        case NoOp():
-            d = accepted(decision)
-            assert d == Accepted(state=state, vid=state.vid)
-        case Deleted():
-            d = accepted(decision)
-            assert d.events == ()
-            assert d.deleted_keys == tuple(f"{WF}/{seq}" for seq in range(len(HISTORIES[column])))
-            (ix,) = d.index_events
-            assert ix.payload == IndexDeleted()
-            assert ix.workflow_event_id == state.vid
-            assert ix.registry_id == REGISTRY
-            assert ix.event_id > state.vid
-            assert d.index_tombstone is True
-            assert d.state == initial_state(WF)
-            assert d.vid == EVENT_EPOCH
-        case Rejects(code):
-            r = rejected(decision)
-            assert r.code is code
-            assert name in r.message
-            assert column.name in r.message
-
 
 # --- Init ---------------------------------------------------------------------
 
@@ -594,189 +347,3 @@ def test_delete_then_init_again() -> None:
     assert started.seq == 0
     assert started.parent == EVENT_EPOCH
     assert init.state.code is StateCode.INITIALIZED
-
-
-# --- dedupe -------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("body", "column"),
-    [
-        (INIT, StateCode.UNINITIALIZED),
-        (APPEND, StateCode.APPENDING),
-        (Commit(), StateCode.APPENDING),
-        (Fail(9, "x"), StateCode.INITIALIZED),
-        (AbortExpired(), StateCode.APPENDING),
-        (End(), StateCode.COMPLETED),
-    ],
-    ids=lambda v: type(v).__name__ if not isinstance(v, StateCode) else v.name,
-)
-def test_a_repeated_command_id_gets_the_same_reply_and_emits_nothing(
-    body: CommandBody, column: StateCode
-) -> None:
-    ids = Ids()
-    state = given(*HISTORIES[column], ids=ids)
-    command = cmd(body, expected_vid=state.vid)
-    first = accepted(decide(state, command, ids))
-    second = decide(first.state, command, ids)
-    assert second == Accepted(state=first.state, vid=first.vid, duplicate=True)
-    assert reply_for(command, second) == reply_for(command, first)
-
-
-def test_a_repeated_delete() -> None:
-    # Delete forgets the history, and with it the remembered command ids (the
-    # state must be what a restore from the compacted topic gives: nothing).
-    # Without a version check the retry is the UNINITIALIZED no-op, the same
-    # reply; with one, the deleted head it names is stale.
-    state = given(*HISTORIES[StateCode.TERMINATED])
-    unchecked = cmd(Delete(), expected_vid=NO_VC)
-    first = accepted(decide(state, unchecked, Ids()))
-    again = decide(first.state, unchecked, Ids())
-    assert reply_for(unchecked, again) == reply_for(unchecked, first)
-
-    checked = cmd(Delete(), expected_vid=state.vid)
-    first = accepted(decide(state, checked, Ids()))
-    assert rejected(decide(first.state, checked, Ids())).code is ErrorCode.VERSION_CONFLICT
-
-
-def test_dedupe_comes_before_the_version_check() -> None:
-    ids = Ids()
-    state = given(STARTED, ids=ids)
-    command = cmd(APPEND, expected_vid=state.vid)
-    first = accepted(decide(state, command, ids))
-    later = accepted(decide(first.state, cmd(APPEND), ids)).state
-    # The expected vid is stale now, but the retry is recognised.
-    retry = accepted(decide(later, command, ids))
-    assert retry.duplicate
-    assert retry.vid == first.vid
-    assert retry.state is later
-
-
-def test_dedupe_remembers_the_last_recent_commands() -> None:
-    ids = Ids()
-    state = given(STARTED, ids=ids)
-    sent = []
-    for _ in range(RECENT_COMMANDS + 1):
-        command = cmd(Append((PathUsage("a", 1), PathUsage("b", 2))))
-        state = accepted(decide(state, command, ids)).state
-        sent.append(command)
-    assert len(state.recent_commands) == RECENT_COMMANDS
-    assert [c for c, _ in state.recent_commands] == [c.command_id for c in sent[1:]]
-    # The oldest is forgotten: sent again, it is a new command.
-    assert len(accepted(decide(state, sent[0], ids)).events) == 2
-    # The others are remembered.
-    for command in sent[1:]:
-        assert accepted(decide(state, command, ids)).duplicate
-
-
-def test_rejections_and_no_ops_are_not_remembered() -> None:
-    state = given(STARTED)
-    assert accepted(decide(state, cmd(INIT), Ids())).state.recent_commands == state.recent_commands
-    conflict = cmd(End())
-    rejected(decide(state, conflict, Ids()))
-    assert conflict.command_id not in dict(state.recent_commands)
-
-
-def test_evolve_moves_a_reappearing_command_id_last() -> None:
-    state = given(STARTED)
-    first_id = state.recent_commands[0][0]
-    for i in range(3):
-        state = evolve(
-            state, WorkflowEvent(ulid(T0, 100 + i), state.vid, WF, state.seq, f"c{i}", UPDATED)
-        )
-    state = evolve(state, WorkflowEvent(ulid(T0, 200), state.vid, WF, state.seq, first_id, UPDATED))
-    assert [c for c, _ in state.recent_commands] == ["c0", "c1", "c2", first_id]
-    assert state.recent_commands[-1] == (first_id, ulid(T0, 200))
-
-
-# --- evolve -------------------------------------------------------------------
-
-
-def test_evolve_rejects_unknown_events() -> None:
-    @dataclass(frozen=True)
-    class DuExploded:
-        pass
-
-    state = given(STARTED)
-    bad = WorkflowEvent(ulid(T0, 99), state.vid, WF, 1, "c", DuExploded())  # type: ignore[arg-type]
-    with pytest.raises(TypeError):
-        evolve(state, bad)
-    with pytest.raises(TypeError):
-        evolve(state, "STARTED")  # type: ignore[arg-type]
-
-
-def test_evolve_reads_only_the_type_of_payloads_other_than_started() -> None:
-    # The processor's restore relies on this to skip decoding those bodies.
-    state = given(STARTED)
-    pairs: list[tuple[EventPayload, EventPayload]] = [
-        (DuUpdated("a/b", 99), DuUpdated("", 0)),
-        (DuRootCompleted(7, "du failed"), DuRootCompleted(0, "")),
-        (DuRootCommitted(), DuRootCommitted()),
-    ]
-    for real, stub in pairs:
-        event = WorkflowEvent(ulid(T0, 50), state.vid, WF, state.seq, "c", real)
-        assert evolve(state, event) == evolve(state, event._replace(payload=stub))
-
-
-def test_evolve_deleted_returns_to_the_initial_state() -> None:
-    assert evolve(given(*HISTORIES[StateCode.TERMINATED]), WorkflowDeleted(WF)) == initial_state(WF)
-
-
-# --- garbage collection -------------------------------------------------------
-
-DAY = 86_400_000
-
-
-@pytest.mark.parametrize(
-    ("column", "now", "expected"),
-    [
-        (StateCode.UNINITIALIZED, T0 + 100 * DAY, None),
-        (StateCode.INITIALIZED, T0 + DAY, None),
-        (StateCode.INITIALIZED, T0 + DAY + 1, AbortExpired()),
-        (StateCode.APPENDING, T0 + DAY, None),
-        (StateCode.APPENDING, T0 + DAY + 1, AbortExpired()),
-        (StateCode.COMPLETED, T0 + 60_000 + 5 * DAY, None),
-        (StateCode.COMPLETED, T0 + 60_000 + 5 * DAY + 1, Delete()),
-        (StateCode.TERMINATED, T0 + 60_000 + 5 * DAY, None),
-        (StateCode.TERMINATED, T0 + 60_000 + 5 * DAY + 1, Delete()),
-        (StateCode.TERMINATED, T0 + 2 * DAY, None),  # started long ago, completed recently
-    ],
-)
-def test_expiry_command(
-    column: StateCode, now: int, expected: AbortExpired | Delete | None
-) -> None:
-    # Started at T0, completed (if at all) a minute later.
-    state = given(*HISTORIES[column], completed_ms=T0 + 60_000)
-    assert expiry_command(state, now, max_active_ms=DAY, delete_after_ms=5 * DAY) == expected
-
-
-def test_expiry_command_on_a_long_running_du() -> None:
-    ids = Ids()
-    state = accepted(decide(initial_state(WF), cmd(INIT), ids)).state
-    ids.ms = T0 + 2 * DAY  # still appending two days later: the age counts from STARTED
-    state = accepted(decide(state, cmd(APPEND), ids)).state
-    assert expiry_command(state, T0 + 2 * DAY, DAY, 5 * DAY) == AbortExpired()
-
-
-# --- replies ------------------------------------------------------------------
-
-
-def test_reply_for_rejection() -> None:
-    command = cmd(End())
-    decision = decide(given(STARTED), command, Ids())
-    assert reply_for(command, decision) == Reply(
-        command_id=command.command_id,
-        workflow_id=WF,
-        ok=False,
-        vid=None,
-        error=ErrorCode.CONFLICT_STATE,
-        message="command End conflicts with state INITIALIZED",
-    )
-
-
-def test_reply_for_no_op() -> None:
-    state = given(STARTED)
-    command = cmd(INIT)
-    assert reply_for(command, decide(state, command, Ids())) == Reply(
-        command.command_id, WF, True, state.vid, None, ""
-    )

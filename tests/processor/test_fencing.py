@@ -1,14 +1,23 @@
-"""Who an heir may fence (fencing.py), without a broker: only an owner named by our
-own offset metadata, not this instance, and not still in the group."""
+"""Who an heir may fence (fencing.py): only an owner named by our own offset
+metadata, not this instance, and not still in the group; and that the metadata names
+the owner, from the moment it has restored its partitions."""
 
 from __future__ import annotations
 
 import argparse
+import uuid
 
 import pytest
+from confluent_kafka import TopicPartition
 
 from duroot_stream.cli.processor import _seconds_or_off
+from duroot_stream.config import KafkaConfig
+from duroot_stream.domain import Init
+from duroot_stream.kafka import new_consumer
 from duroot_stream.processor.fencing import Owner, dead_owners, owner_metadata, parse_owner
+from duroot_stream.wire import Topics
+from tests.processor.test_zombie import workflow_per_partition
+from tests.processor_harness import PARTITIONS, Requester, command, running_processor
 
 OWN = "duroot-processor-heir"
 
@@ -61,3 +70,35 @@ def test_fence_after_takes_seconds_or_off(text: str, seconds: float | None) -> N
 def test_fence_after_refuses_anything_else(text: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError):
         _seconds_or_off(text)
+
+
+@pytest.mark.broker
+def test_a_new_owner_claims_its_partitions_before_it_handles_a_command(
+    kafka: KafkaConfig, requester: Requester
+) -> None:
+    """The committed offsets name their owner (fencing.py): those of the last
+    instance that committed, and, once another takes the partitions over, that one,
+    before any command of its own is open in a transaction."""
+    workflows = workflow_per_partition(PARTITIONS)
+    with running_processor(kafka, instance_id="first") as first:
+        for wf in workflows:
+            assert requester.request(command(wf, Init(str(uuid.uuid4()), "/g/" + wf, "h", "/r"))).ok
+        assert owners(kafka) == {p: first.settings.transactional_id for p in range(PARTITIONS)}
+    with running_processor(kafka, instance_id="second") as second:
+        # Ready: every partition restored, and claimed; no command sent since.
+        assert owners(kafka) == {p: second.settings.transactional_id for p in range(PARTITIONS)}
+
+
+def owners(kafka: KafkaConfig) -> dict[int, str]:
+    """The transactional ids named by the group's committed offsets, per partition."""
+    consumer = new_consumer(
+        kafka,
+        **{"group.id": "duroot-processor", "isolation.level": "read_uncommitted"},
+    )
+    try:
+        wanted = [TopicPartition(Topics(kafka.topic_prefix).commands, p) for p in range(PARTITIONS)]
+        found = consumer.committed(wanted, timeout=30)
+    finally:
+        consumer.close()
+    named = {tp.partition: parse_owner(tp.metadata) for tp in found}
+    return {p: owner.transactional_id for p, owner in named.items() if owner is not None}

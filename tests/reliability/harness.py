@@ -19,6 +19,7 @@ from duroot_stream.processor.kafka_clients import TRANSACTION_TIMEOUT_MS
 from duroot_stream.wire import Topics, create_topics
 from tests.kafka_helpers import wait_until
 from tests.reliability.live import LiveReader
+from tests.reliability.malformed import MalformedFactory
 from tests.reliability.supervisor import TERM_TIMEOUT_S, Supervisor
 from tests.reliability.topic_reads import (
     READ_TIMEOUT_S,
@@ -28,7 +29,8 @@ from tests.reliability.topic_reads import (
 )
 from tests.reliability.verdicts import Report
 from tests.reliability.verify import replay
-from tests.reliability.workload import Driver, MalformedFactory, ReplyClient, Walker
+from tests.reliability.walker import Walker
+from tests.reliability.workload import Driver, ReplyClient
 
 PARTITIONS = 6
 CLIENT_PARTITIONS = 2  # of each client's own reply topic

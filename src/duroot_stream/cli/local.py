@@ -39,7 +39,9 @@ def cmd_broker(args: argparse.Namespace) -> int:
 
     if args.nodes != 1:
         return _cluster(args)
-    roles = {role: "" for role in ("processor", "runner", "requester", "reader")}
+    from duroot_stream.ops.acls import Role
+
+    roles = {role.value: "" for role in Role}  # a SCRAM user per role of the ACL table
     broker = LocalBroker(
         port=args.port, data_dir=args.data_dir, security=args.security, users=roles
     )

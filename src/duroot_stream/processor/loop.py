@@ -27,9 +27,8 @@ transaction of a previous owner can still commit into it (see `restore.py`). The
 restore does not hold up the partitions already owned: the rebalance callback
 assigns the new partitions paused and starts their restore in a thread of its own
 (`restorer.py`); the loop goes on, and before each batch installs the restores that
-have finished and resumes their partitions. A partition revoked mid-restore is never
-resumed, its restore's result never installed. A command of a partition not restored
-(it should not come: paused) is not handled but consumed again later (`engine.py`).
+have finished, claims and resumes their partitions. A partition revoked mid-restore
+is never resumed, nor its restore's result installed.
 
 A workflow's partition is murmur2(workflow id) % partitions: the commands
 topic's partition count can never change. When the processor sees that it did
@@ -183,6 +182,7 @@ class _Loop:
         self._ready = ready
         self._workflows = workflows
         self._consumer = txn.consumer
+        self._txn = txn
         self._partitions = start_partition_counts(txn.consumer, topics, KAFKA_TIMEOUT_S)
         self._batches = batches = Batches(txn, workflows, metrics)
         routes = ReplyRoutes(
@@ -314,6 +314,7 @@ class _Loop:
         if finished:
             for partition, workflows in finished:
                 self._workflows.restored(partition, workflows)
+            self._claim([p for p, _ in finished])  # no batch is open here
             topic = self._topics.commands
             self._consumer.resume([TopicPartition(topic, p) for p, _ in finished])
             self._workflows.recount()
@@ -332,6 +333,36 @@ class _Loop:
     def close(self) -> None:
         """Call off the restores under way and wait for their threads."""
         self._restorer.close()
+
+    def _claim(self, partitions: list[int]) -> None:
+        """Commit the restored partitions' offsets as they are, in a transaction of their
+        own, so that their committed offsets name this instance as their owner before
+        any transaction of ours holds them open: should this instance die with one open,
+        the heir knows whom to fence (fencing.py). Not needed for that heir to be
+        correct, only to be quick: a claim that fails is logged."""
+        if self._settings.fence_after_s is None or self._batches.open:
+            return
+        wanted = [TopicPartition(self._topics.commands, p) for p in partitions]
+        try:
+            found = self._consumer.committed(wanted, timeout=KAFKA_TIMEOUT_S)
+        except KafkaException as exc:
+            log.warning(
+                "partitions not claimed", extra={"partitions": partitions, "error": str(exc)}
+            )
+            return
+        offsets = {tp.partition: tp.offset for tp in found if tp.error is None and tp.offset >= 0}
+        if not offsets:  # never committed: nothing to name an owner with
+            return
+        txn = self._txn
+        try:
+            txn.begin()
+            if txn.commit(offsets) is None:  # renewed: its init ended the claim
+                log.warning("partitions not claimed", extra={"partitions": partitions})
+        except AbortNeeded as exc:
+            txn.abort(str(exc))
+            log.warning(
+                "partitions not claimed", extra={"partitions": partitions, "error": str(exc)}
+            )
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if self.failed:
