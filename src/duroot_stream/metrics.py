@@ -183,6 +183,13 @@ class ProcessorMetrics:
             ["reason"],
             registry=r,
         )
+        self.takeover_duration = Histogram(
+            "duroot_processor_takeover_duration_seconds",
+            "From the assignment of partitions to this instance until it answers them: "
+            "waiting for (or fencing) a previous owner's transaction, and the restore.",
+            buckets=(0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120),
+            registry=r,
+        )
         self.previous_owners_fenced = Counter(
             "duroot_processor_previous_owners_fenced",
             "Transactions of a dead previous owner of partitions this instance took over, "

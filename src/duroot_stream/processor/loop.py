@@ -318,6 +318,8 @@ class _Loop:
             topic = self._topics.commands
             self._consumer.resume([TopicPartition(topic, p) for p, _ in finished])
             self._workflows.recount()
+            # After the claim: a fault test arms its stall once the restore is logged.
+            self._restorer.announce()
         if self._ready.is_set() or self._assigned_at is None or self._restorer.restoring:
             return
         log.info(

@@ -81,6 +81,7 @@ class Restorer:
         self._restoring: dict[int, int] = {}  # partition -> epoch of its latest assignment
         self._done: queue.SimpleQueue[Finished] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
+        self._installing: list[tuple[list[int], Finished]] = []  # for `announce`
         self._restore = restore or self._from_kafka
         after = settings.fence_after_s  # None: wait for the broker to end the transaction
         self._fence = (
@@ -155,7 +156,17 @@ class Restorer:
                 self._record(p, done.restored[p][1], done.started)
                 out.append((p, done.restored[p][0]))
             if current:
-                self._log(current, done)
+                self._installing.append((current, done))
+
+    def announce(self) -> None:
+        """The restores `finished` handed out are installed and their partitions
+        answered: one `partitions restored` line per assignment, and its takeover
+        time (assignment to answering), which includes waiting for a previous owner's
+        transaction or fencing it."""
+        for partitions, done in self._installing:
+            self._metrics.takeover_duration.observe(time.monotonic() - done.started)
+            self._log(partitions, done)
+        self._installing.clear()
 
     def close(self) -> None:
         """Call off the restores under way and wait for their threads."""
