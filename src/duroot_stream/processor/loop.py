@@ -56,6 +56,7 @@ from .port import Faults
 from .restore import restore_assigned
 from .routes import ReplyRoutes
 from .settings import KAFKA_TIMEOUT_S, ProcessorSettings
+from .state_store import StateChangelog
 from .watchdog import CallWatch
 from .workflows import Workflows
 
@@ -177,7 +178,8 @@ class _Loop:
         self._workflows = workflows
         self._consumer = txn.consumer
         self._partitions = start_partition_counts(txn.consumer, topics, KAFKA_TIMEOUT_S)
-        self._batches = batches = Batches(txn, workflows, metrics)
+        changelog = StateChangelog(topics.state, settings.instance_id)
+        self._batches = batches = Batches(txn, workflows, metrics, changelog)
         routes = ReplyRoutes(
             txn.consumer, topics, settings.reply_topics, self._partitions, metrics, batches.count
         )

@@ -1,5 +1,6 @@
-"""Restore on assignment: a partition's workflows folded from the compacted event topic
-before any of its commands is handled.
+"""Restore on assignment: a partition's workflows read from the state topic
+(state_store.py), or folded from the compacted event topic when the state does not
+pass its checks, before any of its commands is handled.
 
 A restore must not miss what a predecessor commits late (Kafka Streams' KAFKA-10167).
 KIP-447 fences a zombie at `send_offsets_to_transaction`, but not at
@@ -11,8 +12,9 @@ owner restores. So, per assignment (`restore_assigned`):
    stable: the broker answers UNSTABLE_OFFSET_COMMIT while a transaction that sent
    offsets for them is open (`await_stable_offsets`); once it ends, everything that
    transaction wrote is in the log (commit_transaction flushes before EndTxn);
-2. read each events partition to its high watermark taken then, read_committed,
-   waiting for open transactions below it to resolve (`restore_partitions`).
+2. read each state partition, and the events partitions whose state is not used,
+   to their high watermarks taken then, read_committed, waiting for open
+   transactions below them to resolve (`restore_partitions`).
 
 Both waits are bounded (`restore_wait_s`: the transaction timeout plus the broker's
 abort check, with a margin); a transaction open past that is hanging, and the
@@ -25,23 +27,26 @@ from __future__ import annotations
 import gc
 import logging
 import time
+from collections.abc import Mapping
+from typing import Protocol
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from duroot_stream.config import KafkaConfig
-from duroot_stream.domain import DuRootStarted, WorkflowReplay, WorkflowState
+from duroot_stream.domain import WorkflowState
 from duroot_stream.kafka import Triage, kafka_error, new_consumer, position, triage, watermarks
 from duroot_stream.metrics import ProcessorMetrics
-from duroot_stream.wire import Codec
+from duroot_stream.wire import Codec, Topics
 
 from .faults import ProcessorFatal
 from .fencing import Fence
+from .fold import PartitionFold
 from .settings import KAFKA_TIMEOUT_S, RESTORE_WAIT_S
+from .state_store import FoldedStates, StateRead
 
 log = logging.getLogger("duroot.processor")
 
 RESTORE_BATCH = 10_000  # records taken from the fetch queue at a time
-ACTIVE_REPLAYS = 1_000  # per partition, see _PartitionFold
 STABLE_FIRST_TRY_S = 2.0  # committed offsets not stable by then: log that we wait
 # The restore consumer's settings (the benchmarks' raw-consume yardstick reads with them).
 RESTORE_CONSUMER: dict[str, object] = {
@@ -76,12 +81,16 @@ def restore_assigned(
 ) -> dict[int, dict[str, WorkflowState]]:
     """The two steps of the module docstring, with the restore metrics and one log
     line. `consumer` is the group's, whose committed offsets are awaited; `fence`
-    ends a dead previous owner's transaction (see `await_stable_offsets`)."""
+    ends a dead previous owner's transaction (see `await_stable_offsets`). The state
+    topic is the one of `kafka`'s topic prefix."""
     started = time.monotonic()
     for p in partitions:
         metrics.restore_in_progress.labels(str(p)).set(1)
     await_stable_offsets(consumer, commands_topic, partitions, wait_s, fence)
-    restored = restore_partitions(kafka, events_topic, partitions, codec, wait_s=wait_s)
+    state_topic = Topics(kafka.topic_prefix).state
+    restored = restore_partitions(
+        kafka, events_topic, partitions, codec, wait_s, state_topic, metrics
+    )
     for partition, (_, events) in restored.items():
         label = str(partition)
         metrics.restore_in_progress.labels(label).set(0)
@@ -95,6 +104,9 @@ def restore_assigned(
             "partitions": sorted(partitions),
             "workflows": sum(len(w) for w, _ in restored.values()),
             "events": total_events,
+            "from_state": sorted(
+                p for p, (w, _) in restored.items() if not isinstance(w, FoldedStates)
+            ),
             "seconds": round(elapsed, 3),
             "events_per_s": int(total_events / elapsed) if elapsed > 0 else None,
         },
@@ -173,26 +185,77 @@ def restore_partitions(
     partitions: list[int],
     codec: Codec,
     wait_s: float = RESTORE_WAIT_S,
+    state_topic: str | None = None,
+    metrics: ProcessorMetrics | None = None,
 ) -> dict[int, tuple[dict[str, WorkflowState], int]]:
-    """Fold each partition of the event topic into workflow states.
+    """Each partition's workflows: from the state topic when given and its records
+    pass their checks (state_store.py), else folded from the event topic. Returns,
+    per partition, the workflows and the number of events read (none from state).
+    With `state_topic`, a partition folded from the events comes as `FoldedStates`:
+    its snapshot is due. `metrics` counts the partitions whose state was not used.
 
-    Reads from the beginning to the high watermark as of now, read_committed, and
-    folds each partition with a `_PartitionFold`. A read_committed fetch ends at
-    the last stable offset, where the partition EOF fires: an EOF below the high
-    watermark means a transaction is open there, and the read goes on until it
-    commits (its records come) or aborts (they are skipped), at most `wait_s` from
-    that EOF (then `ProcessorFatal`: a hanging transaction). A tombstone drops its
-    workflow. Returns, per partition, the workflows and the number of records read.
-
-    Per event only the first fields of the Avro body are read (id, workflow,
-    seq, cause, payload type: `Codec.event_facts`), and only STARTED payloads
-    are decoded. Not the headers, though they carry the same: confluent-kafka
-    builds a message's header list on first access, which costs more (about
-    9 us for the six on a 2-core test machine) than all the rest of the fold.
+    Each topic is read from the beginning to the high watermark as of now,
+    read_committed (`_read`). Per event only the first fields of the Avro body
+    are read (id, workflow, seq, cause, payload type: `Codec.event_facts`), and
+    only STARTED payloads are decoded. Not the headers, though they carry the
+    same: confluent-kafka builds a message's header list on first access, which
+    costs more (about 9 us for the six on a 2-core test machine) than all the
+    rest of the fold.
     """
     ends = high_watermarks(kafka, events_topic, partitions)
+    restored: dict[int, tuple[dict[str, WorkflowState], int]] = {}
+    if state_topic is not None:
+        reads = {p: StateRead() for p in partitions}
+        _read(
+            kafka,
+            state_topic,
+            high_watermarks(kafka, state_topic, partitions),
+            reads,
+            codec,
+            wait_s,
+        )
+        for partition, read in reads.items():
+            states, reason, detail = read.states(ends[partition][1])
+            if states is not None:
+                restored[partition] = (states, 0)
+                log.info(
+                    "state used",
+                    extra={
+                        "partition": partition,
+                        "workflows": len(states),
+                        "records": read.records,
+                    },
+                )
+                continue
+            log.warning("state not used", extra={"partition": partition, "reason": detail})
+            if metrics is not None:
+                metrics.state_fallbacks.labels(reason).inc()
+    folds = {p: PartitionFold() for p in partitions if p not in restored}
+    if folds:
+        _read(kafka, events_topic, {p: ends[p] for p in folds}, folds, codec, wait_s)
+    for partition, fold in folds.items():
+        states = fold.finish()
+        if state_topic is not None:
+            states = FoldedStates(states, ends[partition][1])
+        restored[partition] = (states, fold.records)
+    return restored
+
+
+def _read(
+    kafka: KafkaConfig,
+    topic: str,
+    ends: dict[int, tuple[int, int]],
+    sinks: Mapping[int, _Sink],
+    codec: Codec,
+    wait_s: float,
+) -> None:
+    """Give each record of `topic` from the low to the high watermark in `ends` to its
+    partition's sink, read_committed. A read_committed fetch ends at the last stable
+    offset, where the partition EOF fires: an EOF below the high watermark means a
+    transaction is open there, and the read goes on until it commits (its records
+    come) or aborts (they are skipped), at most `wait_s` from that EOF (then
+    `ProcessorFatal`: a hanging transaction)."""
     consumer = new_consumer(kafka, **RESTORE_CONSUMER)
-    folds = {p: _PartitionFold() for p in partitions}
     # The fold makes no reference cycles, only many objects that live on: the
     # cyclic garbage collector would walk them again and again (10-15 % of a
     # restore's time), so it waits until the restore is done.
@@ -200,9 +263,7 @@ def restore_partitions(
     gc.disable()
     try:
         # No offset lookup: each partition is read from its first offset.
-        starts = [
-            TopicPartition(events_topic, p, low) for p, (low, high) in ends.items() if high > low
-        ]
+        starts = [TopicPartition(topic, p, low) for p, (low, high) in ends.items() if high > low]
         pending = {tp.partition: ends[tp.partition][1] for tp in starts}  # partition -> target
         waiting: dict[int, tuple[int, float]] = {}  # partition -> (stable offset, since)
         if starts:
@@ -217,21 +278,26 @@ def restore_partitions(
             for message in messages:
                 error = message.error()
                 if error is None:
-                    folds[position(message)[0]].add(message, codec)
+                    sinks[position(message)[0]].add(message, codec)
                 elif error.code() == KafkaError._PARTITION_EOF:
-                    _reached(events_topic, position(message), pending, waiting, wait_s)
+                    _reached(topic, position(message), pending, waiting, wait_s)
                 else:
-                    raise ProcessorFatal(f"restoring {events_topic}: {error}")
+                    raise ProcessorFatal(f"restoring {topic}: {error}")
             for partition, (stable, since) in waiting.items():
                 if time.monotonic() - since > wait_s:
                     raise ProcessorFatal(
-                        _hanging(kafka, events_topic, partition, stable, pending[partition], wait_s)
+                        _hanging(kafka, topic, partition, stable, pending[partition], wait_s)
                     )
     finally:
         consumer.close()
         if gc_was_enabled:
             gc.enable()
-    return {p: (fold.finish(), fold.records) for p, fold in folds.items()}
+
+
+class _Sink(Protocol):
+    """What takes a partition's records during a restore (a fold, a state read)."""
+
+    def add(self, message: Message, codec: Codec) -> None: ...
 
 
 def _reached(
@@ -303,55 +369,3 @@ def offsets(consumer: Consumer, topic: str, partition: int) -> tuple[int, int]:
     except KafkaException as exc:
         error = kafka_error(exc) or exc
         raise ProcessorFatal(f"offsets of {topic} [{partition}]: {error}") from exc
-
-
-class _PartitionFold:
-    """One partition's workflows during a restore.
-
-    The workflows with events coming in are folded by `WorkflowReplay`s (a
-    mutable accumulator each, much cheaper per event than `evolve`). Beyond
-    `ACTIVE_REPLAYS`, the longest-active one is turned into its state, and
-    resumed from it should more of its events come: a history's events are
-    close together in the topic (one du run), so this is rare, and the
-    accumulators of all workflows are never held at once (they would take
-    more memory than the states, and leave it fragmented afterwards).
-    """
-
-    __slots__ = ("active", "records", "states")
-
-    def __init__(self) -> None:
-        self.states: dict[str, WorkflowState] = {}
-        self.active: dict[str, WorkflowReplay] = {}  # oldest activated first
-        self.records = 0
-
-    def add(self, message: Message, codec: Codec) -> None:
-        self.records += 1
-        value = message.value()
-        if value is None:  # tombstone of a deleted history: "<workflow-id>/<seq>"
-            workflow_id = (message.key() or b"").split(b"/", 1)[0].decode()
-            self.active.pop(workflow_id, None)
-            self.states.pop(workflow_id, None)
-            return
-        vid, workflow_id, seq, command_id, event_type = codec.event_facts(value)
-        replay = self.active.get(workflow_id) or self._activate(workflow_id)
-        started = None
-        if event_type is DuRootStarted:
-            payload = codec.decode_event(value).payload
-            assert isinstance(payload, DuRootStarted)
-            started = payload
-        replay.add(event_type, vid, seq, command_id, started)
-
-    def _activate(self, workflow_id: str) -> WorkflowReplay:
-        state = self.states.pop(workflow_id, None)
-        replay = WorkflowReplay(workflow_id) if state is None else WorkflowReplay.resume(state)
-        self.active[workflow_id] = replay
-        if len(self.active) > ACTIVE_REPLAYS:
-            oldest = next(iter(self.active))
-            self.states[oldest] = self.active.pop(oldest).state()
-        return replay
-
-    def finish(self) -> dict[str, WorkflowState]:
-        for workflow_id, replay in self.active.items():
-            self.states[workflow_id] = replay.state()
-        self.active.clear()
-        return self.states
