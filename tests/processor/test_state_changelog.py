@@ -33,7 +33,7 @@ from duroot_stream.ids import now_ms
 from duroot_stream.processor import collector
 from duroot_stream.processor.fold import PartitionFold
 from duroot_stream.processor.settings import ProcessorSettings
-from duroot_stream.processor.state_store import FoldedStates, StateRead
+from duroot_stream.processor.state_store import FoldedStates, Snapshot, StateRead
 from duroot_stream.wire import MARKER_KEY, decode_marker, decode_state, partition_for
 from tests.processor.memory import PARTITIONS, MemoryProcessor, Written
 from tests.processor_harness import command, new_workflow_id
@@ -67,7 +67,7 @@ def test_one_state_record_per_changed_workflow_per_transaction() -> None:
             p.send(command(wf, body))
     assert p.run_batch()
     written = state_records(p)[before:]
-    assert sorted(r.key for r in written) == sorted([a.encode(), b.encode()])
+    assert sorted(r.key or b"" for r in written) == sorted([a.encode(), b.encode()])
     for record in written:
         assert record.value is not None
         wf = record.key.decode()  # type: ignore[union-attr]
@@ -110,15 +110,15 @@ def test_an_aborted_batch_writes_no_state_and_its_redo_writes_it_once() -> None:
 def test_a_partition_restored_from_its_events_is_snapshotted_marker_last() -> None:
     p = MemoryProcessor()
     held = {wf: _initialized(wf) for wf in _ids(4, partition=1)}
-    p.workflows.restored(1, FoldedStates(held, events_end=42))
-    assert p.workflows.snapshots == {1: 42}
+    p.workflows.restored(1, FoldedStates(held, Snapshot(42)))
+    assert p.workflows.snapshots == {1: Snapshot(42)}
     assert p.run_batch()  # no command: the collector begins a transaction for it
     written = [r for r in state_records(p) if r.partition == 1]
     assert written[-1].key == MARKER_KEY
     assert written[-1].value is not None
     marker = decode_marker(written[-1].value)
     assert (marker.events_end, marker.written_by) == (42, "memory-processor")
-    assert sorted(r.key for r in written[:-1]) == sorted(wf.encode() for wf in held)
+    assert sorted(r.key or b"" for r in written[:-1]) == sorted(wf.encode() for wf in held)
     assert p.kafka.commit_offsets[-1] == {1: 0}, "sent offsets: a zombie's snapshot is fenced"
     assert p.workflows.snapshots == {}
     count = len(state_records(p))
@@ -127,12 +127,27 @@ def test_a_partition_restored_from_its_events_is_snapshotted_marker_last() -> No
 
 def test_a_snapshot_whose_transaction_aborts_is_written_again() -> None:
     p = MemoryProcessor()
-    p.workflows.restored(2, FoldedStates({}, events_end=0))
+    p.workflows.restored(2, FoldedStates({}, Snapshot(0)))
     p.kafka.abort_commits = 1
     assert not p.run_batch()
-    assert p.workflows.snapshots == {2: 0}
+    assert p.workflows.snapshots == {2: Snapshot(0)}
     assert p.run_batch()
     assert [r.key for r in state_records(p)] == [MARKER_KEY]
+
+
+def test_a_snapshot_tombstones_the_records_the_fold_did_not_find() -> None:
+    p = MemoryProcessor()
+    kept, gone = _ids(2, partition=0)
+    stale = (gone.encode(), b"not-a-workflow", kept.encode())
+    p.workflows.restored(0, FoldedStates({kept: _initialized(kept)}, Snapshot(3, stale)))
+    assert p.run_batch()
+    written = [(r.key, r.value is None) for r in state_records(p)]
+    assert written == [
+        (gone.encode(), True),
+        (b"not-a-workflow", True),
+        (kept.encode(), False),
+        (MARKER_KEY, False),
+    ]
 
 
 def _ids(n: int, partition: int) -> list[str]:
@@ -204,7 +219,7 @@ def test_the_compacted_state_is_the_fold_of_the_events(run: list[Step], seed: in
     with _gc_clock() as clock:
         p = MemoryProcessor(ProcessorSettings(KafkaConfig(topic_prefix="mem.")))
         for partition in range(PARTITIONS):  # as restored from (empty) events
-            p.workflows.restored(partition, FoldedStates({}, events_end=0))
+            p.workflows.restored(partition, FoldedStates({}, Snapshot(0)))
         for step in run:
             if isinstance(step, tuple):
                 p.send(command(workflows[step[0]], BODIES[step[1]]))

@@ -170,12 +170,12 @@ class Batches:
         records = changelog.changed(batch.undo, by_partition)
         tombstones = sum(1 for r in records if r[3] is None)
         changed = len(records)
-        for partition, events_end in workflows.snapshots.items():
+        for partition, snapshot in workflows.snapshots.items():
             held = by_partition.get(partition)
             if held is None or partition not in batch.next_offsets:
                 continue
             written = {workflow_id for p, workflow_id in batch.undo if p == partition}
-            records += changelog.snapshot(partition, held, events_end, written)
+            records += changelog.snapshot(partition, held, snapshot, written)
             batch.snapshots.append(partition)
         if not records:
             return
@@ -197,8 +197,7 @@ class Batches:
         kind = self._metrics.state_records
         self.count(kind, "state", amount=changed - tombstones)
         self.count(kind, "tombstone", amount=tombstones)
-        snapshot = len(records) - changed - len(batch.snapshots)
-        self.count(kind, "snapshot", amount=snapshot)
+        self.count(kind, "snapshot", amount=len(records) - changed - len(batch.snapshots))
         self.count(kind, "marker", amount=len(batch.snapshots))
 
     def abort(self, why: str) -> None:

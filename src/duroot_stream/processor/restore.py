@@ -42,7 +42,7 @@ from .faults import ProcessorFatal
 from .fencing import Fence
 from .fold import PartitionFold
 from .settings import KAFKA_TIMEOUT_S, RESTORE_WAIT_S
-from .state_store import FoldedStates, StateRead
+from .state_store import FoldedStates, Snapshot, StateRead
 
 log = logging.getLogger("duroot.processor")
 
@@ -204,8 +204,8 @@ def restore_partitions(
     """
     ends = high_watermarks(kafka, events_topic, partitions)
     restored: dict[int, tuple[dict[str, WorkflowState], int]] = {}
+    reads = {p: StateRead() for p in partitions}
     if state_topic is not None:
-        reads = {p: StateRead() for p in partitions}
         _read(
             kafka,
             state_topic,
@@ -236,7 +236,8 @@ def restore_partitions(
     for partition, fold in folds.items():
         states = fold.finish()
         if state_topic is not None:
-            states = FoldedStates(states, ends[partition][1])
+            stale = reads[partition].stale(states)
+            states = FoldedStates(states, Snapshot(ends[partition][1], stale))
         restored[partition] = (states, fold.records)
     return restored
 

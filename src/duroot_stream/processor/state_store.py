@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 from confluent_kafka import Message
 
@@ -42,15 +43,25 @@ log = logging.getLogger("duroot.processor")
 StateRecord = tuple[str, int, bytes | None, bytes | None, None]
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """A partition's snapshot to write: its states, tombstones for the `stale` keys
+    (records of the state topic that the fold did not find: a workflow or record
+    that should not be there), and the marker with `events_end`."""
+
+    events_end: int
+    stale: tuple[bytes, ...] = ()
+
+
 class FoldedStates(dict[str, WorkflowState]):
-    """A partition's workflows folded from its events, up to `events_end`: their state
-    records are to be written with the marker (`Workflows.restored` notes it)."""
+    """A partition's workflows folded from its events: their snapshot is due
+    (`Workflows.restored` notes it)."""
 
-    __slots__ = ("events_end",)
+    __slots__ = ("snapshot",)
 
-    def __init__(self, states: dict[str, WorkflowState], events_end: int) -> None:
+    def __init__(self, states: dict[str, WorkflowState], snapshot: Snapshot) -> None:
         super().__init__(states)
-        self.events_end = events_end
+        self.snapshot = snapshot
 
 
 class StateChangelog:
@@ -83,18 +94,23 @@ class StateChangelog:
         self,
         partition: int,
         workflows: Mapping[str, WorkflowState],
-        events_end: int,
+        snapshot: Snapshot,
         written: set[str],
     ) -> list[StateRecord]:
-        """Every state of `partition` but those `written` already in this transaction,
-        then its marker."""
+        """Tombstones for the stale keys, every state of `partition` but those `written`
+        already in this transaction, then its marker."""
         topic = self.topic
         records: list[StateRecord] = [
+            (topic, partition, key, None, None)
+            for key in snapshot.stale
+            if key.decode(errors="replace") not in workflows
+        ]
+        records += [
             (topic, partition, workflow_id.encode(), encode_state(state), None)
             for workflow_id, state in workflows.items()
             if workflow_id not in written
         ]
-        marker = StateMarker(events_end, self.writer, now_ms())
+        marker = StateMarker(snapshot.events_end, self.writer, now_ms())
         records.append((topic, partition, MARKER_KEY, encode_marker(marker), None))
         return records
 
@@ -117,6 +133,14 @@ class StateRead:
             self.marker = message.value()
         else:
             self.values[key] = message.value()
+
+    def stale(self, states: Mapping[str, WorkflowState]) -> tuple[bytes, ...]:
+        """The keys read with a value that `states` (the fold's) does not hold."""
+        return tuple(
+            key
+            for key, value in self.values.items()
+            if value is not None and key.decode(errors="replace") not in states
+        )
 
     def states(self, events_end: int) -> tuple[dict[str, WorkflowState] | None, str, str]:
         """The workflows, or None when they are not to be used; the reason (a metric

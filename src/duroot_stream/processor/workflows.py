@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping
 from duroot_stream.domain import StateCode, WorkflowState
 from duroot_stream.metrics import ProcessorMetrics
 
-from .state_store import FoldedStates
+from .state_store import FoldedStates, Snapshot
 
 # (partition, workflow id) -> the state before the open transaction changed it
 Undo = Mapping[tuple[int, str], WorkflowState | None]
@@ -21,9 +21,8 @@ class Workflows:
         # Counted as they change and published at each commit: recounting
         # 100,000 workflows at every commit would take longer than it.
         self.counts = dict.fromkeys(StateCode, 0)
-        # partition -> the events' end its fold read to: restored from the events, its
-        # states and marker are to be written to the state topic (the snapshot).
-        self.snapshots: dict[int, int] = {}
+        # Partitions restored from the events: their snapshot is to be written.
+        self.snapshots: dict[int, Snapshot] = {}
 
     def of(self, partition: int) -> dict[str, WorkflowState]:
         return self.by_partition.setdefault(partition, {})
@@ -59,7 +58,7 @@ class Workflows:
         """Hold a restored partition's workflows; a snapshot is due if they were
         folded from the events (`FoldedStates`)."""
         if isinstance(workflows, FoldedStates):
-            self.snapshots[partition] = workflows.events_end
+            self.snapshots[partition] = workflows.snapshot
             workflows = dict(workflows)  # a plain dict: the engine's lookups take the fast path
         else:
             self.snapshots.pop(partition, None)
