@@ -6,7 +6,6 @@ histories with deletes and garbage collection, the compacted state records read 
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,13 +28,13 @@ from duroot_stream.domain import (
     PathUsage,
     WorkflowState,
 )
-from duroot_stream.ids import now_ms
 from duroot_stream.processor import collector
 from duroot_stream.processor.fold import PartitionFold
 from duroot_stream.processor.settings import ProcessorSettings
 from duroot_stream.processor.state_store import FoldedStates, Snapshot, StateRead
 from duroot_stream.wire import MARKER_KEY, decode_marker, decode_state, partition_for
 from tests.processor.memory import PARTITIONS, MemoryProcessor, Written
+from tests.processor.test_engine_batches import Clock
 from tests.processor_harness import command, new_workflow_id
 
 INIT = Init(str(uuid.UUID(int=7)), "/g/root", "files1", "/data/root")
@@ -192,20 +191,11 @@ steps = st.lists(
 )
 
 
-class _Clock:
-    def __init__(self) -> None:
-        self.offset_s = 0.0
-
-    def monotonic(self) -> float:
-        return time.monotonic() + self.offset_s
-
-    def now_ms(self) -> int:
-        return now_ms() + int(self.offset_s * 1000)
-
-
 @contextmanager
-def _gc_clock() -> Iterator[_Clock]:
-    clock = _Clock()
+def _gc_clock() -> Iterator[Clock]:
+    """The garbage collector's clocks, as test_engine_batches' fixture sets them (a
+    fixture is not reset between the examples of a property test)."""
+    clock = Clock()
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(collector, "time", SimpleNamespace(monotonic=clock.monotonic))
         patch.setattr(collector, "now_ms", clock.now_ms)
