@@ -37,11 +37,11 @@ pytestmark = pytest.mark.broker
 
 def test_create_twice_is_idempotent(kafka: KafkaConfig) -> None:
     first = create_topics(kafka, partitions=3)
-    assert len(first) == 5
+    assert len(first) == 6
     assert create_topics(kafka, partitions=3) == []
     counts = check_topics(kafka)
     topics = Topics(kafka.topic_prefix)
-    assert counts[topics.commands] == counts[topics.events] == 3
+    assert counts[topics.commands] == counts[topics.events] == counts[topics.state] == 3
     assert counts[topics.dlq] == 1
 
 
@@ -280,7 +280,9 @@ def test_partition_problems() -> None:
     assert partition_problems(topics, good, expected=4) == []
     check_partitions(topics, {**good, topics.replies: 9})  # replies may differ
     (problem,) = partition_problems(topics, good, expected=6)
-    assert problem.startswith("partitions: p.commands has 4, p.events has 4, p.index has 4;")
+    assert problem.startswith(
+        "partitions: p.commands has 4, p.events has 4, p.index has 4, p.state has 4;"
+    )
     assert "they must all be 6" in problem and "N can never change" in problem
     missing = {k: v for k, v in good.items() if k != topics.dlq}
     assert partition_problems(topics, missing) == [
