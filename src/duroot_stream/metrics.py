@@ -134,7 +134,7 @@ class ProcessorMetrics:
         self.state_fallbacks = Counter(
             "duroot_processor_state_fallbacks",
             "Partitions restored from the events because their state records failed a "
-            "check, by reason: no_marker, undecodable, beyond_events_end.",
+            "check, by reason: no_marker, undecodable, beyond_events_end, events_without_state.",
             ["reason"],
             registry=r,
         )

@@ -31,7 +31,12 @@ from duroot_stream.domain import (
 from duroot_stream.processor import collector
 from duroot_stream.processor.fold import PartitionFold
 from duroot_stream.processor.settings import ProcessorSettings
-from duroot_stream.processor.state_store import FoldedStates, Snapshot, StateRead
+from duroot_stream.processor.state_store import (
+    FoldedStates,
+    Snapshot,
+    StateRead,
+    last_event_problem,
+)
 from duroot_stream.wire import MARKER_KEY, decode_marker, decode_state, partition_for
 from tests.processor.memory import PARTITIONS, MemoryProcessor, Written
 from tests.processor.test_engine_batches import Clock
@@ -228,3 +233,21 @@ def test_the_compacted_state_is_the_fold_of_the_events(run: list[Step], seed: in
         from_state, reason, detail = read.states(len(events))
         assert from_state is not None, (reason, detail)
         assert from_state == fold.finish() == p.workflows.of(partition)
+        if events:
+            last = events[-1]
+            assert last_event_problem(from_state, last.key or b"", last.value, p.codec) is None
+
+
+def test_a_last_event_that_is_not_in_the_state_is_found() -> None:
+    p, wf = MemoryProcessor(), new_workflow_id()
+    assert p.request(command(wf, INIT)).ok
+    (started,) = p.events_of(wf)
+    key, value = started.key or b"", started.value
+    held = {wf: _initialized(wf)}  # another history of the same workflow: another head
+    assert last_event_problem(p.workflows.of(started.partition), key, value, p.codec) is None
+    problem = last_event_problem(held, key, value, p.codec)
+    assert problem is not None and "not in the state" in problem
+    assert last_event_problem({}, key, value, p.codec) is not None, "a workflow the state lacks"
+    deleted = last_event_problem(held, f"{wf}/0".encode(), None, p.codec)
+    assert deleted is not None and "deletes" in deleted
+    assert last_event_problem({}, f"{wf}/0".encode(), None, p.codec) is None

@@ -1,7 +1,8 @@
 """The restore from the state topic, through a real broker: a restarted processor reads
 its workflows from the state records (no event read, no fallback), and they are the
-fold of the events; a state record of an unknown schema or a marker beyond the events'
-end makes that partition fall back to the events (counted by reason), still right."""
+fold of the events; a state record of an unknown schema, a marker beyond the events'
+end, or an event written without its state (as by an older processor) makes that
+partition fall back to the events (counted by reason), still right."""
 
 from __future__ import annotations
 
@@ -11,7 +12,16 @@ import pytest
 from confluent_kafka import Producer
 
 from duroot_stream.config import KafkaConfig
-from duroot_stream.domain import Append, Commit, Delete, Init, PathUsage
+from duroot_stream.domain import (
+    Append,
+    Commit,
+    Delete,
+    DuUpdated,
+    Init,
+    PathUsage,
+    WorkflowEvent,
+)
+from duroot_stream.ids import new_ulid
 from duroot_stream.kafka import position
 from duroot_stream.processor import Processor, restore_partitions
 from duroot_stream.processor.restore import high_watermarks
@@ -22,6 +32,7 @@ from duroot_stream.wire import (
     Topics,
     decode_marker,
     encode_marker,
+    event_headers,
     partition_for,
 )
 from tests.kafka_helpers import read_all
@@ -124,17 +135,27 @@ def test_a_state_record_failing_a_check_falls_back_to_the_events(
     # Partition 1: a marker beyond the events' end (as after the events topic was recreated).
     beyond = StateMarker(10**9, "elsewhere", 0)
     producer.produce(topics.state, encode_marker(beyond), MARKER_KEY, partition=1)
-    producer.flush(10)
+    # Partition 2: an event after the marker without its state.
     codec = Codec()
+    before = restore_partitions(kafka, topics.events, [2], codec)[2][0]
+    held = next(iter(before.values()))
+    late = WorkflowEvent(
+        new_ulid(), held.vid, held.workflow_id, held.seq, new_ulid(), DuUpdated("late", 1)
+    )
+    value = codec.encode_event(late)
+    headers: list[tuple[str, str | bytes | None]] = list(event_headers(late))
+    producer.produce(topics.events, value, late.key.encode(), 2, headers=headers)
+    producer.flush(10)
     folded = restore_partitions(kafka, topics.events, partitions, codec)
+    assert folded[2][0][held.workflow_id].vid == late.event_id
     with running_processor(kafka, instance_id="second") as second:
         assert _fallbacks(second, "undecodable") == 1
         assert _fallbacks(second, "beyond_events_end") == 1
-        events = _restored_events(second)
-        assert events["0"] > 0 and events["1"] > 0 and events["2"] == 0
+        assert _fallbacks(second, "events_without_state") == 1
+        assert all(events > 0 for events in _restored_events(second).values())
         assert second.workflow_count() == sum(len(w) for w, _ in folded.values())
         # Folded, so snapshotted again with the next transaction of each partition.
-        for partition in (0, 1):
+        for partition in partitions:
             wf = next(
                 wf
                 for wf in iter(new_workflow_id, None)
@@ -142,7 +163,7 @@ def test_a_state_record_failing_a_check_falls_back_to_the_events(
             )
             assert requester.request(command(wf, INIT)).ok
     again = _markers(kafka)
-    assert again[0].written_by == again[1].written_by == "second"
+    assert {again[p].written_by for p in partitions} == {"second"}
     assert again[1].events_end <= folded_end(kafka, 1)
     from_state = restore_partitions(
         kafka, topics.events, partitions, codec, state_topic=topics.state

@@ -42,11 +42,12 @@ from .faults import ProcessorFatal
 from .fencing import Fence
 from .fold import PartitionFold
 from .settings import KAFKA_TIMEOUT_S, RESTORE_WAIT_S
-from .state_store import FoldedStates, Snapshot, StateRead
+from .state_store import FoldedStates, LastRecord, Snapshot, StateRead, last_event_problem
 
 log = logging.getLogger("duroot.processor")
 
 RESTORE_BATCH = 10_000  # records taken from the fetch queue at a time
+TAIL_WINDOW = 64  # offsets below the events' end read first for their last record
 STABLE_FIRST_TRY_S = 2.0  # committed offsets not stable by then: log that we wait
 # The restore consumer's settings (the benchmarks' raw-consume yardstick reads with them).
 RESTORE_CONSUMER: dict[str, object] = {
@@ -203,8 +204,8 @@ def restore_partitions(
     rest of the fold.
     """
     ends = high_watermarks(kafka, events_topic, partitions)
-    restored: dict[int, tuple[dict[str, WorkflowState], int]] = {}
     reads = {p: StateRead() for p in partitions}
+    restored: dict[int, tuple[dict[str, WorkflowState], int]] = {}
     if state_topic is not None:
         _read(
             kafka,
@@ -214,19 +215,25 @@ def restore_partitions(
             codec,
             wait_s,
         )
-        for partition, read in reads.items():
-            states, reason, detail = read.states(ends[partition][1])
+        found = {p: read.states(ends[p][1]) for p, read in reads.items()}
+        usable = {p: states for p, (states, _, _) in found.items() if states is not None}
+        tails = _last_events(kafka, events_topic, {p: ends[p] for p in usable}, codec, wait_s)
+        for partition, (states, reason, detail) in found.items():
             if states is not None:
-                restored[partition] = (states, 0)
-                log.info(
-                    "state used",
-                    extra={
-                        "partition": partition,
-                        "workflows": len(states),
-                        "records": read.records,
-                    },
-                )
-                continue
+                last = tails[partition]
+                problem = None if last is None else last_event_problem(states, *last, codec)
+                if problem is None:
+                    restored[partition] = (states, 0)
+                    log.info(
+                        "state used",
+                        extra={
+                            "partition": partition,
+                            "workflows": len(states),
+                            "records": reads[partition].records,
+                        },
+                    )
+                    continue
+                reason, detail = "events_without_state", problem
             log.warning("state not used", extra={"partition": partition, "reason": detail})
             if metrics is not None:
                 metrics.state_fallbacks.labels(reason).inc()
@@ -293,6 +300,27 @@ def _read(
         consumer.close()
         if gc_was_enabled:
             gc.enable()
+
+
+def _last_events(
+    kafka: KafkaConfig,
+    topic: str,
+    ends: dict[int, tuple[int, int]],
+    codec: Codec,
+    wait_s: float,
+) -> dict[int, tuple[bytes, bytes | None] | None]:
+    """The key and value of each events partition's last committed record (None:
+    none), read from a window below its high watermark, widened while it holds none
+    (aborted transactions, control records)."""
+    last = {p: LastRecord() for p in ends}
+    window = TAIL_WINDOW
+    todo = [p for p, (low, high) in ends.items() if high > low]
+    while todo:
+        tails = {p: (max(ends[p][0], ends[p][1] - window), ends[p][1]) for p in todo}
+        _read(kafka, topic, tails, last, codec, wait_s)
+        todo = [p for p in todo if last[p].record is None and tails[p][0] > ends[p][0]]
+        window *= 16
+    return {p: found.record for p, found in last.items()}
 
 
 class _Sink(Protocol):

@@ -12,8 +12,10 @@ partition's records are complete from then on.
 Read (`StateRead`, by `restore.restore_partitions`) from the start of the partition to
 its high watermark, last record per key; used only when every check holds, else the
 events are folded as before (the events stay the source of truth): a marker, that is
-not beyond the events partition's end, and every record decodable with the current
-schemas (state_codec.py).
+not beyond the events partition's end, every record decodable with the current
+schemas (state_codec.py), and the events partition's last record in the state
+(`last_event_problem`: a processor that writes no state, of an older version, wrote
+after the marker otherwise).
 """
 
 from __future__ import annotations
@@ -170,3 +172,40 @@ class StateRead:
                 return None, "undecodable", f"the state under {key!r} is {state.workflow_id}'s"
             states[state.workflow_id] = state
         return states, "", ""
+
+
+class LastRecord:
+    """Keeps the key and value of the last record given (of an events partition)."""
+
+    __slots__ = ("record",)
+
+    def __init__(self) -> None:
+        self.record: tuple[bytes, bytes | None] | None = None
+
+    def add(self, message: Message, _codec: Codec) -> None:
+        self.record = (message.key() or b"", message.value())
+
+
+def last_event_problem(
+    states: Mapping[str, WorkflowState], key: bytes, value: bytes | None, codec: Codec
+) -> str | None:
+    """Why `states` cannot be the fold of an events partition whose last record is
+    (`key`, `value`), or None: its event must be its workflow's head; after a
+    tombstone (a deleted history), the workflow must be gone."""
+    workflow_id = key.split(b"/", 1)[0].decode(errors="replace")
+    if value is None:
+        if workflow_id in states:
+            return f"the last event record deletes {workflow_id}, which the state holds"
+        return None
+    try:
+        vid, workflow_id, _, _, _ = codec.event_facts(value)
+    except CodecError as exc:
+        return f"the last event record {key!r}: {exc}"
+    state = states.get(workflow_id)
+    if state is None or state.vid != vid:
+        head = None if state is None else state.vid
+        return (
+            f"the last event {vid} of {workflow_id} is not in the state (head {head}): events "
+            "were written without their state (by a processor of an older version?)"
+        )
+    return None
