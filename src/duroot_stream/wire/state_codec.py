@@ -19,9 +19,11 @@ from functools import cache
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
-from duroot_stream.domain import StateCode, WorkflowState
+from duroot_stream.domain import StateCode, WorkflowState, binary_entries, pack_binary
+from duroot_stream.domain.recent import pack
+from duroot_stream.domain.ulid import ulid_bytes, ulid_text
 
-from .binary import END, Truncated, rlong, rstr, wlong, wstr
+from .binary import END, TAG, Truncated, rlong, rstr, wlong, wstr
 from .codec import SINGLE_OBJECT_MAGIC
 from .codec_error import CodecError
 from .schemas import schemas_dir
@@ -37,10 +39,14 @@ __all__ = [
 ]
 
 # The schemas the coders below implement (CRC-64-AVRO of the Parsing Canonical Form).
-STATE_FINGERPRINTS = {"WorkflowState": "fa368c568324b021", "StateMarker": "7652e190cd919953"}
+STATE_FINGERPRINTS = {"WorkflowState": "e55fa2b1913d7e08", "StateMarker": "7652e190cd919953"}
 # The marker's key: never a workflow id (the decider takes only canonical UUID text).
 MARKER_KEY = b"~complete"
 _CODES = tuple(StateCode)
+_ULID, _TEXT = TAG[0], TAG[1]  # the branches of an id: 16 bytes, or text
+_ID = 16
+# A recent command as read: each id 16 bytes or text.
+_Entry = tuple[bytes | str, bytes | str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +75,6 @@ def _prefix(name: str) -> bytes:
 
 
 def encode_state(state: WorkflowState) -> bytes:
-    recent = state.recent_commands
     parts = [
         _prefix("WorkflowState"),
         wstr(state.workflow_id),
@@ -83,10 +88,19 @@ def encode_state(state: WorkflowState) -> bytes:
         wlong(state.started_at, "started_at"),
         wlong(state.completed_at, "completed_at"),
     ]
-    if recent:
-        parts.append(wlong(len(recent), "recent_commands"))
-        for command_id, vid in recent:
-            parts += (wstr(command_id), wstr(vid))
+    recent, head = state.recent, ulid_bytes(state.vid)
+    if isinstance(recent, bytes) and head is not None:  # the real case: no text made
+        entries = binary_entries(recent)
+        if entries:
+            parts.append(wlong(len(entries), "recent_commands"))
+        for command_id, vid in entries:
+            parts += (_ULID, command_id, _ULID, head if vid is None else vid)
+    else:
+        texts = state.recent_commands
+        if texts:
+            parts.append(wlong(len(texts), "recent_commands"))
+        for text_command, text_vid in texts:
+            parts += (_TEXT, wstr(text_command), _TEXT, wstr(text_vid))
     parts.append(END)
     return b"".join(parts)
 
@@ -107,7 +121,7 @@ def decode_state(data: bytes) -> WorkflowState:
         host_root, pos = rstr(data, pos)
         started_at, pos = rlong(data, pos)
         completed_at, pos = rlong(data, pos)
-        recent: list[tuple[str, str]] = []
+        recent: list[_Entry] = []
         while True:
             count, pos = rlong(data, pos)
             if count == 0:
@@ -116,8 +130,8 @@ def decode_state(data: bytes) -> WorkflowState:
                 count = -count
                 _, pos = rlong(data, pos)
             for _ in range(count):
-                command_id, pos = rstr(data, pos)
-                command_vid, pos = rstr(data, pos)
+                command_id, pos = _read_id(data, pos)
+                command_vid, pos = _read_id(data, pos)
                 recent.append((command_id, command_vid))
         state = WorkflowState(
             workflow_id,
@@ -130,7 +144,7 @@ def decode_state(data: bytes) -> WorkflowState:
             host_root,
             started_at,
             completed_at,
-            tuple(recent),
+            packed=_packed(recent, vid),
         )
     except (IndexError, Truncated):
         raise CodecError("truncated Avro body for WorkflowState") from None
@@ -138,6 +152,30 @@ def decode_state(data: bytes) -> WorkflowState:
         raise CodecError(f"invalid Avro body for WorkflowState: {exc}") from None
     _end("WorkflowState", data, pos)
     return state
+
+
+def _read_id(data: bytes, pos: int) -> tuple[bytes | str, int]:
+    branch = data[pos]
+    if branch == 0:  # Ulid: 16 bytes
+        end = pos + 1 + _ID
+        if end > len(data):
+            raise Truncated
+        return data[pos + 1 : end], end
+    if branch == 2:  # string (the zig-zag tag of branch 1)
+        return rstr(data, pos + 1)
+    raise CodecError(f"invalid union branch {branch} in recent_commands")
+
+
+def _packed(recent: list[_Entry], vid: str) -> bytes | str:
+    """The packed form (domain/recent.py) of the commands read, oldest first."""
+    binary = [(c, v) for c, v in recent if isinstance(c, bytes) and isinstance(v, bytes)]
+    if len(binary) == len(recent) and (not recent or recent[-1][1] == ulid_bytes(vid)):
+        return pack_binary(binary)
+    return pack(tuple((_text(c), _text(v)) for c, v in recent), vid)
+
+
+def _text(value: bytes | str) -> str:
+    return ulid_text(value) if isinstance(value, bytes) else value
 
 
 def encode_marker(marker: StateMarker) -> bytes:
