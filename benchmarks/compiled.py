@@ -6,7 +6,7 @@ as `make` builds them) and the pure one (`DUROOT_PURE_PYTHON=1`, installed apart
 temporary directory that comes first on the path). Figures (microseconds of CPU):
 
 - from `benchmarks.handler`: `us_append_1_path`, `us_per_path` (of a 10,000-path Append);
-- `us_fold_event`: the restore's fold per event without Kafka (`restore._PartitionFold`:
+- `us_fold_event`: the restore's fold per event without Kafka (`fold.PartitionFold`:
   `Codec.event_facts`, the STARTED payload decoded, `WorkflowReplay`) over records of
   2,000 workflows of ten events each, made in memory.
 
@@ -80,7 +80,7 @@ def fold_us_per_event(workflows: int = 2_000) -> float:
 
     from duroot_stream.domain import EVENT_EPOCH, WorkflowEvent
     from duroot_stream.ids import MonotonicUlids, new_ulid
-    from duroot_stream.processor.restore import _PartitionFold
+    from duroot_stream.processor.fold import PartitionFold
     from duroot_stream.wire import Codec
 
     codec, new_id, shape = Codec(), MonotonicUlids(), HistoryShape(10, 7)
@@ -100,7 +100,7 @@ def fold_us_per_event(workflows: int = 2_000) -> float:
     best = float("inf")
     for _ in range(5):
         started = time.process_time()
-        fold = _PartitionFold()  # what restore_partitions runs per record
+        fold = PartitionFold()  # what restore_partitions runs per record
         for record in records:
             fold.add(record, codec)
         states = fold.finish()

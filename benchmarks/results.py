@@ -226,6 +226,7 @@ class HistoryResult:
     raw_consume_s: float
     raw_consume_events_per_s: float
     restore_ratio: float  # raw consume time / restore time
+    state_restore_s: float  # the same partition restored from its state records
     load_before: Load
 
 

@@ -112,7 +112,7 @@ def bootstrap(
 
 
 def fresh_topics(bootstrap_servers: str, partitions: int) -> KafkaConfig:
-    """A new topic prefix with the five topics created, every partition led."""
+    """A new topic prefix with its topics created, every partition led."""
     config = KafkaConfig(
         bootstrap_servers=bootstrap_servers, topic_prefix=f"b{uuid.uuid4().hex[:8]}."
     )

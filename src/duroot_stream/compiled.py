@@ -46,6 +46,7 @@ COMPILED = (
     "duroot_stream.wire.codec_error",
     "duroot_stream.wire.headers",
     "duroot_stream.wire.partitioning",
+    "duroot_stream.wire.state_codec",
     "duroot_stream.wire.trace",
 )
 SOURCES_FILE = "compiled-sources.sha256"  # `sha256sum` format, paths from the package's parent

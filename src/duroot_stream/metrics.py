@@ -131,6 +131,20 @@ class ProcessorMetrics:
             ["partition"],
             registry=r,
         )
+        self.state_fallbacks = Counter(
+            "duroot_processor_state_fallbacks",
+            "Partitions restored from the events because their state records failed a "
+            "check, by reason: no_marker, undecodable, beyond_events_end, events_without_state.",
+            ["reason"],
+            registry=r,
+        )
+        self.state_records = Counter(
+            "duroot_processor_state_records",
+            "Records written to the state topic, by kind: state (a changed workflow), "
+            "tombstone (a deleted one), snapshot (a partition restored from the events), marker.",
+            ["kind"],
+            registry=r,
+        )
         self.restore_in_progress = Gauge(
             "duroot_processor_restore_in_progress",
             "1 while a partition's state is being restored.",

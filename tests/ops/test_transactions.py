@@ -23,6 +23,7 @@ from duroot_stream.processor import ProcessorSettings
 from duroot_stream.processor.batch import Batches
 from duroot_stream.processor.hanging import HangingMonitor, StallTracker, list_offsets
 from duroot_stream.processor.kafka_transaction import Transaction
+from duroot_stream.processor.state_store import StateChangelog
 from duroot_stream.processor.watchdog import CallTimedOut, CallWatch, Worker
 from duroot_stream.processor.workflows import Workflows
 from duroot_stream.wire import Topics
@@ -156,7 +157,8 @@ def test_a_renewed_producer_aborts_the_open_transaction_of_the_one_it_replaces(
         metrics.on_statistics,
         metrics.producer_renewals.inc,
     )
-    batches = Batches(txn, Workflows(metrics), metrics)
+    changelog = StateChangelog(topics.state, settings.instance_id)
+    batches = Batches(txn, Workflows(metrics), metrics, changelog)
     try:
         txn.init()
         batches.begin()

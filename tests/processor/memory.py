@@ -32,6 +32,7 @@ from duroot_stream.processor.faults import AbortNeeded, RecordRefused
 from duroot_stream.processor.port import CommitTimes, RecordHeaders
 from duroot_stream.processor.routes import ReplyRoutes
 from duroot_stream.processor.settings import ProcessorSettings
+from duroot_stream.processor.state_store import StateChangelog
 from duroot_stream.processor.workflows import Workflows
 from duroot_stream.wire import CORRELATION_ID, Codec, Topics, partition_for, reply_route_headers
 
@@ -77,6 +78,7 @@ class MemoryKafka:
             topics.index: partitions,
             topics.replies: partitions,
             topics.dlq: 1,
+            topics.state: partitions,
         }
         self.commands: dict[int, list[Message]] = {p: [] for p in range(partitions)}
         self.position = dict.fromkeys(range(partitions), 0)  # next command to consume
@@ -262,7 +264,8 @@ class MemoryProcessor:
         for partition in kafka.commands:  # every partition assigned, nothing to restore
             workflows.restored(partition, {})
         counts = dict(kafka.partitions)
-        self.batches = Batches(kafka, workflows, metrics)
+        changelog = StateChangelog(topics.state, "memory-processor")
+        self.batches = Batches(kafka, workflows, metrics, changelog)
         self.routes = ReplyRoutes(
             cast(Consumer, kafka), topics, self.settings.reply_topics, counts, metrics,
             self.batches.count,

@@ -18,8 +18,8 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 from duroot_stream.cli import main as cli
 from duroot_stream.cli import options
 from duroot_stream.config import KafkaConfig
-from duroot_stream.domain import DuRootCommitted, Reply, WorkflowEvent
-from duroot_stream.wire import Codec, CodecError
+from duroot_stream.domain import DuRootCommitted, Reply, StateCode, WorkflowEvent, WorkflowState
+from duroot_stream.wire import MARKER_KEY, Codec, CodecError, StateMarker
 from duroot_stream.wire.topic_admin import (
     Replication,
     TopicCheckError,
@@ -37,11 +37,11 @@ pytestmark = pytest.mark.broker
 
 def test_create_twice_is_idempotent(kafka: KafkaConfig) -> None:
     first = create_topics(kafka, partitions=3)
-    assert len(first) == 5
+    assert len(first) == 6
     assert create_topics(kafka, partitions=3) == []
     counts = check_topics(kafka)
     topics = Topics(kafka.topic_prefix)
-    assert counts[topics.commands] == counts[topics.events] == 3
+    assert counts[topics.commands] == counts[topics.events] == counts[topics.state] == 3
     assert counts[topics.dlq] == 1
 
 
@@ -202,6 +202,15 @@ def test_names_and_configs_are_those_of_the_design() -> None:
             {"cleanup.policy": "delete", "retention.ms": str(30 * day)},
             1,
         ),
+        "duroot.state": (
+            {
+                "cleanup.policy": "compact",
+                "min.cleanable.dirty.ratio": "0.1",
+                "segment.bytes": str(8 * 1024 * 1024),
+                "segment.ms": str(10 * 60 * 1000),
+            },
+            6,
+        ),
     }
     assert [t.name for t in topics.all()] == [
         topics.commands,
@@ -209,6 +218,7 @@ def test_names_and_configs_are_those_of_the_design() -> None:
         topics.index,
         topics.replies,
         topics.dlq,
+        topics.state,
     ]
     assert topics.topic(TopicRole.EVENTS).all_configs({"segment.ms": "100"})["segment.ms"] == "100"
 
@@ -229,6 +239,11 @@ def test_keys_round_trip_and_say_what_is_wrong() -> None:
         events.parse_key(f"{WF}/-1".encode())
     with pytest.raises(CodecError, match="is not UTF-8"):
         topics.topic(TopicRole.REPLIES).parse_key(b"\xff")
+    state = topics.topic(TopicRole.STATE)
+    assert state.parse_key(state.key_bytes(WF)) == WF
+    assert state.parse_key(MARKER_KEY) == MARKER_KEY.decode()
+    with pytest.raises(CodecError, match="is not a workflow id"):
+        state.parse_key(b"~other")
 
 
 def test_values_go_through_the_codec() -> None:
@@ -237,6 +252,13 @@ def test_values_go_through_the_codec() -> None:
     assert replies.decode(codec, replies.encode(codec, reply)) == reply
     dlq = Topics("duroot.").topic(TopicRole.DLQ)
     assert dlq.decode(codec, dlq.encode(codec, b"\x00raw")) == b"\x00raw"
+    state_topic = Topics("duroot.").topic(TopicRole.STATE)
+    state = WorkflowState(
+        WF, StateCode.COMPLETED, ID2, 3, "r", "/g", "h", "/h", 1, 2, ((ID1, ID2),)
+    )
+    marker = StateMarker(17, "p1", 5)
+    for value in (state, marker):
+        assert state_topic.decode(codec, state_topic.encode(codec, value)) == value
 
 
 def test_partitioning_of_each_role() -> None:
@@ -247,6 +269,7 @@ def test_partitioning_of_each_role() -> None:
         TopicRole.INDEX: Partitioning.BY_WORKFLOW,
         TopicRole.REPLIES: Partitioning.BY_COMMAND,
         TopicRole.DLQ: Partitioning.SINGLE,
+        TopicRole.STATE: Partitioning.BY_WORKFLOW,
     }
 
 
@@ -257,14 +280,22 @@ def test_partition_problems() -> None:
     assert partition_problems(topics, good, expected=4) == []
     check_partitions(topics, {**good, topics.replies: 9})  # replies may differ
     (problem,) = partition_problems(topics, good, expected=6)
-    assert problem.startswith("partitions: p.commands has 4, p.events has 4, p.index has 4;")
+    assert problem.startswith(
+        "partitions: p.commands has 4, p.events has 4, p.index has 4, p.state has 4;"
+    )
     assert "they must all be 6" in problem and "N can never change" in problem
     missing = {k: v for k, v in good.items() if k != topics.dlq}
     assert partition_problems(topics, missing) == [
         "topic p.commands.dlq is missing (create it with `duroot-stream topics create`)"
     ]
-    with pytest.raises(TopicCheckError, match=r"p\.index has 5; they must be equal"):
+    with pytest.raises(
+        TopicCheckError, match=r"p\.index has 5, p\.state has 4; they must be equal"
+    ):
         check_partitions(topics, {**good, topics.index: 5})
+    with pytest.raises(
+        TopicCheckError, match=r"p\.index has 4, p\.state has 3; they must be equal"
+    ):
+        check_partitions(topics, {**good, topics.state: 3})
 
 
 @pytest.mark.parametrize(

@@ -57,7 +57,7 @@ from .model import (
     event_key,
     new_tuple,
 )
-from .recent import RECENT_COMMANDS
+from .recent import RECENT_COMMANDS, binary_entries, pack_binary
 from .state import (
     WorkflowDeleted,
     WorkflowReplay,
@@ -110,6 +110,7 @@ __all__ = [
     "WorkflowIndexEvent",
     "WorkflowReplay",
     "WorkflowState",
+    "binary_entries",
     "decide",
     "decode_ulid",
     "encode_ulid",
@@ -119,6 +120,7 @@ __all__ = [
     "expiry_records",
     "initial_state",
     "new_tuple",
+    "pack_binary",
     "reply_for",
     "ulid_time_ms",
 ]

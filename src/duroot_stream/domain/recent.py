@@ -35,6 +35,7 @@ RECENT_COMMANDS = 16
 
 Packed = bytes | str
 EMPTY: Packed = b""
+EMPTY_BINARY = b""
 _ID = 16  # bytes of a ULID
 _OLDER = 2 * _ID  # an older entry: command and vid
 _KEPT = _ID + _OLDER * (RECENT_COMMANDS - 2)  # what stays when a new command comes
@@ -67,6 +68,33 @@ def unpack(packed: Packed, head: str) -> tuple[tuple[str, str], ...]:
     for at in range(_ID, len(packed), _OLDER):
         out.append((ulid_text(packed[at : at + _ID]), ulid_text(packed[at + _ID : at + _OLDER])))
     return tuple(reversed(out))
+
+
+def binary_entries(packed: bytes) -> list[tuple[bytes, bytes | None]]:
+    """The binary form's `(command_id, vid)` pairs as 16-byte ids, oldest first; the
+    newest entry's vid is None: it is the head."""
+    out: list[tuple[bytes, bytes | None]] = []
+    if packed:
+        out.append((packed[:_ID], None))
+    for at in range(_ID, len(packed), _OLDER):
+        out.append((packed[at : at + _ID], packed[at + _ID : at + _OLDER]))
+    out.reverse()
+    return out
+
+
+def pack_binary(entries: list[tuple[bytes, bytes]]) -> bytes:
+    """The binary form of 16-byte `(command_id, vid)` pairs, oldest first, the newest
+    vid being the head (`binary_entries` undone)."""
+    if len(entries) > RECENT_COMMANDS:
+        raise ValueError(f"more than {RECENT_COMMANDS} recent commands")
+    if any(len(c) != _ID or len(v) != _ID for c, v in entries):
+        raise ValueError("a recent command or vid that is not 16 bytes")
+    if not entries:
+        return EMPTY_BINARY
+    parts = [entries[-1][0]]
+    for command_id, vid in reversed(entries[:-1]):
+        parts += (command_id, vid)
+    return b"".join(parts)
 
 
 def lookup(packed: Packed, head: str, command_id: str) -> str | None:

@@ -1,7 +1,8 @@
 """Least privilege: the ACLs each principal needs, as data; printed for Kafka's CLI or
 applied through the admin API.
 
-- processor: READ commands, events; WRITE events, index, replies, commands.dlq;
+- processor: READ commands, events, state; WRITE events, index, state, replies,
+  commands.dlq;
   READ groups duroot-processor, duroot-restore; WRITE transactional ids duroot-processor-*
 - runner: READ index, events (a workflow's state), replies; WRITE commands;
   READ groups duroot-runner-*, duroot-reader-*
@@ -93,6 +94,8 @@ def _needs(
             (t, topics.events, r, False),
             (t, topics.events, w, False),
             (t, topics.index, w, False),
+            (t, topics.state, r, False),
+            (t, topics.state, w, False),
             (t, topics.replies, w, False),
             (t, topics.dlq, w, False),
             (g, processor_group, r, False),

@@ -2,6 +2,11 @@
 command, its records written through the port, then committed together with the
 consumed offsets, or aborted and undone.
 
+Before the offsets are sent, the commit writes the state of each workflow the batch
+changed to the state topic (state_store.py), and the snapshot of each partition
+restored from the events that this transaction sends offsets for (so that a zombie's
+snapshot is fenced like its commands).
+
 Undone means: the workflows the batch changed are put back as they were, the
 consumer is rewound to the batch's first commands, and what it counted is dropped.
 What a batch counts (commands by outcome, events, dead letters, ...) is added to the
@@ -22,8 +27,9 @@ from duroot_stream.domain import WorkflowState
 from duroot_stream.metrics import ProcessorMetrics
 from duroot_stream.tracing import carried, carrying
 
-from .faults import AbortNeeded
+from .faults import AbortNeeded, ProcessorFatal, RecordRefused
 from .port import RecordHeaders, TransactionPort
+from .state_store import StateChangelog
 from .workflows import Workflows
 
 log = logging.getLogger("duroot.processor")
@@ -47,6 +53,7 @@ class Batch:
     # aborted and redone batch counts once), one `labels().inc()` per batch.
     counts: dict[tuple[Counter, tuple[str, ...]], float] = field(default_factory=dict)
     gc: bool = False  # holds garbage-collection commands
+    snapshots: list[int] = field(default_factory=list)  # partitions snapshotted in it
     misrouted: bool = False  # dead-lettered a command as misrouted
     # Seconds spent, for the attribution histograms: handling commands (the loop
     # adds it; produce calls included) and in produce calls alone.
@@ -55,14 +62,20 @@ class Batch:
 
 
 class Batches:
-    """The batch of the open transaction (`batch`), through `port`."""
+    """The batch of the open transaction (`batch`), through `port`; the states it
+    changed go to `changelog`'s topic."""
 
     def __init__(
-        self, port: TransactionPort, workflows: Workflows, metrics: ProcessorMetrics
+        self,
+        port: TransactionPort,
+        workflows: Workflows,
+        metrics: ProcessorMetrics,
+        changelog: StateChangelog,
     ) -> None:
         self._port = port
         self._workflows = workflows
         self._metrics = metrics
+        self._changelog = changelog
         self.open = False
         self.batch = Batch()
         self.gc_aborted = False  # an aborted batch held GC commands: issue them again now
@@ -122,6 +135,7 @@ class Batches:
             return True
         batch = self.batch
         try:
+            self._write_states(batch)
             times = self._port.commit(batch.next_offsets)
         except AbortNeeded as exc:
             self.abort(str(exc))
@@ -130,6 +144,8 @@ class Batches:
             self._undo()
             return False
         self.open = False
+        for partition in batch.snapshots:
+            self._workflows.snapshots.pop(partition, None)
         metrics = self._metrics
         now = time.time()
         for (counter, labels), amount in batch.counts.items():
@@ -150,6 +166,43 @@ class Batches:
     def rewind(self, offsets: dict[int, int]) -> None:
         """Consume these command partitions again from these offsets (partition -> offset)."""
         self._port.rewind(offsets)
+
+    def _write_states(self, batch: Batch) -> None:
+        """The state records of the batch (module docstring), into the transaction."""
+        changelog, workflows = self._changelog, self._workflows
+        by_partition = workflows.by_partition
+        records = changelog.changed(batch.undo, by_partition)
+        tombstones = sum(1 for r in records if r[3] is None)
+        changed = len(records)
+        for partition, snapshot in workflows.snapshots.items():
+            held = by_partition.get(partition)
+            if held is None or partition not in batch.next_offsets:
+                continue
+            written = {workflow_id for p, workflow_id in batch.undo if p == partition}
+            records += changelog.snapshot(partition, held, snapshot, written)
+            batch.snapshots.append(partition)
+        if not records:
+            return
+        produce = self._port.produce
+        started = time.perf_counter()
+        done = 0
+        try:
+            for topic, partition, key, value, _ in records:
+                produce(topic, partition, key, value, None)
+                done += 1
+        except RecordRefused as exc:  # ours, small and well-formed: the topic is wrong
+            raise ProcessorFatal(
+                f"the state topic {changelog.topic} refused a record: {exc}; check it with "
+                "`duroot-stream topics check`"
+            ) from exc
+        finally:
+            batch.produced += done
+            batch.producing += time.perf_counter() - started
+        kind = self._metrics.state_records
+        self.count(kind, "state", amount=changed - tombstones)
+        self.count(kind, "tombstone", amount=tombstones)
+        self.count(kind, "snapshot", amount=len(records) - changed - len(batch.snapshots))
+        self.count(kind, "marker", amount=len(batch.snapshots))
 
     def abort(self, why: str) -> None:
         """Abort the open transaction and undo it."""

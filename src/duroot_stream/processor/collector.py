@@ -16,6 +16,11 @@ it meanwhile, or its partition gone). A chunk sends offsets even without command
 its own (`_fence`), so that a zombie's cannot commit. An aborted chunk
 (`Batches.gc_aborted`) starts the pass again at once, from the states the abort
 restored; GC commands are counted when their transaction commits.
+
+A snapshot of the state topic that is due (`Workflows.snapshots`) is written in the
+next transaction that sends offsets for its partition (`batch.Batches.commit`): when
+no command began one, this begins one, with the positions as a GC chunk's. A
+partition with no position yet (no command consumed since it was assigned) waits.
 """
 
 from __future__ import annotations
@@ -58,7 +63,12 @@ class Collector:
 
     def due(self) -> bool:
         """A pass is due, under way, or to be redone (its last chunk aborted)."""
-        return bool(self._due) or self._batches.gc_aborted or time.monotonic() >= self._next_pass
+        return (
+            bool(self._due)
+            or self._batches.gc_aborted
+            or time.monotonic() >= self._next_pass
+            or bool(self._workflows.snapshots)
+        )
 
     def collect(self) -> None:
         """Start a pass if one is due, then issue the next chunk of its commands."""
@@ -119,6 +129,18 @@ class Collector:
                 "garbage collection chunk",
                 extra={"commands": commands, "records": records, "left": len(self._due)},
             )
+        self._snapshot()
+
+    def _snapshot(self) -> None:
+        """Begin a transaction for the due snapshots that none sends offsets for."""
+        due = self._workflows.snapshots
+        if not due:
+            return
+        batches = self._batches
+        sent = batches.batch.next_offsets if batches.open else {}
+        positions = self._port.positions(p for p in due if p not in sent)
+        if positions:
+            batches.begin().next_offsets.update(positions)
 
     def _fence(self, partitions: set[int]) -> None:
         """KIP-447 fences a zombie only in `send_offsets_to_transaction`, which a

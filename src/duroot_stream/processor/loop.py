@@ -60,6 +60,7 @@ from .port import Faults
 from .restorer import Restorer
 from .routes import ReplyRoutes
 from .settings import KAFKA_TIMEOUT_S, ProcessorSettings
+from .state_store import StateChangelog
 from .watchdog import CallWatch
 from .workflows import Workflows
 
@@ -184,7 +185,8 @@ class _Loop:
         self._consumer = txn.consumer
         self._txn = txn
         self._partitions = start_partition_counts(txn.consumer, topics, KAFKA_TIMEOUT_S)
-        self._batches = batches = Batches(txn, workflows, metrics)
+        changelog = StateChangelog(topics.state, settings.instance_id)
+        self._batches = batches = Batches(txn, workflows, metrics, changelog)
         routes = ReplyRoutes(
             txn.consumer, topics, settings.reply_topics, self._partitions, metrics, batches.count
         )

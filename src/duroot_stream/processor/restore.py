@@ -1,5 +1,6 @@
-"""Restore on assignment: a partition's workflows folded from the compacted event topic
-before any of its commands is handled.
+"""Restore on assignment: a partition's workflows read from the state topic
+(state_store.py), or folded from the compacted event topic when the state does not
+pass its checks, before any of its commands is handled.
 
 A restore must not miss what a predecessor commits late (Kafka Streams' KAFKA-10167).
 KIP-447 fences a zombie at `send_offsets_to_transaction`, but not at
@@ -12,8 +13,9 @@ owner restores. So, per assignment (`restore_assigned`, in a thread of its own:
    stable: the broker answers UNSTABLE_OFFSET_COMMIT while a transaction that sent
    offsets for them is open (`await_stable_offsets`); once it ends, everything that
    transaction wrote is in the log (commit_transaction flushes before EndTxn);
-2. read each events partition to its high watermark taken then, read_committed,
-   waiting for open transactions below it to resolve (`restore_partitions`).
+2. read each state partition, and the events partitions whose state is not used,
+   to their high watermarks taken then, read_committed, waiting for open
+   transactions below them to resolve (`restore_partitions`).
 
 Both waits are bounded (`restore_wait_s`: the transaction timeout plus the broker's
 abort check, with a margin); a transaction open past that is hanging, and the
@@ -25,24 +27,28 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Protocol
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from duroot_stream.config import KafkaConfig
-from duroot_stream.domain import DuRootStarted, WorkflowReplay, WorkflowState
+from duroot_stream.domain import WorkflowState
 from duroot_stream.kafka import Triage, kafka_error, new_consumer, position, triage, watermarks
-from duroot_stream.wire import Codec
+from duroot_stream.metrics import ProcessorMetrics
+from duroot_stream.wire import Codec, Topics
 
 from .collection import hold_collection, release_collection
 from .faults import ProcessorFatal
 from .fencing import Fence
+from .fold import PartitionFold
 from .settings import KAFKA_TIMEOUT_S, RESTORE_WAIT_S
+from .state_store import FoldedStates, LastRecord, Snapshot, StateRead, last_event_problem
 
 log = logging.getLogger("duroot.processor")
 
 RESTORE_BATCH = 10_000  # records taken from the fetch queue at a time
-ACTIVE_REPLAYS = 1_000  # per partition, see _PartitionFold
+TAIL_WINDOW = 64  # offsets below the events' end read first for their last record
 STABLE_FIRST_TRY_S = 2.0  # committed offsets not stable by then: log that we wait
 # The restore consumer's settings (the benchmarks' raw-consume yardstick reads with them).
 RESTORE_CONSUMER: dict[str, object] = {
@@ -74,14 +80,26 @@ def restore_assigned(
     wait_s: float = RESTORE_WAIT_S,
     fence: Fence | None = None,
     cancelled: Callable[[], bool] | None = None,
+    metrics: ProcessorMetrics | None = None,
 ) -> dict[int, tuple[dict[str, WorkflowState], int]]:
     """The two steps of the module docstring: per partition, its workflows and the
-    number of records read. `consumer` asks for the group's committed offsets (its
+    number of events read (`restore_partitions`, with the state topic of `kafka`'s
+    topic prefix). `consumer` asks for the group's committed offsets (its
     `group.id`, read_committed; it never joins the group); `fence` ends a dead
     previous owner's transaction (see `await_stable_offsets`). `cancelled` is asked
     between the steps' waits: True ends the restore with `RestoreCancelled`."""
     await_stable_offsets(consumer, commands_topic, partitions, wait_s, fence, cancelled)
-    return restore_partitions(kafka, events_topic, partitions, codec, wait_s, cancelled)
+    state_topic = Topics(kafka.topic_prefix).state
+    return restore_partitions(
+        kafka,
+        events_topic,
+        partitions,
+        codec,
+        wait_s,
+        state_topic=state_topic,
+        metrics=metrics,
+        cancelled=cancelled,
+    )
 
 
 def await_stable_offsets(
@@ -103,6 +121,8 @@ def await_stable_offsets(
     logged = False
     try_s = STABLE_FIRST_TRY_S if fence is None else fence.after_s
     while True:
+        if cancelled is not None and cancelled():
+            raise RestoreCancelled(f"restore of {topic} {partitions}")
         left = deadline - time.monotonic()
         try:
             found = consumer.committed(wanted, timeout=max(0.1, min(left, try_s)))
@@ -113,8 +133,6 @@ def await_stable_offsets(
             errors = [kafka_error(exc) or exc]
         if not errors:
             return
-        if cancelled is not None and cancelled():
-            raise RestoreCancelled(f"restore of {topic} {partitions}")
         for error in errors:
             if not isinstance(error, KafkaError) or not _retriable(error):
                 raise ProcessorFatal(f"committed offsets of {topic} {partitions}: {error}")
@@ -162,44 +180,104 @@ def restore_partitions(
     partitions: list[int],
     codec: Codec,
     wait_s: float = RESTORE_WAIT_S,
+    state_topic: str | None = None,
+    metrics: ProcessorMetrics | None = None,
     cancelled: Callable[[], bool] | None = None,
 ) -> dict[int, tuple[dict[str, WorkflowState], int]]:
-    """Fold each partition of the event topic into workflow states.
-
-    Reads from the beginning to the high watermark as of now, read_committed, and
-    folds each partition with a `_PartitionFold`. A read_committed fetch ends at
-    the last stable offset, where the partition EOF fires: an EOF below the high
-    watermark means a transaction is open there, and the read goes on until it
-    commits (its records come) or aborts (they are skipped), at most `wait_s` from
-    that EOF (then `ProcessorFatal`: a hanging transaction). A tombstone drops its
-    workflow. Returns, per partition, the workflows and the number of records read;
+    """Each partition's workflows: from the state topic when given and its records
+    pass their checks (state_store.py), else folded from the event topic. Returns,
+    per partition, the workflows and the number of events read (none from state).
+    With `state_topic`, a partition folded from the events comes as `FoldedStates`:
+    its snapshot is due. `metrics` counts the partitions whose state was not used.
     `cancelled` returning True between fetches ends it with `RestoreCancelled`.
 
-    Per event only the first fields of the Avro body are read (id, workflow,
-    seq, cause, payload type: `Codec.event_facts`), and only STARTED payloads
-    are decoded. Not the headers, though they carry the same: confluent-kafka
-    builds a message's header list on first access, which costs more (about
-    9 us for the six on a 2-core test machine) than all the rest of the fold.
+    Each topic is read from the beginning to the high watermark as of now,
+    read_committed (`_read`). Per event only the first fields of the Avro body
+    are read (id, workflow, seq, cause, payload type: `Codec.event_facts`), and
+    only STARTED payloads are decoded. Not the headers, though they carry the
+    same: confluent-kafka builds a message's header list on first access, which
+    costs more (about 9 us for the six on a 2-core test machine) than all the
+    rest of the fold.
     """
     ends = high_watermarks(kafka, events_topic, partitions)
+    reads = {p: StateRead() for p in partitions}
+    restored: dict[int, tuple[dict[str, WorkflowState], int]] = {}
+    if state_topic is not None:
+        _read(
+            kafka,
+            state_topic,
+            high_watermarks(kafka, state_topic, partitions),
+            reads,
+            codec,
+            wait_s,
+            cancelled,
+        )
+        found = {p: read.states(ends[p][1]) for p, read in reads.items()}
+        usable = {p: states for p, (states, _, _) in found.items() if states is not None}
+        tails = _last_events(
+            kafka, events_topic, {p: ends[p] for p in usable}, codec, wait_s, cancelled
+        )
+        for partition, (states, reason, detail) in found.items():
+            if states is not None:
+                last = tails[partition]
+                problem = None if last is None else last_event_problem(states, *last, codec)
+                if problem is None:
+                    restored[partition] = (states, 0)
+                    log.info(
+                        "state used",
+                        extra={
+                            "partition": partition,
+                            "workflows": len(states),
+                            "records": reads[partition].records,
+                        },
+                    )
+                    continue
+                reason, detail = "events_without_state", problem
+            log.warning("state not used", extra={"partition": partition, "reason": detail})
+            if metrics is not None:
+                metrics.state_fallbacks.labels(reason).inc()
+    folds = {p: PartitionFold() for p in partitions if p not in restored}
+    if folds:
+        _read(kafka, events_topic, {p: ends[p] for p in folds}, folds, codec, wait_s, cancelled)
+    for partition, fold in folds.items():
+        states = fold.finish()
+        if state_topic is not None:
+            stale = reads[partition].stale(states)
+            states = FoldedStates(states, Snapshot(ends[partition][1], stale))
+        restored[partition] = (states, fold.records)
+    return restored
+
+
+def _read(
+    kafka: KafkaConfig,
+    topic: str,
+    ends: dict[int, tuple[int, int]],
+    sinks: Mapping[int, _Sink],
+    codec: Codec,
+    wait_s: float,
+    cancelled: Callable[[], bool] | None = None,
+) -> None:
+    """Give each record of `topic` from the low to the high watermark in `ends` to its
+    partition's sink, read_committed. A read_committed fetch ends at the last stable
+    offset, where the partition EOF fires: an EOF below the high watermark means a
+    transaction is open there, and the read goes on until it commits (its records
+    come) or aborts (they are skipped), at most `wait_s` from that EOF (then
+    `ProcessorFatal`: a hanging transaction). `cancelled`: see `restore_partitions`."""
     consumer = new_consumer(kafka, **RESTORE_CONSUMER)
-    folds = {p: _PartitionFold() for p in partitions}
     # The fold makes no reference cycles, only many objects that live on: the
     # cyclic garbage collector would walk them again and again (10-15 % of a
     # restore's time), so it waits until the restore is done.
     hold_collection()
     try:
         # No offset lookup: each partition is read from its first offset.
-        starts = [
-            TopicPartition(events_topic, p, low) for p, (low, high) in ends.items() if high > low
-        ]
+        starts = [TopicPartition(topic, p, low) for p, (low, high) in ends.items() if high > low]
         pending = {tp.partition: ends[tp.partition][1] for tp in starts}  # partition -> target
         waiting: dict[int, tuple[int, float]] = {}  # partition -> (stable offset, since)
         if starts:
             consumer.assign(starts)
         while pending:
             if cancelled is not None and cancelled():
-                raise RestoreCancelled(f"restore of {events_topic} {sorted(pending)}")
+                raise RestoreCancelled(f"restore of {topic} {sorted(pending)}")
             # Take what is fetched (`consume(n, timeout)` would wait for all n);
             # wait with `poll` only when nothing is.
             messages = consumer.consume(num_messages=RESTORE_BATCH, timeout=0)
@@ -209,20 +287,47 @@ def restore_partitions(
             for message in messages:
                 error = message.error()
                 if error is None:
-                    folds[position(message)[0]].add(message, codec)
+                    sinks[position(message)[0]].add(message, codec)
                 elif error.code() == KafkaError._PARTITION_EOF:
-                    _reached(events_topic, position(message), pending, waiting, wait_s)
+                    _reached(topic, position(message), pending, waiting, wait_s)
                 else:
-                    raise ProcessorFatal(f"restoring {events_topic}: {error}")
+                    raise ProcessorFatal(f"restoring {topic}: {error}")
             for partition, (stable, since) in waiting.items():
                 if time.monotonic() - since > wait_s:
                     raise ProcessorFatal(
-                        _hanging(kafka, events_topic, partition, stable, pending[partition], wait_s)
+                        _hanging(kafka, topic, partition, stable, pending[partition], wait_s)
                     )
     finally:
         consumer.close()
         release_collection()
-    return {p: (fold.finish(), fold.records) for p, fold in folds.items()}
+
+
+def _last_events(
+    kafka: KafkaConfig,
+    topic: str,
+    ends: dict[int, tuple[int, int]],
+    codec: Codec,
+    wait_s: float,
+    cancelled: Callable[[], bool] | None = None,
+) -> dict[int, tuple[bytes, bytes | None] | None]:
+    """The key and value of each events partition's last committed record (None:
+    none), read from a window below its high watermark, widened while it holds none
+    (aborted transactions, control records)."""
+    last = {p: LastRecord() for p in ends}
+    window = TAIL_WINDOW
+    todo = [p for p, (low, high) in ends.items() if high > low]
+    while todo:
+        tails = {p: (max(ends[p][0], ends[p][1] - window), ends[p][1]) for p in todo}
+        _read(kafka, topic, tails, last, codec, wait_s, cancelled)
+        todo = [p for p in todo if last[p].record is None and tails[p][0] > ends[p][0]]
+        window *= 16
+    return {p: found.record for p, found in last.items()}
+
+
+class _Sink(Protocol):
+    """What takes a partition's records during a restore (a fold, a state read)."""
+
+    def add(self, message: Message, codec: Codec) -> None: ...
 
 
 def _reached(
@@ -294,55 +399,3 @@ def offsets(consumer: Consumer, topic: str, partition: int) -> tuple[int, int]:
     except KafkaException as exc:
         error = kafka_error(exc) or exc
         raise ProcessorFatal(f"offsets of {topic} [{partition}]: {error}") from exc
-
-
-class _PartitionFold:
-    """One partition's workflows during a restore.
-
-    The workflows with events coming in are folded by `WorkflowReplay`s (a
-    mutable accumulator each, much cheaper per event than `evolve`). Beyond
-    `ACTIVE_REPLAYS`, the longest-active one is turned into its state, and
-    resumed from it should more of its events come: a history's events are
-    close together in the topic (one du run), so this is rare, and the
-    accumulators of all workflows are never held at once (they would take
-    more memory than the states, and leave it fragmented afterwards).
-    """
-
-    __slots__ = ("active", "records", "states")
-
-    def __init__(self) -> None:
-        self.states: dict[str, WorkflowState] = {}
-        self.active: dict[str, WorkflowReplay] = {}  # oldest activated first
-        self.records = 0
-
-    def add(self, message: Message, codec: Codec) -> None:
-        self.records += 1
-        value = message.value()
-        if value is None:  # tombstone of a deleted history: "<workflow-id>/<seq>"
-            workflow_id = (message.key() or b"").split(b"/", 1)[0].decode()
-            self.active.pop(workflow_id, None)
-            self.states.pop(workflow_id, None)
-            return
-        vid, workflow_id, seq, command_id, event_type = codec.event_facts(value)
-        replay = self.active.get(workflow_id) or self._activate(workflow_id)
-        started = None
-        if event_type is DuRootStarted:
-            payload = codec.decode_event(value).payload
-            assert isinstance(payload, DuRootStarted)
-            started = payload
-        replay.add(event_type, vid, seq, command_id, started)
-
-    def _activate(self, workflow_id: str) -> WorkflowReplay:
-        state = self.states.pop(workflow_id, None)
-        replay = WorkflowReplay(workflow_id) if state is None else WorkflowReplay.resume(state)
-        self.active[workflow_id] = replay
-        if len(self.active) > ACTIVE_REPLAYS:
-            oldest = next(iter(self.active))
-            self.states[oldest] = self.active.pop(oldest).state()
-        return replay
-
-    def finish(self) -> dict[str, WorkflowState]:
-        for workflow_id, replay in self.active.items():
-            self.states[workflow_id] = replay.state()
-        self.active.clear()
-        return self.states

@@ -36,6 +36,7 @@ from duroot_stream.wire import Codec, Topics
 from .fencing import Fencer
 from .restore import RestoreCancelled, restore_assigned
 from .settings import KAFKA_TIMEOUT_S, ProcessorSettings
+from .state_store import FoldedStates
 
 log = logging.getLogger("duroot.processor")
 
@@ -214,6 +215,7 @@ class Restorer:
                 settings.restore_wait(),
                 self._fence,
                 cancelled,
+                self._metrics,
             )
         finally:
             consumer.close()
@@ -233,6 +235,9 @@ class Restorer:
                 "partitions": sorted(partitions),
                 "workflows": sum(len(done.restored[p][0]) for p in partitions),
                 "events": events,
+                "from_state": sorted(
+                    p for p in partitions if not isinstance(done.restored[p][0], FoldedStates)
+                ),
                 "seconds": round(elapsed, 3),
                 "events_per_s": int(events / elapsed) if elapsed > 0 else None,
             },

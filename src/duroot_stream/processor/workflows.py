@@ -1,4 +1,5 @@
-"""The workflows of the owned partitions, and their counts by state for the gauges."""
+"""The workflows of the owned partitions, their counts by state for the gauges, and the
+partitions whose state snapshot is due (state_store.py)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ from collections.abc import Iterable, Mapping
 
 from duroot_stream.domain import StateCode, WorkflowState
 from duroot_stream.metrics import ProcessorMetrics
+
+from .state_store import FoldedStates, Snapshot
 
 # (partition, workflow id) -> the state before the open transaction changed it
 Undo = Mapping[tuple[int, str], WorkflowState | None]
@@ -18,6 +21,8 @@ class Workflows:
         # Counted as they change and published at each commit: recounting
         # 100,000 workflows at every commit would take longer than it.
         self.counts = dict.fromkeys(StateCode, 0)
+        # Partitions restored from the events: their snapshot is to be written.
+        self.snapshots: dict[int, Snapshot] = {}
 
     def of(self, partition: int) -> dict[str, WorkflowState]:
         return self.by_partition.setdefault(partition, {})
@@ -50,11 +55,20 @@ class Workflows:
         self.recount()
 
     def restored(self, partition: int, workflows: dict[str, WorkflowState]) -> None:
+        """Hold a restored partition's workflows; a snapshot is due if they were
+        folded from the events (`FoldedStates`)."""
+        if isinstance(workflows, FoldedStates):
+            self.snapshots[partition] = workflows.snapshot
+            workflows = dict(workflows)  # a plain dict: the engine's lookups take the fast path
+        else:
+            self.snapshots.pop(partition, None)
         self.by_partition[partition] = workflows
 
     def drop(self, partitions: Iterable[int]) -> list[int]:
         """Forget revoked partitions; returns those that were held."""
         dropped = [p for p in partitions if self.by_partition.pop(p, None) is not None]
+        for partition in dropped:
+            self.snapshots.pop(partition, None)
         self.recount()
         return dropped
 

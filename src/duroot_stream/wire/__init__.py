@@ -42,6 +42,14 @@ from .headers import (
 )
 from .partitioning import murmur2, partition_for
 from .schemas import NAMESPACE, schemas_dir
+from .state_codec import (
+    MARKER_KEY,
+    StateMarker,
+    decode_marker,
+    decode_state,
+    encode_marker,
+    encode_state,
+)
 from .topic_admin import (
     Replication,
     TopicCheckError,
@@ -76,6 +84,7 @@ __all__ = [
     "EVENT_HEADER_NAMES",
     "EVENT_TYPE",
     "EVENT_TYPES",
+    "MARKER_KEY",
     "MAX_CORRELATION_ID_BYTES",
     "NAMESPACE",
     "PARENT",
@@ -99,6 +108,7 @@ __all__ = [
     "ReplyRoute",
     "RouteError",
     "RouteProblem",
+    "StateMarker",
     "Topic",
     "TopicCheckError",
     "TopicRole",
@@ -108,6 +118,10 @@ __all__ = [
     "copyable_headers",
     "create_topics",
     "dead_letter_headers",
+    "decode_marker",
+    "decode_state",
+    "encode_marker",
+    "encode_state",
     "event_headers",
     "events_headers",
     "murmur2",

@@ -55,7 +55,7 @@ def create_topics(
     min_insync_replicas: int | None = None,
     extra_configs: Mapping[str, str] | None = None,
 ) -> list[str]:
-    """Create the five topics; existing ones are left as they are. Returns those created.
+    """Create the six topics; existing ones are left as they are. Returns those created.
     Replication defaults from the cluster's broker count (see the module docstring)."""
     client = admin(config)
     factor = replication_factor or Replication.for_brokers(broker_count(client)).factor
@@ -152,7 +152,8 @@ def check_partitions(
 
 def start_partition_counts(client: Consumer, topics: Topics, timeout: float) -> dict[str, int]:
     """The partition count of each topic, read as the processor starts; refused
-    (`check_partitions`) when one is missing or commands, events and index differ."""
+    (`check_partitions`) when one is missing or commands, events, index and state
+    differ."""
     counts = partition_counts(client, [t.name for t in topics.all()], timeout)
     check_partitions(topics, counts)
     return counts

@@ -1,10 +1,10 @@
 """The one module that knows the topics: per role a `Topic` bundling its name,
 key format and parser, value coder, configs and partitioning (creating and
-checking them on a cluster is `admin.py`).
+checking them on a cluster is `topic_admin.py`).
 
-A workflow's partition is `murmur2(workflow id) % N` in `commands`, `events`
-and `index`, with one N for the three: events go to the partition number of
-the command that caused them. N can never change once the topics hold data
+A workflow's partition is `murmur2(workflow id) % N` in `commands`, `events`,
+`index` and `state`, with one N for the four: events and states go to the
+partition number of the command that caused them. N can never change once the topics hold data
 (every workflow would move to another partition, and its history and index
 entry would be split), so the check refuses any difference.
 """
@@ -16,11 +16,25 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Generic, Literal, NamedTuple, TypeVar, overload
 
-from duroot_stream.domain import Command, Reply, WorkflowEvent, WorkflowIndexEvent, event_key
+from duroot_stream.domain import (
+    Command,
+    Reply,
+    WorkflowEvent,
+    WorkflowIndexEvent,
+    WorkflowState,
+    event_key,
+)
 
 from .checks import show, uuid_match
 from .codec import Codec
 from .codec_error import CodecError
+from .state_codec import (
+    MARKER_KEY,
+    StateMarker,
+    decode_state_value,
+    encode_marker,
+    encode_state,
+)
 
 DEFAULT_PARTITIONS = 6
 DAY_MS = 24 * 3600 * 1000
@@ -35,6 +49,7 @@ class TopicRole(Enum):
     INDEX = "index"
     REPLIES = "replies"
     DLQ = "commands.dlq"
+    STATE = "state"  # internal: the processor's alone
 
 
 class Partitioning(Enum):
@@ -94,12 +109,26 @@ def _read_event_key(raw: bytes | None) -> EventKey:
     return EventKey(workflow_id, int(seq))
 
 
+def _read_state_key(raw: bytes | None) -> str:
+    if raw == MARKER_KEY:
+        return MARKER_KEY.decode()
+    return _read_workflow_key(raw)
+
+
 def _read_reply_key(raw: bytes | None) -> str:
     return _key_text(raw, "a command id")
 
 
 def _raw(_codec: Codec, data: bytes | None) -> bytes:
     return data or b""
+
+
+def _encode_state_value(_codec: Codec, value: WorkflowState | StateMarker) -> bytes:
+    return encode_marker(value) if isinstance(value, StateMarker) else encode_state(value)
+
+
+def _decode_state_value(_codec: Codec, data: bytes | None) -> WorkflowState | StateMarker:
+    return decode_state_value(data or b"")
 
 
 WORKFLOW_KEY: KeyFormat[str] = KeyFormat("workflow id (UUID text)", str.encode, _read_workflow_key)
@@ -110,6 +139,11 @@ REPLY_KEY: KeyFormat[str] = KeyFormat(
     "command id (ULID text); a malformed command's correlation id", str.encode, _read_reply_key
 )
 # A dead letter keeps the original key; a missing one reads as b"".
+STATE_KEY: KeyFormat[str] = KeyFormat(
+    f"workflow id (UUID text); {MARKER_KEY.decode()}: the partition's marker",
+    str.encode,
+    _read_state_key,
+)
 ORIGINAL_KEY: KeyFormat[bytes] = KeyFormat(
     "the dead-lettered record's key", bytes, lambda raw: raw or b""
 )
@@ -129,6 +163,11 @@ REPLY_VALUE: ValueFormat[Reply] = ValueFormat(
     "Reply (Avro)", Codec.encode_reply, Codec.decode_reply
 )
 ORIGINAL_VALUE: ValueFormat[bytes] = ValueFormat("the dead-lettered record's bytes", _raw, _raw)
+STATE_VALUE: ValueFormat[WorkflowState | StateMarker] = ValueFormat(
+    "WorkflowState (Avro), StateMarker (Avro) for the marker; null: a tombstone",
+    _encode_state_value,
+    _decode_state_value,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +212,15 @@ class _Spec(NamedTuple):
 
 
 _COMPACTED = {"min.cleanable.dirty.ratio": "0.1"}
+# A state record per changed workflow per transaction: the cleaner must keep up so
+# that a restore reads about one record per live workflow. It cleans only closed
+# segments, so they are small (8 MiB, about 50,000 states) and close at least every
+# 10 minutes; 0.1 dirty starts it, so at most about a tenth of the closed ones are stale.
+_STATE_CONFIGS = {
+    "min.cleanable.dirty.ratio": "0.1",
+    "segment.bytes": str(8 * 1024 * 1024),
+    "segment.ms": str(10 * 60 * 1000),
+}
 _SPECS: dict[TopicRole, _Spec] = {
     TopicRole.COMMANDS: _Spec(
         WORKFLOW_KEY,
@@ -197,6 +245,9 @@ _SPECS: dict[TopicRole, _Spec] = {
         "delete",
         {"retention.ms": str(30 * DAY_MS)},
         Partitioning.SINGLE,
+    ),
+    TopicRole.STATE: _Spec(
+        STATE_KEY, STATE_VALUE, "compact", _STATE_CONFIGS, Partitioning.BY_WORKFLOW
     ),
 }
 
@@ -227,6 +278,10 @@ class Topics:
     def dlq(self) -> str:
         return self.name(TopicRole.DLQ)
 
+    @property
+    def state(self) -> str:
+        return self.name(TopicRole.STATE)
+
     def name(self, role: TopicRole) -> str:
         return f"{self.prefix}{role.value}"
 
@@ -241,10 +296,12 @@ class Topics:
     @overload
     def topic(self, role: Literal[TopicRole.DLQ]) -> Topic[bytes, bytes]: ...
     @overload
+    def topic(self, role: Literal[TopicRole.STATE]) -> Topic[str, WorkflowState | StateMarker]: ...
+    @overload
     def topic(self, role: TopicRole) -> Topic[Any, Any]: ...
     def topic(self, role: TopicRole) -> Topic[Any, Any]:
         return Topic(role, self.name(role), *_SPECS[role])
 
     def all(self) -> tuple[Topic[Any, Any], ...]:
-        """The five topics, commands first."""
+        """The six topics, commands first."""
         return tuple(self.topic(role) for role in TopicRole)
