@@ -6,7 +6,8 @@ processes (`ProcessorProcess(..., fault=...)` starts it):
 - `--stall-dir DIR`: when `DIR/<instance>.arm` exists, the next commit removes it,
   creates `<instance>.stalled` and stalls before `commit_transaction` until
   `<instance>.resume` appears, then removes both: a zombie, as
-  test_zombie_stall.py makes one (KAFKA-10167);
+  test_zombie_stall.py makes one (KAFKA-10167); with `--stall-at fence`, before
+  a restore fences a previous owner instead (test_heir_kill.py);
 - `--hang CALL`: the transactional call CALL never returns;
 - `--hung-call-s S`: the hung-call exit after S seconds instead of the CLI's 60.
 
@@ -37,14 +38,15 @@ STALL_MAX_S = 600.0
 class FileStall(ClientFaults):
     """The stall of the module docstring, steered by files in `directory`."""
 
-    def __init__(self, directory: Path, instance_id: str) -> None:
+    def __init__(self, directory: Path, instance_id: str, at: str = "commit_transaction") -> None:
         super().__init__()
+        self.at = at
         self.arm, self.stalled, self.resume = (
             directory / f"{instance_id}.{name}" for name in ("arm", "stalled", "resume")
         )
 
     def pause(self, what: str) -> None:
-        if what != "commit_transaction" or not self.arm.exists():
+        if what != self.at or not self.arm.exists():
             return
         self.arm.unlink()
         self.injected += 1
@@ -64,6 +66,9 @@ def main(argv: Sequence[str]) -> int:
     split = argv.index("--") if "--" in argv else len(argv)
     fault = argparse.ArgumentParser(prog="faulty_processor")
     fault.add_argument("--stall-dir", type=Path)
+    fault.add_argument(
+        "--stall-at", default="commit_transaction", choices=("commit_transaction", "fence")
+    )
     fault.add_argument("--hang", metavar="CALL")
     fault.add_argument("--hung-call-s", type=float, default=HUNG_CALL_S)
     wanted = fault.parse_args(argv[:split])
@@ -72,7 +77,7 @@ def main(argv: Sequence[str]) -> int:
     logs.setup(args.log_level, args.log_format)
     faults: ClientFaults | None = None
     if wanted.stall_dir is not None:
-        faults = FileStall(wanted.stall_dir, args.instance_id)
+        faults = FileStall(wanted.stall_dir, args.instance_id, wanted.stall_at)
     elif wanted.hang is not None:
         faults = Hang(wanted.hang)
     code: int = processor_command.cli_main(args, faults=faults, hung_call_s=wanted.hung_call_s)

@@ -189,6 +189,7 @@ class Supervisor:
         self._chaos: threading.Thread | None = None
         self.chaos_errors: list[BaseException] = []
         self._ceiling = 1.0  # see `ceiling`
+        self._held_at = 1.0  # see `hold_load`
         watcher = threading.Thread(target=self._watch, name="supervisor-watch", daemon=True)
         watcher.start()
         self._threads.append(watcher)
@@ -292,13 +293,18 @@ class Supervisor:
         more): a fault under way holds the load at the next fault's point, so that a slow
         fault (a takeover waiting for a transaction) cannot let the load run past the
         points still to come, or to its end, with faults not yet injected."""
-        return self._ceiling
+        return min(self._ceiling, self._held_at)
+
+    def hold_load(self, held: bool = True) -> None:
+        """Send no more of the load until `hold_load(False)`: a fault whose steps would
+        let one instance's partitions run ahead of another's holds it meanwhile."""
+        self._held_at = self.progress() if held else 1.0
 
     def stop_chaos(self) -> None:
         """Stop the policy; raise what it raised, or that it did not stop (a fault still
         waiting: its own deadline would raise later, unseen)."""
         self._chaos_stop.set()
-        self._ceiling = 1.0
+        self._ceiling = self._held_at = 1.0
         chaos, self._chaos = self._chaos, None
         if chaos is not None:
             chaos.join(CHAOS_STOP_S)

@@ -82,6 +82,10 @@ def test_zombie_stalls_under_load(
         except AssertionError as exc:  # the load goes on without z committing
             raise AssertionError(f"{exc}\n{sup.diagnostics()}") from None
         assert stalled.exists(), "the load ended before z committed again: no command for z"
+        # Until z is back, the load waits: h's own partitions would run ahead of z's
+        # otherwise, and z might come back to partitions whose share of the load is
+        # done (no command to stall on next time).
+        sup.hold_load()
         mark = heir_log.stat().st_size
         found = wait_until(
             lambda: line_since(heir_log, mark, *TAKEOVER_LINES),
@@ -103,6 +107,7 @@ def test_zombie_stalls_under_load(
             timeout=TAKEOVER_S,
             what="z to rejoin with partitions",
         )
+        sup.hold_load(False)
         return "stall z"
 
     def chaos(s: Supervisor) -> None:

@@ -35,6 +35,7 @@ from confluent_kafka.admin import AdminClient
 from duroot_stream.config import KafkaConfig
 from duroot_stream.kafka import new_consumer
 
+from .port import Faults
 from .settings import KAFKA_TIMEOUT_S
 
 log = logging.getLogger("duroot.processor")
@@ -93,7 +94,8 @@ class Fence(Protocol):
 
 class Fencer:
     """Ends the open transactions of the dead previous owners of some partitions
-    (a `Fence`); `fenced` is called for each owner fenced."""
+    (a `Fence`); `fenced` is called for each owner fenced; `faults` (tests only)
+    may pause before each fencing ("fence")."""
 
     def __init__(
         self,
@@ -102,8 +104,10 @@ class Fencer:
         transactional_id: str,
         after_s: float,
         fenced: Callable[[], None] = lambda: None,
+        faults: Faults | None = None,
     ) -> None:
         self.after_s = after_s
+        self._faults = faults
         self._kafka = kafka
         self._group_id = group_id
         self._transactional_id = transactional_id
@@ -156,6 +160,8 @@ class Fencer:
         return {m.member_id for m in group.members}, {m.client_id for m in group.members}
 
     def _fence(self, transactional_id: str, partitions: list[int]) -> bool:
+        if self._faults is not None:
+            self._faults.pause("fence")
         started = time.monotonic()
         producer = Producer(self._kafka.client(**{"transactional.id": transactional_id}))
         try:

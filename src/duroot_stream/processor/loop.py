@@ -119,7 +119,15 @@ class Processor:
         loop: _Loop | None = None
         try:
             loop = _Loop(
-                settings, metrics, self.topics, self.codec, workflows, txn, self.ready, self._stop
+                settings,
+                metrics,
+                self.topics,
+                self.codec,
+                workflows,
+                txn,
+                self.ready,
+                self._stop,
+                self._faults,
             )
             while not self._stop.is_set():
                 loop.run_batch()
@@ -174,6 +182,7 @@ class _Loop:
         txn: Transaction,
         ready: threading.Event,
         stopping: threading.Event,
+        faults: Faults | None = None,
     ) -> None:
         self._settings = settings
         self._metrics = metrics
@@ -196,7 +205,7 @@ class _Loop:
         self._collector = Collector(settings, batches, txn, workflows, self._handler, metrics)
         self.failed = False  # set when the processor stops on an error: nothing to commit
         self._fault: ProcessorFatal | None = None
-        self._restorer = Restorer(settings, topics, codec, metrics, stopping)
+        self._restorer = Restorer(settings, topics, codec, metrics, stopping, faults=faults)
         self._assigned_at: float | None = None  # the first assignment's time
         txn.init()
         self._consumer.subscribe(

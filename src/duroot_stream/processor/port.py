@@ -75,7 +75,8 @@ class Faults(Protocol):
     a processor that is not under test has none.
 
     `what` names the client call: init_transactions, begin_transaction, produce,
-    send_offsets_to_transaction, commit_transaction or abort_transaction."""
+    send_offsets_to_transaction, commit_transaction or abort_transaction; and
+    "fence", before a restore fences a previous owner (fencing.py, in a restore thread)."""
 
     def pause(self, what: str) -> None:
         """Called in the processor's loop thread before transactional call `what`

@@ -34,6 +34,7 @@ from duroot_stream.metrics import ProcessorMetrics
 from duroot_stream.wire import Codec, Topics
 
 from .fencing import Fencer
+from .port import Faults
 from .restore import RestoreCancelled, restore_assigned
 from .settings import KAFKA_TIMEOUT_S, ProcessorSettings
 from .state_store import FoldedStates
@@ -61,7 +62,7 @@ class Restorer:
     """The restores under way. `start`, `drop`, `finished` and `close` are called from
     the loop's thread (the rebalance callbacks run in it too); the restore threads
     only read `_restoring` and put their outcome on `_done`. `restore`: how a restore
-    is done (a test's stand-in; None: from Kafka)."""
+    is done (a test's stand-in; None: from Kafka); `faults`: a test's, for fencing."""
 
     def __init__(
         self,
@@ -71,6 +72,7 @@ class Restorer:
         metrics: ProcessorMetrics,
         stopping: threading.Event,
         restore: Restore | None = None,
+        faults: Faults | None = None,
     ) -> None:
         self._settings = settings
         self._topics = topics
@@ -94,6 +96,7 @@ class Restorer:
                 settings.transactional_id,
                 after,
                 metrics.previous_owners_fenced.inc,
+                faults,
             )
         )
 
