@@ -8,7 +8,7 @@ import argparse
 import uuid
 
 import pytest
-from confluent_kafka import TopicPartition
+from confluent_kafka import KafkaException, Producer, TopicPartition
 
 from duroot_stream.cli.processor import _seconds_or_off
 from duroot_stream.config import KafkaConfig
@@ -102,3 +102,31 @@ def owners(kafka: KafkaConfig) -> dict[int, str]:
         consumer.close()
     named = {tp.partition: parse_owner(tp.metadata) for tp in found}
     return {p: owner.transactional_id for p, owner in named.items() if owner is not None}
+
+
+@pytest.mark.broker
+def test_a_dead_owners_transaction_without_offsets_yet_is_fenced_too(
+    kafka: KafkaConfig, requester: Requester
+) -> None:
+    """An instance that dies after producing into a transaction, before it sent its
+    offsets, leaves them stable: only the events partition's last stable offset is
+    held back. The restore that waits there fences the owner the offsets name, and
+    so is ready long before that transaction's timeout."""
+    for wf in workflow_per_partition(PARTITIONS):
+        with running_processor(kafka, instance_id="first"):
+            assert requester.request(command(wf, Init(str(uuid.uuid4()), "/g/" + wf, "h", "/r"))).ok
+    dead = Producer(
+        kafka.client(
+            **{"transactional.id": "duroot-processor-first", "transaction.timeout.ms": 600_000}
+        )
+    )
+    dead.init_transactions(30)
+    dead.begin_transaction()
+    dead.produce(Topics(kafka.topic_prefix).events, b"an event of the open batch", b"k", 0)
+    dead.flush(30)
+    # Ready (every partition restored) within running_processor's 60 s, where waiting
+    # for the broker would take the dead transaction's 600 s.
+    with running_processor(kafka, instance_id="second") as second:
+        assert second.metrics.previous_owners_fenced._value.get() >= 1
+    with pytest.raises(KafkaException, match="fenced"):
+        dead.commit_transaction(30)

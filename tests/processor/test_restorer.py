@@ -17,7 +17,7 @@ from duroot_stream.domain import Init, StateCode, WorkflowState
 from duroot_stream.metrics import ProcessorMetrics
 from duroot_stream.processor import ProcessorFatal, ProcessorSettings
 from duroot_stream.processor.collection import hold_collection, release_collection
-from duroot_stream.processor.restore import RestoreCancelled
+from duroot_stream.processor.restore_read import RestoreCancelled
 from duroot_stream.processor.restorer import Restorer
 from duroot_stream.wire import Codec, Topics
 from tests.kafka_helpers import wait_until

@@ -24,7 +24,7 @@ from duroot_stream.domain import (
 from duroot_stream.ids import new_ulid
 from duroot_stream.kafka import position
 from duroot_stream.processor import Processor, restore_partitions
-from duroot_stream.processor.restore import high_watermarks
+from duroot_stream.processor.restore_read import high_watermarks
 from duroot_stream.wire import (
     MARKER_KEY,
     Codec,

@@ -13,7 +13,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 import duroot_stream.processor
 from duroot_stream.processor.faults import ProcessorFatal, transaction_failed
-from duroot_stream.processor.restore import offsets
+from duroot_stream.processor.restore_read import offsets
 
 # The engine: one command, one transaction, garbage collection, and its port.
 ENGINE = ("engine", "batch", "collector", "port", "workflows")

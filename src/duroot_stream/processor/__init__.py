@@ -5,7 +5,8 @@ from .faults import PROTECTED_SETTINGS, ProcessorConfigError, ProcessorFatal
 from .kafka_clients import RETRY_BACKOFF_MAX_MS, RETRY_BACKOFF_MS
 from .loop import CONSUME_CHUNK, IDLE_POLL_S, Processor
 from .port import Faults
-from .restore import RESTORE_BATCH, RESTORE_CONSUMER, restore_partitions
+from .restore import restore_partitions
+from .restore_read import RESTORE_BATCH, RESTORE_CONSUMER
 from .settings import (
     FENCE_AFTER_S,
     GC_CHUNK_RECORDS,

@@ -17,6 +17,11 @@ owner restores. So, per assignment (`restore_assigned`, in a thread of its own:
    to their high watermarks taken then, read_committed, waiting for open
    transactions below them to resolve (`restore_partitions`).
 
+Either wait may be for a dead previous owner's transaction: one that had sent its
+offsets leaves them unstable (step 1), one that had not yet only holds back the
+last stable offset (step 2). In both, after `fence.after_s`, its owner is fenced
+if it has left the group (fencing.py), which ends the transaction at once.
+
 Both waits are bounded (`restore_wait_s`: the transaction timeout plus the broker's
 abort check, with a margin); a transaction open past that is hanging, and the
 processor stops with `ProcessorFatal` naming the partition and the commands that show
@@ -27,49 +32,35 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
-from typing import Protocol
+from collections.abc import Callable
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from duroot_stream.config import KafkaConfig
 from duroot_stream.domain import WorkflowState
-from duroot_stream.kafka import Triage, kafka_error, new_consumer, position, triage, watermarks
+from duroot_stream.kafka import Triage, kafka_error, triage
 from duroot_stream.metrics import ProcessorMetrics
 from duroot_stream.wire import Codec, Topics
 
-from .collection import hold_collection, release_collection
 from .faults import ProcessorFatal
 from .fencing import Fence
 from .fold import PartitionFold
-from .settings import KAFKA_TIMEOUT_S, RESTORE_WAIT_S
+from .restore_read import (
+    Opened,
+    RestoreCancelled,
+    high_watermarks,
+    read_to_end,
+)
+from .settings import RESTORE_WAIT_S
 from .state_store import FoldedStates, LastRecord, Snapshot, StateRead, last_event_problem
 
 log = logging.getLogger("duroot.processor")
 
-RESTORE_BATCH = 10_000  # records taken from the fetch queue at a time
 TAIL_WINDOW = 64  # offsets below the events' end read first for their last record
 STABLE_FIRST_TRY_S = 2.0  # committed offsets not stable by then: log that we wait
+
+
 # The restore consumer's settings (the benchmarks' raw-consume yardstick reads with them).
-RESTORE_CONSUMER: dict[str, object] = {
-    "group.id": "duroot-restore",  # required; never joined or committed
-    "enable.auto.commit": False,
-    "isolation.level": "read_committed",
-    "enable.partition.eof": True,
-    "fetch.max.bytes": 64 * 1024 * 1024,
-    "max.partition.fetch.bytes": 16 * 1024 * 1024,
-    "queued.max.messages.kbytes": 256 * 1024,
-    # librdkafka stops fetching for fetch.queue.backoff.ms (1 s) whenever
-    # queued.min.messages (100,000) are queued: a fold slower than the fetch
-    # would wait a second at a time. The queue stays bounded by the kbytes above.
-    "queued.min.messages": 1_000_000,
-    "fetch.queue.backoff.ms": 0,
-    # The EOF comes with the first fetch that finds nothing new, which
-    # the broker holds back this long (default 500 ms).
-    "fetch.wait.max.ms": 10,
-}
-
-
 def restore_assigned(
     consumer: Consumer,
     kafka: KafkaConfig,
@@ -90,6 +81,9 @@ def restore_assigned(
     between the steps' waits: True ends the restore with `RestoreCancelled`."""
     await_stable_offsets(consumer, commands_topic, partitions, wait_s, fence, cancelled)
     state_topic = Topics(kafka.topic_prefix).state
+    opened = None
+    if fence is not None:
+        opened = Opened(lambda p: fence(commands_topic, [p]), fence.after_s)
     return restore_partitions(
         kafka,
         events_topic,
@@ -99,6 +93,7 @@ def restore_assigned(
         state_topic=state_topic,
         metrics=metrics,
         cancelled=cancelled,
+        opened=opened,
     )
 
 
@@ -161,10 +156,6 @@ def await_stable_offsets(
             try_s = STABLE_FIRST_TRY_S
 
 
-class RestoreCancelled(Exception):
-    """The restore was called off: its partitions were revoked, or the processor stops."""
-
-
 def _retriable(error: KafkaError) -> bool:
     """Worth asking again: a timeout (still unstable), or an error that passes."""
     code = error.code()
@@ -183,16 +174,18 @@ def restore_partitions(
     state_topic: str | None = None,
     metrics: ProcessorMetrics | None = None,
     cancelled: Callable[[], bool] | None = None,
+    opened: Opened | None = None,
 ) -> dict[int, tuple[dict[str, WorkflowState], int]]:
     """Each partition's workflows: from the state topic when given and its records
     pass their checks (state_store.py), else folded from the event topic. Returns,
     per partition, the workflows and the number of events read (none from state).
     With `state_topic`, a partition folded from the events comes as `FoldedStates`:
     its snapshot is due. `metrics` counts the partitions whose state was not used.
-    `cancelled` returning True between fetches ends it with `RestoreCancelled`.
+    `cancelled` returning True between fetches ends it with `RestoreCancelled`;
+    `opened` is told of an open transaction a read waits for.
 
     Each topic is read from the beginning to the high watermark as of now,
-    read_committed (`_read`). Per event only the first fields of the Avro body
+    read_committed (`restore_read.read_to_end`). Per event only the first fields of the Avro body
     are read (id, workflow, seq, cause, payload type: `Codec.event_facts`), and
     only STARTED payloads are decoded. Not the headers, though they carry the
     same: confluent-kafka builds a message's header list on first access, which
@@ -203,7 +196,7 @@ def restore_partitions(
     reads = {p: StateRead() for p in partitions}
     restored: dict[int, tuple[dict[str, WorkflowState], int]] = {}
     if state_topic is not None:
-        _read(
+        read_to_end(
             kafka,
             state_topic,
             high_watermarks(kafka, state_topic, partitions),
@@ -211,11 +204,12 @@ def restore_partitions(
             codec,
             wait_s,
             cancelled,
+            opened,
         )
         found = {p: read.states(ends[p][1]) for p, read in reads.items()}
         usable = {p: states for p, (states, _, _) in found.items() if states is not None}
         tails = _last_events(
-            kafka, events_topic, {p: ends[p] for p in usable}, codec, wait_s, cancelled
+            kafka, events_topic, {p: ends[p] for p in usable}, codec, wait_s, cancelled, opened
         )
         for partition, (states, reason, detail) in found.items():
             if states is not None:
@@ -238,7 +232,16 @@ def restore_partitions(
                 metrics.state_fallbacks.labels(reason).inc()
     folds = {p: PartitionFold() for p in partitions if p not in restored}
     if folds:
-        _read(kafka, events_topic, {p: ends[p] for p in folds}, folds, codec, wait_s, cancelled)
+        read_to_end(
+            kafka,
+            events_topic,
+            {p: ends[p] for p in folds},
+            folds,
+            codec,
+            wait_s,
+            cancelled,
+            opened,
+        )
     for partition, fold in folds.items():
         states = fold.finish()
         if state_topic is not None:
@@ -248,60 +251,6 @@ def restore_partitions(
     return restored
 
 
-def _read(
-    kafka: KafkaConfig,
-    topic: str,
-    ends: dict[int, tuple[int, int]],
-    sinks: Mapping[int, _Sink],
-    codec: Codec,
-    wait_s: float,
-    cancelled: Callable[[], bool] | None = None,
-) -> None:
-    """Give each record of `topic` from the low to the high watermark in `ends` to its
-    partition's sink, read_committed. A read_committed fetch ends at the last stable
-    offset, where the partition EOF fires: an EOF below the high watermark means a
-    transaction is open there, and the read goes on until it commits (its records
-    come) or aborts (they are skipped), at most `wait_s` from that EOF (then
-    `ProcessorFatal`: a hanging transaction). `cancelled`: see `restore_partitions`."""
-    consumer = new_consumer(kafka, **RESTORE_CONSUMER)
-    # The fold makes no reference cycles, only many objects that live on: the
-    # cyclic garbage collector would walk them again and again (10-15 % of a
-    # restore's time), so it waits until the restore is done.
-    hold_collection()
-    try:
-        # No offset lookup: each partition is read from its first offset.
-        starts = [TopicPartition(topic, p, low) for p, (low, high) in ends.items() if high > low]
-        pending = {tp.partition: ends[tp.partition][1] for tp in starts}  # partition -> target
-        waiting: dict[int, tuple[int, float]] = {}  # partition -> (stable offset, since)
-        if starts:
-            consumer.assign(starts)
-        while pending:
-            if cancelled is not None and cancelled():
-                raise RestoreCancelled(f"restore of {topic} {sorted(pending)}")
-            # Take what is fetched (`consume(n, timeout)` would wait for all n);
-            # wait with `poll` only when nothing is.
-            messages = consumer.consume(num_messages=RESTORE_BATCH, timeout=0)
-            if not messages:
-                message = consumer.poll(1.0)
-                messages = [message] if message is not None else []
-            for message in messages:
-                error = message.error()
-                if error is None:
-                    sinks[position(message)[0]].add(message, codec)
-                elif error.code() == KafkaError._PARTITION_EOF:
-                    _reached(topic, position(message), pending, waiting, wait_s)
-                else:
-                    raise ProcessorFatal(f"restoring {topic}: {error}")
-            for partition, (stable, since) in waiting.items():
-                if time.monotonic() - since > wait_s:
-                    raise ProcessorFatal(
-                        _hanging(kafka, topic, partition, stable, pending[partition], wait_s)
-                    )
-    finally:
-        consumer.close()
-        release_collection()
-
-
 def _last_events(
     kafka: KafkaConfig,
     topic: str,
@@ -309,6 +258,7 @@ def _last_events(
     codec: Codec,
     wait_s: float,
     cancelled: Callable[[], bool] | None = None,
+    opened: Opened | None = None,
 ) -> dict[int, tuple[bytes, bytes | None] | None]:
     """The key and value of each events partition's last committed record (None:
     none), read from a window below its high watermark, widened while it holds none
@@ -318,84 +268,7 @@ def _last_events(
     todo = [p for p, (low, high) in ends.items() if high > low]
     while todo:
         tails = {p: (max(ends[p][0], ends[p][1] - window), ends[p][1]) for p in todo}
-        _read(kafka, topic, tails, last, codec, wait_s, cancelled)
+        read_to_end(kafka, topic, tails, last, codec, wait_s, cancelled, opened)
         todo = [p for p in todo if last[p].record is None and tails[p][0] > ends[p][0]]
         window *= 16
     return {p: found.record for p, found in last.items()}
-
-
-class _Sink(Protocol):
-    """What takes a partition's records during a restore (a fold, a state read)."""
-
-    def add(self, message: Message, codec: Codec) -> None: ...
-
-
-def _reached(
-    topic: str,
-    at: tuple[int, int],
-    pending: dict[int, int],
-    waiting: dict[int, tuple[int, float]],
-    wait_s: float,
-) -> None:
-    """A partition EOF at `at` (partition, offset): the last stable offset. Done with
-    the partition if it is at its target, else waiting (logged once per partition)."""
-    partition, offset = at
-    target = pending.get(partition)
-    if target is None:
-        return
-    if offset >= target:
-        del pending[partition]
-        waiting.pop(partition, None)
-        return
-    if partition not in waiting:
-        log.warning(
-            "restore waiting for an open transaction",
-            extra={
-                "topic": topic,
-                "partitions": [partition],
-                "last_stable_offset": offset,
-                "high_watermark": target,
-                "waits_for": "the transaction to commit or abort",
-                "limit_s": wait_s,
-            },
-        )
-    previous = waiting.get(partition)
-    if previous is None or previous[0] != offset:  # the first look, or it moved
-        waiting[partition] = (offset, time.monotonic())
-
-
-def _hanging(
-    kafka: KafkaConfig, topic: str, partition: int, stable: int, high: int, wait_s: float
-) -> str:
-    tool = f"kafka-transactions.sh --bootstrap-server {kafka.bootstrap_servers}"
-    return (
-        f"restoring {topic} [{partition}]: its last stable offset stayed at {stable}, below "
-        f"the high watermark {high}, for {wait_s:.0f} s, longer than a transaction may live "
-        "plus the broker's abort check: a transaction is hanging there. Its producer: "
-        f"`{tool} describe-producers --topic {topic} --partition {partition}`; abort it with "
-        f"`{tool} abort --topic {topic} --partition {partition} --start-offset {stable}`, "
-        "then start this instance again"
-    )
-
-
-def high_watermarks(
-    kafka: KafkaConfig, topic: str, partitions: list[int]
-) -> dict[int, tuple[int, int]]:
-    """(low, high watermark) per partition. A read_committed client is told the last
-    stable offset instead of the high watermark: these are asked read_uncommitted."""
-    consumer = new_consumer(kafka, **{**RESTORE_CONSUMER, "isolation.level": "read_uncommitted"})
-    try:
-        return {p: offsets(consumer, topic, p) for p in partitions}
-    finally:
-        consumer.close()
-
-
-def offsets(consumer: Consumer, topic: str, partition: int) -> tuple[int, int]:
-    """Low and high offsets (the high one is the last stable offset for a
-    read_committed consumer), retried while the error is transient (a fresh topic
-    without a leader yet)."""
-    try:
-        return watermarks(consumer, topic, partition, timeout=KAFKA_TIMEOUT_S)
-    except KafkaException as exc:
-        error = kafka_error(exc) or exc
-        raise ProcessorFatal(f"offsets of {topic} [{partition}]: {error}") from exc

@@ -35,7 +35,8 @@ from duroot_stream.wire import Codec, Topics
 
 from .fencing import Fencer
 from .port import Faults
-from .restore import RestoreCancelled, restore_assigned
+from .restore import restore_assigned
+from .restore_read import RestoreCancelled
 from .settings import KAFKA_TIMEOUT_S, ProcessorSettings
 from .state_store import FoldedStates
 
