@@ -163,8 +163,9 @@ class Batches:
         self._workflows.publish()
         return True
 
-    def rewind(self, offsets: dict[int, int]) -> None:
+    def rewind(self, offsets: dict[int, int], why: str) -> None:
         """Consume these command partitions again from these offsets (partition -> offset)."""
+        log.warning("commands consumed again later", extra={"reason": why, "offsets": offsets})
         self._port.rewind(offsets)
 
     def _write_states(self, batch: Batch) -> None:

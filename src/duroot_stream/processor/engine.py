@@ -136,11 +136,7 @@ class CommandHandler:
                     first.setdefault(partition, offset)  # the earliest, per partition
             raise
         if unrestored:
-            log.warning(
-                "commands of partitions not restored yet: consumed again later",
-                extra={"offsets": unrestored},
-            )
-            self._batches.rewind(unrestored)
+            self._batches.rewind(unrestored, "commands of partitions not restored yet")
 
     def handle(self, message: ConsumedRecord) -> None:
         """A consumed record (not an error): its command applied, or dead-lettered, in

@@ -260,6 +260,32 @@ class Transaction:
         except AbortNeeded as exc:
             raise ProcessorFatal(f"abort_transaction failed: {exc}") from None
 
+    def claim(self, partitions: list[int]) -> None:
+        """Commit the restored partitions' offsets as they are, in a transaction of their
+        own, so that they name this instance as their owner before any transaction of
+        ours holds them open: should it die with one open, the heir knows whom to fence
+        (fencing.py). Needed for that heir to be quick, not correct: a failure is logged."""
+        wanted = [TopicPartition(self._commands_topic, p) for p in partitions]
+        try:
+            found = self.consumer.committed(wanted, timeout=KAFKA_TIMEOUT_S)
+            offsets = {
+                tp.partition: tp.offset for tp in found if tp.error is None and tp.offset >= 0
+            }
+            if not offsets:  # never committed: nothing to name an owner with
+                return
+            self.begin()
+            if self.commit(offsets) is None:  # renewed: its init ended the claim
+                log.warning("partitions not claimed", extra={"partitions": partitions})
+        except AbortNeeded as exc:
+            self.abort(str(exc))
+            log.warning(
+                "partitions not claimed", extra={"partitions": partitions, "error": str(exc)}
+            )
+        except KafkaException as exc:
+            log.warning(
+                "partitions not claimed", extra={"partitions": partitions, "error": str(exc)}
+            )
+
     def rewind(self, offsets: Mapping[int, int]) -> None:
         assignment = {tp.partition for tp in self.consumer.assignment()}
         for partition, offset in offsets.items():

@@ -325,7 +325,8 @@ class _Loop:
         if finished:
             for partition, workflows in finished:
                 self._workflows.restored(partition, workflows)
-            self._claim([p for p, _ in finished])  # no batch is open here
+            if self._settings.fence_after_s is not None and not self._batches.open:
+                self._txn.claim([p for p, _ in finished])
             topic = self._topics.commands
             self._consumer.resume([TopicPartition(topic, p) for p, _ in finished])
             self._workflows.recount()
@@ -346,36 +347,6 @@ class _Loop:
     def close(self) -> None:
         """Call off the restores under way and wait for their threads."""
         self._restorer.close()
-
-    def _claim(self, partitions: list[int]) -> None:
-        """Commit the restored partitions' offsets as they are, in a transaction of their
-        own, so that their committed offsets name this instance as their owner before
-        any transaction of ours holds them open: should this instance die with one open,
-        the heir knows whom to fence (fencing.py). Not needed for that heir to be
-        correct, only to be quick: a claim that fails is logged."""
-        if self._settings.fence_after_s is None or self._batches.open:
-            return
-        wanted = [TopicPartition(self._topics.commands, p) for p in partitions]
-        try:
-            found = self._consumer.committed(wanted, timeout=KAFKA_TIMEOUT_S)
-        except KafkaException as exc:
-            log.warning(
-                "partitions not claimed", extra={"partitions": partitions, "error": str(exc)}
-            )
-            return
-        offsets = {tp.partition: tp.offset for tp in found if tp.error is None and tp.offset >= 0}
-        if not offsets:  # never committed: nothing to name an owner with
-            return
-        txn = self._txn
-        try:
-            txn.begin()
-            if txn.commit(offsets) is None:  # renewed: its init ended the claim
-                log.warning("partitions not claimed", extra={"partitions": partitions})
-        except AbortNeeded as exc:
-            txn.abort(str(exc))
-            log.warning(
-                "partitions not claimed", extra={"partitions": partitions, "error": str(exc)}
-            )
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if self.failed:
