@@ -10,6 +10,10 @@ taking turns: what a restart costs without a state topic. Then the fold's states
 are written to the state topic as the processor's snapshot writes them (one record
 per workflow and the marker), and `restore_partitions` with the state topic reads
 them instead of the events: what a restart costs with it (`state_restore_s`).
+Last, a takeover by a warm standby (`processor --standbys`): the state partition
+read ahead to its end as a standby holds it, a tail of changed states written
+after (`STANDBY_TAIL`), and `restore_partitions` reading on from there
+(`standby_restore_s`), taking turns with a restore from the state alone.
 
 Run: `python -m benchmarks.history [--quick]` (quick: a tenth of it), or
 `make bench-history`; writes bench-results/history.json. Not part of
@@ -52,10 +56,13 @@ from duroot_stream.domain import (
 )
 from duroot_stream.ids import MonotonicUlids, new_ulid
 from duroot_stream.processor import restore_partitions
-from duroot_stream.processor.state_store import Snapshot, StateChangelog
+from duroot_stream.processor.restore_read import high_watermarks, read_to_end
+from duroot_stream.processor.standby import Warm
+from duroot_stream.processor.state_store import Snapshot, StateChangelog, StateRead
 from duroot_stream.wire import Codec, Topics, event_headers
 
 PATHS_PER_APPEND = 100
+STANDBY_TAIL = 1_000  # states written after a standby's read: the last moments' tail
 
 
 def large_workflow(topic: str, workflow_id: str, events: int) -> Iterator[Record]:
@@ -114,7 +121,7 @@ def run(quick: bool) -> HistoryResult:
             assert raw_consume(config, topic, [0]) == events
             raw_s = min(raw_s, time.monotonic() - t0)
             log(f"history: restore {restore_s:.1f} s, raw consume {raw_s:.1f} s (best so far)")
-        state_s = restore_from_state(config, restored[0][0], events, rounds)
+        state_s, standby_s = restore_from_state(config, restored[0][0], events, rounds)
     return HistoryResult(
         events=events,
         workflows=small + 1,
@@ -124,32 +131,59 @@ def run(quick: bool) -> HistoryResult:
         raw_consume_events_per_s=round(events / raw_s),
         restore_ratio=round(raw_s / restore_s, 3),
         state_restore_s=round(state_s, 3),
+        standby_restore_s=round(standby_s, 3),
         load_before=load,
     )
 
 
 def restore_from_state(
     config: KafkaConfig, workflows: dict[str, WorkflowState], events: int, rounds: int
-) -> float:
+) -> tuple[float, float]:
     """Write `workflows` to the state topic as a snapshot covering `events` (one
-    transaction, as the processor's), then the best of `rounds` restores from it."""
+    transaction, as the processor's); then, taking turns, the best of `rounds`
+    restores from it, and of `rounds` from a standby's read of it plus a tail."""
     topics = Topics(config.topic_prefix)
     producer = new_producer(config, acks="all", **{"transactional.id": f"bench-{uuid.uuid4()}"})
     producer.init_transactions(60)
-    producer.begin_transaction()
-    snapshot = StateChangelog(topics.state, "bench").snapshot(0, workflows, Snapshot(events), set())
-    # No tombstone in a first snapshot: every key and value is there.
-    produce_all(producer, ((t, p, k or b"", v or b"", []) for t, p, k, v, _ in snapshot))
-    producer.commit_transaction(120)
-    best = float("inf")
+    changelog = StateChangelog(topics.state, "bench")
+
+    def write(records: list[tuple[str, int, bytes | None, bytes | None, None]]) -> None:
+        producer.begin_transaction()
+        # No tombstone here: every key and value is there.
+        produce_all(producer, ((t, p, k or b"", v or b"", []) for t, p, k, v, _ in records))
+        producer.commit_transaction(120)
+
+    snapshot = changelog.snapshot(0, workflows, Snapshot(events), set())
+    write(snapshot)
+    codec, best, warm_best = Codec(), float("inf"), float("inf")
+    tail = dict(list(workflows.items())[:STANDBY_TAIL])
     for _ in range(rounds):
         t0 = time.monotonic()
-        restored = restore_partitions(config, topics.events, [0], Codec(), state_topic=topics.state)
+        restored = restore_partitions(config, topics.events, [0], codec, state_topic=topics.state)
         best = min(best, time.monotonic() - t0)
         states, records = restored[0]
         assert records == 0 and states == workflows, (records, len(states))
-        log(f"history: restore from {len(snapshot):,} state records {best:.2f} s (best so far)")
-    return best
+        ends = high_watermarks(config, topics.state, [0])
+        ahead = StateRead()
+        read_to_end(config, topics.state, ends, {0: ahead}, codec, 60.0)
+        write(changelog.changed([(0, wf) for wf in tail], {0: workflows}))
+        t0 = time.monotonic()
+        restored = restore_partitions(
+            config,
+            topics.events,
+            [0],
+            codec,
+            state_topic=topics.state,
+            warm={0: Warm(ahead, ends[0][1])},
+        )
+        warm_best = min(warm_best, time.monotonic() - t0)
+        states, records = restored[0]
+        assert records == 0 and states == workflows, (records, len(states))
+        log(
+            f"history: restore from {len(snapshot):,} state records {best:.2f} s, from a "
+            f"standby and a tail of {len(tail):,} {warm_best:.2f} s (best so far)"
+        )
+    return best, warm_best
 
 
 def main(argv: Sequence[str] = ()) -> HistoryResult:

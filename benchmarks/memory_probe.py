@@ -7,7 +7,10 @@ restores the loaded topic, keeps the workflows, collects garbage and reads
 VmRSS again. glibc keeps freed heap (the fetched records of the restore) in
 the process, so it is asked to give it back (`malloc_trim(0)`) before the
 last reading. Also the bytes the states themselves hold (`sys.getsizeof`
-of each object, shared ones once). Prints one JSON object.
+of each object, shared ones once). Then what a warm standby (`processor
+--standbys`) holds for the same workflows: their state records as the standby
+keeps them (`StateRead`: key and undecoded value per workflow), RSS again.
+Prints one JSON object.
 
 `python -m benchmarks.memory_probe --bootstrap-servers B --events-topic T
 --partitions N --empty-topic E`
@@ -27,7 +30,8 @@ from collections.abc import Sequence
 from duroot_stream.config import KafkaConfig
 from duroot_stream.domain import WorkflowState
 from duroot_stream.processor import restore_partitions
-from duroot_stream.wire import Codec
+from duroot_stream.processor.state_store import StateRead
+from duroot_stream.wire import Codec, encode_state
 
 
 def rss_bytes() -> int:
@@ -60,6 +64,18 @@ def held_bytes(restored: dict[int, tuple[dict[str, WorkflowState], int]]) -> int
     return total
 
 
+def standby_bytes(restored: dict[int, tuple[dict[str, WorkflowState], int]], rss: int) -> int:
+    """The RSS a standby's reads of these workflows' state records add (above `rss`)."""
+    reads = {p: StateRead() for p in restored}
+    for partition, (workflows, _) in restored.items():
+        values = reads[partition].values
+        for workflow_id, state in workflows.items():
+            values[workflow_id.encode()] = encode_state(state)
+    gc.collect()
+    trim()
+    return rss_bytes() - rss
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.memory_probe")
     parser.add_argument("--bootstrap-servers", required=True)
@@ -86,6 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     workflows = sum(len(w) for w, _ in restored.values())
     held = held_bytes(restored)
     events = sum(n for _, n in restored.values())
+    standby = standby_bytes(restored, rss)
     print(
         json.dumps(
             {
@@ -98,6 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "bytes_per_workflow": (rss - empty) / workflows,
                 "live_bytes_per_workflow": held / workflows,
                 "bytes_per_workflow_before_trim": (untrimmed - empty) / workflows,
+                "standby_bytes_per_workflow": standby / workflows,
             }
         )
     )

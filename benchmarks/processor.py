@@ -277,6 +277,7 @@ def memory(bootstrap_servers: str, quick: bool, env: Mapping[str, str] = {}) -> 
         bytes_per_workflow=round(probe["bytes_per_workflow"]),
         bytes_per_workflow_before_trim=round(probe["bytes_per_workflow_before_trim"]),
         live_bytes_per_workflow=round(probe["live_bytes_per_workflow"]),
+        standby_bytes_per_workflow=round(probe["standby_bytes_per_workflow"]),
         restore_events_per_s=round(probe["events"] / probe["restore_s"]),
     )
 

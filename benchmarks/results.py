@@ -178,6 +178,7 @@ class Memory:
     bytes_per_workflow: float  # RSS, after malloc_trim
     bytes_per_workflow_before_trim: float
     live_bytes_per_workflow: float  # held by the state objects themselves
+    standby_bytes_per_workflow: float  # RSS a warm standby adds for another's workflow
     restore_events_per_s: float
 
 
@@ -227,6 +228,7 @@ class HistoryResult:
     raw_consume_events_per_s: float
     restore_ratio: float  # raw consume time / restore time
     state_restore_s: float  # the same partition restored from its state records
+    standby_restore_s: float  # from a standby's read of them and a tail of changed states
     load_before: Load
 
 

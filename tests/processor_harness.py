@@ -54,6 +54,7 @@ class SettingsOverrides(TypedDict, total=False):
     restore_wait_s: float | None
     gc_chunk_records: int
     fence_after_s: float | None
+    standbys: int
 
 
 @contextmanager

@@ -204,6 +204,21 @@ class ProcessorMetrics:
             buckets=(0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120),
             registry=r,
         )
+        self.standby_partitions = Gauge(
+            "duroot_processor_standby_partitions",
+            "Partitions of other instances whose state this one keeps current (--standbys).",
+            registry=r,
+        )
+        self.standby_states = Gauge(
+            "duroot_processor_standby_states",
+            "State records held for the partitions of other instances (--standbys).",
+            registry=r,
+        )
+        self.standby_takeovers = Counter(
+            "duroot_processor_standby_takeovers",
+            "Partitions taken over whose state a standby of this instance had read ahead.",
+            registry=r,
+        )
         self.previous_owners_fenced = Counter(
             "duroot_processor_previous_owners_fenced",
             "Transactions of a dead previous owner of partitions this instance took over, "

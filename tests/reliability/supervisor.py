@@ -88,6 +88,8 @@ class ProcessorProcess:
                 self.bootstrap,
                 "--topic-prefix",
                 self.topic_prefix,
+                "--standbys",  # every scenario runs with warm standbys
+                "1",
                 *self.extra_args,
             ],
             stdin=subprocess.DEVNULL,

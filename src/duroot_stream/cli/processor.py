@@ -84,6 +84,14 @@ def add_commands(sub: Subcommands) -> None:
         f"transaction timeout (default {FENCE_AFTER_S}; off: wait)",
     )
     parser.add_argument(
+        "--standbys",
+        type=_not_negative,
+        default=0,
+        metavar="N",
+        help="keep the state of N other instances' partitions current, so that taking them "
+        "over reads only what they wrote last (default 0: a takeover reads their state)",
+    )
+    parser.add_argument(
         "--reply-topics",
         metavar="REGEX",
         help="topics a command's reply-topic header may name, matched in full (default: the "
@@ -111,6 +119,7 @@ def cli_main(
         gc_chunk_records=args.gc_chunk_records,
         restore_wait_s=args.restore_wait,
         fence_after_s=args.fence_after,
+        standbys=args.standbys,
         metrics_port=args.metrics_port,
         reply_topics=_pattern(args.reply_topics),
     )
@@ -168,3 +177,13 @@ def _seconds_or_off(text: str) -> float | None:
     if seconds < 0:
         raise argparse.ArgumentTypeError(f"{text!r}: seconds cannot be negative")
     return seconds
+
+
+def _not_negative(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if count < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: cannot be negative")
+    return count

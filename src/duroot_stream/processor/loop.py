@@ -60,6 +60,7 @@ from .port import Faults
 from .restorer import Restorer
 from .routes import ReplyRoutes
 from .settings import KAFKA_TIMEOUT_S, ProcessorSettings
+from .standby import Standbys
 from .state_store import StateChangelog
 from .watchdog import CallWatch
 from .workflows import Workflows
@@ -205,7 +206,16 @@ class _Loop:
         self._collector = Collector(settings, batches, txn, workflows, self._handler, metrics)
         self.failed = False  # set when the processor stops on an error: nothing to commit
         self._fault: ProcessorFatal | None = None
-        self._restorer = Restorer(settings, topics, codec, metrics, stopping, faults=faults)
+        self._standbys = self._new_standbys() if settings.standbys > 0 else None
+        self._restorer = Restorer(
+            settings,
+            topics,
+            codec,
+            metrics,
+            stopping,
+            faults=faults,
+            standby=None if self._standbys is None else self._standbys.take,
+        )
         self._assigned_at: float | None = None  # the first assignment's time
         txn.init()
         self._consumer.subscribe(
@@ -214,6 +224,8 @@ class _Loop:
             on_revoke=self._on_revoke,
             on_lost=self._on_lost,
         )
+        if self._standbys is not None:
+            self._standbys.start()
         log.info(
             "processor started",
             extra={
@@ -317,6 +329,8 @@ class _Loop:
             },
         )
         self._restorer.start(numbers)
+        if self._standbys is not None:
+            self._standbys.rebalanced()
 
     def _install(self) -> None:
         """Install the finished restores: their partitions' commands are handled from
@@ -345,8 +359,25 @@ class _Loop:
         self._ready.set()
 
     def close(self) -> None:
-        """Call off the restores under way and wait for their threads."""
+        """Call off the restores under way, stop the standby, wait for their threads."""
         self._restorer.close()
+        if self._standbys is not None:
+            self._standbys.close()
+
+    def _new_standbys(self) -> Standbys:
+        settings, workflows = self._settings, self._workflows
+        return Standbys(
+            settings.kafka,
+            settings.group_id,
+            settings.transactional_id,  # the consumer's client.id: its place on the ring
+            self._topics.commands,
+            self._topics.state,
+            settings.standbys,
+            self._codec,
+            self._metrics,
+            # From the standby's thread (list() holds the GIL).
+            lambda: (set(list(workflows.by_partition)), set(self._restorer.restoring)),
+        )
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if self.failed:
@@ -361,6 +392,8 @@ class _Loop:
         self._drop(partitions)
 
     def _drop(self, partitions: list[TopicPartition]) -> None:
+        if self._standbys is not None:
+            self._standbys.rebalanced()
         self._restorer.drop(tp.partition for tp in partitions)
         dropped = self._workflows.drop(tp.partition for tp in partitions)
         if dropped:

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
@@ -52,6 +52,7 @@ from .restore_read import (
     read_to_end,
 )
 from .settings import RESTORE_WAIT_S
+from .standby import Warm
 from .state_store import FoldedStates, LastRecord, Snapshot, StateRead, last_event_problem
 
 log = logging.getLogger("duroot.processor")
@@ -72,13 +73,15 @@ def restore_assigned(
     fence: Fence | None = None,
     cancelled: Callable[[], bool] | None = None,
     metrics: ProcessorMetrics | None = None,
+    standby: Callable[[list[int]], Mapping[int, Warm]] | None = None,
 ) -> dict[int, tuple[dict[str, WorkflowState], int]]:
     """The two steps of the module docstring: per partition, its workflows and the
     number of events read (`restore_partitions`, with the state topic of `kafka`'s
     topic prefix). `consumer` asks for the group's committed offsets (its
     `group.id`, read_committed; it never joins the group); `fence` ends a dead
     previous owner's transaction (see `await_stable_offsets`). `cancelled` is asked
-    between the steps' waits: True ends the restore with `RestoreCancelled`."""
+    between the steps' waits: True ends the restore with `RestoreCancelled`.
+    `standby` hands over the state reads a warm standby holds (standby.py)."""
     await_stable_offsets(consumer, commands_topic, partitions, wait_s, fence, cancelled)
     state_topic = Topics(kafka.topic_prefix).state
     opened = None
@@ -94,6 +97,7 @@ def restore_assigned(
         metrics=metrics,
         cancelled=cancelled,
         opened=opened,
+        warm=None if standby is None else standby(partitions),
     )
 
 
@@ -175,6 +179,7 @@ def restore_partitions(
     metrics: ProcessorMetrics | None = None,
     cancelled: Callable[[], bool] | None = None,
     opened: Opened | None = None,
+    warm: Mapping[int, Warm] | None = None,
 ) -> dict[int, tuple[dict[str, WorkflowState], int]]:
     """Each partition's workflows: from the state topic when given and its records
     pass their checks (state_store.py), else folded from the event topic. Returns,
@@ -182,7 +187,8 @@ def restore_partitions(
     With `state_topic`, a partition folded from the events comes as `FoldedStates`:
     its snapshot is due. `metrics` counts the partitions whose state was not used.
     `cancelled` returning True between fetches ends it with `RestoreCancelled`;
-    `opened` is told of an open transaction a read waits for.
+    `opened` is told of an open transaction a read waits for. A partition in `warm`
+    has its state read on from where a standby left it.
 
     Each topic is read from the beginning to the high watermark as of now,
     read_committed (`restore_read.read_to_end`). Per event only the first fields of the Avro body
@@ -196,10 +202,12 @@ def restore_partitions(
     reads = {p: StateRead() for p in partitions}
     restored: dict[int, tuple[dict[str, WorkflowState], int]] = {}
     if state_topic is not None:
+        state_ends = high_watermarks(kafka, state_topic, partitions)
+        warmed = _warm_reads(warm or {}, state_ends, reads)
         read_to_end(
             kafka,
             state_topic,
-            high_watermarks(kafka, state_topic, partitions),
+            state_ends,
             reads,
             codec,
             wait_s,
@@ -223,6 +231,7 @@ def restore_partitions(
                             "partition": partition,
                             "workflows": len(states),
                             "records": reads[partition].records,
+                            "read_ahead": warmed.get(partition, 0),
                         },
                     )
                     continue
@@ -249,6 +258,33 @@ def restore_partitions(
             states = FoldedStates(states, Snapshot(ends[partition][1], stale))
         restored[partition] = (states, fold.records)
     return restored
+
+
+def _warm_reads(
+    warm: Mapping[int, Warm], ends: dict[int, tuple[int, int]], reads: dict[int, StateRead]
+) -> dict[int, int]:
+    """Put the standby's reads in `reads` and start their partitions' reads in `ends`
+    where it left off; the partitions warmed so, with the records the standby had read.
+    A read past the partition's end or before its start (the topic recreated, records
+    deleted) is not used."""
+    warmed: dict[int, int] = {}
+    for partition, held in warm.items():
+        low, high = ends[partition]
+        if not low <= held.next_offset <= high:
+            log.info(
+                "standby state not used",
+                extra={
+                    "partition": partition,
+                    "read_to": held.next_offset,
+                    "low": low,
+                    "high": high,
+                },
+            )
+            continue
+        reads[partition] = held.read
+        ends[partition] = (held.next_offset, high)
+        warmed[partition] = held.read.records
+    return warmed
 
 
 def _last_events(

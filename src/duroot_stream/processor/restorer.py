@@ -25,7 +25,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from duroot_stream.domain import WorkflowState
@@ -38,6 +38,7 @@ from .port import Faults
 from .restore import restore_assigned
 from .restore_read import RestoreCancelled
 from .settings import KAFKA_TIMEOUT_S, ProcessorSettings
+from .standby import Warm
 from .state_store import FoldedStates
 
 log = logging.getLogger("duroot.processor")
@@ -63,7 +64,8 @@ class Restorer:
     """The restores under way. `start`, `drop`, `finished` and `close` are called from
     the loop's thread (the rebalance callbacks run in it too); the restore threads
     only read `_restoring` and put their outcome on `_done`. `restore`: how a restore
-    is done (a test's stand-in; None: from Kafka); `faults`: a test's, for fencing."""
+    is done (a test's stand-in; None: from Kafka); `faults`: a test's, for fencing;
+    `standby`: hands over what a warm standby read of the partitions (standby.py)."""
 
     def __init__(
         self,
@@ -74,8 +76,10 @@ class Restorer:
         stopping: threading.Event,
         restore: Restore | None = None,
         faults: Faults | None = None,
+        standby: Callable[[list[int]], Mapping[int, Warm]] | None = None,
     ) -> None:
         self._settings = settings
+        self._standby = standby
         self._topics = topics
         self._codec = codec
         self._metrics = metrics
@@ -220,6 +224,7 @@ class Restorer:
                 self._fence,
                 cancelled,
                 self._metrics,
+                self._standby,
             )
         finally:
             consumer.close()

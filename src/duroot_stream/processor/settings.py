@@ -50,6 +50,8 @@ class ProcessorSettings:
     # A restore that finds a previous owner's transaction still open after this long
     # ends it if that owner has left the group (fencing.py); None: wait for the broker.
     fence_after_s: float | None = FENCE_AFTER_S
+    # Other instances whose partitions' state this one keeps current (standby.py).
+    standbys: int = 0
 
     @property
     def transactional_id(self) -> str:
