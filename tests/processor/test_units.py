@@ -1,6 +1,7 @@
 """Processor parts that need no broker: the restore's offset lookup, which produce
-errors mean that the open transaction has already failed (abort and redo), and that
-the engine reaches Kafka only through its port."""
+errors mean that the open transaction has already failed (abort and redo), a fatal
+error raised at the start of a commit, and that the engine reaches Kafka only through
+its port."""
 
 from __future__ import annotations
 
@@ -9,11 +10,15 @@ from pathlib import Path
 from typing import cast
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 import duroot_stream.processor
+from duroot_stream.config import KafkaConfig
 from duroot_stream.processor.faults import ProcessorFatal, transaction_failed
+from duroot_stream.processor.kafka_transaction import Transaction
 from duroot_stream.processor.restore_read import offsets
+from duroot_stream.processor.settings import ProcessorSettings
+from duroot_stream.processor.watchdog import CallWatch
 
 # The engine: one command, one transaction, garbage collection, and its port.
 ENGINE = ("engine", "batch", "collector", "port", "workflows")
@@ -83,3 +88,27 @@ def test_the_engine_imports_no_kafka_client(module: str) -> None:
         )
     }
     assert not {n for n in imported if n.split(".")[0] == "confluent_kafka"}, imported
+
+
+class _FencedProducer:
+    """A producer whose `poll` raises the fatal error librdkafka reports once fenced."""
+
+    def poll(self, timeout: float = 0) -> int:
+        raise KafkaException(
+            KafkaError(KafkaError._FENCED, "fenced by a newer instance", fatal=True)
+        )
+
+
+def test_a_fatal_error_raised_as_a_commit_begins_stops_the_processor_naming_it() -> None:
+    # Seen once in a broker test: the fenced error came from the commit's first poll,
+    # as a bare KafkaException, instead of from send_offsets_to_transaction.
+    settings = ProcessorSettings(kafka=KafkaConfig(bootstrap_servers="127.0.0.1:1"))
+    txn = Transaction(settings, "t.commands", CallWatch(), lambda _: None, lambda: None)
+    real = txn.producer
+    txn.producer = cast(Producer, _FencedProducer())
+    try:
+        with pytest.raises(ProcessorFatal, match="was fenced"):
+            txn.commit({0: 5})
+    finally:
+        txn.producer = real
+        txn.close(flush=False)

@@ -341,8 +341,7 @@ class _Loop:
                 self._workflows.restored(partition, workflows)
             if self._settings.fence_after_s is not None and not self._batches.open:
                 self._txn.claim([p for p, _ in finished])
-            topic = self._topics.commands
-            self._consumer.resume([TopicPartition(topic, p) for p, _ in finished])
+            self._txn.resume([p for p, _ in finished])
             self._workflows.recount()
             # After the claim: a fault test arms its stall once the restore is logged.
             self._restorer.announce()
