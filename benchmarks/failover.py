@@ -58,7 +58,7 @@ session timeouts, unknown members or fencing.
 
     python -m benchmarks.failover [--quick] [--events N] [--runs 5] [--other-runs 3]
         [--scenarios crash,stop,restart,join] [-X key=value ...] [--broker key=value ...]
-        [--group-protocol classic|consumer] [--name failover]
+        [--group-protocol classic|consumer] [--standbys N] [--name failover]
 
 `make bench-failover` runs the defaults; the table goes to stdout, the runs to
 bench-results/<name>.json (`FailoverResult`).
@@ -122,6 +122,7 @@ class Options:
     group_protocol: str
     processor_settings: tuple[str, ...]
     broker_settings: tuple[str, ...]
+    standbys: int = 0
 
 
 @dataclass(frozen=True)
@@ -211,6 +212,7 @@ def one_run(place: Place, scenario: str, run: int) -> FailoverRun:
     tag = f"{scenario}{run}"
     options = place.options
     extra = tuple(a for kv in options.processor_settings for a in ("-X", kv))
+    extra += ("--standbys", str(options.standbys))
     victim = "p2" if scenario == "join" else "" if scenario == "steady" else f"p{run % 2}"
     with Fleet(place.config, place.group, place.logs, tag, extra) as fleet:
         if options.group_protocol == "consumer":
@@ -295,6 +297,7 @@ def run(options: Options) -> FailoverResult:
         group_protocol=options.group_protocol,
         processor_settings=options.processor_settings,
         broker_settings=options.broker_settings,
+        standbys=options.standbys,
         runs=tuple(runs),
         load_before=load,
     )
@@ -359,6 +362,7 @@ def parse(argv: Sequence[str]) -> tuple[Options, str, bool]:
     parser.add_argument("--broker", action="append", default=[], metavar="KEY=VALUE",
                         help="a server property of the local broker")  # fmt: skip
     parser.add_argument("--group-protocol", choices=("classic", "consumer"), default="classic")
+    parser.add_argument("--standbys", type=int, default=0, help="--standbys of every processor")
     parser.add_argument("--name", default="failover", help="bench-results/<name>.json")
     args = parser.parse_args(argv)
     scenarios = tuple(args.scenarios.split(","))
@@ -378,6 +382,7 @@ def parse(argv: Sequence[str]) -> tuple[Options, str, bool]:
         group_protocol=args.group_protocol,
         processor_settings=tuple(settings),
         broker_settings=tuple(args.broker),
+        standbys=args.standbys,
     )
     return options, args.name, args.quick
 

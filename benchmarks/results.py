@@ -317,5 +317,6 @@ class FailoverResult:
     group_protocol: str  # classic or consumer (KIP-848)
     processor_settings: tuple[str, ...]  # -X key=value given to every processor
     broker_settings: tuple[str, ...]  # server properties on top of the local broker's
+    standbys: int  # --standbys of every processor
     runs: tuple[FailoverRun, ...]
     load_before: Load

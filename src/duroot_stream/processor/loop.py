@@ -368,8 +368,9 @@ class _Loop:
         return Standbys(
             settings.kafka,
             settings.group_id,
-            settings.transactional_id,  # the consumer's client.id: its place on the ring
+            settings.transactional_id,  # its place on the ring
             self._topics.commands,
+            self._partitions[self._topics.commands],
             self._topics.state,
             settings.standbys,
             self._codec,

@@ -3,10 +3,15 @@ instances' partitions current, so that taking one over reads only the state reco
 written since, not its whole state partition (restore.py).
 
 A thread of its own follows, with its own consumer (read_committed, assigned, never
-joining the group), the state partitions of the N members after this one on the
-group's ring: the members ordered by client.id, which is each instance's
-transactional id, so every instance sees the same ring and each member is followed
-by N others. It looks at the group every `LOOK_EVERY_S` and after each rebalance.
+joining the group), the state partitions of the N owners after this one on the
+group's ring. The owners are read from the group's committed offsets: each
+transaction's offsets name their owner's transactional id (fencing.py), and an
+instance claims the partitions it takes over at once. Ordered by transactional id,
+every instance sees the same ring and each owner is followed by N others. It looks
+every `LOOK_EVERY_S` and after each rebalance. (Not from the group's description:
+librdkafka 2.16's admin client aborts the process, an assertion in its coordinator
+requests, when one is under way as the broker restarts; seen in the broker-restart
+scenario.)
 Per partition it keeps what a restore's state read keeps (`StateRead`: the last
 record per key, undecoded) and the offset it has read to.
 
@@ -27,13 +32,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient
 
 from duroot_stream.config import KafkaConfig
 from duroot_stream.kafka import new_consumer, position
 from duroot_stream.metrics import ProcessorMetrics
 from duroot_stream.wire import Codec
 
+from .fencing import parse_owner
 from .restore_read import RESTORE_BATCH, RESTORE_CONSUMER
 from .settings import KAFKA_TIMEOUT_S
 from .state_store import StateRead
@@ -57,9 +62,8 @@ def followed_partitions(
     members: Iterable[tuple[str, Iterable[int]]], own_client_id: str, count: int
 ) -> set[int]:
     """The partitions of the `count` members after this one on the ring of `members`
-    (client id, assigned partitions) ordered by client id; a client id twice (a
-    restarted instance whose old membership has not expired) is one member. None
-    before this instance is in the group."""
+    (transactional id, partitions) ordered by id; an id twice is one member. None
+    before this instance owns a partition."""
     by_client: dict[str, set[int]] = {}
     for client_id, partitions in members:
         by_client.setdefault(client_id, set()).update(partitions)
@@ -84,6 +88,7 @@ class Standbys:
         group_id: str,
         client_id: str,
         commands_topic: str,
+        partitions: int,
         state_topic: str,
         count: int,
         codec: Codec,
@@ -94,6 +99,7 @@ class Standbys:
         self._group_id = group_id
         self._client_id = client_id
         self._commands_topic = commands_topic
+        self._partitions = partitions
         self._state_topic = state_topic
         self._count = count
         self._codec = codec
@@ -133,13 +139,22 @@ class Standbys:
             self._thread.join(KAFKA_TIMEOUT_S)
 
     def _run(self) -> None:
-        admin = AdminClient(self._kafka.client())
         while not self._closing.is_set():
             consumer = new_consumer(
                 self._kafka, **{**RESTORE_CONSUMER, "enable.partition.eof": False}
             )
+            # Asks for the group's committed offsets, never joins: read_uncommitted, so
+            # the last committed ones come at once, not once the open transaction ends.
+            owners = new_consumer(
+                self._kafka,
+                **{
+                    "group.id": self._group_id,
+                    "enable.auto.commit": False,
+                    "isolation.level": "read_uncommitted",
+                },
+            )
             try:
-                self._follow_until_closed(consumer, admin)
+                self._follow_until_closed(consumer, owners)
             except Exception:  # a standby is a head start only: restores read on
                 log.exception("standby failed; it starts again from the start after a pause")
                 with self._lock:  # what was read can no longer be told complete
@@ -149,20 +164,21 @@ class Standbys:
                 self._closing.wait(LOOK_EVERY_S)
             finally:
                 consumer.close()
+                owners.close()
 
-    def _follow_until_closed(self, consumer: Consumer, admin: AdminClient) -> None:
+    def _follow_until_closed(self, consumer: Consumer, owners: Consumer) -> None:
         looked = 0.0
         while not self._closing.is_set():
             if self._look.is_set() or time.monotonic() - looked >= LOOK_EVERY_S:
                 self._look.clear()
                 looked = time.monotonic()
-                self._follow(consumer, admin)
+                self._follow(consumer, owners)
             self._read(consumer)
 
-    def _follow(self, consumer: Consumer, admin: AdminClient) -> None:
+    def _follow(self, consumer: Consumer, owners: Consumer) -> None:
         """Follow the partitions the ring gives this instance now."""
         try:
-            ring = self._wanted(admin)
+            ring = self._wanted(owners)
         except KafkaException as exc:  # looked at again later
             log.warning("standby not updated", extra={"error": str(exc)})
             return
@@ -192,20 +208,13 @@ class Standbys:
             log.info("standby follows", extra={"partitions": sorted(wanted), "new": sorted(new)})
         self._gauge()
 
-    def _wanted(self, admin: AdminClient) -> set[int]:
-        group = admin.describe_consumer_groups([self._group_id], request_timeout=KAFKA_TIMEOUT_S)[
-            self._group_id
-        ].result()
+    def _wanted(self, owners: Consumer) -> set[int]:
+        wanted = [TopicPartition(self._commands_topic, p) for p in range(self._partitions)]
+        found = owners.committed(wanted, timeout=KAFKA_TIMEOUT_S)
         members = [
-            (
-                m.client_id,
-                [
-                    tp.partition
-                    for tp in m.assignment.topic_partitions
-                    if tp.topic == self._commands_topic
-                ],
-            )
-            for m in group.members
+            (owner.transactional_id, [tp.partition])
+            for tp in found
+            if tp.error is None and (owner := parse_owner(tp.metadata)) is not None
         ]
         return followed_partitions(members, self._client_id, self._count)
 
