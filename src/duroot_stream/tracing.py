@@ -42,7 +42,6 @@ __all__ = [
     "Carrier",
     "TraceHeaders",
     "carried",
-    "carrying",
     "enabled",
     "processing",
     "publishing",
@@ -198,11 +197,6 @@ def _inject(otel: _OpenTelemetry) -> TraceHeaders:
     carrier: dict[str, str] = {}
     otel.propagator.inject(carrier)
     return _encode(carrier)
-
-
-def carrying() -> bool:
-    """Whether records produced now carry a command's trace context (`carried`)."""
-    return bool(_outgoing.get())
 
 
 def carried(headers: RecordHeaders | None) -> RecordHeaders | None:

@@ -306,7 +306,7 @@ class _Emitter:
             event_id = _next_id(new_id, vid)
             event = new_tuple(WorkflowEvent, (event_id, vid, workflow_id, seq, command_id, payload))
             events.append(event)
-            vid, seq = event.event_id, seq + 1
+            vid, seq = event_id, seq + 1
             if type(payload) is DuUpdated:
                 run_end = event
             else:

@@ -53,6 +53,8 @@ def wlong(v: int, field: str) -> bytes:
     z = (v << 1) ^ (v >> 63)
     if z < 0x80:
         return BYTE[z]
+    if z < 0x4000:  # two bytes (a seq up to 8,191): no int of the groups made
+        return BYTE[(z & 0x7F) | 0x80] + BYTE[z >> 7]
     # The groups of 7 bits, low first, gathered into one int: one bytes object made.
     groups, n = 0, 0
     while z >= 0x80:

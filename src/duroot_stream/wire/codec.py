@@ -34,13 +34,7 @@ import fastavro
 
 from duroot_stream.domain import Command, Reply, WorkflowEvent, WorkflowIndexEvent
 
-from .avro import (
-    write_command,
-    write_event,
-    write_events,
-    write_index_event,
-    write_reply,
-)
+from .avro import write_command, write_index_event, write_reply
 from .avro_readers import (
     EventFacts,
     read_command,
@@ -53,6 +47,7 @@ from .avro_walk import check_indices
 from .binary import Truncated
 from .checks import check_command, check_event, check_index_event, check_reply
 from .codec_error import CodecError
+from .event_records import EventRecord, event_records
 from .schemas import Writer, catalog, registry_client
 
 __all__ = ["Codec"]
@@ -86,7 +81,13 @@ class _Coder(Generic[T]):
 
 
 _COMMAND = _Coder("Command", check_command, write_command, read_command)
-_EVENT = _Coder("WorkflowEvent", check_event, write_event, read_event)
+
+
+def _write_event(prefix: bytes, e: WorkflowEvent) -> bytes:
+    return event_records(prefix, (e,), "", 0)[0][3]
+
+
+_EVENT = _Coder("WorkflowEvent", check_event, _write_event, read_event)
 _INDEX_EVENT = _Coder("WorkflowIndexEvent", check_index_event, write_index_event, read_index_event)
 _REPLY = _Coder("Reply", check_reply, write_reply, read_reply)
 
@@ -138,12 +139,15 @@ class Codec:
         id the decider accepted only in canonical text."""
         return self._encode(_EVENT, e, validate)
 
-    def encode_events(self, events: Sequence[WorkflowEvent]) -> list[bytes]:
-        """One decision's events (`decide` made them: chained, checked), each as
-        `encode_event(e, validate=False)` writes it (`avro.write_events`)."""
+    def event_records(
+        self, events: Sequence[WorkflowEvent], topic: str, partition: int
+    ) -> list[EventRecord]:
+        """One decision's events (`decide` made them: chained, checked) as records on
+        `topic` [`partition`]: key, value (as `encode_event(e, validate=False)` writes
+        it) and headers (`event_headers`), made in one pass (`event_records.py`)."""
         prefix = self._prefix.get(_EVENT.name) or self._register(_EVENT.name)
         try:
-            return write_events(prefix, events)
+            return event_records(prefix, events, topic, partition)
         except _WRITE_ERRORS as exc:
             raise CodecError(f"cannot encode {_EVENT.name}: {exc}") from exc
         except CodecError as exc:

@@ -4,13 +4,14 @@ without trusting it (what the processor carries onto a command's records)."""
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 from duroot_stream.tracing import TRACEPARENT, TRACESTATE
 
 from .codec_error import CodecError
 from .headers import HeaderList, header_text, last_values
 
-__all__ = ["TRACESTATE_MAX_BYTES", "trace_carrier"]
+__all__ = ["TRACESTATE_MAX_BYTES", "TRACE_HEADER_NAMES", "carrier_of", "trace_carrier"]
 
 # W3C Trace Context, version 00: version-traceid-parentid-flags in lower-case hex;
 # a later version may add fields after a "-". Version ff and all-zero ids are invalid.
@@ -20,7 +21,7 @@ _TRACEPARENT_MAX = 256  # room for a later version's fields
 # What W3C asks every vendor to propagate at least; more is dropped, so that a
 # command cannot make each of its events carry a large header.
 TRACESTATE_MAX_BYTES = 512
-_TRACE_NAMES = frozenset((TRACEPARENT, TRACESTATE))
+TRACE_HEADER_NAMES = frozenset((TRACEPARENT, TRACESTATE))
 
 
 def _valid_traceparent(text: str) -> bool:
@@ -45,7 +46,14 @@ def trace_carrier(headers: HeaderList | None) -> dict[str, str]:
             break
     else:
         return {}
-    found = last_values(headers, _TRACE_NAMES)
+    return carrier_of(last_values(headers, TRACE_HEADER_NAMES))
+
+
+def carrier_of(found: Mapping[str, bytes | str | None]) -> dict[str, str]:
+    """`trace_carrier` of a record whose headers were picked already: the last value
+    of each (`last_values`; headers of other names may be there too)."""
+    if TRACEPARENT not in found:
+        return {}
     try:
         parent = header_text("trace", TRACEPARENT, found.get(TRACEPARENT))
     except CodecError:
