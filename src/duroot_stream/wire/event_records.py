@@ -59,6 +59,14 @@ def event_records(
         parent = previous if parent_id == previous_id else parent_id.encode()
         vid = event_id.encode()
         seq_text = str(seq).encode()
+        # The seq's varint in the value: up to two bytes as two pieces of the join
+        # (no bytes made for it), longer ones written whole.
+        if 0 <= seq < 0x40:
+            seq_low, seq_high = BYTE[seq << 1], b""
+        elif 0 < seq < 0x2000:
+            seq_low, seq_high = BYTE[((seq << 1) & 0x7F) | 0x80], BYTE[seq >> 6]
+        else:
+            seq_low, seq_high = wlong(seq, "seq"), b""
         if type(p) is DuUpdated:  # the common case, one per path: its fields inline
             path, usage = p
             encoded = path.encode()
@@ -70,7 +78,8 @@ def event_records(
                     _length(len(parent)),
                     parent,
                     wf,
-                    wlong(seq, "seq"),
+                    seq_low,
+                    seq_high,
                     cmd,
                     TAG[1],
                     _length(len(encoded)),
@@ -87,7 +96,8 @@ def event_records(
                     _length(len(parent)),
                     parent,
                     wf,
-                    wlong(seq, "seq"),
+                    seq_low,
+                    seq_high,
                     cmd,
                     write_event_payload(p),
                 )
