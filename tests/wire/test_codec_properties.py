@@ -21,6 +21,8 @@ from duroot_stream.domain import (
     EVENT_EPOCH,
     NO_VC,
     RETRY_NO_VC,
+    ULID_RE,
+    UUID_RE,
     AbortExpired,
     Append,
     Command,
@@ -49,6 +51,7 @@ from duroot_stream.wire import (
     parse_event_headers,
     schemas_dir,
 )
+from duroot_stream.wire.checks import is_ulid, is_uuid
 
 NS = "io.duroot.stream"
 LONGS = st.integers(-(2**63), 2**63 - 1)
@@ -324,3 +327,26 @@ def test_uuid_check_is_the_canonical_uuid_text(text: str) -> None:
     except CodecError:
         accepted = False
     assert accepted == canonical
+
+
+# Near misses: the right length and shape with one character out of place.
+_ID_TEXTS = st.one_of(
+    st.text(max_size=40),
+    ulids,
+    ulids.map(str.lower),
+    uuids,
+    uuids.map(str.upper),
+    st.builds(
+        lambda text, at, c: text[:at] + c + text[at + 1 :],
+        st.one_of(ulids, uuids),
+        st.integers(0, 35),
+        st.characters(),
+    ),
+)
+
+
+@given(text=_ID_TEXTS)
+def test_the_id_checks_are_the_domain_s_rules(text: str) -> None:
+    """The codec's checks without a regex accept exactly what ULID_RE and UUID_RE do."""
+    assert is_ulid(text) == (ULID_RE.fullmatch(text) is not None)
+    assert is_uuid(text) == (UUID_RE.fullmatch(text) is not None)
