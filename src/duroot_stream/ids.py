@@ -12,15 +12,16 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
+from typing import Final
 
 from duroot_stream.domain import CROCKFORD_PAIRS, decode_ulid, encode_ulid
 
 __all__ = ["MonotonicUlids", "new_ulid", "now_ms"]
 
-_MAX = (1 << 128) - 1
-_RANDOM_BITS = 80
+_MAX: Final = (1 << 128) - 1
+_RANDOM_BITS: Final = 80
 # Event ids need uniqueness, not secrecy; SystemRandom would cost a syscall each.
-_random = random.Random()
+_random: Final = random.Random()
 
 
 def now_ms() -> int:

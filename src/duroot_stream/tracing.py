@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 try:
     from opentelemetry import trace as _trace
@@ -47,8 +47,8 @@ __all__ = [
     "publishing",
 ]
 
-TRACEPARENT = "traceparent"
-TRACESTATE = "tracestate"
+TRACEPARENT: Final = "traceparent"
+TRACESTATE: Final = "tracestate"
 _NAMES = frozenset((TRACEPARENT, TRACESTATE))
 
 SEMCONV_SCHEMA_URL = "https://opentelemetry.io/schemas/1.27.0"

@@ -20,6 +20,8 @@ A binary form meeting an id that is not canonical turns to text for good.
 
 from __future__ import annotations
 
+from typing import Final
+
 from .ulid import ulid_bytes, ulid_text
 
 # How many command ids a workflow remembers for dedupe (step 1 of `decide`).
@@ -31,14 +33,14 @@ from .ulid import ulid_bytes, ulid_text
 # per workflow in memory, and the entries are rebuilt from the events'
 # `command_id`, so they survive a restart. Commands that emitted nothing
 # (no-ops, rejections) are not remembered; repeating them is harmless.
-RECENT_COMMANDS = 16
+RECENT_COMMANDS: Final = 16
 
 Packed = bytes | str
 EMPTY: Packed = b""
-EMPTY_BINARY = b""
-_ID = 16  # bytes of a ULID
-_OLDER = 2 * _ID  # an older entry: command and vid
-_KEPT = _ID + _OLDER * (RECENT_COMMANDS - 2)  # what stays when a new command comes
+EMPTY_BINARY: Final = b""
+_ID: Final = 16  # bytes of a ULID
+_OLDER: Final = 2 * _ID  # an older entry: command and vid
+_KEPT: Final = _ID + _OLDER * (RECENT_COMMANDS - 2)  # what stays when a new command comes
 
 
 def pack(entries: tuple[tuple[str, str], ...], head: str) -> Packed:

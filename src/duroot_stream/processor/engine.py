@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Final
 
 from duroot_stream import tracing
 from duroot_stream.domain import (
@@ -62,7 +62,7 @@ log = logging.getLogger("duroot.processor")
 
 Decide = Callable[[WorkflowState, Command, IdSource], Decision]
 # What the engine reads of a command's headers, picked in one pass.
-_PICKED = ROUTE_HEADER_NAMES | TRACE_HEADER_NAMES
+_PICKED: Final = ROUTE_HEADER_NAMES | TRACE_HEADER_NAMES
 
 
 class CommandHandler:

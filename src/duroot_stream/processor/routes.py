@@ -23,7 +23,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Mapping
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from confluent_kafka import Consumer, KafkaException
 
@@ -45,19 +45,19 @@ from duroot_stream.wire import (
 
 log = logging.getLogger("duroot.processor")
 
-ANY_PARTITION = -1  # produce: let the partitioner (murmur2_random) pick by key
-METADATA_MAX_AGE_S = 60.0  # known counts are listed again after this long
-MISSED_S = 1.0  # a topic a listing did not show is refused this long without asking
+ANY_PARTITION: Final = -1  # produce: let the partitioner (murmur2_random) pick by key
+METADATA_MAX_AGE_S: Final = 60.0  # known counts are listed again after this long
+MISSED_S: Final = 1.0  # a topic a listing did not show is refused this long without asking
 # Listings for routes that miss, over all topics, after a burst. A listing waits
 # behind the consumer's parked fetch (fetch.wait.max.ms, 500 ms), in the batch:
 # a flood of names spends at most about half the processor's time on them.
-LISTINGS_PER_S = 1.0
-LISTING_BURST = 5
-LISTING_TIMEOUT_S = 5.0  # a listing blocks the batch: refuse the route rather than wait
-ROUTE_LOG_S = 60.0  # one warning per topic this often
-LOG_KEYS = 1_000  # topics remembered for the log limit (a flood of names stays bounded)
+LISTINGS_PER_S: Final = 1.0
+LISTING_BURST: Final = 5
+LISTING_TIMEOUT_S: Final = 5.0  # a listing blocks the batch: refuse the route rather than wait
+ROUTE_LOG_S: Final = 60.0  # one warning per topic this often
+LOG_KEYS: Final = 1_000  # topics remembered for the log limit (a flood of names stays bounded)
 # The old metric counted by header: kept, for the route errors a header's value causes.
-_HEADER_PROBLEMS = frozenset(
+_HEADER_PROBLEMS: Final = frozenset(
     (
         RouteProblem.BAD_HEADER,
         RouteProblem.PARTITION_WITHOUT_TOPIC,

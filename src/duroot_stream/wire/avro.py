@@ -18,6 +18,8 @@ converted: `issued_at` is milliseconds as an int, as in the domain model.
 
 from __future__ import annotations
 
+from typing import Final
+
 from duroot_stream.domain import (
     AbortExpired,
     Append,
@@ -143,7 +145,7 @@ def write_index_event(prefix: bytes, e: WorkflowIndexEvent) -> bytes:
 
 
 # The ErrorCode enum's symbols in schema order (pinned by the fingerprint).
-_ERROR_SYMBOLS = (
+_ERROR_SYMBOLS: Final = (
     "CONFLICT_INIT",
     "CONFLICT_STATE",
     "CONFLICT_STATE_ADVANCED",
@@ -154,8 +156,8 @@ _ERROR_SYMBOLS = (
     "MALFORMED",
 )
 # The ErrorCode of each enum index of the schema (the reader maps back by it).
-ERROR_BY_INDEX = tuple(ErrorCode[s] for s in _ERROR_SYMBOLS)
-_ERROR_INDEX = {code: TAG[1] + wlong(i, "") for i, code in enumerate(ERROR_BY_INDEX)}
+ERROR_BY_INDEX: Final = tuple(ErrorCode[s] for s in _ERROR_SYMBOLS)
+_ERROR_INDEX: Final = {code: TAG[1] + wlong(i, "") for i, code in enumerate(ERROR_BY_INDEX)}
 
 
 def write_reply(prefix: bytes, r: Reply) -> bytes:

@@ -10,6 +10,8 @@ Events, index events and replies are ours: every id in them is checked.
 
 from __future__ import annotations
 
+from typing import Final
+
 from duroot_stream.domain import (
     CROCKFORD,
     ULID_RE,
@@ -35,10 +37,10 @@ __all__ = [
     "uuid_match",
 ]
 
-ulid_match = ULID_RE.fullmatch
-uuid_match = UUID_RE.fullmatch
-_CROCKFORD = CROCKFORD.encode()
-_UUID_CHARACTERS = b"-0123456789abcdef"
+ulid_match: Final = ULID_RE.fullmatch
+uuid_match: Final = UUID_RE.fullmatch
+_CROCKFORD: Final = CROCKFORD.encode()
+_UUID_CHARACTERS: Final = b"-0123456789abcdef"
 
 
 # The rules of ULID_RE and UUID_RE without a regex: a match costs about twice as much,

@@ -55,8 +55,8 @@ __all__ = ["Codec"]
 # What the decoders take: a bytearray or memoryview is copied to bytes first.
 Data = bytes | bytearray | memoryview | None
 
-SINGLE_OBJECT_MAGIC = b"\xc3\x01"
-CONFLUENT_MAGIC = b"\x00"
+SINGLE_OBJECT_MAGIC: Final = b"\xc3\x01"
+CONFLUENT_MAGIC: Final = b"\x00"
 
 T = TypeVar("T")
 
@@ -80,19 +80,21 @@ class _Coder(Generic[T]):
         self.read: Final = read
 
 
-_COMMAND = _Coder("Command", check_command, write_command, read_command)
+_COMMAND: Final = _Coder("Command", check_command, write_command, read_command)
 
 
 def _write_event(prefix: bytes, e: WorkflowEvent) -> bytes:
     return event_records(prefix, (e,), "", 0)[0][3]
 
 
-_EVENT = _Coder("WorkflowEvent", check_event, _write_event, read_event)
-_INDEX_EVENT = _Coder("WorkflowIndexEvent", check_index_event, write_index_event, read_index_event)
-_REPLY = _Coder("Reply", check_reply, write_reply, read_reply)
+_EVENT: Final = _Coder("WorkflowEvent", check_event, _write_event, read_event)
+_INDEX_EVENT: Final = _Coder(
+    "WorkflowIndexEvent", check_index_event, write_index_event, read_index_event
+)
+_REPLY: Final = _Coder("Reply", check_reply, write_reply, read_reply)
 
 # Errors a model value of the wrong shape causes while writing.
-_WRITE_ERRORS = (TypeError, AttributeError, UnicodeEncodeError)
+_WRITE_ERRORS: Final = (TypeError, AttributeError, UnicodeEncodeError)
 
 
 class Codec:

@@ -13,7 +13,7 @@ event, so the two cannot disagree.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import cast
+from typing import Final, cast
 
 from duroot_stream.domain import DuUpdated, WorkflowEvent
 
@@ -27,7 +27,7 @@ __all__ = ["EventRecord", "event_headers", "event_records"]
 # (topic, partition, key, value, headers): a record as the processor produces it.
 EventRecord = tuple[str, int, bytes, bytes, list[tuple[str, bytes | None]]]
 
-_EVENT_TYPE_HEADERS = {cls: (EVENT_TYPE, name.encode()) for cls, name in EVENT_TYPES.items()}
+_EVENT_TYPE_HEADERS: Final = {cls: (EVENT_TYPE, name.encode()) for cls, name in EVENT_TYPES.items()}
 
 
 def event_records(
@@ -41,6 +41,7 @@ def event_records(
     previous_id: str | None = None
     previous = wf = cmd = key_prefix = b""
     type_header = workflow_header = command_header = (EVENT_TYPE, b"")
+    updated = DuUpdated  # a NamedTuple: read from the module once, not per event
     # Unpacked: the tuple's fields at once, cheaper than six attribute reads.
     for event_id, parent_id, event_workflow, seq, event_command, p in events:
         if type(p) is not payload_type:
@@ -67,7 +68,7 @@ def event_records(
             seq_low, seq_high = BYTE[((seq << 1) & 0x7F) | 0x80], BYTE[seq >> 6]
         else:
             seq_low, seq_high = wlong(seq, "seq"), b""
-        if type(p) is DuUpdated:  # the common case, one per path: its fields inline
+        if type(p) is updated:  # the common case, one per path: its fields inline
             path, usage = p
             encoded = path.encode()
             value = b"".join(

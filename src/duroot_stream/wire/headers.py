@@ -28,6 +28,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Final
 
 from duroot_stream.domain import (
     DuRootCommitted,
@@ -80,37 +81,38 @@ __all__ = [
 # Headers as confluent-kafka gives and takes them.
 HeaderList = Sequence[tuple[str, bytes | str | None]]
 
-EVENT_TYPE = "event-type"
-WORKFLOW_ID = "workflow-id"
-VID = "vid"
-PARENT = "parent"
-SEQ = "seq"
-COMMAND_ID = "command-id"
-EVENT_HEADER_NAMES = (EVENT_TYPE, WORKFLOW_ID, VID, PARENT, SEQ, COMMAND_ID)
+EVENT_TYPE: Final = "event-type"
+WORKFLOW_ID: Final = "workflow-id"
+VID: Final = "vid"
+PARENT: Final = "parent"
+SEQ: Final = "seq"
+COMMAND_ID: Final = "command-id"
+EVENT_HEADER_NAMES: Final = (EVENT_TYPE, WORKFLOW_ID, VID, PARENT, SEQ, COMMAND_ID)
 
-REPLY_TOPIC = "reply-topic"
-REPLY_PARTITION = "reply-partition"
-CORRELATION_ID = "correlation-id"
-REPLY_ROUTE_ERROR = "reply-route-error"
+REPLY_TOPIC: Final = "reply-topic"
+REPLY_PARTITION: Final = "reply-partition"
+CORRELATION_ID: Final = "correlation-id"
+REPLY_ROUTE_ERROR: Final = "reply-route-error"
 # A correlation id is echoed byte for byte (Spring's are 16 binary bytes): of
 # any content, but not of any length (it rides on every reply).
-MAX_CORRELATION_ID_BYTES = 255
+MAX_CORRELATION_ID_BYTES: Final = 255
 
-DLQ_ERROR = "dlq-error"
-DLQ_REASON = "dlq-reason"
-DLQ_TOPIC = "dlq-topic"
-DLQ_PARTITION = "dlq-partition"
-DLQ_OFFSET = "dlq-offset"
-DLQ_TRUNCATED = "dlq-truncated"
-DLQ_REPLAYS = "dlq-replays"
-_DLQ_NAMES = (DLQ_ERROR, DLQ_REASON, DLQ_TOPIC, DLQ_PARTITION, DLQ_OFFSET)
-_EVENT_NAMES = frozenset(EVENT_HEADER_NAMES)
-ROUTE_HEADER_NAMES = frozenset((REPLY_TOPIC, REPLY_PARTITION, CORRELATION_ID))
-_DEAD_LETTER_NAMES = frozenset((*_DLQ_NAMES, DLQ_TRUNCATED))
+DLQ_ERROR: Final = "dlq-error"
+DLQ_REASON: Final = "dlq-reason"
+DLQ_TOPIC: Final = "dlq-topic"
+DLQ_PARTITION: Final = "dlq-partition"
+DLQ_OFFSET: Final = "dlq-offset"
+DLQ_TRUNCATED: Final = "dlq-truncated"
+DLQ_REPLAYS: Final = "dlq-replays"
+_DLQ_NAMES: Final = (DLQ_ERROR, DLQ_REASON, DLQ_TOPIC, DLQ_PARTITION, DLQ_OFFSET)
+_EVENT_NAMES: Final = frozenset(EVENT_HEADER_NAMES)
+ROUTE_HEADER_NAMES: Final = frozenset((REPLY_TOPIC, REPLY_PARTITION, CORRELATION_ID))
+_DEAD_LETTER_NAMES: Final = frozenset((*_DLQ_NAMES, DLQ_TRUNCATED))
 
-_INT32_MAX, _INT64_MAX = (1 << 31) - 1, (1 << 63) - 1
+_INT32_MAX: Final = (1 << 31) - 1
+_INT64_MAX: Final = (1 << 63) - 1
 # Kafka's rule for topic names (`Topic.validate`): at most 249 of these characters.
-_TOPIC_NAME = re.compile(r"[a-zA-Z0-9._-]{1,249}")
+_TOPIC_NAME: Final = re.compile(r"[a-zA-Z0-9._-]{1,249}")
 
 
 def last_values(headers: HeaderList | None, names: frozenset[str]) -> dict[str, bytes | str | None]:
@@ -145,7 +147,7 @@ EVENT_TYPES: dict[type, str] = {
     DuRootCompleted: "COMPLETED",
     DuRootCommitted: "COMMITTED",
 }
-_EVENT_TYPE_NAMES = frozenset(EVENT_TYPES.values())
+_EVENT_TYPE_NAMES: Final = frozenset(EVENT_TYPES.values())
 
 
 @dataclass(frozen=True, slots=True)

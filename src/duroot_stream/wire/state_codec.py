@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from functools import cache
+from typing import Final
 
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
@@ -39,13 +40,14 @@ __all__ = [
 ]
 
 # The schemas the coders below implement (CRC-64-AVRO of the Parsing Canonical Form).
-STATE_FINGERPRINTS = {"WorkflowState": "e55fa2b1913d7e08", "StateMarker": "7652e190cd919953"}
+STATE_FINGERPRINTS: Final = {"WorkflowState": "e55fa2b1913d7e08", "StateMarker": "7652e190cd919953"}
 # The marker's key: never a workflow id (the decider takes only canonical UUID text).
-MARKER_KEY = b"~complete"
-_CODES = tuple(StateCode)
-_CODE_BYTES = {code: wlong(int(code), "code") for code in _CODES}  # written per commit
-_ULID, _TEXT = TAG[0], TAG[1]  # the branches of an id: 16 bytes, or text
-_ID = 16
+MARKER_KEY: Final = b"~complete"
+_CODES: Final = tuple(StateCode)
+_CODE_BYTES: Final = {code: wlong(int(code), "code") for code in _CODES}  # written per commit
+_ULID: Final = TAG[0]  # the branches of an id: 16 bytes, or text
+_TEXT: Final = TAG[1]
+_ID: Final = 16
 # A recent command as read: each id 16 bytes or text.
 _Entry = tuple[bytes | str, bytes | str]
 
