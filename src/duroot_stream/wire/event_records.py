@@ -70,39 +70,27 @@ def event_records(
             seq_low, seq_high = wlong(seq, "seq"), b""
         if type(p) is updated:  # the common case, one per path: its fields inline
             path, usage = p
-            encoded = path.encode()
-            value = b"".join(
-                (
-                    prefix,
-                    _length(len(vid)),
-                    vid,
-                    _length(len(parent)),
-                    parent,
-                    wf,
-                    seq_low,
-                    seq_high,
-                    cmd,
-                    TAG[1],
-                    _length(len(encoded)),
-                    encoded,
-                    wlong(usage, "DuUpdated.usage"),
-                )
+            text = path.encode()
+            tag, length, tail = TAG[1], _length(len(text)), wlong(usage, "DuUpdated.usage")
+        else:  # the payload written whole
+            tag, length, text, tail = write_event_payload(p), b"", b"", b""
+        value = b"".join(
+            (
+                prefix,
+                _length(len(vid)),
+                vid,
+                _length(len(parent)),
+                parent,
+                wf,
+                seq_low,
+                seq_high,
+                cmd,
+                tag,
+                length,
+                text,
+                tail,
             )
-        else:
-            value = b"".join(
-                (
-                    prefix,
-                    _length(len(vid)),
-                    vid,
-                    _length(len(parent)),
-                    parent,
-                    wf,
-                    seq_low,
-                    seq_high,
-                    cmd,
-                    write_event_payload(p),
-                )
-            )
+        )
         headers: list[tuple[str, bytes | None]] = [
             type_header,
             workflow_header,
