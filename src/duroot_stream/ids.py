@@ -12,15 +12,16 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
+from typing import Final
 
 from duroot_stream.domain import CROCKFORD_PAIRS, decode_ulid, encode_ulid
 
 __all__ = ["MonotonicUlids", "new_ulid", "now_ms"]
 
-_MAX = (1 << 128) - 1
-_RANDOM_BITS = 80
+_MAX: Final = (1 << 128) - 1
+_RANDOM_BITS: Final = 80
 # Event ids need uniqueness, not secrecy; SystemRandom would cost a syscall each.
-_random = random.Random()
+_random: Final = random.Random()
 
 
 def now_ms() -> int:
@@ -32,35 +33,44 @@ class MonotonicUlids:
     millisecond (so ids never go backwards), and above `floor` if the clock lags.
 
     Within a millisecond consecutive ids differ in the last character pair, so
-    the text of everything above the last 10 bits is kept and reused.
+    the text of everything above the last 10 bits is kept and reused, and the id
+    is held as that stem and the last 10 bits apart: the common case adds one to
+    a small number, not to a 128-bit one.
     """
 
     def __init__(self, clock: Callable[[], int] = now_ms) -> None:
         self._clock = clock  # milliseconds since the epoch; a test's own
         self._ms = -1
-        self._value = 0
-        self._stem = -1  # value >> 10 last encoded, and its 24 characters
+        self._stem = -1  # the last id >> 10, and its 24 characters
         self._stem_text = ""
+        self._low = 0  # the last id & 1023
 
     def __call__(self, floor: str) -> str:
         ms = self._clock()
         if ms > self._ms:
             self._ms = ms
             value = (ms << _RANDOM_BITS) | _random.getrandbits(_RANDOM_BITS)
-        else:
-            value = self._value + 1
-        if value >> 10 != self._stem:
-            self._stem, self._stem_text = value >> 10, encode_ulid(value)[:24]
-        text = self._stem_text + CROCKFORD_PAIRS[value & 1023]
+            self._stem_at(value)
+        elif self._low < 1023:  # the same millisecond: one more in the last pair
+            self._low += 1
+        else:  # the last pair rolls over into the stem
+            self._stem_at(((self._stem << 10) | self._low) + 1)
+        text = self._stem_text + CROCKFORD_PAIRS[self._low]
         if text <= floor:  # same length, upper case: text order is numeric order
             value = decode_ulid(floor) + 1
             if value > _MAX:
                 raise OverflowError("ULID space exhausted")
-            text = encode_ulid(value)
+            self._stem_at(value)
+            text = self._stem_text + CROCKFORD_PAIRS[self._low]
             # The next id goes on from here, not back to the clock, until it catches up.
             self._ms = max(self._ms, value >> _RANDOM_BITS)
-        self._value = value
         return text
+
+    def _stem_at(self, value: int) -> None:
+        """The last id is `value`: its stem (encoded if it changed) and last 10 bits."""
+        if value >> 10 != self._stem:
+            self._stem, self._stem_text = value >> 10, encode_ulid(value)[:24]
+        self._low = value & 1023
 
 
 def new_ulid() -> str:

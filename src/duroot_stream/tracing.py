@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 try:
     from opentelemetry import trace as _trace
@@ -42,14 +42,13 @@ __all__ = [
     "Carrier",
     "TraceHeaders",
     "carried",
-    "carrying",
     "enabled",
     "processing",
     "publishing",
 ]
 
-TRACEPARENT = "traceparent"
-TRACESTATE = "tracestate"
+TRACEPARENT: Final = "traceparent"
+TRACESTATE: Final = "tracestate"
 _NAMES = frozenset((TRACEPARENT, TRACESTATE))
 
 SEMCONV_SCHEMA_URL = "https://opentelemetry.io/schemas/1.27.0"
@@ -198,11 +197,6 @@ def _inject(otel: _OpenTelemetry) -> TraceHeaders:
     carrier: dict[str, str] = {}
     otel.propagator.inject(carrier)
     return _encode(carrier)
-
-
-def carrying() -> bool:
-    """Whether records produced now carry a command's trace context (`carried`)."""
-    return bool(_outgoing.get())
 
 
 def carried(headers: RecordHeaders | None) -> RecordHeaders | None:

@@ -85,12 +85,13 @@ def routes(
     return made, counted
 
 
-def asking(topic: str, partition: str, correlation: bytes) -> list[tuple[str, bytes | None]]:
-    return [
-        (REPLY_TOPIC, topic.encode()),
-        (REPLY_PARTITION, partition.encode()),
-        (CORRELATION_ID, correlation),
-    ]
+def asking(topic: str, partition: str, correlation: bytes) -> dict[str, bytes | str | None]:
+    """A command's route headers as the engine gives them (`wire.last_values`)."""
+    return {
+        REPLY_TOPIC: topic.encode(),
+        REPLY_PARTITION: partition.encode(),
+        CORRELATION_ID: correlation,
+    }
 
 
 def test_a_route_followed_before_is_followed_with_each_command_s_own_correlation_id() -> None:

@@ -21,6 +21,8 @@ from duroot_stream.domain import (
     EVENT_EPOCH,
     NO_VC,
     RETRY_NO_VC,
+    ULID_RE,
+    UUID_RE,
     AbortExpired,
     Append,
     Command,
@@ -46,10 +48,10 @@ from duroot_stream.wire import (
     Codec,
     CodecError,
     event_headers,
-    events_headers,
     parse_event_headers,
     schemas_dir,
 )
+from duroot_stream.wire.checks import is_ulid, is_uuid
 
 NS = "io.duroot.stream"
 LONGS = st.integers(-(2**63), 2**63 - 1)
@@ -294,10 +296,13 @@ def _chained(events: list[WorkflowEvent], chain: bool, same: bool) -> list[Workf
 def test_a_decision_s_events_encode_as_each_alone(
     batch: list[WorkflowEvent], chain: bool, same: bool, codec: Codec
 ) -> None:
-    """encode_events and events_headers (shared fields encoded once) = one at a time."""
+    """A decision's event records (shared fields encoded once) = each event alone: key,
+    value and headers."""
     batch = _chained(batch, chain, same)
-    assert codec.encode_events(batch) == [codec.encode_event(e, validate=False) for e in batch]
-    assert events_headers(batch) == [event_headers(e) for e in batch]
+    assert codec.event_records(batch, "t", 2) == [
+        ("t", 2, e.key.encode(), codec.encode_event(e, validate=False), event_headers(e))
+        for e in batch
+    ]
 
 
 @given(
@@ -322,3 +327,26 @@ def test_uuid_check_is_the_canonical_uuid_text(text: str) -> None:
     except CodecError:
         accepted = False
     assert accepted == canonical
+
+
+# Near misses: the right length and shape with one character out of place.
+_ID_TEXTS = st.one_of(
+    st.text(max_size=40),
+    ulids,
+    ulids.map(str.lower),
+    uuids,
+    uuids.map(str.upper),
+    st.builds(
+        lambda text, at, c: text[:at] + c + text[at + 1 :],
+        st.one_of(ulids, uuids),
+        st.integers(0, 35),
+        st.characters(),
+    ),
+)
+
+
+@given(text=_ID_TEXTS)
+def test_the_id_checks_are_the_domain_s_rules(text: str) -> None:
+    """The codec's checks without a regex accept exactly what ULID_RE and UUID_RE do."""
+    assert is_ulid(text) == (ULID_RE.fullmatch(text) is not None)
+    assert is_uuid(text) == (UUID_RE.fullmatch(text) is not None)

@@ -9,12 +9,13 @@ from pathlib import Path
 import pytest
 
 from duroot_stream.domain import DuRootCommitted, WorkflowEvent
-from duroot_stream.wire import CodecError
+from duroot_stream.wire import CodecError, event_headers
 from duroot_stream.wire.headers import (
     CORRELATION_ID,
     EVENT_TYPES,
     REPLY_PARTITION,
     REPLY_TOPIC,
+    ROUTE_HEADER_NAMES,
     DeadLetter,
     DeadLetterReason,
     EventHeaders,
@@ -22,7 +23,7 @@ from duroot_stream.wire.headers import (
     ReplyRoute,
     RouteError,
     dead_letter_headers,
-    event_headers,
+    last_values,
     parse_dead_letter,
     parse_event_headers,
     parse_reply_route,
@@ -115,6 +116,11 @@ def test_bad_event_header(name: str, value: bytes | None) -> None:
 # --- reply route ------------------------------------------------------------------
 
 
+def route_of(headers: HeaderList | None) -> ReplyRoute | RouteError:
+    """The route a record's headers ask for (the last value of each route header)."""
+    return parse_reply_route(last_values(headers, ROUTE_HEADER_NAMES))
+
+
 def test_reply_route_round_trip() -> None:
     headers = reply_route_headers("duroot.replies", 3, ID1)
     assert headers == [
@@ -122,18 +128,18 @@ def test_reply_route_round_trip() -> None:
         ("reply-partition", b"3"),
         ("correlation-id", ID1.encode()),
     ]
-    assert parse_reply_route(headers) == ReplyRoute("duroot.replies", 3, ID1.encode())
+    assert route_of(headers) == ReplyRoute("duroot.replies", 3, ID1.encode())
 
 
 def test_no_route_headers_is_the_replies_topic() -> None:
-    assert parse_reply_route(None) == ReplyRoute(None, None, None)
-    assert parse_reply_route([("traceparent", b"00-abc")]) == ReplyRoute(None, None, None)
+    assert route_of(None) == ReplyRoute(None, None, None)
+    assert route_of([("traceparent", b"00-abc")]) == ReplyRoute(None, None, None)
     only_correlation: HeaderList = [(CORRELATION_ID, b"corr-1")]
-    assert parse_reply_route(only_correlation) == ReplyRoute(None, None, b"corr-1")
+    assert route_of(only_correlation) == ReplyRoute(None, None, b"corr-1")
 
 
 def test_reply_route_defaults_and_repeats() -> None:
-    assert parse_reply_route([(REPLY_TOPIC, "mine")]) == ReplyRoute("mine", 0, None)
+    assert route_of([(REPLY_TOPIC, "mine")]) == ReplyRoute("mine", 0, None)
     repeated: HeaderList = [
         (REPLY_TOPIC, b"first"),
         (REPLY_PARTITION, b"1"),
@@ -141,7 +147,7 @@ def test_reply_route_defaults_and_repeats() -> None:
         (REPLY_PARTITION, b"2"),
         (CORRELATION_ID, b""),  # empty: no correlation id
     ]
-    assert parse_reply_route(repeated) == ReplyRoute("second", 2, None)
+    assert route_of(repeated) == ReplyRoute("second", 2, None)
 
 
 @pytest.mark.parametrize(
@@ -161,7 +167,7 @@ def test_reply_route_defaults_and_repeats() -> None:
     ],
 )
 def test_a_route_that_cannot_be_followed_says_why(headers: HeaderList, message: str) -> None:
-    route = parse_reply_route([*headers, (CORRELATION_ID, b"corr-1")])
+    route = route_of([*headers, (CORRELATION_ID, b"corr-1")])
     assert isinstance(route, RouteError)
     assert message in route.message
     assert route.correlation_id == b"corr-1"  # the sender can still be answered

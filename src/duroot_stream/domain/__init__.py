@@ -57,7 +57,7 @@ from .model import (
     event_key,
     new_tuple,
 )
-from .recent import RECENT_COMMANDS, binary_entries, pack_binary
+from .recent import RECENT_COMMANDS, binary_ids, pack_binary
 from .state import (
     WorkflowDeleted,
     WorkflowReplay,
@@ -110,7 +110,7 @@ __all__ = [
     "WorkflowIndexEvent",
     "WorkflowReplay",
     "WorkflowState",
-    "binary_entries",
+    "binary_ids",
     "decide",
     "decode_ulid",
     "encode_ulid",

@@ -194,7 +194,8 @@ def _init(state: WorkflowState, cmd: Init, emit: _Emitter) -> Decision:
 def _append(state: WorkflowState, cmd: Append, emit: _Emitter) -> Decision:
     match state.code:
         case StateCode.APPENDING | StateCode.INITIALIZED:
-            return emit.accept([new_tuple(DuUpdated, (p.path, p.usage)) for p in cmd.paths])
+            updated = DuUpdated  # a NamedTuple: read from the module once, not per path
+            return emit.accept([new_tuple(updated, (p.path, p.usage)) for p in cmd.paths])
         case _:
             return _conflict("Append", state)
 
@@ -302,12 +303,14 @@ class _Emitter:
         # A run of DuUpdated (an Append's paths) folds as its last event does (the
         # last vid and seq, one recent entry): one state per run, not per path.
         run_end: WorkflowEvent | None = None
+        # The NamedTuples read from the module once, not per event (each read a lookup).
+        event_type, updated = WorkflowEvent, DuUpdated
         for payload in payloads:
             event_id = _next_id(new_id, vid)
-            event = new_tuple(WorkflowEvent, (event_id, vid, workflow_id, seq, command_id, payload))
+            event = new_tuple(event_type, (event_id, vid, workflow_id, seq, command_id, payload))
             events.append(event)
-            vid, seq = event.event_id, seq + 1
-            if type(payload) is DuUpdated:
+            vid, seq = event_id, seq + 1
+            if type(payload) is updated:
                 run_end = event
             else:
                 after = evolve(after if run_end is None else evolve(after, run_end), event)

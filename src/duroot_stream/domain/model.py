@@ -15,17 +15,17 @@ from typing import Final, NamedTuple
 # Sentinel vids (26-character ULID text), as in nog's `events` package.
 # The one rule for id text, everywhere: a UUID in canonical (lower-case, hyphenated)
 # text, a ULID in canonical Crockford base32 (upper case, at most 2^128 - 1).
-CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-ULID_RE = re.compile(r"[0-7][0-9A-HJKMNP-TV-Z]{25}")
+CROCKFORD: Final = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+UUID_RE: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+ULID_RE: Final = re.compile(r"[0-7][0-9A-HJKMNP-TV-Z]{25}")
 
-EVENT_EPOCH = "00000000000000000000000000"  # the vid of an empty history
-NO_VC = "00000000000000000000000001"  # expected vid: no version check
-RETRY_NO_VC = "00000000000000000000000002"  # expected vid: no check; a retry
+EVENT_EPOCH: Final = "00000000000000000000000000"  # the vid of an empty history
+NO_VC: Final = "00000000000000000000000001"  # expected vid: no version check
+RETRY_NO_VC: Final = "00000000000000000000000002"  # expected vid: no check; a retry
 
-STATUS_CODE_OK = 0
-STATUS_CODE_EXPIRED = 104  # nog's StatusCodeExpired
-STATUS_MESSAGE_EXPIRED = "expired"
+STATUS_CODE_OK: Final = 0
+STATUS_CODE_EXPIRED: Final = 104  # nog's StatusCodeExpired
+STATUS_MESSAGE_EXPIRED: Final = "expired"
 
 
 class StateCode(IntEnum):
@@ -190,7 +190,7 @@ class WorkflowEvent(NamedTuple):
 
 # Make a DuUpdated or a WorkflowEvent from the tuple of its fields, where one is made per
 # path: tuple.__new__ is C, a NamedTuple's own __new__ a Python function (in either build).
-new_tuple = tuple.__new__
+new_tuple: Final = tuple.__new__
 
 
 def event_key(workflow_id: str, seq: int) -> str:

@@ -20,6 +20,8 @@ A binary form meeting an id that is not canonical turns to text for good.
 
 from __future__ import annotations
 
+from typing import Final
+
 from .ulid import ulid_bytes, ulid_text
 
 # How many command ids a workflow remembers for dedupe (step 1 of `decide`).
@@ -31,14 +33,14 @@ from .ulid import ulid_bytes, ulid_text
 # per workflow in memory, and the entries are rebuilt from the events'
 # `command_id`, so they survive a restart. Commands that emitted nothing
 # (no-ops, rejections) are not remembered; repeating them is harmless.
-RECENT_COMMANDS = 16
+RECENT_COMMANDS: Final = 16
 
 Packed = bytes | str
 EMPTY: Packed = b""
-EMPTY_BINARY = b""
-_ID = 16  # bytes of a ULID
-_OLDER = 2 * _ID  # an older entry: command and vid
-_KEPT = _ID + _OLDER * (RECENT_COMMANDS - 2)  # what stays when a new command comes
+EMPTY_BINARY: Final = b""
+_ID: Final = 16  # bytes of a ULID
+_OLDER: Final = 2 * _ID  # an older entry: command and vid
+_KEPT: Final = _ID + _OLDER * (RECENT_COMMANDS - 2)  # what stays when a new command comes
 
 
 def pack(entries: tuple[tuple[str, str], ...], head: str) -> Packed:
@@ -70,21 +72,20 @@ def unpack(packed: Packed, head: str) -> tuple[tuple[str, str], ...]:
     return tuple(reversed(out))
 
 
-def binary_entries(packed: bytes) -> list[tuple[bytes, bytes | None]]:
-    """The binary form's `(command_id, vid)` pairs as 16-byte ids, oldest first; the
-    newest entry's vid is None: it is the head."""
-    out: list[tuple[bytes, bytes | None]] = []
+def binary_ids(packed: bytes, head: bytes) -> list[bytes]:
+    """The binary form's ids as 16 bytes each, oldest entry first, each command id
+    before its vid; the newest entry's vid is `head` (the workflow's vid, 16 bytes)."""
+    out: list[bytes] = []
+    for at in range(len(packed) - _OLDER, 0, -_OLDER):
+        out += (packed[at : at + _ID], packed[at + _ID : at + _OLDER])
     if packed:
-        out.append((packed[:_ID], None))
-    for at in range(_ID, len(packed), _OLDER):
-        out.append((packed[at : at + _ID], packed[at + _ID : at + _OLDER]))
-    out.reverse()
+        out += (packed[:_ID], head)
     return out
 
 
 def pack_binary(entries: list[tuple[bytes, bytes]]) -> bytes:
     """The binary form of 16-byte `(command_id, vid)` pairs, oldest first, the newest
-    vid being the head (`binary_entries` undone)."""
+    vid being the head (`binary_ids` undone)."""
     if len(entries) > RECENT_COMMANDS:
         raise ValueError(f"more than {RECENT_COMMANDS} recent commands")
     if any(len(c) != _ID or len(v) != _ID for c, v in entries):

@@ -160,7 +160,7 @@ class WorkflowDeleted:
 
 
 # Rule 1 (docs/contract.md, "The state machine"): the state code after each event type.
-CODE_AFTER: dict[type[EventPayload], StateCode] = {
+CODE_AFTER: Final[dict[type[EventPayload], StateCode]] = {
     DuRootStarted: StateCode.INITIALIZED,
     DuUpdated: StateCode.APPENDING,
     DuRootCompleted: StateCode.COMPLETED,

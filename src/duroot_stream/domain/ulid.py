@@ -8,25 +8,26 @@ either case, as the ULID spec asks of decoders.
 from __future__ import annotations
 
 import re
+from typing import Final
 
 from .model import CROCKFORD, ULID_RE
 
 # The two characters of every 10-bit value: a ULID is 13 of them (130 bits,
 # the first two always zero), so encoding is 13 lookups rather than 26.
-CROCKFORD_PAIRS: tuple[str, ...] = tuple(a + b for a in CROCKFORD for b in CROCKFORD)
+CROCKFORD_PAIRS: Final[tuple[str, ...]] = tuple(a + b for a in CROCKFORD for b in CROCKFORD)
 
 # Reading: check the text once, then let `int(_, 32)` do the arithmetic in C
 # on the text translated to Python's base-32 digits (0-9, a-v). ASCII only:
 # with IGNORECASE alone, "K" would also match the Kelvin sign.
-_ANY_CASE = re.compile(ULID_RE.pattern, re.IGNORECASE | re.ASCII)
-_BASE32 = "0123456789abcdefghijklmnopqrstuv"
-_TO_BASE32 = str.maketrans(CROCKFORD + CROCKFORD.lower(), _BASE32 + _BASE32)
+_ANY_CASE: Final = re.compile(ULID_RE.pattern, re.IGNORECASE | re.ASCII)
+_BASE32: Final = "0123456789abcdefghijklmnopqrstuv"
+_TO_BASE32: Final = str.maketrans(CROCKFORD + CROCKFORD.lower(), _BASE32 + _BASE32)
 
 
 # Canonical text only, for ulid_bytes: a table of the 256 bytes, the Crockford characters
 # to their base-32 digits and every other byte to "!", which `int` refuses (it would take
 # "_", a space, a sign, or "I" as a digit). A bytes table: no dictionary look-up a character.
-_STRICT = bytes(
+_STRICT: Final = bytes(
     [ord(_BASE32[CROCKFORD.index(chr(b))]) if chr(b) in CROCKFORD else ord("!") for b in range(256)]
 )
 

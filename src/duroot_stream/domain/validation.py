@@ -3,11 +3,13 @@ A problem is the text of an `INVALID_ARGUMENT` rejection."""
 
 from __future__ import annotations
 
+from typing import Final
+
 from .model import UUID_RE, Append, CommandBody, Fail, Init
 
-_NIL_UUID = "00000000-0000-0000-0000-000000000000"
-_AVRO_INT_MAX = 2**31 - 1
-_AVRO_LONG_MAX = 2**63 - 1
+_NIL_UUID: Final = "00000000-0000-0000-0000-000000000000"
+_AVRO_INT_MAX: Final = 2**31 - 1
+_AVRO_LONG_MAX: Final = 2**63 - 1
 
 
 def argument_problem(body: CommandBody) -> str | None:

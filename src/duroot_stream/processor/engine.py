@@ -14,16 +14,15 @@ dead-lettered.
 from __future__ import annotations
 
 import logging
-import traceback
+import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Final
 
 from duroot_stream import tracing
 from duroot_stream.domain import (
     Accepted,
     Command,
     Decision,
-    ErrorCode,
     IdSource,
     Rejected,
     Reply,
@@ -33,43 +32,37 @@ from duroot_stream.domain import (
     reply_for,
 )
 from duroot_stream.ids import MonotonicUlids
-from duroot_stream.kafka import ConsumedRecord, Headers, headers, position
+from duroot_stream.kafka import ConsumedRecord, position
 from duroot_stream.metrics import ProcessorMetrics
 from duroot_stream.wire import (
+    ROUTE_HEADER_NAMES,
+    TRACE_HEADER_NAMES,
     Codec,
     CodecError,
     DeadLetter,
     DeadLetterReason,
+    HeaderList,
     RouteError,
     RouteProblem,
     Topics,
-    copyable_headers,
-    dead_letter_headers,
-    events_headers,
+    carrier_of,
+    last_values,
     partition_for,
-    trace_carrier,
 )
 
 from .batch import Batches, Record
 from .collection import hold_collection, release_collection
+from .dead_letter import Refused, dead_letter_record, internal_error
 from .faults import AbortNeeded, ProcessorFatal, RecordRefused
 from .routes import ReplyRoutes, Route
-from .settings import DEAD_LETTER_MAX_BYTES, MAX_COMMAND_BYTES
+from .settings import MAX_COMMAND_BYTES
 from .workflows import Workflows
 
 log = logging.getLogger("duroot.processor")
 
 Decide = Callable[[WorkflowState, Command, IdSource], Decision]
-
-
-class _Refused(Exception):
-    """This record cannot be applied: its command is refused (`rejected`) and the
-    record dead-lettered with `reason`."""
-
-    def __init__(self, reason: DeadLetterReason, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.rejected = Rejected(ErrorCode.MALFORMED, message)
+# What the engine reads of a command's headers, picked in one pass.
+_PICKED: Final = ROUTE_HEADER_NAMES | TRACE_HEADER_NAMES
 
 
 class CommandHandler:
@@ -102,9 +95,10 @@ class CommandHandler:
         self._decide = decide
         self._group = group
         self._recording = False  # tracing.recording(), checked once per transaction
+        self._held = False  # handle_all holds the garbage collector for its records
         # (partition, offset) -> why: commands whose records Kafka refused part-way;
         # the redone transaction dead-letters them. Small: one entry per such command.
-        self.poisoned: dict[tuple[int, int], _Refused] = {}
+        self.poisoned: dict[tuple[int, int], Refused] = {}
         self._tracebacks: set[tuple[str, str, int | None]] = set()
 
     def handle_all(
@@ -117,6 +111,8 @@ class CommandHandler:
         of a partition not restored (paused: it should not come) is rewound to, too."""
         handle, restored = self.handle, self._workflows.by_partition
         unrestored: dict[int, int] = {}  # partition -> first offset not handled
+        hold_collection()  # once for the records, not per record (see `handle`)
+        self._held = True
         try:
             for message in messages:
                 error = message.error()
@@ -135,6 +131,9 @@ class CommandHandler:
                 if partition is not None and offset is not None and message.error() is None:
                     first.setdefault(partition, offset)  # the earliest, per partition
             raise
+        finally:
+            self._held = False
+            release_collection()
         if unrestored:
             self._batches.rewind(unrestored, "commands of partitions not restored yet")
 
@@ -149,42 +148,61 @@ class CommandHandler:
         batch.next_offsets[partition] = offset + 1
         batch.commands += 1
         try:
-            record_headers = headers(message)  # read once: for the trace and the route
+            # Read once, as librdkafka gives them (a value may be str or bytes: the
+            # readers take both); of them the route and trace headers picked in one pass.
+            raw = message.headers()
+            record_headers: HeaderList = (
+                () if raw is None else list(raw.items()) if isinstance(raw, dict) else raw
+            )
+            picked = last_values(record_headers, _PICKED)
         except Exception as exc:
             route = self.routes.rejected(
                 RouteError(f"headers not readable: {exc}", None), partition, offset, "(unreadable)"
             )
-            self._dead_letter(message, [], route, _Refused(DeadLetterReason.BAD_HEADERS, str(exc)))
+            self._dead_letter(message, [], route, Refused(DeadLetterReason.BAD_HEADERS, str(exc)))
             return
-        carrier = trace_carrier(record_headers)
+        carrier = carrier_of(picked)
         # The cyclic garbage collector waits until the command is handled: an Append
         # of 10,000 paths makes about 100,000 containers (events, headers, records),
         # none cyclic, and collections among them took a third of its time.
-        hold_collection()
+        held = self._held  # by handle_all already, for all its records
+        if not held:
+            hold_collection()
         try:
             if not carrier and not self._recording:  # no span, no trace headers to carry
-                self._handle(message, record_headers, partition, offset)
+                self._handle(message, record_headers, picked, partition, offset)
                 return
-            with tracing.processing(message, carrier, self._group):
-                self._handle(message, record_headers, partition, offset)
+            self._batches.carrying = True
+            try:
+                with tracing.processing(message, carrier, self._group):
+                    self._handle(message, record_headers, picked, partition, offset)
+            finally:
+                self._batches.carrying = False
         finally:
-            release_collection()
+            if not held:
+                release_collection()
 
     def _handle(
-        self, message: ConsumedRecord, record_headers: Headers, partition: int, offset: int
+        self,
+        message: ConsumedRecord,
+        record_headers: HeaderList,
+        picked: dict[str, bytes | str | None],
+        partition: int,
+        offset: int,
     ) -> None:
         batch = self._batches.batch
-        route = self.routes.route(record_headers, partition, offset)
+        route = self.routes.route(picked, partition, offset)
         produced = batch.produced
         try:
-            poisoned = self.poisoned.get((partition, offset))
-            if poisoned is not None:
-                raise poisoned
+            if self.poisoned:  # (rare) a command Kafka refused part-way, redone
+                poisoned = self.poisoned.get((partition, offset))
+                if poisoned is not None:
+                    raise poisoned
             self._apply_record(message, partition, route)
         except (AbortNeeded, ProcessorFatal):
             raise
         except Exception as exc:
-            refused = exc if isinstance(exc, _Refused) else self._internal_error(exc)
+            refused = exc if isinstance(exc, Refused) else internal_error(exc, self._tracebacks)
             if batch.produced != produced:  # some of its records are in the transaction
                 self.poisoned[(partition, offset)] = refused
                 raise AbortNeeded(
@@ -195,14 +213,14 @@ class CommandHandler:
     def _apply_record(self, message: ConsumedRecord, partition: int, route: Route) -> None:
         value = message.value() or b""
         if len(value) > MAX_COMMAND_BYTES:
-            raise _Refused(
+            raise Refused(
                 DeadLetterReason.TOO_LARGE,
                 f"command of {len(value)} bytes, more than {MAX_COMMAND_BYTES}",
             )
         try:
             command = self._codec.decode_command(value)
         except CodecError as exc:
-            raise _Refused(DeadLetterReason.UNDECODABLE, str(exc)) from None
+            raise Refused(DeadLetterReason.UNDECODABLE, str(exc)) from None
         workflows = self._workflows.of(partition)
         # A workflow with state here was routed here before; murmur2 (pure Python,
         # ~10 us) only for the others.
@@ -215,7 +233,7 @@ class CommandHandler:
             self._batches.batch.misrouted = (
                 True  # checked at commit: did the partition count change?
             )
-            raise _Refused(
+            raise Refused(
                 DeadLetterReason.MISROUTED,
                 f"command for workflow {command.workflow_id} arrived on partition {partition}, "
                 f"but murmur2 partitioning puts it on {expected}: produce with the workflow id "
@@ -223,7 +241,7 @@ class CommandHandler:
             )
         key = message.key()
         if key != command.workflow_id.encode():
-            raise _Refused(
+            raise Refused(
                 DeadLetterReason.BAD_KEY,
                 f"record key {_show(key)} is not the command's workflow id {command.workflow_id}",
             )
@@ -250,10 +268,12 @@ class CommandHandler:
             records = self._effects(partition, decision)
         encoded_reply = None if route is None else self._codec.encode_reply(reply, validate=False)
         batches = self._batches
+        started = time.perf_counter()  # one timer for the command's records, not one per record
         if records:
             batches.produce(records)
         if route is not None and encoded_reply is not None:
             self._send_reply(route, command.command_id.encode(), encoded_reply)
+        batches.batch.producing += time.perf_counter() - started
         count = batches.count
         match decision:
             case Rejected(code=code):
@@ -270,13 +290,8 @@ class CommandHandler:
     def _effects(self, partition: int, decision: Accepted) -> list[Record]:
         # Events, index events and replies are made from a decoded (so checked)
         # command and this processor's ULIDs: encoded without checking the ids again.
-        codec, events_topic, events = self._codec, self._events_topic, decision.events
-        records: list[Record] = [
-            (events_topic, partition, event.key.encode(), value, event_headers)
-            for event, value, event_headers in zip(
-                events, codec.encode_events(events), events_headers(events), strict=True
-            )
-        ]
+        codec, events_topic = self._codec, self._events_topic
+        records: list[Record] = list(codec.event_records(decision.events, events_topic, partition))
         records.extend(
             (events_topic, partition, k.encode(), None, None) for k in decision.deleted_keys
         )
@@ -299,13 +314,16 @@ class CommandHandler:
         return records
 
     def _count_effects(self, decision: Accepted) -> None:
-        count, metrics = self._batches.count, self._metrics
-        by_type: dict[str, int] = {}  # an Append's events are one type: counted once
-        for event in decision.events:
-            name = type(event.payload).__name__
-            by_type[name] = by_type.get(name, 0) + 1
-        for name, n in by_type.items():
-            count(metrics.events, name, amount=n)
+        count, metrics, events = self._batches.count, self._metrics, decision.events
+        if len(events) == 1:  # the common case (an Append of one path)
+            count(metrics.events, type(events[0].payload).__name__)
+        else:
+            by_type: dict[str, int] = {}  # an Append's events are one type: counted once
+            for event in events:
+                name = type(event.payload).__name__
+                by_type[name] = by_type.get(name, 0) + 1
+            for name, n in by_type.items():
+                count(metrics.events, name, amount=n)
         if decision.deleted_keys:
             count(metrics.tombstones, "events", amount=len(decision.deleted_keys))
         for index_event in decision.index_events:
@@ -331,21 +349,8 @@ class CommandHandler:
             default = self.routes.rejected(problem, -1, -1, route.topic)
             produce(default.topic, default.partition, key, value, default.headers())
 
-    def _internal_error(self, exc: Exception) -> _Refused:
-        """A bug met by one record: its traceback logged once per place, reason internal-error."""
-        frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
-        where = (
-            type(exc).__name__,
-            frame.filename if frame else "",
-            frame.lineno if frame else None,
-        )
-        if where not in self._tracebacks:
-            self._tracebacks.add(where)
-            log.error("internal error on a command (dead-lettered)", exc_info=exc)
-        return _Refused(DeadLetterReason.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
-
     def _dead_letter(
-        self, message: ConsumedRecord, original: Headers, route: Route, refused: _Refused
+        self, message: ConsumedRecord, original: HeaderList, route: Route, refused: Refused
     ) -> None:
         """Keep the record in the dead-letter topic; answer its refusal at `route`."""
         partition, offset = position(message)
@@ -360,42 +365,22 @@ class CommandHandler:
                 "offset": offset,
             },
         )
-        key, value = message.key(), message.value()
-        kept: Headers = copyable_headers(original)
         letter = DeadLetter(reason, error[:10_000], message.topic() or "", partition, offset)
-        added: Headers = list(dead_letter_headers(letter))
-        if _size(key, value, kept + added) > DEAD_LETTER_MAX_BYTES or len(kept) != len(original):
-            # Too big to produce (failing would stop us on every restart), or headers
-            # that cannot be produced: cut; the whole record stays at dlq-partition/offset.
-            whole = _size(key, value, original)
-            added = list(dead_letter_headers(_truncated(letter, f"{whole} bytes")))
-            kept = []
-            key = key[:1024] if key else key
-            room = max(0, DEAD_LETTER_MAX_BYTES - _size(key, None, added))
-            value = value[:room] if value else value
+        key, value, letter_headers = dead_letter_record(
+            message.key(), message.value(), original, letter
+        )
         batches = self._batches
-        batches.produce_one(self._dlq_topic, 0, key, value, [*kept, *added])
+        started = time.perf_counter()
+        batches.produce_one(self._dlq_topic, 0, key, value, letter_headers)
         batches.count(self._metrics.dead_letters, reason.value)
         batches.count(self._metrics.commands, "unknown", "malformed")
         if route.awaited:  # someone waits for an answer (the command id is not known)
             reply = Reply(None, None, False, None, rejected.code, error[:1000])
             self._send_reply(route, None, self._codec.encode_reply(reply, validate=False))
-
-
-def _truncated(letter: DeadLetter, truncated: str) -> DeadLetter:
-    return DeadLetter(
-        letter.reason, letter.error, letter.topic, letter.partition, letter.offset, truncated
-    )
+        batches.batch.producing += time.perf_counter() - started
 
 
 def _show(key: bytes | None) -> str:
     if key is None:
         return "(none)"
     return repr(key[:60]) + ("..." if len(key) > 60 else "")
-
-
-def _size(key: bytes | None, value: bytes | None, record_headers: Headers) -> int:
-    """Bytes of a record's key, value and headers."""
-    return (
-        len(key or b"") + len(value or b"") + sum(len(k) + len(v or b"") for k, v in record_headers)
-    )

@@ -22,11 +22,12 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable
-from typing import NamedTuple
+from collections.abc import Callable, Mapping
+from typing import Final, NamedTuple
 
 from confluent_kafka import Consumer, KafkaException
 
+from duroot_stream.domain import new_tuple
 from duroot_stream.metrics import ProcessorMetrics
 from duroot_stream.wire import (
     CORRELATION_ID,
@@ -34,7 +35,6 @@ from duroot_stream.wire import (
     REPLY_PARTITION,
     REPLY_ROUTE_ERROR,
     REPLY_TOPIC,
-    HeaderList,
     ReplyRoute,
     RouteError,
     RouteProblem,
@@ -45,20 +45,19 @@ from duroot_stream.wire import (
 
 log = logging.getLogger("duroot.processor")
 
-ANY_PARTITION = -1  # produce: let the partitioner (murmur2_random) pick by key
-METADATA_MAX_AGE_S = 60.0  # known counts are listed again after this long
-MISSED_S = 1.0  # a topic a listing did not show is refused this long without asking
+ANY_PARTITION: Final = -1  # produce: let the partitioner (murmur2_random) pick by key
+METADATA_MAX_AGE_S: Final = 60.0  # known counts are listed again after this long
+MISSED_S: Final = 1.0  # a topic a listing did not show is refused this long without asking
 # Listings for routes that miss, over all topics, after a burst. A listing waits
 # behind the consumer's parked fetch (fetch.wait.max.ms, 500 ms), in the batch:
 # a flood of names spends at most about half the processor's time on them.
-LISTINGS_PER_S = 1.0
-LISTING_BURST = 5
-LISTING_TIMEOUT_S = 5.0  # a listing blocks the batch: refuse the route rather than wait
-ROUTE_LOG_S = 60.0  # one warning per topic this often
-LOG_KEYS = 1_000  # topics remembered for the log limit (a flood of names stays bounded)
-_ROUTE_HEADERS = frozenset((REPLY_TOPIC, REPLY_PARTITION, CORRELATION_ID))
+LISTINGS_PER_S: Final = 1.0
+LISTING_BURST: Final = 5
+LISTING_TIMEOUT_S: Final = 5.0  # a listing blocks the batch: refuse the route rather than wait
+ROUTE_LOG_S: Final = 60.0  # one warning per topic this often
+LOG_KEYS: Final = 1_000  # topics remembered for the log limit (a flood of names stays bounded)
 # The old metric counted by header: kept, for the route errors a header's value causes.
-_HEADER_PROBLEMS = frozenset(
+_HEADER_PROBLEMS: Final = frozenset(
     (
         RouteProblem.BAD_HEADER,
         RouteProblem.PARTITION_WITHOUT_TOPIC,
@@ -75,7 +74,8 @@ def default_reply_topics(topics: Topics) -> str:
 class Route(NamedTuple):
     """Where a reply is produced: topic, partition (ANY_PARTITION: by key), the
     correlation id echoed, and why the route asked for was not followed. A
-    NamedTuple: one per command (a frozen dataclass costs twice as much to make)."""
+    NamedTuple: one per command (a frozen dataclass costs twice as much to make),
+    made from a tuple where it is hot (`new_tuple`: its own `__new__` is Python)."""
 
     topic: str
     partition: int
@@ -122,24 +122,25 @@ class ReplyRoutes:
         # checked against the metadata of `_listed` (cleared when it is read
         # again): a client's commands all ask for the same one.
         self._followed: dict[tuple[object, object], tuple[str, int]] = {}
+        self._keyed = Route(self._replies, ANY_PARTITION, None, awaited=False)  # no route asked
 
-    def route(self, headers: HeaderList, partition: int, offset: int) -> Route:
-        """The route of a command's reply (at `partition`/`offset`); never raises."""
-        found = {key: raw for key, raw in headers if key in _ROUTE_HEADERS}
-        if found:
-            asked_before = (found.get(REPLY_TOPIC), found.get(REPLY_PARTITION))
-            followed = self._followed.get(asked_before)
-            if followed is not None and self._clock() - self._listed <= METADATA_MAX_AGE_S:
-                raw = found.get(CORRELATION_ID)
-                correlation_id = (raw.encode() if isinstance(raw, str) else raw) or None
-                if correlation_id is None or len(correlation_id) <= MAX_CORRELATION_ID_BYTES:
-                    return Route(followed[0], followed[1], correlation_id)
-        asked = parse_reply_route(headers)
+    def route(self, found: Mapping[str, bytes | str | None], partition: int, offset: int) -> Route:
+        """The route of a command's reply (at `partition`/`offset`), given the last value
+        of each of its route headers (`wire.last_values`: headers of other names may
+        be there too); never raises."""
+        # Only routes with a reply-topic are cached: (None, ...) is never found.
+        followed = self._followed.get((found.get(REPLY_TOPIC), found.get(REPLY_PARTITION)))
+        if followed is not None and self._clock() - self._listed <= METADATA_MAX_AGE_S:
+            raw = found.get(CORRELATION_ID)
+            correlation_id = (raw.encode() if isinstance(raw, str) else raw) or None
+            if correlation_id is None or len(correlation_id) <= MAX_CORRELATION_ID_BYTES:
+                return new_tuple(Route, (followed[0], followed[1], correlation_id, None, True))
+        asked = parse_reply_route(found)
         if isinstance(asked, RouteError):
-            return self.rejected(asked, partition, offset, _shown_topic(headers))
+            return self.rejected(asked, partition, offset, _shown_topic(found))
         if asked.topic is None:
             if asked.correlation_id is None:  # keyed by command id
-                return Route(self._replies, ANY_PARTITION, None, awaited=False)
+                return self._keyed
             return Route(
                 self._replies,
                 partition_for(asked.correlation_id, self._replies_partitions),
@@ -274,9 +275,9 @@ class ReplyRoutes:
         self._unlogged = 0
 
 
-def _shown_topic(headers: HeaderList) -> str:
+def _shown_topic(found: Mapping[str, bytes | str | None]) -> str:
     """The reply-topic header as a log key (cut: a flood of huge values stays small)."""
-    raw = next((v for k, v in reversed(list(headers)) if k == REPLY_TOPIC), None)
+    raw = found.get(REPLY_TOPIC)
     if isinstance(raw, str):
         return raw[:250]
     return repr(raw[:250]) if raw is not None else "(none)"

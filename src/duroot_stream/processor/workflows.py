@@ -25,7 +25,10 @@ class Workflows:
         self.snapshots: dict[int, Snapshot] = {}
 
     def of(self, partition: int) -> dict[str, WorkflowState]:
-        return self.by_partition.setdefault(partition, {})
+        workflows = self.by_partition.get(partition)  # per command: no dict made to find it
+        if workflows is None:
+            workflows = self.by_partition[partition] = {}
+        return workflows
 
     def replace(
         self,

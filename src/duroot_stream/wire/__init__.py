@@ -3,6 +3,7 @@
 from .avro_readers import EventFacts
 from .codec import Codec
 from .codec_error import CodecError
+from .event_records import EventRecord, event_headers
 from .headers import (
     COMMAND_ID,
     CORRELATION_ID,
@@ -21,6 +22,7 @@ from .headers import (
     REPLY_PARTITION,
     REPLY_ROUTE_ERROR,
     REPLY_TOPIC,
+    ROUTE_HEADER_NAMES,
     SEQ,
     VID,
     WORKFLOW_ID,
@@ -33,8 +35,7 @@ from .headers import (
     RouteProblem,
     copyable_headers,
     dead_letter_headers,
-    event_headers,
-    events_headers,
+    last_values,
     parse_dead_letter,
     parse_event_headers,
     parse_reply_route,
@@ -68,7 +69,7 @@ from .topics import (
     TopicRole,
     Topics,
 )
-from .trace import TRACESTATE_MAX_BYTES, trace_carrier
+from .trace import TRACE_HEADER_NAMES, TRACESTATE_MAX_BYTES, carrier_of, trace_carrier
 
 __all__ = [
     "COMMAND_ID",
@@ -91,8 +92,10 @@ __all__ = [
     "REPLY_PARTITION",
     "REPLY_ROUTE_ERROR",
     "REPLY_TOPIC",
+    "ROUTE_HEADER_NAMES",
     "SEQ",
     "TRACESTATE_MAX_BYTES",
+    "TRACE_HEADER_NAMES",
     "VID",
     "WORKFLOW_ID",
     "Codec",
@@ -102,6 +105,7 @@ __all__ = [
     "EventFacts",
     "EventHeaders",
     "EventKey",
+    "EventRecord",
     "HeaderList",
     "Partitioning",
     "Replication",
@@ -113,6 +117,7 @@ __all__ = [
     "TopicCheckError",
     "TopicRole",
     "Topics",
+    "carrier_of",
     "check_partitions",
     "check_topics",
     "copyable_headers",
@@ -123,7 +128,7 @@ __all__ = [
     "encode_marker",
     "encode_state",
     "event_headers",
-    "events_headers",
+    "last_values",
     "murmur2",
     "parse_dead_letter",
     "parse_event_headers",

@@ -1,13 +1,13 @@
-"""The hand-written Avro coders: one writer (here) and one reader (`avro_readers.py`)
-per top-level record,
-each implementing exactly the current schema in `schemas/` (pinned by its
-fingerprint in `schemas.CODED_FINGERPRINTS`; the tests check every coder byte
-for byte against fastavro).
+"""The hand-written Avro coders: one writer (here; an event's in `event_records.py`)
+and one reader (`avro_readers.py`) per top-level record, each implementing
+exactly the current schema in `schemas/` (pinned by its fingerprint in
+`schemas.CODED_FINGERPRINTS`; the tests check every coder byte for byte against
+fastavro).
 
 They exist because encoding and decoding run per command in the processor's
 hot path: on an `Append` event, fastavro's `schemaless_writer` (parsed schema,
 tuple-notation union, dict built by hand) takes about 3 times as long as
-`write_event`, and its reader returns dicts that still have to become model
+`event_records`, and its reader returns dicts that still have to become model
 values.
 
 Writers take the framing prefix and a model value and return the message.
@@ -18,7 +18,7 @@ converted: `issued_at` is milliseconds as an int, as in the domain model.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from typing import Final
 
 from duroot_stream.domain import (
     AbortExpired,
@@ -29,7 +29,6 @@ from duroot_stream.domain import (
     DuRootCommitted,
     DuRootCompleted,
     DuRootStarted,
-    DuUpdated,
     End,
     ErrorCode,
     Fail,
@@ -39,12 +38,10 @@ from duroot_stream.domain import (
     Init,
     PathUsage,
     Reply,
-    WorkflowEvent,
     WorkflowIndexEvent,
 )
 
 from .binary import (
-    BYTE,
     END,
     NULL,
     TAG,
@@ -57,8 +54,7 @@ from .codec_error import CodecError
 
 __all__ = [
     "write_command",
-    "write_event",
-    "write_events",
+    "write_event_payload",
     "write_index_event",
     "write_reply",
 ]
@@ -111,52 +107,7 @@ def _write_paths(paths: tuple[PathUsage, ...]) -> bytes:
     return b"".join(parts)
 
 
-def write_event(prefix: bytes, e: WorkflowEvent) -> bytes:
-    return write_events(prefix, (e,))[0]
-
-
-def write_events(prefix: bytes, events: Sequence[WorkflowEvent]) -> list[bytes]:
-    """Each event as `write_event` writes it; what one decision's events share (workflow
-    id, command id, the parent = the previous event id) is encoded once."""
-    out: list[bytes] = []
-    workflow_id: str | None = None
-    command_id: str | None = None
-    wf = cmd = previous = b""
-    previous_id: str | None = None
-    # Unpacked: the tuple's fields at once, cheaper than six attribute reads.
-    for event_id, parent_id, event_workflow, seq, event_command, p in events:
-        if event_workflow != workflow_id or event_command != command_id:
-            workflow_id, command_id = event_workflow, event_command
-            wf, cmd = wstr(workflow_id), wstr(command_id)
-        parent = previous if parent_id == previous_id else wstr(parent_id)
-        previous, previous_id = wstr(event_id), event_id
-        if type(p) is DuUpdated:  # the common case, one per path: its fields inline
-            path, usage = p
-            encoded = path.encode()
-            n = len(encoded)
-            out.append(
-                b"".join(
-                    (
-                        prefix,
-                        previous,
-                        parent,
-                        wf,
-                        wlong(seq, "seq"),
-                        cmd,
-                        TAG[1],
-                        BYTE[n << 1] if n < 64 else wlong(n, "string length"),
-                        encoded,
-                        wlong(usage, "DuUpdated.usage"),
-                    )
-                )
-            )
-        else:
-            body = (prefix, previous, parent, wf, wlong(seq, "seq"), cmd, _payload(p))
-            out.append(b"".join(body))
-    return out
-
-
-def _payload(p: object) -> bytes:
+def write_event_payload(p: object) -> bytes:
     """The `payload` union of a WorkflowEvent (its last field), but DuUpdated."""
     match p:
         case DuRootStarted():
@@ -194,7 +145,7 @@ def write_index_event(prefix: bytes, e: WorkflowIndexEvent) -> bytes:
 
 
 # The ErrorCode enum's symbols in schema order (pinned by the fingerprint).
-_ERROR_SYMBOLS = (
+_ERROR_SYMBOLS: Final = (
     "CONFLICT_INIT",
     "CONFLICT_STATE",
     "CONFLICT_STATE_ADVANCED",
@@ -205,8 +156,8 @@ _ERROR_SYMBOLS = (
     "MALFORMED",
 )
 # The ErrorCode of each enum index of the schema (the reader maps back by it).
-ERROR_BY_INDEX = tuple(ErrorCode[s] for s in _ERROR_SYMBOLS)
-_ERROR_INDEX = {code: TAG[1] + wlong(i, "") for i, code in enumerate(ERROR_BY_INDEX)}
+ERROR_BY_INDEX: Final = tuple(ErrorCode[s] for s in _ERROR_SYMBOLS)
+_ERROR_INDEX: Final = {code: TAG[1] + wlong(i, "") for i, code in enumerate(ERROR_BY_INDEX)}
 
 
 def write_reply(prefix: bytes, r: Reply) -> bytes:

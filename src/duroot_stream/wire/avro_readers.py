@@ -9,6 +9,7 @@ is milliseconds as an int, as in the domain model.
 from __future__ import annotations
 
 import sys
+from typing import Final
 
 from duroot_stream.domain import (
     AbortExpired,
@@ -57,8 +58,12 @@ __all__ = [
 ]
 
 # Bodies without fields: one shared instance each (they are frozen).
-_COMMIT, _ABORT_EXPIRED, _END_CMD, _DELETE = Commit(), AbortExpired(), End(), Delete()
-_COMMITTED, _INDEX_DELETED = DuRootCommitted(), IndexDeleted()
+_COMMIT: Final = Commit()
+_ABORT_EXPIRED: Final = AbortExpired()
+_END_CMD: Final = End()
+_DELETE: Final = Delete()
+_COMMITTED: Final = DuRootCommitted()
+_INDEX_DELETED: Final = IndexDeleted()
 
 
 def read_command(buf: bytes, pos: int) -> tuple[Command, int]:
@@ -160,7 +165,8 @@ _PAYLOAD_TYPES: tuple[type[EventPayload], ...] = (
 
 
 # Avro string lengths (zig-zag varints, one byte each) of a ULID and a UUID text.
-_ULID_LEN, _UUID_LEN = 26 << 1, 36 << 1
+_ULID_LEN: Final = 26 << 1
+_UUID_LEN: Final = 36 << 1
 
 
 def read_event_facts(buf: bytes, pos: int) -> EventFacts:

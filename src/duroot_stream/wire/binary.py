@@ -7,6 +7,8 @@ Writers return bytes. Readers take the buffer and a position and return
 
 from __future__ import annotations
 
+from typing import Final
+
 from .codec_error import CodecError
 
 __all__ = [
@@ -29,12 +31,14 @@ __all__ = [
     "wstr",
 ]
 
-BYTE = tuple(bytes((i,)) for i in range(256))
-TAG = tuple(BYTE[i << 1] for i in range(8))  # union branch i / array count i
-NULL = TAG[0]  # union branch 0 ("null")
-END = b"\x00"  # end of an array's blocks
-LONG_MIN, LONG_MAX = -(1 << 63), (1 << 63) - 1
-INT_MIN, INT_MAX = -(1 << 31), (1 << 31) - 1
+BYTE: Final = tuple(bytes((i,)) for i in range(256))
+TAG: Final = tuple(BYTE[i << 1] for i in range(8))  # union branch i / array count i
+NULL: Final = TAG[0]  # union branch 0 ("null")
+END: Final = b"\x00"  # end of an array's blocks
+LONG_MIN: Final = -(1 << 63)
+LONG_MAX: Final = (1 << 63) - 1
+INT_MIN: Final = -(1 << 31)
+INT_MAX: Final = (1 << 31) - 1
 
 
 class Truncated(Exception):
@@ -53,6 +57,8 @@ def wlong(v: int, field: str) -> bytes:
     z = (v << 1) ^ (v >> 63)
     if z < 0x80:
         return BYTE[z]
+    if z < 0x4000:  # two bytes (a seq up to 8,191): no int of the groups made
+        return BYTE[(z & 0x7F) | 0x80] + BYTE[z >> 7]
     # The groups of 7 bits, low first, gathered into one int: one bytes object made.
     groups, n = 0, 0
     while z >= 0x80:

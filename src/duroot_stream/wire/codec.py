@@ -34,13 +34,7 @@ import fastavro
 
 from duroot_stream.domain import Command, Reply, WorkflowEvent, WorkflowIndexEvent
 
-from .avro import (
-    write_command,
-    write_event,
-    write_events,
-    write_index_event,
-    write_reply,
-)
+from .avro import write_command, write_index_event, write_reply
 from .avro_readers import (
     EventFacts,
     read_command,
@@ -53,6 +47,7 @@ from .avro_walk import check_indices
 from .binary import Truncated
 from .checks import check_command, check_event, check_index_event, check_reply
 from .codec_error import CodecError
+from .event_records import EventRecord, event_records
 from .schemas import Writer, catalog, registry_client
 
 __all__ = ["Codec"]
@@ -60,8 +55,8 @@ __all__ = ["Codec"]
 # What the decoders take: a bytearray or memoryview is copied to bytes first.
 Data = bytes | bytearray | memoryview | None
 
-SINGLE_OBJECT_MAGIC = b"\xc3\x01"
-CONFLUENT_MAGIC = b"\x00"
+SINGLE_OBJECT_MAGIC: Final = b"\xc3\x01"
+CONFLUENT_MAGIC: Final = b"\x00"
 
 T = TypeVar("T")
 
@@ -85,13 +80,21 @@ class _Coder(Generic[T]):
         self.read: Final = read
 
 
-_COMMAND = _Coder("Command", check_command, write_command, read_command)
-_EVENT = _Coder("WorkflowEvent", check_event, write_event, read_event)
-_INDEX_EVENT = _Coder("WorkflowIndexEvent", check_index_event, write_index_event, read_index_event)
-_REPLY = _Coder("Reply", check_reply, write_reply, read_reply)
+_COMMAND: Final = _Coder("Command", check_command, write_command, read_command)
+
+
+def _write_event(prefix: bytes, e: WorkflowEvent) -> bytes:
+    return event_records(prefix, (e,), "", 0)[0][3]
+
+
+_EVENT: Final = _Coder("WorkflowEvent", check_event, _write_event, read_event)
+_INDEX_EVENT: Final = _Coder(
+    "WorkflowIndexEvent", check_index_event, write_index_event, read_index_event
+)
+_REPLY: Final = _Coder("Reply", check_reply, write_reply, read_reply)
 
 # Errors a model value of the wrong shape causes while writing.
-_WRITE_ERRORS = (TypeError, AttributeError, UnicodeEncodeError)
+_WRITE_ERRORS: Final = (TypeError, AttributeError, UnicodeEncodeError)
 
 
 class Codec:
@@ -138,12 +141,15 @@ class Codec:
         id the decider accepted only in canonical text."""
         return self._encode(_EVENT, e, validate)
 
-    def encode_events(self, events: Sequence[WorkflowEvent]) -> list[bytes]:
-        """One decision's events (`decide` made them: chained, checked), each as
-        `encode_event(e, validate=False)` writes it (`avro.write_events`)."""
+    def event_records(
+        self, events: Sequence[WorkflowEvent], topic: str, partition: int
+    ) -> list[EventRecord]:
+        """One decision's events (`decide` made them: chained, checked) as records on
+        `topic` [`partition`]: key, value (as `encode_event(e, validate=False)` writes
+        it) and headers (`event_headers`), made in one pass (`event_records.py`)."""
         prefix = self._prefix.get(_EVENT.name) or self._register(_EVENT.name)
         try:
-            return write_events(prefix, events)
+            return event_records(prefix, events, topic, partition)
         except _WRITE_ERRORS as exc:
             raise CodecError(f"cannot encode {_EVENT.name}: {exc}") from exc
         except CodecError as exc:

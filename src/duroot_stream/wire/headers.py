@@ -2,7 +2,8 @@
 
 - Event headers (on `events`): `event-type`, `workflow-id`, `vid`, `parent`,
   `seq`, `command-id`, so that state can be rebuilt, and events routed,
-  without decoding the Avro body.
+  without decoding the Avro body; written with the event's record
+  (`event_records.py`).
 - Reply route headers (on `commands`), the request-reply convention of
   Spring Kafka's ReplyingKafkaTemplate: `reply-topic`, `reply-partition`,
   `correlation-id`; the reply carries `correlation-id` back, and
@@ -24,17 +25,16 @@ counts; headers of other names are ignored.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import cast
+from typing import Final
 
 from duroot_stream.domain import (
     DuRootCommitted,
     DuRootCompleted,
     DuRootStarted,
     DuUpdated,
-    WorkflowEvent,
 )
 
 from .checks import show, ulid_match, uuid_match
@@ -58,6 +58,7 @@ __all__ = [
     "REPLY_PARTITION",
     "REPLY_ROUTE_ERROR",
     "REPLY_TOPIC",
+    "ROUTE_HEADER_NAMES",
     "SEQ",
     "VID",
     "WORKFLOW_ID",
@@ -70,7 +71,7 @@ __all__ = [
     "RouteProblem",
     "copyable_headers",
     "dead_letter_headers",
-    "event_headers",
+    "last_values",
     "parse_dead_letter",
     "parse_event_headers",
     "parse_reply_route",
@@ -80,41 +81,43 @@ __all__ = [
 # Headers as confluent-kafka gives and takes them.
 HeaderList = Sequence[tuple[str, bytes | str | None]]
 
-EVENT_TYPE = "event-type"
-WORKFLOW_ID = "workflow-id"
-VID = "vid"
-PARENT = "parent"
-SEQ = "seq"
-COMMAND_ID = "command-id"
-EVENT_HEADER_NAMES = (EVENT_TYPE, WORKFLOW_ID, VID, PARENT, SEQ, COMMAND_ID)
+EVENT_TYPE: Final = "event-type"
+WORKFLOW_ID: Final = "workflow-id"
+VID: Final = "vid"
+PARENT: Final = "parent"
+SEQ: Final = "seq"
+COMMAND_ID: Final = "command-id"
+EVENT_HEADER_NAMES: Final = (EVENT_TYPE, WORKFLOW_ID, VID, PARENT, SEQ, COMMAND_ID)
 
-REPLY_TOPIC = "reply-topic"
-REPLY_PARTITION = "reply-partition"
-CORRELATION_ID = "correlation-id"
-REPLY_ROUTE_ERROR = "reply-route-error"
+REPLY_TOPIC: Final = "reply-topic"
+REPLY_PARTITION: Final = "reply-partition"
+CORRELATION_ID: Final = "correlation-id"
+REPLY_ROUTE_ERROR: Final = "reply-route-error"
 # A correlation id is echoed byte for byte (Spring's are 16 binary bytes): of
 # any content, but not of any length (it rides on every reply).
-MAX_CORRELATION_ID_BYTES = 255
+MAX_CORRELATION_ID_BYTES: Final = 255
 
-DLQ_ERROR = "dlq-error"
-DLQ_REASON = "dlq-reason"
-DLQ_TOPIC = "dlq-topic"
-DLQ_PARTITION = "dlq-partition"
-DLQ_OFFSET = "dlq-offset"
-DLQ_TRUNCATED = "dlq-truncated"
-DLQ_REPLAYS = "dlq-replays"
-_DLQ_NAMES = (DLQ_ERROR, DLQ_REASON, DLQ_TOPIC, DLQ_PARTITION, DLQ_OFFSET)
-_EVENT_NAMES = frozenset(EVENT_HEADER_NAMES)
-_ROUTE_NAMES = frozenset((REPLY_TOPIC, REPLY_PARTITION, CORRELATION_ID))
-_DEAD_LETTER_NAMES = frozenset((*_DLQ_NAMES, DLQ_TRUNCATED))
+DLQ_ERROR: Final = "dlq-error"
+DLQ_REASON: Final = "dlq-reason"
+DLQ_TOPIC: Final = "dlq-topic"
+DLQ_PARTITION: Final = "dlq-partition"
+DLQ_OFFSET: Final = "dlq-offset"
+DLQ_TRUNCATED: Final = "dlq-truncated"
+DLQ_REPLAYS: Final = "dlq-replays"
+_DLQ_NAMES: Final = (DLQ_ERROR, DLQ_REASON, DLQ_TOPIC, DLQ_PARTITION, DLQ_OFFSET)
+_EVENT_NAMES: Final = frozenset(EVENT_HEADER_NAMES)
+ROUTE_HEADER_NAMES: Final = frozenset((REPLY_TOPIC, REPLY_PARTITION, CORRELATION_ID))
+_DEAD_LETTER_NAMES: Final = frozenset((*_DLQ_NAMES, DLQ_TRUNCATED))
 
-_INT32_MAX, _INT64_MAX = (1 << 31) - 1, (1 << 63) - 1
+_INT32_MAX: Final = (1 << 31) - 1
+_INT64_MAX: Final = (1 << 63) - 1
 # Kafka's rule for topic names (`Topic.validate`): at most 249 of these characters.
-_TOPIC_NAME = re.compile(r"[a-zA-Z0-9._-]{1,249}")
+_TOPIC_NAME: Final = re.compile(r"[a-zA-Z0-9._-]{1,249}")
 
 
 def last_values(headers: HeaderList | None, names: frozenset[str]) -> dict[str, bytes | str | None]:
-    """The last value of each header in `names` that is present."""
+    """The last value of each header in `names` that is present (one pass: the
+    processor picks a command's route and trace headers at once)."""
     return {key: raw for key, raw in headers or () if key in names}
 
 
@@ -144,8 +147,7 @@ EVENT_TYPES: dict[type, str] = {
     DuRootCompleted: "COMPLETED",
     DuRootCommitted: "COMMITTED",
 }
-_EVENT_TYPE_BYTES = {cls: name.encode() for cls, name in EVENT_TYPES.items()}
-_EVENT_TYPE_NAMES = frozenset(EVENT_TYPES.values())
+_EVENT_TYPE_NAMES: Final = frozenset(EVENT_TYPES.values())
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,50 +160,6 @@ class EventHeaders:
     parent: str
     seq: int
     command_id: str
-
-
-def event_headers(e: WorkflowEvent) -> list[tuple[str, bytes]]:
-    """The Kafka headers of an event (UTF-8 values, `seq` in decimal)."""
-    # Every value is bytes; events_headers says `| None` for the produce call's type.
-    return cast(list[tuple[str, bytes]], events_headers((e,))[0])
-
-
-def events_headers(events: Sequence[WorkflowEvent]) -> list[list[tuple[str, bytes | None]]]:
-    """`event_headers` of each of one decision's events (the type records are produced
-    with). What they share is made once: the workflow and command ids, the parent (the
-    previous vid) and the headers that do not change along an Append's events."""
-    out: list[list[tuple[str, bytes | None]]] = []
-    payload_type: type | None = None
-    workflow_id: str | None = None
-    command_id: str | None = None
-    previous_id: str | None = None
-    previous = b""
-    type_header = workflow_header = command_header = (EVENT_TYPE, b"")
-    # Unpacked: the tuple's fields at once, cheaper than six attribute reads.
-    for event_id, parent_id, event_workflow, seq, event_command, payload in events:
-        if type(payload) is not payload_type:
-            payload_type = type(payload)
-            event_type = _EVENT_TYPE_BYTES.get(payload_type)
-            if event_type is None:
-                raise CodecError(f"not an event payload: {payload_type.__name__}")
-            type_header = (EVENT_TYPE, event_type)
-        if event_workflow != workflow_id or event_command != command_id:
-            workflow_id, command_id = event_workflow, event_command
-            workflow_header = (WORKFLOW_ID, workflow_id.encode())
-            command_header = (COMMAND_ID, command_id.encode())
-        parent = previous if parent_id == previous_id else parent_id.encode()
-        previous, previous_id = event_id.encode(), event_id
-        out.append(
-            [
-                type_header,
-                workflow_header,
-                (VID, previous),
-                (PARENT, parent),
-                (SEQ, str(seq).encode()),
-                command_header,
-            ]
-        )
-    return out
 
 
 def parse_event_headers(headers: HeaderList | None) -> EventHeaders:
@@ -283,13 +241,13 @@ def reply_route_headers(topic: str, partition: int, correlation_id: str) -> list
     ]
 
 
-def parse_reply_route(headers: HeaderList | None) -> ReplyRoute | RouteError:
-    """The route a command's headers ask for; a RouteError when they cannot be
+def parse_reply_route(found: Mapping[str, bytes | str | None]) -> ReplyRoute | RouteError:
+    """The route a command's headers ask for, given the last value of each of its
+    route headers (`last_values(headers, ROUTE_HEADER_NAMES)`); a RouteError when they cannot be
     followed (a topic name Kafka refuses, a partition that is no number, a
     partition without a topic, a correlation id too long to echo). `reply-topic`
     without `reply-partition` means partition 0. Whether the topic may take
     replies, and has that partition, is the processor's to check."""
-    found = last_values(headers, _ROUTE_NAMES)
     correlation = found.get(CORRELATION_ID)
     correlation_id = (correlation.encode() if isinstance(correlation, str) else correlation) or None
     if correlation_id is not None and len(correlation_id) > MAX_CORRELATION_ID_BYTES:

@@ -7,8 +7,10 @@
 
 from __future__ import annotations
 
-_M = 0x5BD1E995
-_MASK = 0xFFFFFFFF
+from typing import Final
+
+_M: Final = 0x5BD1E995
+_MASK: Final = 0xFFFFFFFF
 
 
 def murmur2(data: bytes) -> int:

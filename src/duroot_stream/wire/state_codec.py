@@ -15,11 +15,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from functools import cache
+from typing import Final
 
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
-from duroot_stream.domain import StateCode, WorkflowState, binary_entries, pack_binary
+from duroot_stream.domain import StateCode, WorkflowState, binary_ids, pack_binary
 from duroot_stream.domain.recent import pack
 from duroot_stream.domain.ulid import ulid_bytes, ulid_text
 
@@ -39,12 +40,14 @@ __all__ = [
 ]
 
 # The schemas the coders below implement (CRC-64-AVRO of the Parsing Canonical Form).
-STATE_FINGERPRINTS = {"WorkflowState": "e55fa2b1913d7e08", "StateMarker": "7652e190cd919953"}
+STATE_FINGERPRINTS: Final = {"WorkflowState": "e55fa2b1913d7e08", "StateMarker": "7652e190cd919953"}
 # The marker's key: never a workflow id (the decider takes only canonical UUID text).
-MARKER_KEY = b"~complete"
-_CODES = tuple(StateCode)
-_ULID, _TEXT = TAG[0], TAG[1]  # the branches of an id: 16 bytes, or text
-_ID = 16
+MARKER_KEY: Final = b"~complete"
+_CODES: Final = tuple(StateCode)
+_CODE_BYTES: Final = {code: wlong(int(code), "code") for code in _CODES}  # written per commit
+_ULID: Final = TAG[0]  # the branches of an id: 16 bytes, or text
+_TEXT: Final = TAG[1]
+_ID: Final = 16
 # A recent command as read: each id 16 bytes or text.
 _Entry = tuple[bytes | str, bytes | str]
 
@@ -75,10 +78,11 @@ def _prefix(name: str) -> bytes:
 
 
 def encode_state(state: WorkflowState) -> bytes:
+    """The state's record value (written per changed workflow per commit)."""
     parts = [
         _prefix("WorkflowState"),
         wstr(state.workflow_id),
-        wlong(int(state.code), "code"),
+        _CODE_BYTES[state.code],
         wstr(state.vid),
         wlong(state.seq, "seq"),
         wstr(state.registry_id),
@@ -90,11 +94,9 @@ def encode_state(state: WorkflowState) -> bytes:
     ]
     recent, head = state.recent, ulid_bytes(state.vid)
     if isinstance(recent, bytes) and head is not None:  # the real case: no text made
-        entries = binary_entries(recent)
-        if entries:
-            parts.append(wlong(len(entries), "recent_commands"))
-        for command_id, vid in entries:
-            parts += (_ULID, command_id, _ULID, head if vid is None else vid)
+        if recent:
+            ids = binary_ids(recent, head)  # each written as the union's 16-byte branch
+            parts += (wlong(len(ids) // 2, "recent_commands"), _ULID, _ULID.join(ids))
     else:
         texts = state.recent_commands
         if texts:

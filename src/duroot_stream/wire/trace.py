@@ -4,23 +4,26 @@ without trusting it (what the processor carries onto a command's records)."""
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from typing import Final
 
 from duroot_stream.tracing import TRACEPARENT, TRACESTATE
 
 from .codec_error import CodecError
 from .headers import HeaderList, header_text, last_values
 
-__all__ = ["TRACESTATE_MAX_BYTES", "trace_carrier"]
+__all__ = ["TRACESTATE_MAX_BYTES", "TRACE_HEADER_NAMES", "carrier_of", "trace_carrier"]
 
 # W3C Trace Context, version 00: version-traceid-parentid-flags in lower-case hex;
 # a later version may add fields after a "-". Version ff and all-zero ids are invalid.
-_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}(-.*)?")
-_ZERO_TRACE_ID, _ZERO_PARENT_ID = "0" * 32, "0" * 16
-_TRACEPARENT_MAX = 256  # room for a later version's fields
+_TRACEPARENT: Final = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}(-.*)?")
+_ZERO_TRACE_ID: Final = "0" * 32
+_ZERO_PARENT_ID: Final = "0" * 16
+_TRACEPARENT_MAX: Final = 256  # room for a later version's fields
 # What W3C asks every vendor to propagate at least; more is dropped, so that a
 # command cannot make each of its events carry a large header.
-TRACESTATE_MAX_BYTES = 512
-_TRACE_NAMES = frozenset((TRACEPARENT, TRACESTATE))
+TRACESTATE_MAX_BYTES: Final = 512
+TRACE_HEADER_NAMES: Final = frozenset((TRACEPARENT, TRACESTATE))
 
 
 def _valid_traceparent(text: str) -> bool:
@@ -45,7 +48,14 @@ def trace_carrier(headers: HeaderList | None) -> dict[str, str]:
             break
     else:
         return {}
-    found = last_values(headers, _TRACE_NAMES)
+    return carrier_of(last_values(headers, TRACE_HEADER_NAMES))
+
+
+def carrier_of(found: Mapping[str, bytes | str | None]) -> dict[str, str]:
+    """`trace_carrier` of a record whose headers were picked already: the last value
+    of each (`last_values`; headers of other names may be there too)."""
+    if TRACEPARENT not in found:
+        return {}
     try:
         parent = header_text("trace", TRACEPARENT, found.get(TRACEPARENT))
     except CodecError:
