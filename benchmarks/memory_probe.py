@@ -9,7 +9,8 @@ the process, so it is asked to give it back (`malloc_trim(0)`) before the
 last reading. Also the bytes the states themselves hold (`sys.getsizeof`
 of each object, shared ones once). Then what a warm standby (`processor
 --standbys`) holds for the same workflows: their state records as the standby
-keeps them (`StateRead`: key and undecoded value per workflow), RSS again.
+keeps them (`StateRead`: key and undecoded value per workflow), the bytes of those
+objects (RSS would hide them in the heap the restore freed).
 Prints one JSON object.
 
 `python -m benchmarks.memory_probe --bootstrap-servers B --events-topic T
@@ -64,16 +65,17 @@ def held_bytes(restored: dict[int, tuple[dict[str, WorkflowState], int]]) -> int
     return total
 
 
-def standby_bytes(restored: dict[int, tuple[dict[str, WorkflowState], int]], rss: int) -> int:
-    """The RSS a standby's reads of these workflows' state records add (above `rss`)."""
-    reads = {p: StateRead() for p in restored}
-    for partition, (workflows, _) in restored.items():
-        values = reads[partition].values
+def standby_bytes(restored: dict[int, tuple[dict[str, WorkflowState], int]]) -> int:
+    """What a standby's reads of these workflows' state records hold: `sys.getsizeof`
+    of each read's dict, keys and values."""
+    total = 0
+    for workflows, _ in restored.values():
+        read = StateRead()
         for workflow_id, state in workflows.items():
-            values[workflow_id.encode()] = encode_state(state)
-    gc.collect()
-    trim()
-    return rss_bytes() - rss
+            read.values[workflow_id.encode()] = encode_state(state)
+        total += sys.getsizeof(read.values)
+        total += sum(sys.getsizeof(k) + sys.getsizeof(v) for k, v in read.values.items())
+    return total
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -102,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     workflows = sum(len(w) for w, _ in restored.values())
     held = held_bytes(restored)
     events = sum(n for _, n in restored.values())
-    standby = standby_bytes(restored, rss)
+    standby = standby_bytes(restored)
     print(
         json.dumps(
             {

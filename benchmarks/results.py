@@ -178,7 +178,7 @@ class Memory:
     bytes_per_workflow: float  # RSS, after malloc_trim
     bytes_per_workflow_before_trim: float
     live_bytes_per_workflow: float  # held by the state objects themselves
-    standby_bytes_per_workflow: float  # RSS a warm standby adds for another's workflow
+    standby_bytes_per_workflow: float  # a warm standby's objects per workflow of another
     restore_events_per_s: float
 
 

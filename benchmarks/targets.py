@@ -211,7 +211,7 @@ TABLE: tuple[Section[Any], ...] = (
         Mem("memory per restored workflow (RSS)", "B", lambda m: m.bytes_per_workflow,
             at_most(512)),
         Mem("of which held by the state objects", "B", lambda m: m.live_bytes_per_workflow),
-        Mem("a warm standby's, per workflow of another instance (RSS)", "B",
+        Mem("a warm standby's objects, per workflow of another instance", "B",
             lambda m: m.standby_bytes_per_workflow),
     )),
     Section(lambda r: r.runner, (
