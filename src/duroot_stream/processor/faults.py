@@ -4,12 +4,15 @@ about the configuration that retrying never fixes, and what a fatal error means.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 
 from confluent_kafka import KafkaError, KafkaException
 
 from duroot_stream.config import ConfigError
 from duroot_stream.kafka import kafka_error
+
+log = logging.getLogger("duroot.processor")
 
 # librdkafka settings the processor's guarantees rest on, and why: a `-X` override
 # of any of them is refused (the README lists them).
@@ -116,14 +119,19 @@ def transaction_failed(exc: BaseException) -> str | None:
     return None
 
 
-def check_consumer_error(error: KafkaError) -> None:
-    """Raise `ProcessorConfigError` for a consumer error retrying never fixes."""
+def on_consumer_error(error: KafkaError) -> None:
+    """A consumer error in place of a record: raise for one that will not go away
+    (`ProcessorFatal`, or `ProcessorConfigError` for a setting Kafka refuses), log
+    the rest."""
+    if error.fatal():
+        raise ProcessorFatal(f"consumer error: {error}")
     if error.code() in CONFIG_ERRORS:
         raise ProcessorConfigError(
             f"Kafka refuses this processor's configuration: {error.str()}; fix the setting "
             "(e.g. -X session.timeout.ms within the broker's group.min/max.session.timeout.ms, "
             "or the ACLs of the group and topics) and start again"
         )
+    log.warning("consumer error", extra={"error": str(error)})
 
 
 def fatal_message(what: str, exc: KafkaException, error: KafkaError | None, cause: str) -> str:
@@ -143,3 +151,14 @@ def fatal_message(what: str, exc: KafkaException, error: KafkaError | None, caus
     else:
         meaning = "Kafka reported an error this client cannot recover from"
     return f"{what} failed: {shown}{cause}; this instance stops: {meaning}"
+
+
+def count_changed(topic: str, started: int, now: str) -> str:
+    """Why the processor stops when the commands topic's partition count changed."""
+    return (
+        f"partitions were added to {topic}: it had {started} when this instance started and "
+        f"{now}. Workflows are routed by murmur2(workflow id) % partitions, so the partition "
+        "count must never change (every workflow would move to another partition and its "
+        "history stay behind); this instance stops instead of dead-lettering the commands "
+        "as misrouted"
+    )

@@ -43,7 +43,7 @@ import logging
 import threading
 import time
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from duroot_stream import metrics as metrics_mod
 from duroot_stream.kafka import partition_count
@@ -52,7 +52,13 @@ from duroot_stream.wire import Codec, Topics, start_partition_counts
 from .batch import Batches
 from .collector import Collector
 from .engine import CommandHandler
-from .faults import AbortNeeded, ProcessorFatal, check_consumer_error, check_overrides
+from .faults import (
+    AbortNeeded,
+    ProcessorFatal,
+    check_overrides,
+    count_changed,
+    on_consumer_error,
+)
 from .hanging import ABORT_CHECK_INTERVAL_S, HangingMonitor
 from .kafka_clients import TRANSACTION_TIMEOUT_MS
 from .kafka_transaction import Transaction
@@ -206,7 +212,13 @@ class _Loop:
         self._collector = Collector(settings, batches, txn, workflows, self._handler, metrics)
         self.failed = False  # set when the processor stops on an error: nothing to commit
         self._fault: ProcessorFatal | None = None
-        self._standbys = self._new_standbys() if settings.standbys > 0 else None
+        self._standbys = (
+            Standbys(
+                settings, topics, self._partitions[topics.commands], codec, metrics, self._owned
+            )
+            if settings.standbys > 0
+            else None
+        )
         self._restorer = Restorer(
             settings,
             topics,
@@ -267,7 +279,7 @@ class _Loop:
                     raise self._fault
                 # 2. Per command: decode, decide, produce its records.
                 handling = time.perf_counter()
-                handle_all(messages, _consumer_error)
+                handle_all(messages, on_consumer_error)
                 batches.batch.handling += time.perf_counter() - handling
                 if len(messages) < asked:
                     break
@@ -294,7 +306,7 @@ class _Loop:
                 now = None
             if now is not None and now != started:
                 batches.abort("the partition count changed")
-                raise ProcessorFatal(_count_changed(name, started, f"now has {now}"))
+                raise ProcessorFatal(count_changed(name, started, f"now has {now}"))
         batches.commit()
 
     # --- rebalancing and restore ------------------------------------------------
@@ -305,7 +317,7 @@ class _Loop:
         beyond = [p for p in numbers if p >= count]
         if beyond:  # raised by the loop: an exception from a callback upsets confluent-kafka
             self._fault = ProcessorFatal(
-                _count_changed(self._topics.commands, count, f"has partition {max(beyond)}")
+                count_changed(self._topics.commands, count, f"has partition {max(beyond)}")
             )
             return
         if self._assigned_at is None:
@@ -363,21 +375,9 @@ class _Loop:
         if self._standbys is not None:
             self._standbys.close()
 
-    def _new_standbys(self) -> Standbys:
-        settings, workflows = self._settings, self._workflows
-        return Standbys(
-            settings.kafka,
-            settings.group_id,
-            settings.transactional_id,  # its place on the ring
-            self._topics.commands,
-            self._partitions[self._topics.commands],
-            self._topics.state,
-            settings.standbys,
-            self._codec,
-            self._metrics,
-            # From the standby's thread (list() holds the GIL).
-            lambda: (set(list(workflows.by_partition)), set(self._restorer.restoring)),
-        )
+    def _owned(self) -> tuple[set[int], set[int]]:
+        """Held and restoring partitions, for the standby's thread (list() holds the GIL)."""
+        return set(list(self._workflows.by_partition)), set(self._restorer.restoring)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if self.failed:
@@ -398,21 +398,3 @@ class _Loop:
         dropped = self._workflows.drop(tp.partition for tp in partitions)
         if dropped:
             log.info("partitions revoked", extra={"partitions": dropped})
-
-
-def _consumer_error(error: KafkaError) -> None:
-    """A consumer error in place of a record: raise for one that will not go away."""
-    if error.fatal():
-        raise ProcessorFatal(f"consumer error: {error}")
-    check_consumer_error(error)  # a setting Kafka refuses
-    log.warning("consumer error", extra={"error": str(error)})
-
-
-def _count_changed(topic: str, started: int, now: str) -> str:
-    return (
-        f"partitions were added to {topic}: it had {started} when this instance started and "
-        f"{now}. Workflows are routed by murmur2(workflow id) % partitions, so the partition "
-        "count must never change (every workflow would move to another partition and its "
-        "history stay behind); this instance stops instead of dead-lettering the commands "
-        "as misrouted"
-    )

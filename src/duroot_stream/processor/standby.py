@@ -33,14 +33,13 @@ from dataclasses import dataclass
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
-from duroot_stream.config import KafkaConfig
 from duroot_stream.kafka import new_consumer, position
 from duroot_stream.metrics import ProcessorMetrics
-from duroot_stream.wire import Codec
+from duroot_stream.wire import Codec, Topics
 
 from .fencing import parse_owner
 from .restore_read import RESTORE_BATCH, RESTORE_CONSUMER
-from .settings import KAFKA_TIMEOUT_S
+from .settings import KAFKA_TIMEOUT_S, ProcessorSettings
 from .state_store import StateRead
 
 log = logging.getLogger("duroot.processor")
@@ -79,29 +78,26 @@ def followed_partitions(
 
 class Standbys:
     """The followed state partitions. `take` and `rebalanced` may be called from any
-    thread; `owned` tells which partitions this instance holds, and which it is
-    restoring (not followed, but kept until their restore takes them)."""
+    thread; `partitions` is the commands topic's count; `owned` tells which partitions
+    this instance holds, and which it is restoring (not followed, but kept until their
+    restore takes them)."""
 
     def __init__(
         self,
-        kafka: KafkaConfig,
-        group_id: str,
-        client_id: str,
-        commands_topic: str,
+        settings: ProcessorSettings,
+        topics: Topics,
         partitions: int,
-        state_topic: str,
-        count: int,
         codec: Codec,
         metrics: ProcessorMetrics,
         owned: Callable[[], tuple[set[int], set[int]]],
     ) -> None:
-        self._kafka = kafka
-        self._group_id = group_id
-        self._client_id = client_id
-        self._commands_topic = commands_topic
+        self._kafka = settings.kafka
+        self._group_id = settings.group_id
+        self._client_id = settings.transactional_id  # its place on the ring
+        self._commands_topic = topics.commands
         self._partitions = partitions
-        self._state_topic = state_topic
-        self._count = count
+        self._state_topic = topics.state
+        self._count = settings.standbys
         self._codec = codec
         self._metrics = metrics
         self._owned = owned
