@@ -265,19 +265,22 @@ class Transaction:
         except AbortNeeded as exc:
             raise ProcessorFatal(f"abort_transaction failed: {exc}") from None
 
-    def claim(self, partitions: list[int]) -> None:
+    def claim(self, partitions: list[int]) -> dict[int, int] | None:
         """Commit the restored partitions' offsets as they are, in a transaction of their
         own, so that they name this instance as their owner before any transaction of
         ours holds them open: should it die with one open, the heir knows whom to fence
-        (fencing.py). Needed for that heir to be quick, not correct: a failure is logged."""
-        wanted = [TopicPartition(self._commands_topic, p) for p in partitions]
+        (fencing.py). Needed for that heir to be quick, not correct: a failure is logged.
+        Returns the committed offsets it read (for `resume`), None if it could not."""
         try:
-            found = self.consumer.committed(wanted, timeout=KAFKA_TIMEOUT_S)
-            offsets = {
-                tp.partition: tp.offset for tp in found if tp.error is None and tp.offset >= 0
-            }
-            if not offsets:  # never committed: nothing to name an owner with
-                return
+            offsets = self._committed(partitions, KAFKA_TIMEOUT_S)
+        except KafkaException as exc:
+            log.warning(
+                "partitions not claimed", extra={"partitions": partitions, "error": str(exc)}
+            )
+            return None
+        if not offsets:  # never committed: nothing to name an owner with
+            return offsets
+        try:
             self.begin()
             if self.commit(offsets) is None:  # renewed: its init ended the claim
                 log.warning("partitions not claimed", extra={"partitions": partitions})
@@ -290,20 +293,29 @@ class Transaction:
             log.warning(
                 "partitions not claimed", extra={"partitions": partitions, "error": str(exc)}
             )
+        return offsets
 
-    def resume(self, partitions: list[int]) -> None:
+    def resume(self, partitions: list[int], offsets: Mapping[int, int] | None = None) -> None:
         """Resume restored partitions and start fetching them now. After a plain
         `resume` librdkafka's fetcher takes them up only at its next wake-up (0.7-0.8 s
-        measured, every takeover); a seek to their committed offsets, where they
-        start anyway (nothing of them was consumed while paused), starts it at once."""
-        wanted = [TopicPartition(self._commands_topic, p) for p in partitions]
-        self.consumer.resume(wanted)
+        measured, every takeover); a seek to their committed offsets (`offsets`, as
+        `claim` read them, or looked up), where they start anyway (nothing of them was
+        consumed while paused), starts it at once."""
+        topic = self._commands_topic
+        self.consumer.resume([TopicPartition(topic, p) for p in partitions])
         try:
-            for tp in self.consumer.committed(wanted, timeout=RESUME_LOOKUP_S):
-                if tp.error is None and tp.offset >= 0:
-                    self.consumer.seek(tp)
+            if offsets is None:
+                offsets = self._committed(partitions, RESUME_LOOKUP_S)
+            for partition, offset in offsets.items():
+                self.consumer.seek(TopicPartition(topic, partition, offset))
         except KafkaException as exc:  # fetched at the fetcher's next wake-up instead
             log.info("resumed partitions not sought", extra={"error": str(exc)})
+
+    def _committed(self, partitions: list[int], timeout: float) -> dict[int, int]:
+        """The group's committed offsets of `partitions`, those that have one."""
+        wanted = [TopicPartition(self._commands_topic, p) for p in partitions]
+        found = self.consumer.committed(wanted, timeout=timeout)
+        return {tp.partition: tp.offset for tp in found if tp.error is None and tp.offset >= 0}
 
     def rewind(self, offsets: Mapping[int, int]) -> None:
         assignment = {tp.partition for tp in self.consumer.assignment()}

@@ -351,9 +351,10 @@ class _Loop:
         if finished:
             for partition, workflows in finished:
                 self._workflows.restored(partition, workflows)
+            partitions, offsets = [p for p, _ in finished], None
             if self._settings.fence_after_s is not None and not self._batches.open:
-                self._txn.claim([p for p, _ in finished])
-            self._txn.resume([p for p, _ in finished])
+                offsets = self._txn.claim(partitions)
+            self._txn.resume(partitions, offsets)
             self._workflows.recount()
             # After the claim: a fault test arms its stall once the restore is logged.
             self._restorer.announce()
