@@ -12,7 +12,13 @@ from hypothesis import strategies as st
 from duroot_stream.domain import RECENT_COMMANDS, StateCode, WorkflowState
 from duroot_stream.ids import new_ulid
 from duroot_stream.wire import CodecError, StateMarker, decode_marker, encode_marker
-from duroot_stream.wire.state_codec import decode_state, decode_state_value, encode_state
+from duroot_stream.wire.state_codec import (
+    decode_state,
+    decode_state_value,
+    decode_states,
+    encode_state,
+    encode_states,
+)
 
 WF = "7f1c0a3e-5b1d-4c2a-9e3f-0123456789ab"
 ulids = st.builds(lambda _: new_ulid(), st.integers())
@@ -63,3 +69,32 @@ def test_what_the_current_schemas_did_not_write_is_refused() -> None:
         decode_state(good + b"\x00")
     with pytest.raises(CodecError, match="unknown schema fingerprint"):
         decode_marker(good)
+
+
+def test_many_states_round_trip_in_one_buffer_their_roots_shared() -> None:
+    states = [
+        WorkflowState(
+            f"7f1c0a3e-5b1d-4c2a-9e3f-0123456789{n:02x}",
+            StateCode.COMPLETED,
+            new_ulid(),
+            n,
+            "r",
+            "/g/" + "x" * 40,  # not interned when made here: read back shared
+            "h",
+            "/h/é",
+        )
+        for n in range(40)
+    ]
+    into: dict[str, WorkflowState] = {}
+    decode_states(encode_states(states), into)
+    assert list(into.values()) == states
+    assert all(key is state.workflow_id for key, state in into.items())
+    assert len({id(state.global_root) for state in into.values()}) == 1
+    decode_states(b"", into)
+    assert len(into) == 40
+
+
+def test_a_buffer_of_states_cut_short_is_refused() -> None:
+    data = encode_states([state(((new_ulid(), new_ulid()),))])
+    with pytest.raises(CodecError, match="truncated"):
+        decode_states(data[:-3], {})

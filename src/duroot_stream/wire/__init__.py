@@ -48,8 +48,10 @@ from .state_codec import (
     StateMarker,
     decode_marker,
     decode_state,
+    decode_states,
     encode_marker,
     encode_state,
+    encode_states,
 )
 from .topic_admin import (
     Replication,
@@ -125,8 +127,10 @@ __all__ = [
     "dead_letter_headers",
     "decode_marker",
     "decode_state",
+    "decode_states",
     "encode_marker",
     "encode_state",
+    "encode_states",
     "event_headers",
     "last_values",
     "murmur2",

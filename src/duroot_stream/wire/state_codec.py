@@ -13,6 +13,8 @@ configuration (no Schema Registry subject for an internal topic).
 from __future__ import annotations
 
 import json
+import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
 from typing import Final
@@ -35,8 +37,10 @@ __all__ = [
     "decode_marker",
     "decode_state",
     "decode_state_value",
+    "decode_states",
     "encode_marker",
     "encode_state",
+    "encode_states",
 ]
 
 # The schemas the coders below implement (CRC-64-AVRO of the Parsing Canonical Form).
@@ -109,7 +113,44 @@ def encode_state(state: WorkflowState) -> bytes:
 
 def decode_state(data: bytes) -> WorkflowState:
     """The state in `data`; `CodecError` for anything but the current schema's record."""
-    pos = _body("WorkflowState", data)
+    state, pos = _read_state(data, _body("WorkflowState", data))
+    _end("WorkflowState", data, pos)
+    return state
+
+
+def encode_states(states: Iterable[WorkflowState]) -> bytes:
+    """Many states in one buffer (`decode_states` reads them): each state's record
+    value (`encode_state`) after its length. A restore keeps its states so while it
+    drops and remakes them (processor/compaction.py)."""
+    parts: list[bytes] = []
+    for state in states:
+        value = encode_state(state)
+        parts += (wlong(len(value), "length"), value)
+    return b"".join(parts)
+
+
+def decode_states(data: bytes, into: dict[str, WorkflowState]) -> None:
+    """The states of `encode_states`, put in `into` by workflow id."""
+    pos = 0
+    prefix = _prefix("WorkflowState")
+    try:
+        while pos < len(data):
+            length, pos = rlong(data, pos)
+            end = pos + length
+            if not data.startswith(prefix, pos):
+                raise CodecError("not a WorkflowState in the buffer of states")
+            state, at = _read_state(data, pos + len(prefix))
+            if at != end:
+                raise CodecError(f"{end - at} bytes after a WorkflowState in the buffer")
+            into[state.workflow_id] = state
+            pos = end
+    except (IndexError, Truncated):
+        raise CodecError("truncated buffer of states") from None
+
+
+def _read_state(data: bytes, pos: int) -> tuple[WorkflowState, int]:
+    """The state whose Avro body starts at `pos`, and where it ends. The root fields are
+    interned: the workflows of one root share them (as the events fold's do)."""
     try:
         workflow_id, pos = rstr(data, pos)
         code, pos = rlong(data, pos)
@@ -135,15 +176,16 @@ def decode_state(data: bytes) -> WorkflowState:
                 command_id, pos = _read_id(data, pos)
                 command_vid, pos = _read_id(data, pos)
                 recent.append((command_id, command_vid))
+        intern = sys.intern
         state = WorkflowState(
             workflow_id,
             _CODES[code],
             vid,
             seq,
-            registry_id,
-            global_root,
-            host,
-            host_root,
+            intern(registry_id),
+            intern(global_root),
+            intern(host),
+            intern(host_root),
             started_at,
             completed_at,
             packed=_packed(recent, vid),
@@ -152,8 +194,7 @@ def decode_state(data: bytes) -> WorkflowState:
         raise CodecError("truncated Avro body for WorkflowState") from None
     except (UnicodeDecodeError, ValueError) as exc:
         raise CodecError(f"invalid Avro body for WorkflowState: {exc}") from None
-    _end("WorkflowState", data, pos)
-    return state
+    return state, pos
 
 
 def _read_id(data: bytes, pos: int) -> tuple[bytes | str, int]:
