@@ -3,6 +3,7 @@ does not match its source stops the program, naming the module."""
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import importlib
 import os
@@ -16,6 +17,7 @@ import pytest
 
 from duroot_stream import compiled
 from duroot_stream.compiled import COMPILED, SOURCES_FILE, StaleBuild, check
+from duroot_stream.domain import WorkflowState
 
 PACKAGE = Path(compiled.__file__).parent
 # Set by the Makefile: `make test` expects "compiled" where a C compiler is, `make
@@ -35,6 +37,14 @@ def test_the_run_imports_the_build_it_expects() -> None:
         assert extensions == {}
         assert all(f.endswith(".py") for f in imported.values())
     assert compiled.BUILD == EXPECTED
+
+
+@pytest.mark.skipif(compiled.BUILD != "compiled", reason="the compiled build's layout")
+def test_a_compiled_state_is_small_and_outside_the_cyclic_collector() -> None:
+    """The processor holds one state per workflow (domain/state.py: acyclic)."""
+    state = WorkflowState("w")
+    assert not gc.is_tracked(state)
+    assert sys.getsizeof(state) <= 128
 
 
 def test_the_compiled_set_names_modules_that_exist() -> None:

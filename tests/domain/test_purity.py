@@ -15,7 +15,16 @@ import duroot_stream.domain
 
 DOMAIN = Path(duroot_stream.domain.__file__).parent
 PACKAGE = "duroot_stream.domain"
-ALLOWED = {"__future__", "dataclasses", "enum", "typing", "collections.abc", "re"}
+# mypy_extensions: compiler options only (domain/native.py).
+ALLOWED = {
+    "__future__",
+    "dataclasses",
+    "enum",
+    "typing",
+    "collections.abc",
+    "re",
+    "mypy_extensions",
+}
 # Ways to import without an import statement.
 FORBIDDEN_NAMES = {"__import__", "importlib", "exec", "eval", "open", "compile"}
 
