@@ -57,12 +57,21 @@ def held_bytes(restored: dict[int, tuple[dict[str, WorkflowState], int]]) -> int
     for workflows, _ in restored.values():
         total += sys.getsizeof(workflows)
         for workflow_id, state in workflows.items():
-            # What the state refers to (compiled: its integers are unboxed, not objects).
-            for obj in (workflow_id, state, *gc.get_referents(state)):
+            for obj in (workflow_id, state, *referents(state)):
                 if id(obj) not in seen:
                     seen.add(id(obj))
                     total += sys.getsizeof(obj)
     return total
+
+
+def referents(state: WorkflowState) -> tuple[object, ...]:
+    """The objects a state refers to. Compiled, its integers are unboxed (no objects),
+    and it is acyclic: no `tp_traverse`, so `gc.get_referents` finds nothing and its
+    fields are read instead (`_vid_text`: the vid as text, or None: held as integers)."""
+    if gc.is_tracked(state):
+        return tuple(gc.get_referents(state))
+    fields = (state.workflow_id, state.code, state.registry_id, state.global_root, state.host)
+    return (*fields, state.host_root, state.recent, state._vid_text)
 
 
 def standby_bytes(restored: dict[int, tuple[dict[str, WorkflowState], int]]) -> int:

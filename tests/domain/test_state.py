@@ -15,6 +15,7 @@ from duroot_stream.domain import (
     DuRootStarted,
     DuUpdated,
     EventPayload,
+    StateCode,
     WorkflowDeleted,
     WorkflowEvent,
     WorkflowReplay,
@@ -139,3 +140,16 @@ def test_ulid_ids_pack_binary_without_the_newest_vid() -> None:
     after = recent.remember(packed, vids[-1], "not a ulid", ulid(9, 9))
     assert isinstance(after, str)
     assert recent.unpack(after, ulid(9, 9)) == (*entries, ("not a ulid", ulid(9, 9)))
+
+
+@given(st.integers(0, 2**128 - 1), st.text(max_size=30))
+def test_a_compact_state_reads_and_compares_as_the_one_of_text(value: int, other: str) -> None:
+    """`compact=True` holds a ULID vid as integers: the same state as with its text."""
+    for vid in (encode_ulid(value), other, EVENT_EPOCH):
+        text = WorkflowState(WF, StateCode.APPENDING, vid, 3, recent_commands=((vid, vid),))
+        compact = WorkflowState(
+            WF, StateCode.APPENDING, vid, 3, recent_commands=((vid, vid),), compact=True
+        )
+        assert compact.vid == vid and compact == text and text == compact
+        assert hash(compact) == hash(text) and repr(compact) == repr(text)
+        assert compact.recent_commands == ((vid, vid),)

@@ -50,12 +50,12 @@ from .model import (
     WorkflowEvent,
 )
 from .recent import EMPTY, Packed, pack, remember, unpack
-from .ulid import ulid_time_ms
+from .ulid import halves_text, ulid_bytes, ulid_time_ms
 
 try:
-    from mypy_extensions import mypyc_attr
+    from mypy_extensions import i64, mypyc_attr
 except ImportError:  # a pure install: no mypy, nothing to tell the compiler
-    from .native import mypyc_attr
+    from .native import i64, mypyc_attr
 
 
 # Acyclic: its fields are strings, numbers and bytes, so no cycle can pass through a
@@ -69,6 +69,13 @@ class WorkflowState:
     first, at most RECENT_COMMANDS entries; held packed in `recent` (recent.py),
     which the folds pass on as it is (`packed`).
 
+    `compact`: the vid, a ULID, is held as its two 64-bit halves (unboxed in the
+    compiled build: 16 B where its text takes 75 B), and made text when read (`vid`).
+    The restore's states are made so: they are most of what a processor holds, and
+    most wait long for their next command. `decide`'s states keep the text they are
+    given (`_vid_text`), which it reads again at once: a conversion each way would
+    cost about 1 us a command. Any other text than a ULID's is held as text.
+
     A class with slots rather than a NamedTuple or a frozen dataclass: the compiled
     build makes it a native class (its fields a C struct, the integers unboxed), and
     mypyc cannot compile a class that inherits from a tuple. The fields are Final:
@@ -76,6 +83,9 @@ class WorkflowState:
     """
 
     __slots__ = (
+        "_vid_high",
+        "_vid_low",
+        "_vid_text",
         "code",
         "completed_at",
         "global_root",
@@ -85,7 +95,6 @@ class WorkflowState:
         "registry_id",
         "seq",
         "started_at",
-        "vid",
         "workflow_id",
     )
 
@@ -104,10 +113,19 @@ class WorkflowState:
         recent_commands: tuple[tuple[str, str], ...] = (),
         *,
         packed: Packed | None = None,
+        compact: bool = False,
     ) -> None:
         self.workflow_id: Final = workflow_id
         self.code: Final = code
-        self.vid: Final = vid
+        binary = ulid_bytes(vid) if compact else None
+        high: i64 = 0
+        low: i64 = 0
+        if binary is not None:
+            high = int.from_bytes(binary[:8], "big", signed=True)
+            low = int.from_bytes(binary[8:], "big", signed=True)
+        self._vid_high: Final = high
+        self._vid_low: Final = low
+        self._vid_text: Final = None if binary is not None else vid
         self.seq: Final = seq  # number of events in the history = the next event's seq
         self.registry_id: Final = registry_id
         self.global_root: Final = global_root
@@ -116,6 +134,18 @@ class WorkflowState:
         self.started_at: Final = started_at  # ms, the ULID time of the STARTED event
         self.completed_at: Final = completed_at  # ms, the ULID time of the COMPLETED event
         self.recent: Final = pack(recent_commands, vid) if packed is None else packed
+
+    @property
+    def vid(self) -> str:
+        text = self._vid_text
+        if text is not None:
+            return text
+        last = _last_vid
+        if last[0] is self:
+            return last[1]
+        made = halves_text(self._vid_high, self._vid_low)
+        _remember_vid(self, made)
+        return made
 
     @property
     def recent_commands(self) -> tuple[tuple[str, str], ...]:
@@ -154,6 +184,16 @@ _COMPARED = (
     "started_at",
     "completed_at",
 )
+
+
+# The compact state whose vid was read last, and that vid as text: `decide` reads a
+# state's vid several times. One tuple, replaced whole (threads see a pair or the other).
+_last_vid: tuple[WorkflowState | None, str] = (None, "")
+
+
+def _remember_vid(state: WorkflowState, text: str) -> None:
+    global _last_vid
+    _last_vid = (state, text)
 
 
 def initial_state(workflow_id: str) -> WorkflowState:
@@ -308,6 +348,7 @@ class WorkflowReplay:
             self._started_at,
             self._completed_at,
             packed=recent,
+            compact=True,
         )
 
 

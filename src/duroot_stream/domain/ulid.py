@@ -58,6 +58,15 @@ def ulid_text(value: bytes) -> str:
     return encode_ulid(int.from_bytes(value, "big"))
 
 
+_HALF: Final = (1 << 64) - 1
+
+
+def halves_text(high: int, low: int) -> str:
+    """Canonical ULID text of the two signed 64-bit halves of its value (as
+    `int.from_bytes(..., signed=True)` reads the first 8 bytes and the last 8)."""
+    return encode_ulid(((high & _HALF) << 64) | (low & _HALF))
+
+
 def encode_ulid(value: int) -> str:
     """128-bit int -> 26-character canonical ULID text."""
     pairs = CROCKFORD_PAIRS

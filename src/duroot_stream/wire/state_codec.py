@@ -189,6 +189,7 @@ def _read_state(data: bytes, pos: int) -> tuple[WorkflowState, int]:
             started_at,
             completed_at,
             packed=_packed(recent, vid),
+            compact=True,
         )
     except (IndexError, Truncated):
         raise CodecError("truncated Avro body for WorkflowState") from None
