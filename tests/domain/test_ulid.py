@@ -17,6 +17,7 @@ from duroot_stream.domain import (
     encode_ulid,
     ulid_time_ms,
 )
+from duroot_stream.domain.ulid import halves_text, ulid_halves
 
 VALUES = st.integers(0, 2**128 - 1)
 SPEC_EXAMPLE = "01ARZ3NDEKTSV4RRFFQ69G5FAV"
@@ -100,3 +101,24 @@ def test_non_ulids_are_rejected(text: str) -> None:
         decode_ulid(text)
     with pytest.raises(ValueError, match="not a ULID"):
         ulid_time_ms(text)
+    assert ulid_halves(text) is None and ulid_halves(text.lower()) is None
+
+
+@given(VALUES)
+def test_the_halves_are_the_signed_64_bit_halves_and_give_the_text_back(value: int) -> None:
+    check_halves(value)
+
+
+@pytest.mark.parametrize("value", [0, 2**63 - 1, 2**63, 2**64 - 1, 2**64, 2**127, 2**128 - 1])
+def test_the_halves_at_their_edges(value: int) -> None:
+    check_halves(value)
+
+
+def check_halves(value: int) -> None:
+    text = encode_ulid(value)
+    high, low = ulid_halves(text) or (None, None)
+    binary = value.to_bytes(16, "big")
+    assert high == int.from_bytes(binary[:8], "big", signed=True)
+    assert low == int.from_bytes(binary[8:], "big", signed=True)
+    assert high is not None and low is not None
+    assert halves_text(high, low) == text

@@ -50,7 +50,7 @@ from .model import (
     WorkflowEvent,
 )
 from .recent import EMPTY, Packed, pack, remember, unpack
-from .ulid import halves_text, ulid_bytes, ulid_time_ms
+from .ulid import halves_text, ulid_halves, ulid_time_ms
 
 try:
     from mypy_extensions import i64, mypyc_attr
@@ -71,10 +71,11 @@ class WorkflowState:
 
     `compact`: the vid, a ULID, is held as its two 64-bit halves (unboxed in the
     compiled build: 16 B where its text takes 75 B), and made text when read (`vid`).
-    The restore's states are made so: they are most of what a processor holds, and
-    most wait long for their next command. `decide`'s states keep the text they are
-    given (`_vid_text`), which it reads again at once: a conversion each way would
-    cost about 1 us a command. Any other text than a ULID's is held as text.
+    The states a restore keeps are made so (processor/compaction.py): they are most
+    of what a processor holds, and most wait long for their next command. `decide`'s
+    states keep the text they are given (`_vid_text`), which it reads again at once:
+    a conversion each way would cost about 1 us a command. Any other text than a
+    ULID's is held as text.
 
     A class with slots rather than a NamedTuple or a frozen dataclass: the compiled
     build makes it a native class (its fields a C struct, the integers unboxed), and
@@ -117,15 +118,14 @@ class WorkflowState:
     ) -> None:
         self.workflow_id: Final = workflow_id
         self.code: Final = code
-        binary = ulid_bytes(vid) if compact else None
+        halves = ulid_halves(vid) if compact else None
         high: i64 = 0
         low: i64 = 0
-        if binary is not None:
-            high = int.from_bytes(binary[:8], "big", signed=True)
-            low = int.from_bytes(binary[8:], "big", signed=True)
+        if halves is not None:
+            high, low = halves
         self._vid_high: Final = high
         self._vid_low: Final = low
-        self._vid_text: Final = None if binary is not None else vid
+        self._vid_text: Final = None if halves is not None else vid
         self.seq: Final = seq  # number of events in the history = the next event's seq
         self.registry_id: Final = registry_id
         self.global_root: Final = global_root
@@ -348,7 +348,6 @@ class WorkflowReplay:
             self._started_at,
             self._completed_at,
             packed=recent,
-            compact=True,
         )
 
 
