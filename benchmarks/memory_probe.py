@@ -67,11 +67,12 @@ def held_bytes(restored: dict[int, tuple[dict[str, WorkflowState], int]]) -> int
 def referents(state: WorkflowState) -> tuple[object, ...]:
     """The objects a state refers to. Compiled, its integers are unboxed (no objects),
     and it is acyclic: no `tp_traverse`, so `gc.get_referents` finds nothing and its
-    fields are read instead (`_vid_text`: the vid as text, or None: held as integers)."""
+    fields are read instead (the private ones: a compact state makes its vid and roots
+    when they are read)."""
     if gc.is_tracked(state):
         return tuple(gc.get_referents(state))
-    fields = (state.workflow_id, state.code, state.registry_id, state.global_root, state.host)
-    return (*fields, state.host_root, state.recent, state._vid_text)
+    fields = (state.workflow_id, state.code, state.registry_id, state.host, state.recent)
+    return (*fields, state._global_root, state._host_root, state._vid_text)
 
 
 def standby_bytes(restored: dict[int, tuple[dict[str, WorkflowState], int]]) -> int:

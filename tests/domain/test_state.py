@@ -142,14 +142,20 @@ def test_ulid_ids_pack_binary_without_the_newest_vid() -> None:
     assert recent.unpack(after, ulid(9, 9)) == (*entries, ("not a ulid", ulid(9, 9)))
 
 
-@given(st.integers(0, 2**128 - 1), st.text(max_size=30))
-def test_a_compact_state_reads_and_compares_as_the_one_of_text(value: int, other: str) -> None:
-    """`compact=True` holds a ULID vid as integers: the same state as with its text."""
+@given(st.integers(0, 2**128 - 1), st.text(max_size=30), st.text(), st.text())
+def test_a_compact_state_reads_and_compares_as_the_one_of_text(
+    value: int, other: str, global_root: str, host_root: str
+) -> None:
+    """`compact` holds a ULID vid as integers and the roots as one text: the same
+    state as with its texts; the texts shared through the table."""
+    shared: dict[str, str] = {}
     for vid in (encode_ulid(value), other, EVENT_EPOCH):
-        text = WorkflowState(WF, StateCode.APPENDING, vid, 3, recent_commands=((vid, vid),))
-        compact = WorkflowState(
-            WF, StateCode.APPENDING, vid, 3, recent_commands=((vid, vid),), compact=True
-        )
+        fields = (WF, StateCode.APPENDING, vid, 3, "r", global_root, "h", host_root, 1, 2)
+        text = WorkflowState(*fields, recent_commands=((vid, vid),))
+        compact = WorkflowState(*fields, recent_commands=((vid, vid),), compact=shared)
         assert compact.vid == vid and compact == text and text == compact
         assert hash(compact) == hash(text) and repr(compact) == repr(text)
         assert compact.recent_commands == ((vid, vid),)
+        assert (compact.global_root, compact.host_root) == (global_root, host_root)
+        again = WorkflowState(*fields, compact=shared)
+        assert again._global_root is compact._global_root and again.host is compact.host

@@ -86,15 +86,15 @@ def test_many_states_round_trip_in_one_buffer_their_roots_shared() -> None:
         for n in range(40)
     ]
     into: dict[str, WorkflowState] = {}
-    decode_states(encode_states(states), into)
+    decode_states(encode_states(states), into, {})
     assert list(into.values()) == states
     assert all(key is state.workflow_id for key, state in into.items())
     assert len({id(state.global_root) for state in into.values()}) == 1
-    decode_states(b"", into)
+    decode_states(b"", into, {})
     assert len(into) == 40
 
 
 def test_a_buffer_of_states_cut_short_is_refused() -> None:
     data = encode_states([state(((new_ulid(), new_ulid()),))])
     with pytest.raises(CodecError, match="truncated"):
-        decode_states(data[:-3], {})
+        decode_states(data[:-3], {}, {})

@@ -69,13 +69,16 @@ class WorkflowState:
     first, at most RECENT_COMMANDS entries; held packed in `recent` (recent.py),
     which the folds pass on as it is (`packed`).
 
-    `compact`: the vid, a ULID, is held as its two 64-bit halves (unboxed in the
-    compiled build: 16 B where its text takes 75 B), and made text when read (`vid`).
+    `compact` (a table of texts, shared by the states made with it): the vid, a ULID,
+    is held as its two 64-bit halves (unboxed in the compiled build: 16 B where its
+    text takes 75 B) and made text when read (`vid`); the two roots as one text
+    (`_global_root`, `_host_root` None), which the workflows of a root share with the
+    registry id and host, through the table; the roots are cut from it when read.
     The states a restore keeps are made so (processor/compaction.py): they are most
     of what a processor holds, and most wait long for their next command. `decide`'s
-    states keep the text they are given (`_vid_text`), which it reads again at once:
-    a conversion each way would cost about 1 us a command. Any other text than a
-    ULID's is held as text.
+    states keep the texts they are given, which it reads again at once: a conversion
+    each way would cost about 1 us a command. Any other text than a ULID's is held
+    as text.
 
     A class with slots rather than a NamedTuple or a frozen dataclass: the compiled
     build makes it a native class (its fields a C struct, the integers unboxed), and
@@ -84,14 +87,14 @@ class WorkflowState:
     """
 
     __slots__ = (
+        "_global_root",
+        "_host_root",
         "_vid_high",
         "_vid_low",
         "_vid_text",
         "code",
         "completed_at",
-        "global_root",
         "host",
-        "host_root",
         "recent",
         "registry_id",
         "seq",
@@ -114,11 +117,11 @@ class WorkflowState:
         recent_commands: tuple[tuple[str, str], ...] = (),
         *,
         packed: Packed | None = None,
-        compact: bool = False,
+        compact: dict[str, str] | None = None,
     ) -> None:
         self.workflow_id: Final = workflow_id
         self.code: Final = code
-        halves = ulid_halves(vid) if compact else None
+        halves = None if compact is None else ulid_halves(vid)
         high: i64 = 0
         low: i64 = 0
         if halves is not None:
@@ -127,10 +130,17 @@ class WorkflowState:
         self._vid_low: Final = low
         self._vid_text: Final = None if halves is not None else vid
         self.seq: Final = seq  # number of events in the history = the next event's seq
+        roots: str = global_root
+        second: str | None = host_root
+        if compact is not None:
+            share = compact.setdefault
+            registry_id, host = share(registry_id, registry_id), share(host, host)
+            roots = chr(len(global_root)) + global_root + host_root
+            roots, second = share(roots, roots), None
         self.registry_id: Final = registry_id
-        self.global_root: Final = global_root
+        self._global_root: Final = roots
         self.host: Final = host
-        self.host_root: Final = host_root
+        self._host_root: Final = second
         self.started_at: Final = started_at  # ms, the ULID time of the STARTED event
         self.completed_at: Final = completed_at  # ms, the ULID time of the COMPLETED event
         self.recent: Final = pack(recent_commands, vid) if packed is None else packed
@@ -146,6 +156,21 @@ class WorkflowState:
         made = halves_text(self._vid_high, self._vid_low)
         _remember_vid(self, made)
         return made
+
+    @property
+    def global_root(self) -> str:
+        roots = self._global_root
+        if self._host_root is not None:
+            return roots
+        return roots[1 : 1 + ord(roots[0])]
+
+    @property
+    def host_root(self) -> str:
+        host_root = self._host_root
+        if host_root is not None:
+            return host_root
+        roots = self._global_root
+        return roots[1 + ord(roots[0]) :]
 
     @property
     def recent_commands(self) -> tuple[tuple[str, str], ...]:
@@ -231,8 +256,11 @@ def evolve(state: WorkflowState, event: WorkflowEvent | WorkflowDeleted) -> Work
     if code is None:
         raise TypeError(f"invalid event type {type(payload).__name__}")
     vid = event.event_id  # 2.
-    registry_id, global_root = state.registry_id, state.global_root
-    host, host_root = state.host, state.host_root
+    registry_id, host = state.registry_id, state.host
+    global_root, second = state._global_root, state._host_root  # the fields: no property
+    host_root = second if second is not None else state.host_root
+    if second is None:  # a compact state's roots are one text
+        global_root = state.global_root
     started_at, completed_at = state.started_at, state.completed_at
     if isinstance(payload, DuRootStarted):  # 3.
         registry_id, global_root = payload.registry_id, payload.global_root

@@ -29,11 +29,12 @@ def compacted(restored: Restored) -> Restored:
     try:
         held = [_held(partition, restored) for partition in list(restored)]
         out: Restored = {}
+        shared: dict[str, str] = {}  # the workflows of one root share its texts
         for partition, data, snapshot, events in held:
             states: dict[str, WorkflowState] = (
                 {} if snapshot is None else FoldedStates({}, snapshot)
             )
-            decode_states(data, states)
+            decode_states(data, states, shared)
             out[partition] = (states, events)
         return out
     finally:

@@ -23,10 +23,13 @@ class PartitionFold:
     more memory than the states, and leave it fragmented afterwards).
     """
 
-    __slots__ = ("active", "records", "states")
+    __slots__ = ("active", "records", "shared", "states")
 
     def __init__(self) -> None:
         self.states: dict[str, WorkflowState] = {}
+        # The registry ids, hosts and roots, each text once (many workflows name the
+        # same); not sys.intern's table, which would keep its size after the restore.
+        self.shared: dict[str, str] = {}
         self.active: dict[str, WorkflowReplay] = {}  # oldest activated first
         self.records = 0
 
@@ -44,7 +47,13 @@ class PartitionFold:
         if event_type is DuRootStarted:
             payload = codec.decode_event(value).payload
             assert isinstance(payload, DuRootStarted)
-            started = payload
+            share = self.shared.setdefault
+            started = DuRootStarted(
+                share(payload.registry_id, payload.registry_id),
+                share(payload.global_root, payload.global_root),
+                share(payload.host, payload.host),
+                share(payload.host_root, payload.host_root),
+            )
         replay.add(event_type, vid, seq, command_id, started)
 
     def _activate(self, workflow_id: str) -> WorkflowReplay:

@@ -78,6 +78,13 @@ def read_command(buf: bytes, pos: int) -> tuple[Command, int]:
         body = Append(paths)
     elif branch == 0:
         registry_id, global_root, host, host_root, pos = _read_root(buf, pos)
+        # Interned: many workflows name the same registry, host and root (a root is
+        # du'ed again and again), and the processor holds one state per workflow. An
+        # event's are not: the restore shares them for its own states (fold.py,
+        # compaction.py), and sys.intern's table never shrinks.
+        intern = sys.intern
+        registry_id, global_root = intern(registry_id), intern(global_root)
+        host, host_root = intern(host), intern(host_root)
         body = Init(registry_id, global_root, host, host_root)
     elif branch == 2:
         body = _COMMIT
@@ -97,17 +104,12 @@ def read_command(buf: bytes, pos: int) -> tuple[Command, int]:
 
 
 def _read_root(buf: bytes, pos: int) -> tuple[str, str, str, str, int]:
-    """registry_id, global_root, host, host_root of Init or DuRootStarted.
-
-    Interned: many workflows name the same registry, host and root (a root is
-    du'ed again and again), and the processor holds one state per workflow.
-    """
+    """registry_id, global_root, host, host_root of Init or DuRootStarted."""
     registry_id, pos = rstr(buf, pos)
     global_root, pos = rstr(buf, pos)
     host, pos = rstr(buf, pos)
     host_root, pos = rstr(buf, pos)
-    intern = sys.intern
-    return intern(registry_id), intern(global_root), intern(host), intern(host_root), pos
+    return registry_id, global_root, host, host_root, pos
 
 
 def _read_paths(buf: bytes, pos: int) -> tuple[tuple[PathUsage, ...], int]:

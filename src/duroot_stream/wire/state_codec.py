@@ -13,7 +13,6 @@ configuration (no Schema Registry subject for an internal topic).
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
@@ -113,7 +112,7 @@ def encode_state(state: WorkflowState) -> bytes:
 
 def decode_state(data: bytes) -> WorkflowState:
     """The state in `data`; `CodecError` for anything but the current schema's record."""
-    state, pos = _read_state(data, _body("WorkflowState", data))
+    state, pos = _read_state(data, _body("WorkflowState", data), {})
     _end("WorkflowState", data, pos)
     return state
 
@@ -129,8 +128,9 @@ def encode_states(states: Iterable[WorkflowState]) -> bytes:
     return b"".join(parts)
 
 
-def decode_states(data: bytes, into: dict[str, WorkflowState]) -> None:
-    """The states of `encode_states`, put in `into` by workflow id."""
+def decode_states(data: bytes, into: dict[str, WorkflowState], shared: dict[str, str]) -> None:
+    """The states of `encode_states`, put in `into` by workflow id, compact: their
+    registry ids, hosts and roots each made once, through `shared` (WorkflowState)."""
     pos = 0
     prefix = _prefix("WorkflowState")
     try:
@@ -139,7 +139,7 @@ def decode_states(data: bytes, into: dict[str, WorkflowState]) -> None:
             end = pos + length
             if not data.startswith(prefix, pos):
                 raise CodecError("not a WorkflowState in the buffer of states")
-            state, at = _read_state(data, pos + len(prefix))
+            state, at = _read_state(data, pos + len(prefix), shared)
             if at != end:
                 raise CodecError(f"{end - at} bytes after a WorkflowState in the buffer")
             into[state.workflow_id] = state
@@ -148,9 +148,9 @@ def decode_states(data: bytes, into: dict[str, WorkflowState]) -> None:
         raise CodecError("truncated buffer of states") from None
 
 
-def _read_state(data: bytes, pos: int) -> tuple[WorkflowState, int]:
-    """The state whose Avro body starts at `pos`, and where it ends. The root fields are
-    interned: the workflows of one root share them (as the events fold's do)."""
+def _read_state(data: bytes, pos: int, shared: dict[str, str]) -> tuple[WorkflowState, int]:
+    """The state whose Avro body starts at `pos`, and where it ends; made compact with
+    `shared` (WorkflowState)."""
     try:
         workflow_id, pos = rstr(data, pos)
         code, pos = rlong(data, pos)
@@ -176,20 +176,19 @@ def _read_state(data: bytes, pos: int) -> tuple[WorkflowState, int]:
                 command_id, pos = _read_id(data, pos)
                 command_vid, pos = _read_id(data, pos)
                 recent.append((command_id, command_vid))
-        intern = sys.intern
         state = WorkflowState(
             workflow_id,
             _CODES[code],
             vid,
             seq,
-            intern(registry_id),
-            intern(global_root),
-            intern(host),
-            intern(host_root),
+            registry_id,
+            global_root,
+            host,
+            host_root,
             started_at,
             completed_at,
             packed=_packed(recent, vid),
-            compact=True,
+            compact=shared,
         )
     except (IndexError, Truncated):
         raise CodecError("truncated Avro body for WorkflowState") from None
