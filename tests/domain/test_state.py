@@ -159,3 +159,9 @@ def test_a_compact_state_reads_and_compares_as_the_one_of_text(
         assert (compact.global_root, compact.host_root) == (global_root, host_root)
         again = WorkflowState(*fields, compact=shared)
         assert again._global_root is compact._global_root and again.host is compact.host
+
+
+def test_a_compact_state_keeps_a_root_too_long_for_one_text_as_two() -> None:
+    long_root = "/r" * 0x88000
+    state = WorkflowState(WF, global_root=long_root, host_root="/h", compact={})
+    assert (state.global_root, state.host_root) == (long_root, "/h")

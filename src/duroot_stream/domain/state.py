@@ -135,8 +135,11 @@ class WorkflowState:
         if compact is not None:
             share = compact.setdefault
             registry_id, host = share(registry_id, registry_id), share(host, host)
-            roots = chr(len(global_root)) + global_root + host_root
-            roots, second = share(roots, roots), None
+            if len(global_root) < 0x110000:  # its length fits in one character
+                roots = chr(len(global_root)) + global_root + host_root
+                roots, second = share(roots, roots), None
+            else:
+                roots, second = share(global_root, global_root), share(host_root, host_root)
         self.registry_id: Final = registry_id
         self._global_root: Final = roots
         self.host: Final = host
