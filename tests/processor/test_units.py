@@ -14,6 +14,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 
 import duroot_stream.processor
 from duroot_stream.config import KafkaConfig
+from duroot_stream.processor import kafka_clients
 from duroot_stream.processor.faults import ProcessorFatal, transaction_failed
 from duroot_stream.processor.kafka_transaction import Transaction
 from duroot_stream.processor.restore_read import offsets
@@ -112,3 +113,19 @@ def test_a_fatal_error_raised_as_a_commit_begins_stops_the_processor_naming_it()
     finally:
         txn.producer = real
         txn.close(flush=False)
+
+
+def test_the_command_consumer_is_named_by_its_transactional_id_whatever_x_says(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An heir tells a live owner by its consumer's client.id (fencing.py): a `-X
+    client.id` must not rename that consumer."""
+    made: dict[str, object] = {}
+
+    def consumer(kafka: KafkaConfig, **settings: object) -> None:
+        made.update(kafka.client(**settings))
+
+    monkeypatch.setattr(kafka_clients, "new_consumer", consumer)
+    settings = ProcessorSettings(KafkaConfig(overrides={"client.id": "mine"}), instance_id="i")
+    kafka_clients.command_consumer(settings, lambda _: None)
+    assert made["client.id"] == settings.transactional_id == "duroot-processor-i"
