@@ -129,3 +129,37 @@ def test_the_command_consumer_is_named_by_its_transactional_id_whatever_x_says(
     settings = ProcessorSettings(KafkaConfig(overrides={"client.id": "mine"}), instance_id="i")
     kafka_clients.command_consumer(settings, lambda _: None)
     assert made["client.id"] == settings.transactional_id == "duroot-processor-i"
+
+
+class _PositionedConsumer:
+    """Where the loop is in each partition (-1001: nothing consumed), and the seeks."""
+
+    def __init__(self, positions: dict[int, int]) -> None:
+        self.positions = positions
+        self.sought: list[tuple[int, int]] = []
+
+    def position(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
+        return [
+            TopicPartition(tp.topic, tp.partition, self.positions[tp.partition])
+            for tp in partitions
+        ]
+
+    def seek(self, tp: TopicPartition) -> None:
+        self.sought.append((tp.partition, tp.offset))
+
+
+def test_partitions_kept_through_a_rebalance_are_sought_to_where_the_loop_is() -> None:
+    """librdkafka pauses and resumes their fetchers around the rebalance callbacks; a
+    seek to the position starts the fetch again at once, and skips nothing."""
+    settings = ProcessorSettings(kafka=KafkaConfig(bootstrap_servers="127.0.0.1:1"))
+    txn = Transaction(settings, "t.commands", CallWatch(), lambda _: None, lambda: None)
+    real = txn.consumer
+    consumer = _PositionedConsumer({0: 17, 2: -1001, 4: 3})
+    txn.consumer = cast(Consumer, consumer)
+    try:
+        txn.refetch([4, 0, 2])
+        txn.refetch([])
+    finally:
+        txn.consumer = real
+        txn.close(flush=False)
+    assert consumer.sought == [(0, 17), (4, 3)]
