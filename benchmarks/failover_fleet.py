@@ -83,8 +83,8 @@ class Fleet:
             desc = future[self.group].result()
         except KafkaException:
             return "UNKNOWN", {}
-        held = {
-            tp.partition: member.client_id
+        held = {  # a processor's consumer is named by its transactional id, <group>-<instance>
+            tp.partition: member.client_id.removeprefix(f"{self.group}-")
             for member in desc.members
             for tp in member.assignment.topic_partitions
             if tp.topic == self.topic

@@ -15,7 +15,9 @@ from duroot_stream.config import KafkaConfig
 from duroot_stream.domain import Init
 from duroot_stream.kafka import new_consumer
 from duroot_stream.processor.fencing import Owner, dead_owners, owner_metadata, parse_owner
+from duroot_stream.processor.settings import KAFKA_TIMEOUT_S
 from duroot_stream.wire import Topics
+from tests.kafka_helpers import wait_until
 from tests.processor.test_zombie import workflow_per_partition
 from tests.processor_harness import PARTITIONS, Requester, command, running_processor
 
@@ -127,6 +129,10 @@ def test_a_dead_owners_transaction_without_offsets_yet_is_fenced_too(
     # Ready (every partition restored) within running_processor's 60 s, where waiting
     # for the broker would take the dead transaction's 600 s.
     with running_processor(kafka, instance_id="second") as second:
-        assert second.metrics.previous_owners_fenced._value.get() >= 1
+        wait_until(  # the fencing producer may finish after the abort it began
+            lambda: second.metrics.previous_owners_fenced._value.get() >= 1,
+            timeout=KAFKA_TIMEOUT_S,
+            what="the fencing of the dead owner to finish",
+        )
     with pytest.raises(KafkaException, match="fenced"):
         dead.commit_transaction(30)

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import threading
 import time
 import uuid
 from collections import Counter
 from contextlib import ExitStack
+from dataclasses import replace
 
 import pytest
 
 from duroot_stream.config import KafkaConfig
 from duroot_stream.domain import Append, Commit, DuUpdated, Init, PathUsage
+from duroot_stream.logs import LIBRDKAFKA_LOGGER
 from duroot_stream.wire import Codec, Topics
 from tests.kafka_helpers import read_all, wait_until
 from tests.processor_harness import (
+    PARTITIONS,
     Requester,
     command,
     header_value,
@@ -78,3 +82,49 @@ def test_instances_join_and_leave_during_a_run(kafka: KafkaConfig) -> None:
         paths = [e.payload.path for e in events if isinstance(e.payload, DuUpdated)]
         assert paths == [f"p{i}" for i in range(APPENDS)], wf
         assert len(events) == 1 + APPENDS + 2
+
+
+class _Rejoins(logging.Handler):
+    """librdkafka's REJOIN lines (with -X debug=cgrp) of the clients named `client`."""
+
+    def __init__(self, client: str) -> None:
+        super().__init__(logging.DEBUG)
+        self.client = client
+        self.reasons: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if getattr(record, "facility", "") == "REJOIN" and self.client in getattr(
+            record, "client", ""
+        ):
+            self.reasons.append(record.getMessage())
+
+
+def test_a_joining_instance_takes_its_share_in_the_second_round_at_once(
+    kafka: KafkaConfig,
+) -> None:
+    """A new member gets nothing in the cooperative protocol's first round; the owners
+    give partitions up and rejoin. librdkafka would rejoin a member holding nothing
+    only 1 s after its last JoinGroup; the processor subscribes again instead, which
+    skips that backoff: its consumer rejoins for that reason, once."""
+    setup_topics(kafka)
+    rejoins = _Rejoins("duroot-processor-joiner#consumer")
+    logger = logging.getLogger(LIBRDKAFKA_LOGGER)
+    level = logger.level
+    logger.addHandler(rejoins)
+    logger.setLevel(logging.DEBUG)
+    try:
+        with running_processor(kafka, instance_id="owner") as owner:
+            assert len(owner.owned_partitions()) == PARTITIONS
+            traced = replace(kafka, overrides={**kafka.overrides, "debug": "cgrp"})
+            with running_processor(traced, instance_id="joiner") as joiner:
+                wait_until(
+                    lambda: joiner.owned_partitions() and owner.owned_partitions(),
+                    timeout=60,
+                    what="the partitions shared out",
+                )
+                assert joiner.owned_partitions().isdisjoint(owner.owned_partitions())
+    finally:
+        logger.removeHandler(rejoins)
+        logger.setLevel(level)
+    again = [r for r in rejoins.reasons if r.endswith(": Applying next subscription")]
+    assert len(again) == 1, rejoins.reasons

@@ -14,6 +14,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 
 import duroot_stream.processor
 from duroot_stream.config import KafkaConfig
+from duroot_stream.processor import kafka_clients
 from duroot_stream.processor.faults import ProcessorFatal, transaction_failed
 from duroot_stream.processor.kafka_transaction import Transaction
 from duroot_stream.processor.restore_read import offsets
@@ -112,3 +113,53 @@ def test_a_fatal_error_raised_as_a_commit_begins_stops_the_processor_naming_it()
     finally:
         txn.producer = real
         txn.close(flush=False)
+
+
+def test_the_command_consumer_is_named_by_its_transactional_id_whatever_x_says(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An heir tells a live owner by its consumer's client.id (fencing.py): a `-X
+    client.id` must not rename that consumer."""
+    made: dict[str, object] = {}
+
+    def consumer(kafka: KafkaConfig, **settings: object) -> None:
+        made.update(kafka.client(**settings))
+
+    monkeypatch.setattr(kafka_clients, "new_consumer", consumer)
+    settings = ProcessorSettings(KafkaConfig(overrides={"client.id": "mine"}), instance_id="i")
+    kafka_clients.command_consumer(settings, lambda _: None)
+    assert made["client.id"] == settings.transactional_id == "duroot-processor-i"
+
+
+class _PositionedConsumer:
+    """Where the loop is in each partition (-1001: nothing consumed), and the seeks."""
+
+    def __init__(self, positions: dict[int, int]) -> None:
+        self.positions = positions
+        self.sought: list[tuple[int, int]] = []
+
+    def position(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
+        return [
+            TopicPartition(tp.topic, tp.partition, self.positions[tp.partition])
+            for tp in partitions
+        ]
+
+    def seek(self, tp: TopicPartition) -> None:
+        self.sought.append((tp.partition, tp.offset))
+
+
+def test_partitions_kept_through_a_rebalance_are_sought_to_where_the_loop_is() -> None:
+    """librdkafka pauses and resumes their fetchers around the rebalance callbacks; a
+    seek to the position starts the fetch again at once, and skips nothing."""
+    settings = ProcessorSettings(kafka=KafkaConfig(bootstrap_servers="127.0.0.1:1"))
+    txn = Transaction(settings, "t.commands", CallWatch(), lambda _: None, lambda: None)
+    real = txn.consumer
+    consumer = _PositionedConsumer({0: 17, 2: -1001, 4: 3})
+    txn.consumer = cast(Consumer, consumer)
+    try:
+        txn.refetch([4, 0, 2])
+        txn.refetch([])
+    finally:
+        txn.consumer = real
+        txn.close(flush=False)
+    assert consumer.sought == [(0, 17), (4, 3)]

@@ -35,6 +35,7 @@ import pytest
 from duroot_stream.config import KafkaConfig
 from duroot_stream.domain import Append, Commit, Init, PathUsage
 from duroot_stream.processor import FENCE_AFTER_S, Processor, ProcessorFatal
+from duroot_stream.processor.settings import KAFKA_TIMEOUT_S
 from duroot_stream.wire import partition_for
 from tests.kafka_helpers import wait_until
 from tests.processor.client_faults import StallBefore
@@ -142,7 +143,12 @@ def test_a_zombie_commit_after_its_partitions_moved_is_neither_lost_nor_doubled(
                     )
                     took_over_s = time.monotonic() - stalled_at
                     assert paused.is_set() and not resume.is_set()
-                    assert heir.metrics.previous_owners_fenced._value.get() == 1
+                    # The fencing producer may finish after the abort it began.
+                    wait_until(
+                        lambda: heir.metrics.previous_owners_fenced._value.get() == 1,
+                        timeout=KAFKA_TIMEOUT_S,
+                        what="the heir's fencing of the zombie to finish",
+                    )
                 resume.set()  # the zombie wakes up and commits
                 wait_until(
                     lambda: (

@@ -24,6 +24,7 @@ the restore waits for the broker's timeout as before.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ from confluent_kafka import KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from duroot_stream.config import KafkaConfig
-from duroot_stream.kafka import new_consumer
+from duroot_stream.kafka import kafka_error, new_consumer
 
 from .port import Faults
 from .settings import KAFKA_TIMEOUT_S
@@ -41,6 +42,10 @@ from .settings import KAFKA_TIMEOUT_S
 log = logging.getLogger("duroot.processor")
 
 METADATA_PREFIX = "duroot-owner "  # offset metadata: "duroot-owner <transactional.id> <member>"
+# init_transactions of an id without an open transaction returns within this; one
+# whose transaction is open gets CONCURRENT_TRANSACTIONS while the coordinator aborts
+# it, and librdkafka asks again up to 500 ms later (rdkafka_idempotence.c).
+FENCE_ANSWER_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -112,11 +117,13 @@ class Fencer:
         self._group_id = group_id
         self._transactional_id = transactional_id
         self._fenced = fenced
+        self._finishing: list[threading.Thread] = []
 
     def __call__(self, topic: str, partitions: list[int]) -> list[str] | None:
         """Fence the dead owners named by the stable offsets of `partitions`; the
-        transactional ids fenced, or None when it failed (logged: the restore asks
-        again on its next look, and meanwhile waits as it would without fencing)."""
+        transactional ids fenced (or whose fencing finishes in a thread), or None when
+        it failed (logged: the restore asks again on its next look, and meanwhile waits
+        as it would without fencing)."""
         try:
             owners = self._stable_owners(topic, partitions)
             if not any(owners.values()):
@@ -159,15 +166,56 @@ class Fencer:
         group = futures[self._group_id].result()
         return {m.member_id for m in group.members}, {m.client_id for m in group.members}
 
+    def close(self) -> None:
+        """Wait for the fencings still finishing (see `_fence`)."""
+        for thread in self._finishing:
+            thread.join(KAFKA_TIMEOUT_S)
+
     def _fence(self, transactional_id: str, partitions: list[int]) -> bool:
+        """Fence the owner: once the coordinator has the fencing producer's first
+        InitProducerId, it aborts the open transaction and bumps the epoch. The restore
+        needs that abort, not this producer, so an `init_transactions` not answered
+        within FENCE_ANSWER_S (the abort under way) finishes in a thread."""
         if self._faults is not None:
             self._faults.pause("fence")
         started = time.monotonic()
         producer = Producer(self._kafka.client(**{"transactional.id": transactional_id}))
         try:
-            producer.init_transactions(KAFKA_TIMEOUT_S)  # raises: asked again (see above)
+            producer.init_transactions(FENCE_ANSWER_S)
+        except KafkaException as exc:
+            error = kafka_error(exc)
+            if error is None or not error.retriable():  # _TIMED_OUT, CONCURRENT_TRANSACTIONS
+                producer.flush(0)
+                raise  # asked again (see `__call__`)
+            thread = threading.Thread(
+                target=self._finish,
+                args=(producer, transactional_id, partitions, started),
+                name=f"fence-{transactional_id}",
+                daemon=True,  # joined at close
+            )
+            self._finishing = [t for t in self._finishing if t.is_alive()] + [thread]
+            thread.start()
+            return True
+        producer.flush(0)
+        self._done(transactional_id, partitions, started)
+        return True
+
+    def _finish(
+        self, producer: Producer, transactional_id: str, partitions: list[int], started: float
+    ) -> None:
+        try:
+            producer.init_transactions(KAFKA_TIMEOUT_S)  # the same call, resumed
+        except KafkaException as exc:  # the restore then waits for the broker's abort
+            log.warning(
+                "fencing a previous owner failed",
+                extra={"transactional_id": transactional_id, "error": str(exc)},
+            )
+            return
         finally:
             producer.flush(0)
+        self._done(transactional_id, partitions, started)
+
+    def _done(self, transactional_id: str, partitions: list[int], started: float) -> None:
         self._fenced()
         log.warning(
             "fenced a previous owner",
@@ -179,4 +227,3 @@ class Fencer:
                 "no longer in the group",
             },
         )
-        return True

@@ -4,6 +4,7 @@ transactional producer (made again by `Transaction.renew`) and the command consu
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 from confluent_kafka import Consumer, KafkaError, Producer
 
@@ -53,11 +54,13 @@ def transactional_producer(
 
 
 def command_consumer(settings: ProcessorSettings, stats_cb: Callable[[str], None]) -> Consumer:
+    # Its client.id is how an heir tells a live owner in the group from a dead one
+    # (fencing.py), so a `-X client.id` names the other clients only.
+    overrides = {k: v for k, v in settings.kafka.overrides.items() if k != "client.id"}
     return new_consumer(
-        settings.kafka,
+        replace(settings.kafka, overrides=overrides),
         **{
             "group.id": settings.group_id,
-            # How an heir tells a live owner in the group from a dead one (fencing.py).
             "client.id": settings.transactional_id,
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
@@ -68,7 +71,10 @@ def command_consumer(settings: ProcessorSettings, stats_cb: Callable[[str], None
             # least (group.min.session.timeout.ms). librdkafka heartbeats from its
             # own thread, so a busy Python loop does not miss them.
             "session.timeout.ms": SESSION_TIMEOUT_MS,
-            "heartbeat.interval.ms": 1_000,
+            # The others learn of a rebalance (a member left or joined, or its
+            # session expired) at their next heartbeat: that wait is part of every
+            # handover. Four a second cost the broker next to nothing.
+            "heartbeat.interval.ms": 250,
             "statistics.interval.ms": 5_000,
             "stats_cb": stats_cb,
         },

@@ -311,6 +311,19 @@ class Transaction:
         except KafkaException as exc:  # fetched at the fetcher's next wake-up instead
             log.info("resumed partitions not sought", extra={"error": str(exc)})
 
+    def refetch(self, partitions: list[int]) -> None:
+        """Fetch the partitions kept through a rebalance at once: librdkafka pauses their
+        fetchers while the rebalance callbacks run and resumes them after, and a resumed
+        fetcher waits for its next wake-up (see `resume`); a seek to where they are
+        starts it now (what was fetched beyond is fetched again)."""
+        wanted = [TopicPartition(self._commands_topic, p) for p in sorted(partitions)]
+        try:
+            for tp in self.consumer.position(wanted) if wanted else []:
+                if tp.error is None and tp.offset >= 0:  # else nothing consumed yet
+                    self.consumer.seek(tp)
+        except KafkaException as exc:  # fetched at the fetcher's next wake-up instead
+            log.info("kept partitions not sought", extra={"error": str(exc)})
+
     def _committed(self, partitions: list[int], timeout: float) -> dict[int, int]:
         """The group's committed offsets of `partitions`, those that have one."""
         wanted = [TopicPartition(self._commands_topic, p) for p in partitions]

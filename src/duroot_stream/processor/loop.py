@@ -229,13 +229,15 @@ class _Loop:
             standby=None if self._standbys is None else self._standbys.take,
         )
         self._assigned_at: float | None = None  # the first assignment's time
+        self._rebalanced = False  # a rebalance callback ran since the last batch
         txn.init()
-        self._consumer.subscribe(
-            [topics.commands],
-            on_assign=self._on_assign,
-            on_revoke=self._on_revoke,
-            on_lost=self._on_lost,
-        )
+        # Held here: `_on_assign` subscribes again with the same callback objects.
+        self._rebalance_callbacks = {
+            "on_assign": self._on_assign,
+            "on_revoke": self._on_revoke,
+            "on_lost": self._on_lost,
+        }
+        self._consumer.subscribe([topics.commands], **self._rebalance_callbacks)
         if self._standbys is not None:
             self._standbys.start()
         log.info(
@@ -320,9 +322,17 @@ class _Loop:
                 count_changed(self._topics.commands, count, f"has partition {max(beyond)}")
             )
             return
-        if self._assigned_at is None:
+        self._rebalanced = True
+        first = self._assigned_at is None
+        if first:
             self._assigned_at = time.monotonic()
         if not numbers:
+            if first:
+                # A new member gets nothing in the cooperative protocol's first round:
+                # the owners give partitions up and rejoin at once, but librdkafka
+                # rejoins a member holding nothing only 1 s after its last JoinGroup.
+                # A subscription made now skips that backoff (applied after this call).
+                consumer.subscribe([self._topics.commands], **self._rebalance_callbacks)
             return
         # Assigned here (confluent-kafka then does not), paused until restored: the
         # restore runs in a thread and the loop goes on with the partitions it owns,
@@ -347,6 +357,9 @@ class _Loop:
     def _install(self) -> None:
         """Install the finished restores: their partitions' commands are handled from
         now on. Sets `ready` once the first assignment's are all installed."""
+        if self._rebalanced:  # the partitions kept are fetched again at once
+            self._rebalanced = False
+            self._txn.refetch(list(self._workflows.by_partition))
         finished = self._restorer.finished()  # raises what a restore failed with
         if finished:
             for partition, workflows in finished:
@@ -393,6 +406,7 @@ class _Loop:
         self._drop(partitions)
 
     def _drop(self, partitions: list[TopicPartition]) -> None:
+        self._rebalanced = True
         if self._standbys is not None:
             self._standbys.rebalanced()
         self._restorer.drop(tp.partition for tp in partitions)

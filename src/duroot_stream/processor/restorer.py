@@ -184,6 +184,8 @@ class Restorer:
             thread.join(KAFKA_TIMEOUT_S)
             if thread.is_alive():
                 log.warning("restore thread still running at stop", extra={"thread": thread.name})
+        if self._fence is not None:
+            self._fence.close()
 
     def _run(self, epoch: int, partitions: tuple[int, ...], started: float) -> None:
         def cancelled() -> bool:

@@ -26,8 +26,9 @@ ABORT_CHECK_MARGIN_S = 30.0  # added to a -X transaction.timeout.ms for the same
 GC_CHUNK_RECORDS = 10_000
 # A dead owner's offsets stay unstable until its transaction ends; a live owner's
 # never are at a takeover (it commits before it lets partitions go). So a short
-# look is enough before the heir ends the transaction itself.
-FENCE_AFTER_S = 0.5
+# look is enough before the heir ends the transaction itself (a stable answer takes
+# milliseconds; a slow one costs only a look at the group).
+FENCE_AFTER_S = 0.2
 
 
 @dataclass(frozen=True)
