@@ -139,7 +139,10 @@ def test_killed_leader_is_replaced_and_catches_up(cluster: LocalCluster) -> None
     kafka = KafkaConfig(bootstrap_servers=cluster.bootstrap, topic_prefix="kill.")
     create_topics(kafka, partitions=3)
     topic = Topics(kafka.topic_prefix).commands
-    leader = cluster.leader(topic, 0)
+    # The node asked may learn of the new topic's partitions a moment after the others.
+    leader = wait_until(
+        lambda: max(cluster.leader(topic, 0), 0), timeout=60, what=f"a leader of {topic}[0]"
+    )
     cluster.kill(leader)
     try:
         new = wait_until(

@@ -154,9 +154,12 @@ class LocalCluster:
         self._wait(lambda: self.brokers() == expected, timeout, f"brokers {sorted(expected)}")
 
     def leader(self, topic: str, partition: int) -> int:
-        """The node leading `topic[partition]` now (-1 while none does)."""
+        """The node leading `topic[partition]` now (-1 while none does, or while the
+        node asked does not know of the partition yet: a topic just created)."""
         md = self.admin().list_topics(topic, timeout=METADATA_TIMEOUT_S)
-        return int(md.topics[topic].partitions[partition].leader)
+        found = md.topics.get(topic)
+        known = None if found is None else found.partitions.get(partition)
+        return -1 if known is None else int(known.leader)
 
     def transaction_coordinator(self, transactional_id: str) -> int:
         """The node that coordinates `transactional_id`'s transactions."""
