@@ -313,9 +313,8 @@ class Transaction:
 
     def refetch(self, partitions: list[int]) -> None:
         """Fetch the partitions kept through a rebalance at once: librdkafka pauses their
-        fetchers while the rebalance callbacks run and resumes them after, and a resumed
-        fetcher waits for its next wake-up (see `resume`); a seek to where they are
-        starts it now (what was fetched beyond is fetched again)."""
+        fetchers during the callbacks, and a resumed one waits for its next wake-up (see
+        `resume`); a seek to where they are starts it now."""
         wanted = [TopicPartition(self._commands_topic, p) for p in sorted(partitions)]
         try:
             for tp in self.consumer.position(wanted) if wanted else []:

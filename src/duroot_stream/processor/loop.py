@@ -13,28 +13,16 @@ batch, in one Kafka transaction (`_Loop.run_batch`, its steps numbered so):
    partitions, through the same path, a bounded chunk per transaction;
 4. send the consumed offsets to the transaction and commit it.
 
-Where each runs: this module the loop and the rebalance callbacks; the engine,
-which reaches Kafka only through the port (`port.py`): `engine.py` one command
-(step 2), `collector.py` garbage collection (step 3), `batch.py` the transaction's
-begin, commit (step 4) and abort with its undo; `kafka_transaction.py` the Kafka
-adapter (transactional calls, retries, the error triage); `restore.py` the restore
-on assignment, `restorer.py` its threads; `hanging.py` the watch for hanging
-transactions.
+This module holds the loop and the rebalance callbacks; the engine reaches Kafka only
+through the port (`port.py`); `kafka_transaction.py` is the Kafka adapter.
 
-State per owned partition is rebuilt from the compacted event topic when the
-partition is assigned (restore), before any of its commands is handled, once no
-transaction of a previous owner can still commit into it (see `restore.py`). The
-restore does not hold up the partitions already owned: the rebalance callback
-assigns the new partitions paused and starts their restore in a thread of its own
-(`restorer.py`); the loop goes on, and before each batch installs the restores that
-have finished, claims and resumes their partitions. A partition revoked mid-restore
-is never resumed, nor its restore's result installed.
+State per owned partition is restored when the partition is assigned, in a thread
+of its own (`restorer.py`, `restore.py`), while the loop goes on with the partitions
+it owns; before each batch it installs the restores that have finished, claims and
+resumes their partitions. A partition revoked mid-restore is never resumed.
 
-A workflow's partition is murmur2(workflow id) % partitions: the commands
-topic's partition count can never change. When the processor sees that it did
-(a partition beyond the count it started with is assigned, or a misrouted
-command's check at commit finds another count), it stops with `ProcessorFatal`
-rather than dead-letter every new workflow as misrouted.
+The commands topic's partition count can never change (a workflow's partition is
+murmur2(id) % partitions): seen changed, the processor stops with `ProcessorFatal`.
 """
 
 from __future__ import annotations
@@ -232,11 +220,9 @@ class _Loop:
         self._rebalanced = False  # a rebalance callback ran since the last batch
         txn.init()
         # Held here: `_on_assign` subscribes again with the same callback objects.
-        self._rebalance_callbacks = {
-            "on_assign": self._on_assign,
-            "on_revoke": self._on_revoke,
-            "on_lost": self._on_lost,
-        }
+        self._rebalance_callbacks = dict(
+            on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+        )
         self._consumer.subscribe([topics.commands], **self._rebalance_callbacks)
         if self._standbys is not None:
             self._standbys.start()
@@ -328,10 +314,9 @@ class _Loop:
             self._assigned_at = time.monotonic()
         if not numbers:
             if first:
-                # A new member gets nothing in the cooperative protocol's first round:
-                # the owners give partitions up and rejoin at once, but librdkafka
-                # rejoins a member holding nothing only 1 s after its last JoinGroup.
-                # A subscription made now skips that backoff (applied after this call).
+                # A new member gets nothing in the first round; librdkafka would rejoin
+                # it 1 s after its last JoinGroup, the owners at once. A subscription
+                # made now skips that backoff (it is applied after this callback).
                 consumer.subscribe([self._topics.commands], **self._rebalance_callbacks)
             return
         # Assigned here (confluent-kafka then does not), paused until restored: the
