@@ -37,6 +37,7 @@ COMPILED = (
     "duroot_stream.domain.validation",
     "duroot_stream.processor.batch",
     "duroot_stream.processor.engine",
+    "duroot_stream.processor.fold",
     "duroot_stream.processor.routes",
     "duroot_stream.processor.workflows",
     "duroot_stream.wire.avro",

@@ -232,7 +232,7 @@ def test_the_compacted_state_is_the_fold_of_the_events(run: list[Step], seed: in
             fold.add(as_message(record, offset), p.codec)
         from_state, reason, detail = read.states(len(events))
         assert from_state is not None, (reason, detail)
-        assert from_state == fold.finish() == p.workflows.of(partition)
+        assert from_state == fold.finish(p.codec) == p.workflows.of(partition)
         if events:
             last = events[-1]
             assert last_event_problem(from_state, last.key or b"", last.value, p.codec) is None

@@ -285,7 +285,7 @@ def _read_partitions(
             opened,
         )
     for partition, fold in folds.items():
-        states = fold.finish()
+        states = fold.finish(codec)
         if state_topic is not None:
             stale = reads[partition].stale(states)
             states = FoldedStates(states, Snapshot(ends[partition][1], stale))

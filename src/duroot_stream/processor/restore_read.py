@@ -9,9 +9,8 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from duroot_stream.config import KafkaConfig
 from duroot_stream.kafka import kafka_error, new_consumer, position, watermarks
@@ -19,6 +18,7 @@ from duroot_stream.wire import Codec
 
 from .collection import hold_collection, release_collection
 from .faults import ProcessorFatal
+from .fold import Sink, feed
 from .settings import KAFKA_TIMEOUT_S
 
 log = logging.getLogger("duroot.processor")
@@ -99,11 +99,9 @@ def read_to_end(
             if not messages:
                 message = consumer.poll(0.2 if waiting else 1.0)
                 messages = [message] if message is not None else []
-            for message in messages:
+            for message in feed(messages, sinks, codec):
                 error = message.error()
-                if error is None:
-                    sinks[position(message)[0]].add(message, codec)
-                elif error.code() == KafkaError._PARTITION_EOF:
+                if error is not None and error.code() == KafkaError._PARTITION_EOF:
                     _reached(topic, position(message), pending, waiting, wait_s)
                 else:
                     raise ProcessorFatal(f"restoring {topic}: {error}")
@@ -119,12 +117,6 @@ def read_to_end(
     finally:
         consumer.close()
         release_collection()
-
-
-class Sink(Protocol):
-    """What takes a partition's records during a restore (a fold, a state read)."""
-
-    def add(self, message: Message, codec: Codec) -> None: ...
 
 
 def _reached(

@@ -53,6 +53,7 @@ __all__ = [
     "read_command",
     "read_event",
     "read_event_facts",
+    "read_event_head",
     "read_index_event",
     "read_reply",
 ]
@@ -158,6 +159,8 @@ def read_event(buf: bytes, pos: int) -> tuple[WorkflowEvent, int]:
 
 # (event_id, workflow_id, seq, command_id, payload type): see Codec.event_facts.
 EventFacts = tuple[str, str, int, str, type[EventPayload]]
+# (workflow_id, seq, the command id's start and end, payload type): see Codec.event_head.
+EventHead = tuple[str, int, int, int, type[EventPayload]]
 _PAYLOAD_TYPES: tuple[type[EventPayload], ...] = (
     DuRootStarted,
     DuUpdated,
@@ -188,6 +191,23 @@ def read_event_facts(buf: bytes, pos: int) -> EventFacts:
     if branch & 1 or branch >= 2 * len(_PAYLOAD_TYPES):
         raise bad_branch("WorkflowEvent.payload", branch)
     return event_id, workflow_id, seq, command_id, _PAYLOAD_TYPES[branch >> 1]
+
+
+def read_event_head(buf: bytes, pos: int) -> EventHead:
+    """The common layout only (see read_event_facts); any other gives a start of 0.
+    The command id's start and end take in its length, so two events name the same
+    command when their bytes between them are equal: nothing is decoded but the
+    workflow id."""
+    if buf[pos] != _ULID_LEN or buf[pos + 27] != _ULID_LEN or buf[pos + 54] != _UUID_LEN:
+        return "", 0, 0, 0, DuUpdated
+    workflow_id = buf[pos + 55 : pos + 91].decode()
+    seq, start = rlong(buf, pos + 91)
+    length, end = rlong(buf, start)
+    end += length
+    branch = buf[end]
+    if length < 0 or branch & 1 or branch >= 2 * len(_PAYLOAD_TYPES):
+        return "", 0, 0, 0, DuUpdated
+    return workflow_id, seq, start, end, _PAYLOAD_TYPES[branch >> 1]
 
 
 def read_index_event(buf: bytes, pos: int) -> tuple[WorkflowIndexEvent, int]:

@@ -32,14 +32,16 @@ from typing import Any, Final, Generic, TypeVar
 
 import fastavro
 
-from duroot_stream.domain import Command, Reply, WorkflowEvent, WorkflowIndexEvent
+from duroot_stream.domain import Command, DuUpdated, Reply, WorkflowEvent, WorkflowIndexEvent
 
 from .avro import write_command, write_index_event, write_reply
 from .avro_readers import (
     EventFacts,
+    EventHead,
     read_command,
     read_event,
     read_event_facts,
+    read_event_head,
     read_index_event,
     read_reply,
 )
@@ -183,6 +185,18 @@ class Codec:
                 raise CodecError("truncated or invalid Avro body for WorkflowEvent") from None
         e = self.decode_event(data)
         return e.event_id, e.workflow_id, e.seq, e.command_id, type(e.payload)
+
+    def event_head(self, data: bytes) -> EventHead:
+        """Less than `event_facts`, for a restore's run of events of one command:
+        (workflow_id, seq, start, end, payload type), where `data[start:end]` holds
+        the command id as written. A start of 0 means "read `event_facts`" (another
+        layout or framing; a damaged body, which `event_facts` reports)."""
+        if data.startswith(self._event_prefix):
+            try:
+                return read_event_head(data, len(self._event_prefix))
+            except (IndexError, Truncated, UnicodeDecodeError, CodecError):
+                pass
+        return "", 0, 0, 0, DuUpdated
 
     # -- encoding
 
