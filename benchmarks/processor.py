@@ -10,7 +10,8 @@ from different runs to be compared.
    pass-through (`benchmarks/passthrough.py`: the same loop and batching, one
    event-sized and one reply record per command, no domain work). Rates from
    the group's committed offsets, between 10 % and 90 % drained; after a
-   warm-up drain, the two take turns (best of two rounds; one with --quick).
+   warm-up drain, the two take turns (best of three rounds, each round's ratio
+   printed too; one round with --quick).
 2. Restore: `restore_partitions` over an events topic of 1,000,000 events
    (10,000 workflows of 100 events) with one partition and with six, versus a
    raw consume of the same partitions (the restore consumer's settings,
@@ -108,7 +109,7 @@ def drain(
 
 def throughput(bootstrap_servers: str, quick: bool) -> Throughput:
     n = 30_000 if quick else 100_000
-    rounds = 1 if quick else 2
+    rounds = 1 if quick else 3
     workflows = workflow_ids(WORKFLOWS)
     commands = append_commands(workflows, n)
 
@@ -120,22 +121,22 @@ def throughput(bootstrap_servers: str, quick: bool) -> Throughput:
     drain(bootstrap_servers, commands[:10_000], workflows, passthrough_set, "warm-up")
     passthrough = one = 0.0
     port = latency.free_port()
+    ratios: list[float] = []
     for _ in range(rounds):
-        passthrough = max(
-            passthrough,
-            drain(bootstrap_servers, commands, workflows, passthrough_set, "pass-through"),
+        this_passthrough = drain(
+            bootstrap_servers, commands, workflows, passthrough_set, "pass-through"
         )
-        one = max(
-            one,
-            drain(
-                bootstrap_servers,
-                commands,
-                workflows,
-                lambda p: p.start_processors(1, "--metrics-port", str(port)),
-                "processor x1",
-                port,
-            ),
+        this_one = drain(
+            bootstrap_servers,
+            commands,
+            workflows,
+            lambda p: p.start_processors(1, "--metrics-port", str(port)),
+            "processor x1",
+            port,
         )
+        ratios.append(round(this_one / this_passthrough, 3))
+        passthrough, one = max(passthrough, this_passthrough), max(one, this_one)
+    log(f"throughput: processor / pass-through per round {ratios}")
     two = drain(
         bootstrap_servers, commands, workflows, lambda p: p.start_processors(2), "processor x2"
     )
@@ -145,6 +146,7 @@ def throughput(bootstrap_servers: str, quick: bool) -> Throughput:
         passthrough_per_s=round(passthrough),
         processor_per_s=round(one),
         ratio=round(one / passthrough, 3),
+        round_ratios=tuple(ratios),
         processor_2_instances_per_s=round(two),
         scale_out_ratio=round(two / one, 3),
     )
@@ -201,7 +203,7 @@ def restore(bootstrap_servers: str, quick: bool) -> Restore:
     events = write_histories(targets, one, workflows, HistoryShape(100, 10))
     log(f"restore: wrote 2 x {events:,} events in {time.monotonic() - started:.0f} s")
     codec = Codec()
-    rounds = 1 if quick else 2
+    rounds = 1 if quick else 3
     rates: list[RestoreRates] = []
     for label, config, partitions in (("1p", one, [0]), ("6p", six, list(range(PARTITIONS)))):
         topic = Topics(config.topic_prefix).events
