@@ -7,8 +7,10 @@ chunks of 500 until 1,000 commands, 100 ms, or caught up), and the same
 number of output records per command: one to the events topic (on the
 command's partition, with six headers like an event's) and one to the
 replies topic. The values are the command's bytes, passed through
-undecoded. Then, per batch, `send_offsets_to_transaction` and
-`commit_transaction`.
+undecoded. Then, per batch, one record per workflow the batch touched to the
+state topic, as the processor writes each changed workflow's state (a value of
+the size of an appending workflow's state record), `send_offsets_to_transaction`
+and `commit_transaction`.
 
 Run (the benchmarks start it): `python -m benchmarks.passthrough
 --bootstrap-servers B --topic-prefix P --group G --partitions N`.
@@ -25,13 +27,31 @@ from collections.abc import Sequence
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
 from duroot_stream.config import KafkaConfig
+from duroot_stream.domain import (
+    EVENT_EPOCH,
+    DuRootStarted,
+    DuUpdated,
+    WorkflowEvent,
+    evolve,
+    initial_state,
+)
+from duroot_stream.ids import MonotonicUlids
 from duroot_stream.processor import (
     CONSUME_CHUNK,
     IDLE_POLL_S,
     RETRY_BACKOFF_MAX_MS,
     RETRY_BACKOFF_MS,
 )
-from duroot_stream.wire import COMMAND_ID, EVENT_TYPE, PARENT, SEQ, VID, WORKFLOW_ID, Topics
+from duroot_stream.wire import (
+    COMMAND_ID,
+    EVENT_TYPE,
+    PARENT,
+    SEQ,
+    VID,
+    WORKFLOW_ID,
+    Topics,
+    encode_state,
+)
 
 BATCH_SIZE = 1000  # the processor's defaults
 COMMIT_INTERVAL_S = 0.1
@@ -44,6 +64,24 @@ HEADERS: list[tuple[str, str | bytes | None]] = [
     (SEQ, b"12345"),
     (COMMAND_ID, b"01JD0000000000000000000000"),
 ]
+
+
+def state_value() -> bytes:
+    """The state record of a workflow appending its second command's lines: the bytes
+    the processor writes to the state topic for each workflow a batch changed."""
+    workflow_id, new_id = "7f1c0a3e-5b1d-4c2a-9e3f-0123456789ab", MonotonicUlids()
+    started = DuRootStarted(
+        "0b0c8d4e-1111-4222-8333-444455556666", "/example/data/root-1", "files1.example.org",
+        "/srv/data/root-1",
+    )  # fmt: skip
+    state = initial_state(workflow_id)
+    for payload in (started, DuUpdated("dir1", 4096)):
+        command_id = new_id(EVENT_EPOCH)
+        event = WorkflowEvent(
+            new_id(state.vid), state.vid, workflow_id, state.seq, command_id, payload
+        )
+        state = evolve(state, event)
+    return encode_state(state)
 
 
 class PassThrough:
@@ -79,6 +117,8 @@ class PassThrough:
             )
         )
         self.next_offsets: dict[int, int] = {}
+        self.changed: set[tuple[int, bytes | None]] = set()  # (partition, workflow id)
+        self.state_value = state_value()
         self.in_batch = 0
         self.started = 0.0
 
@@ -120,6 +160,7 @@ class PassThrough:
         key, value = message.key(), message.value()
         self.produce(self.topics.events, partition, key, value, HEADERS)
         self.produce(self.topics.replies, partition % self.replies_partitions, key, value, None)
+        self.changed.add((partition, key))
 
     def produce(
         self,
@@ -139,6 +180,9 @@ class PassThrough:
     def commit(self) -> None:
         if not self.in_batch:
             return
+        for partition, key in self.changed:
+            self.produce(self.topics.state, partition, key, self.state_value, None)
+        self.changed.clear()
         offsets = [TopicPartition(self.topics.commands, p, o) for p, o in self.next_offsets.items()]
         self.producer.send_offsets_to_transaction(
             offsets, self.consumer.consumer_group_metadata(), 30

@@ -89,7 +89,7 @@ class Throughput:
     workflows: int
     passthrough_per_s: float
     processor_per_s: float
-    ratio: float  # processor / pass-through, best rate of each
+    ratio: float  # processor / pass-through: the median of the rounds'
     round_ratios: tuple[float, ...]  # processor / pass-through in each round
     processor_2_instances_per_s: float
     scale_out_ratio: float  # two instances / one
