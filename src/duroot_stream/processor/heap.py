@@ -10,9 +10,9 @@ before compaction (compaction.py). glibc keeps freed memory in the process:
   only `free` trims, above the trim threshold. That threshold is dynamic: freeing a
   block larger than the mmap threshold (librdkafka's fetch buffers, MiBs) raises the
   mmap threshold to its size (up to 32 MiB) and the trim threshold to twice that. So
-  after some restores a broker thread's arena kept 15-27 MiB of its top resident,
-  0-320 B per restored workflow of 100,000 by chance (docs/benchmarks.md). `settle()`
-  fixes both thresholds at glibc's defaults, which ends the raising.
+  after most restores the arena of a broker thread kept 15-27 MiB of its top resident:
+  130-550 B more per restored workflow of 100,000, by chance (docs/benchmarks.md).
+  `settle()` fixes both thresholds at glibc's defaults, which ends the raising.
 
 Process-wide, and the processor's whole life: a process that restores once restores
 again at the next rebalance. A fixed mmap threshold maps every block above 128 KiB
