@@ -4,10 +4,10 @@ Run by `benchmarks/processor.py` (memory figure): imports the processor,
 restores an empty events topic (so librdkafka, the codec and the imports are
 all loaded: the empty process), reads VmRSS from /proc/self/status, then
 restores the loaded topic, keeps the workflows, collects garbage and reads
-VmRSS again. glibc keeps freed heap (the fetched records of the restore) in
-the process, so it is asked to give it back (`malloc_trim(0)`) before the
-last reading. Also the bytes the states themselves hold (`sys.getsizeof`
-of each object, shared ones once). Then what a warm standby (`processor
+VmRSS again: what the processor holds, as the restore leaves it (the restore
+gives back the memory it freed, processor/heap.py; the probe adds nothing).
+Also the bytes the states themselves hold (`sys.getsizeof` of each object,
+shared ones once). Then what a warm standby (`processor
 --standbys`) holds for the same workflows: their state records as the standby
 keeps them (`StateRead`: key and undecoded value per workflow), the bytes of those
 objects (RSS would hide them in the heap the restore freed).
@@ -20,8 +20,6 @@ Prints one JSON object.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import ctypes
 import gc
 import json
 import sys
@@ -41,12 +39,6 @@ def rss_bytes() -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     raise RuntimeError("no VmRSS in /proc/self/status")
-
-
-def trim() -> None:
-    """Hand freed heap back to the kernel (glibc), so RSS shows what is held."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def held_bytes(restored: dict[int, tuple[dict[str, WorkflowState], int]]) -> int:
@@ -101,15 +93,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     restore_partitions(kafka, args.empty_topic, partitions, codec)
     gc.collect()
-    trim()
     empty = rss_bytes()
 
     started = time.monotonic()
     restored = restore_partitions(kafka, args.events_topic, partitions, codec)
     seconds = time.monotonic() - started
     gc.collect()
-    untrimmed = rss_bytes()
-    trim()
     rss = rss_bytes()
     workflows = sum(len(w) for w, _ in restored.values())
     held = held_bytes(restored)
@@ -122,11 +111,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "events": events,
                 "restore_s": round(seconds, 3),
                 "rss_empty_bytes": empty,
-                "rss_bytes_before_trim": untrimmed,
                 "rss_bytes": rss,
                 "bytes_per_workflow": (rss - empty) / workflows,
                 "live_bytes_per_workflow": held / workflows,
-                "bytes_per_workflow_before_trim": (untrimmed - empty) / workflows,
                 "standby_bytes_per_workflow": standby / workflows,
             }
         )

@@ -282,7 +282,6 @@ def memory(bootstrap_servers: str, quick: bool, env: Mapping[str, str] = {}) -> 
         rss_empty_mib=round(probe["rss_empty_bytes"] / 2**20, 1),
         rss_mib=round(probe["rss_bytes"] / 2**20, 1),
         bytes_per_workflow=round(probe["bytes_per_workflow"]),
-        bytes_per_workflow_before_trim=round(probe["bytes_per_workflow_before_trim"]),
         live_bytes_per_workflow=round(probe["live_bytes_per_workflow"]),
         standby_bytes_per_workflow=round(probe["standby_bytes_per_workflow"]),
         restore_events_per_s=round(probe["events"] / probe["restore_s"]),

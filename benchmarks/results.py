@@ -176,8 +176,7 @@ class Memory:
     events: int
     rss_empty_mib: float
     rss_mib: float
-    bytes_per_workflow: float  # RSS, after malloc_trim
-    bytes_per_workflow_before_trim: float
+    bytes_per_workflow: float  # RSS, as the restore leaves it
     live_bytes_per_workflow: float  # held by the state objects themselves
     standby_bytes_per_workflow: float  # a warm standby's objects per workflow of another
     restore_events_per_s: float

@@ -5,7 +5,7 @@ fetched records, the folds' and the state reads' working objects). pymalloc give
 memory back only by whole arenas, and a state left in an arena keeps it all: after a
 fold of the events, about 400 B per workflow more than the states themselves
 (docs/benchmarks.md). So the states are held in one buffer per partition (a large
-`bytes`: malloc's memory, which `malloc_trim` returns), all of them dropped, which
+`bytes`: malloc's memory, which the restore gives back after, heap.py), all of them dropped, which
 frees the arenas they kept, and then made again one after another, filling few
 arenas. That costs an encoding and a decoding per workflow (about 2 us compiled),
 little beside the records a restore reads per workflow.

@@ -42,6 +42,7 @@ from duroot_stream.kafka import Triage, kafka_error, triage
 from duroot_stream.metrics import ProcessorMetrics
 from duroot_stream.wire import Codec, Topics
 
+from . import heap
 from .compaction import compacted
 from .faults import ProcessorFatal
 from .fencing import Fence
@@ -200,9 +201,11 @@ def restore_partitions(
     rest of the fold.
 
     Once the reads are over, the states are made again together (compaction.py), so
-    that they do not keep the memory of what the restore dropped.
+    that they do not keep the memory of what the restore dropped, and that memory is
+    given back to the kernel (heap.py).
     """
-    return compacted(
+    heap.settle()
+    restored = compacted(
         _read_partitions(
             kafka,
             events_topic,
@@ -216,6 +219,8 @@ def restore_partitions(
             warm,
         )
     )
+    heap.give_back()
+    return restored
 
 
 def _read_partitions(
