@@ -75,12 +75,14 @@ def test_garbage_collection_of_thousands_in_bounded_chunks_exactly_once(
             wait_until(
                 lambda: proc.workflow_count() == 0, timeout=180, interval=0.5, what="all deleted"
             )
-            gc_commands = {
-                kind: proc.metrics.gc_commands.labels(kind)._value.get()
-                for kind in ("AbortExpired", "Delete")
-            }
-            aborted = proc.metrics.transactions.labels("aborted")._value.get()
-            observed = _histogram_count(proc)
+        # Read once the processor has stopped: a state changes as its command is handled,
+        # the counts when its transaction commits (the last one as the processor stops).
+        gc_commands = {
+            kind: proc.metrics.gc_commands.labels(kind)._value.get()
+            for kind in ("AbortExpired", "Delete")
+        }
+        aborted = proc.metrics.transactions.labels("aborted")._value.get()
+        observed = _histogram_count(proc)
     finally:
         logger.removeHandler(watch)
         logger.setLevel(level)
