@@ -58,6 +58,24 @@ def test_the_text_is_right_across_a_pair_boundary() -> None:
     assert ids[1][-2:] == "ZZ" and ids[2][-2:] == "00" and ids[2][:24] > ids[1][:24]
 
 
+def test_many_ids_are_the_ids_one_at_a_time_with_one_clock_read() -> None:
+    reads: list[int] = []
+
+    def clock() -> int:
+        reads.append(1)
+        return 5_000
+
+    new_id = MonotonicUlids(clock)
+    floor = encode_ulid((5_001 << 80) | 1020)  # ahead of the clock; the run crosses pairs
+    ids = new_id.many(floor, 2500)  # and two roll-overs of the last pair
+    assert len(reads) == 1
+    assert [decode_ulid(i) for i in ids] == [decode_ulid(floor) + n for n in range(1, 2501)]
+    assert all(ULID_RE.fullmatch(i) for i in ids)
+    # The next id goes on after the run.
+    assert decode_ulid(new_id("")) == decode_ulid(ids[-1]) + 1
+    assert new_id.many(ids[-1], 1) == [encode_ulid(decode_ulid(ids[-1]) + 2)]
+
+
 def test_the_ulid_space_ends() -> None:
     with pytest.raises(OverflowError):
         MonotonicUlids()("7ZZZZZZZZZZZZZZZZZZZZZZZZZ")

@@ -32,6 +32,8 @@ from duroot_stream.domain import (
     WorkflowEvent,
     WorkflowState,
     decide,
+    decode_ulid,
+    encode_ulid,
     event_key,
     initial_state,
     reply_for,
@@ -50,6 +52,7 @@ from tests.domain.decider_cases import (
     cmd,
     given,
     rejected,
+    successor,
     ulid,
 )
 
@@ -225,6 +228,42 @@ def test_command_for_another_workflow_is_a_programmer_error() -> None:
 def test_an_id_source_that_does_not_increase_is_a_programmer_error() -> None:
     with pytest.raises(ValueError, match="not greater"):
         decide(given(STARTED), cmd(Commit()), lambda previous: previous)
+
+
+def test_the_events_of_an_append_take_their_ids_in_one_run() -> None:
+    class Run(Ids):
+        """Ids with the processor's `many(floor, n)`: asked once for a command's ids."""
+
+        runs = 0
+
+        def many(self, floor: str, n: int) -> list[str]:
+            self.runs += 1
+            first = self(floor)
+            return [first] + [encode_ulid(decode_ulid(first) + k) for k in range(1, n)]
+
+    ids = Run()
+    paths = tuple(PathUsage(f"d{i}", i) for i in range(5))
+    state = given(STARTED)
+    a = accepted(decide(state, cmd(Append(paths)), ids))
+    assert ids.runs == 1 and ids.count == 1
+    assert [e.parent for e in a.events] == [state.vid] + [e.event_id for e in a.events[:-1]]
+    assert a.state.vid == a.events[-1].event_id
+    # One event: one id, asked for as any source is.
+    accepted(decide(a.state, cmd(Append(paths[:1])), ids))
+    assert ids.runs == 1 and ids.count == 2
+
+
+def test_a_run_of_ids_that_does_not_increase_is_a_programmer_error() -> None:
+    class Stuck:
+        def __call__(self, previous: str) -> str:
+            return successor(previous)
+
+        def many(self, floor: str, n: int) -> list[str]:
+            return [floor] * n
+
+    paths = (PathUsage("a", 1), PathUsage("b", 2))
+    with pytest.raises(ValueError, match="not 2 above"):
+        decide(given(STARTED), cmd(Append(paths)), Stuck())
 
 
 # --- version check ------------------------------------------------------------

@@ -17,7 +17,7 @@ times from the events' ULIDs, so the processor, the tests and a replay agree.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Final, NamedTuple
 
 from .model import (
@@ -293,20 +293,19 @@ class _Emitter:
         self.command_id: Final = command_id
         self.new_id: Final = new_id
 
-    def accept(
-        self, payloads: Iterable[EventPayload], mirror: IndexPayload | None = None
-    ) -> Accepted:
+    def accept(self, payloads: list[EventPayload], mirror: IndexPayload | None = None) -> Accepted:
         """Chain `payloads` as events after the head; `mirror` indexes the first."""
         events: list[WorkflowEvent] = []
-        after, new_id, command_id = self.state, self.new_id, self.command_id
+        after, command_id = self.state, self.command_id
         workflow_id, vid, seq = after.workflow_id, after.vid, after.seq
+        ids = _next_ids(self.new_id, vid, len(payloads))
         # A run of DuUpdated (an Append's paths) folds as its last event does (the
         # last vid and seq, one recent entry): one state per run, not per path.
         run_end: WorkflowEvent | None = None
         # The NamedTuples read from the module once, not per event (each read a lookup).
         event_type, updated = WorkflowEvent, DuUpdated
-        for payload in payloads:
-            event_id = _next_id(new_id, vid)
+        for i in range(len(ids)):  # indexed: lists of a known type, no zip tuples
+            event_id, payload = ids[i], payloads[i]
             event = new_tuple(event_type, (event_id, vid, workflow_id, seq, command_id, payload))
             events.append(event)
             vid, seq = event_id, seq + 1
@@ -336,6 +335,25 @@ def _next_id(new_id: IdSource, previous: str) -> str:
     if not ulid > previous:
         raise ValueError(f"IdSource returned {ulid}, not greater than {previous}")
     return ulid
+
+
+def _next_ids(new_id: IdSource, previous: str, n: int) -> list[str]:
+    """`n` ids, each greater than the one before, the first greater than `previous`.
+    A source with a `many(floor, n)` (the processor's `MonotonicUlids`) gives them in
+    one call, increasing by its contract; any other is asked once per id."""
+    if n == 1:
+        return [_next_id(new_id, previous)]
+    many = getattr(new_id, "many", None)
+    if many is None:
+        out = []
+        for _ in range(n):
+            previous = _next_id(new_id, previous)
+            out.append(previous)
+        return out
+    ids: list[str] = many(previous, n)
+    if len(ids) != n or not ids[0] > previous:
+        raise ValueError(f"IdSource gave {len(ids)} ids from {ids[:1]}, not {n} above {previous}")
+    return ids
 
 
 def _invalid_argument(body: CommandBody) -> Rejected | None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from duroot_stream import tracing
 from duroot_stream.domain import (
@@ -291,7 +291,8 @@ class CommandHandler:
         # Events, index events and replies are made from a decoded (so checked)
         # command and this processor's ULIDs: encoded without checking the ids again.
         codec, events_topic = self._codec, self._events_topic
-        records: list[Record] = list(codec.event_records(decision.events, events_topic, partition))
+        # The same list (its records are `Record`s), not a copy of it.
+        records = cast(list[Record], codec.event_records(decision.events, events_topic, partition))
         records.extend(
             (events_topic, partition, k.encode(), None, None) for k in decision.deleted_keys
         )

@@ -40,7 +40,11 @@ def event_records(
     command_id: str | None = None
     previous_id: str | None = None
     previous = wf = cmd = key_prefix = b""
-    type_header = workflow_header = command_header = (EVENT_TYPE, b"")
+    # Typed `object`: a tuple-typed local is held unboxed in the compiled build and
+    # boxed anew (a tuple made) at each use, here three per event.
+    type_header: object = (EVENT_TYPE, b"")
+    workflow_header: object = type_header
+    command_header: object = type_header
     updated = DuUpdated  # a NamedTuple: read from the module once, not per event
     # Unpacked: the tuple's fields at once, cheaper than six attribute reads.
     for event_id, parent_id, event_workflow, seq, event_command, p in events:
@@ -91,14 +95,17 @@ def event_records(
                 tail,
             )
         )
-        headers: list[tuple[str, bytes | None]] = [
-            type_header,
-            workflow_header,
-            (VID, vid),
-            (PARENT, parent),
-            (SEQ, seq_text),
-            command_header,
-        ]
+        headers = cast(
+            list[tuple[str, bytes | None]],
+            [
+                type_header,
+                workflow_header,
+                (VID, vid),
+                (PARENT, parent),
+                (SEQ, seq_text),
+                command_header,
+            ],
+        )
         out.append((topic, partition, key_prefix + seq_text, value, headers))
         previous, previous_id = vid, event_id
     return out
