@@ -7,14 +7,23 @@ one process (tests) without counting into each other.
 from __future__ import annotations
 
 import json
-from typing import Any
+import threading
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, cast
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics_core import HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from duroot_stream import serving
 from duroot_stream.compiled import BUILD
 from duroot_stream.serving import ALWAYS, Probes
 from duroot_stream.version import VERSION
+
+# How prometheus-client writes a bucket's bound (`le`); the library leaves it untyped.
+_le: Callable[[float], str] = cast(Callable[[float], str], floatToGoString)
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 BATCH_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000)
@@ -37,6 +46,43 @@ STEP_BUCKETS = (
     2.5,
 )
 DU_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600)
+
+
+class BatchHistogram(Collector):
+    """A histogram observed a batch at a time, exposed as prometheus-client's
+    `Histogram` is (the same `_bucket`, `_count` and `_sum` samples). Its `observe`
+    takes about 1 us, which per command at each commit was about a twentieth of
+    the processor's time per command."""
+
+    def __init__(
+        self, name: str, documentation: str, buckets: Sequence[float], registry: CollectorRegistry
+    ) -> None:
+        self._name, self._documentation = name, documentation
+        self._bounds = tuple(float(b) for b in buckets)  # and +Inf after them
+        self._counts = [0] * (len(self._bounds) + 1)
+        self._sum = 0.0
+        self._lock = threading.Lock()  # collect() runs in the metrics server's thread
+        registry.register(self)
+
+    def observe_many(self, values: Iterable[float]) -> None:
+        bounds, counts, total = self._bounds, [0] * len(self._counts), 0.0
+        for value in values:
+            counts[bisect_left(bounds, value)] += 1  # a bucket holds values <= its bound
+            total += value
+        with self._lock:
+            self._counts = [a + b for a, b in zip(self._counts, counts, strict=True)]
+            self._sum += total
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            counts, total = self._counts, self._sum
+        cumulative, buckets = 0, []
+        for bound, count in zip((*self._bounds, float("inf")), counts, strict=True):
+            cumulative += count
+            buckets.append((_le(bound), cumulative))
+        yield HistogramMetricFamily(
+            self._name, self._documentation, buckets=buckets, sum_value=total
+        )
 
 
 class ProcessorMetrics:
@@ -93,11 +139,11 @@ class ProcessorMetrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
-        self.command_latency = Histogram(
+        self.command_latency = BatchHistogram(
             "duroot_processor_command_latency_seconds",
             "Time from a command's issued_at to the commit of its transaction.",
-            buckets=LATENCY_BUCKETS,
-            registry=r,
+            LATENCY_BUCKETS,
+            r,
         )
 
         # Where a transaction's time goes: one observation per committed batch.

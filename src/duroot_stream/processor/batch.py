@@ -156,9 +156,9 @@ class Batches:
         metrics.produce_duration.observe(batch.producing)
         metrics.send_offsets_duration.observe(times.send_offsets_s)
         metrics.commit_duration.observe(times.commit_s)
-        observe = metrics.command_latency.observe
-        for issued_at in batch.issued_at:
-            observe(max(0.0, now - issued_at / 1000))
+        metrics.command_latency.observe_many(
+            [max(0.0, now - issued_at / 1000) for issued_at in batch.issued_at]
+        )
         self._workflows.publish()
         return True
 
