@@ -4,7 +4,9 @@
   a read_committed consumer sees none of them until `release()` commits: the
   consumers join and settle first, and every drain starts at one instant.
 - `Drain`: committed offsets of a consumer group, sampled until every
-  command is committed; the sustained rate is taken between 10 % and 90 %.
+  command is committed; the sustained rate is taken between 10 % and 90 %,
+  and so is the CPU spent per command: by the draining processes, and by the
+  whole machine (the broker's included), from /proc (Linux).
 - `ProcessSet`: `duroot-stream processor` (or the pass-through) instances as
   subprocesses, ready once their group is stable.
 """
@@ -18,9 +20,10 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
@@ -64,6 +67,40 @@ class HeldCommands:
 
 # --- timing drains -------------------------------------------------------------------
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds (user and system) that process `pid` has spent; 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()  # the name may hold spaces
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def machine_busy_s() -> float:
+    """CPU seconds all cores have spent busy (/proc/stat: all but idle and iowait)."""
+    with open("/proc/stat") as stat:
+        ticks = [int(t) for t in stat.readline().split()[1:9]]  # user .. steal
+    return (sum(ticks) - ticks[3] - ticks[4]) / CLOCK_TICKS
+
+
+class Sample(NamedTuple):
+    at: float  # monotonic
+    committed: int  # commands
+    processes_cpu_s: float  # of the draining processes
+    machine_busy_s: float
+
+
+class CpuPerCommand(NamedTuple):
+    """Microseconds of CPU per command over the sustained part of a drain."""
+
+    processes_us: float  # the draining processes'
+    machine_us: float  # every core's, the broker's included
+    machine_busy: float  # busy share of the machine's cores meanwhile (0..1)
+
 
 @dataclass
 class Drain:
@@ -71,7 +108,7 @@ class Drain:
 
     released: float
     total: int
-    samples: list[tuple[float, int]] = field(default_factory=list)  # (monotonic, committed)
+    samples: list[Sample] = field(default_factory=list)
 
     @property
     def seconds(self) -> float:
@@ -82,14 +119,35 @@ class Drain:
         """Commands per second from release to the last commit seen."""
         return self.total / self.seconds
 
+    def _sustained(self) -> tuple[Sample, Sample]:
+        """The samples at 10 % and 90 % committed (no start-up, no tail); the first and
+        the last if no time passed between those."""
+        low = next(s for s in self.samples if s.committed >= 0.1 * self.total)
+        high = next(s for s in self.samples if s.committed >= 0.9 * self.total)
+        if high.at <= low.at or high.committed <= low.committed:
+            return self.samples[0], self.samples[-1]
+        return low, high
+
     @property
     def sustained_rate(self) -> float:
-        """Commands per second between 10 % and 90 % committed (no start-up, no tail)."""
-        low = next(s for s in self.samples if s[1] >= 0.1 * self.total)
-        high = next(s for s in self.samples if s[1] >= 0.9 * self.total)
-        if high[0] <= low[0]:
+        """Commands per second between 10 % and 90 % committed."""
+        low, high = self._sustained()
+        if high.at <= low.at:
             return self.rate
-        return (high[1] - low[1]) / (high[0] - low[0])
+        return (high.committed - low.committed) / (high.at - low.at)
+
+    @property
+    def cpu(self) -> CpuPerCommand:
+        """CPU per command between 10 % and 90 % committed."""
+        low, high = self._sustained()
+        commands = max(1, high.committed - low.committed)
+        machine = high.machine_busy_s - low.machine_busy_s
+        cores_s = max(high.at - low.at, 1e-9) * (os.cpu_count() or 1)
+        return CpuPerCommand(
+            round((high.processes_cpu_s - low.processes_cpu_s) / commands * 1e6, 2),
+            round(machine / commands * 1e6, 2),
+            round(min(1.0, machine / cores_s), 3),
+        )
 
 
 def wait_drained(config: KafkaConfig, group: str, partitions: int, timeout: float) -> float:
@@ -118,9 +176,15 @@ def wait_drained(config: KafkaConfig, group: str, partitions: int, timeout: floa
 
 
 def watch_drain(
-    config: KafkaConfig, group: str, partitions: int, held: HeldCommands, timeout: float = 900
+    config: KafkaConfig,
+    group: str,
+    partitions: int,
+    held: HeldCommands,
+    processes_cpu_s: Callable[[], float],
+    timeout: float = 900,
 ) -> Drain:
-    """Release `held` and sample `group`'s committed offsets until all are committed."""
+    """Release `held` and sample `group`'s committed offsets until all are committed,
+    and the CPU spent so far (`processes_cpu_s`: by the draining processes)."""
     topic = Topics(config.topic_prefix).commands
     watcher = Consumer(
         {"bootstrap.servers": config.bootstrap_servers, "group.id": group, "log_level": 0}
@@ -132,7 +196,7 @@ def watch_drain(
             committed = watcher.committed(tps, timeout=10)
             done = sum(max(tp.offset, 0) for tp in committed)
             now = time.monotonic()
-            drain.samples.append((now, done))
+            drain.samples.append(Sample(now, done, processes_cpu_s(), machine_busy_s()))
             if done >= held.count:
                 return drain
             if now - drain.released > timeout:
@@ -210,6 +274,10 @@ class ProcessSet:
                 return
             time.sleep(0.2)
         raise RuntimeError(f"group {self.group} not stable after {timeout} s; logs in {self.logs}")
+
+    def cpu_s(self) -> float:
+        """CPU seconds the processes have spent so far."""
+        return sum(process_cpu_s(proc.pid) for proc in self.procs)
 
     def _check_alive(self) -> None:
         for proc in self.procs:

@@ -53,7 +53,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from benchmarks import latency
-from benchmarks.drain import HeldCommands, ProcessSet, watch_drain
+from benchmarks.drain import CpuPerCommand, Drain, HeldCommands, ProcessSet, watch_drain
 from benchmarks.results import Memory, ProcessorResult, Restore, RestoreRates, Throughput
 from benchmarks.workload import (
     REPO,
@@ -87,8 +87,8 @@ def drain(
     name: str,
     metrics_port: int | None = None,
     env: Mapping[str, str] = {},
-) -> float:
-    """Hold `commands`, start the consumers, release, and time the drain: sustained rate."""
+) -> Drain:
+    """Hold `commands`, start the consumers, release, and time the drain."""
     config = fresh_topics(bootstrap_servers, PARTITIONS)
     events = Topics(config.topic_prefix).events
     write_histories([(events, PARTITIONS)], config, workflows, HistoryShape(1, 1, completed=False))
@@ -97,17 +97,20 @@ def drain(
     with ProcessSet(config, group, env) as procs:
         start(procs)
         procs.wait_stable(PARTITIONS)
-        drain = watch_drain(config, group, PARTITIONS, held)
+        drain = watch_drain(config, group, PARTITIONS, held, procs.cpu_s)
         attribution = (
             ""
             if metrics_port is None
             else latency.attribution_text(latency.attribution({}, latency.scrape(metrics_port)))
         )
+    cpu = drain.cpu
     log(
         f"{name}: {drain.total:,} commands in {drain.seconds:.1f} s, "
-        f"sustained {drain.sustained_rate:,.0f}/s{attribution}"
+        f"sustained {drain.sustained_rate:,.0f}/s; CPU per command {cpu.processes_us:.1f} us "
+        f"in its process, {cpu.machine_us:.1f} us on the machine "
+        f"({cpu.machine_busy:.0%} busy){attribution}"
     )
-    return drain.sustained_rate
+    return drain
 
 
 def throughput(bootstrap_servers: str, quick: bool) -> Throughput:
@@ -130,6 +133,7 @@ def throughput(bootstrap_servers: str, quick: bool) -> Throughput:
     drain(bootstrap_servers, commands, workflows, lambda p: p.start_processors(1), "warm-up")
     passthrough = one = 0.0
     ratios: list[float] = []
+    cpus: dict[str, list[CpuPerCommand]] = {"passthrough": [], "processor": []}
     for _ in range(rounds):
         this_passthrough = drain(
             bootstrap_servers, commands, workflows, passthrough_set, "pass-through"
@@ -142,12 +146,20 @@ def throughput(bootstrap_servers: str, quick: bool) -> Throughput:
             "processor x1",
             port,
         )
-        ratios.append(round(this_one / this_passthrough, 3))
-        passthrough, one = max(passthrough, this_passthrough), max(one, this_one)
+        ratios.append(round(this_one.sustained_rate / this_passthrough.sustained_rate, 3))
+        passthrough = max(passthrough, this_passthrough.sustained_rate)
+        one = max(one, this_one.sustained_rate)
+        cpus["passthrough"].append(this_passthrough.cpu)
+        cpus["processor"].append(this_one.cpu)
     log(f"throughput: processor / pass-through per round {ratios}")
     two = drain(
         bootstrap_servers, commands, workflows, lambda p: p.start_processors(2), "processor x2"
-    )
+    ).sustained_rate
+    cpu = {
+        f"{who}_{what}": statistics.median(getattr(c, what) for c in found)
+        for who, found in cpus.items()
+        for what in CpuPerCommand._fields
+    }
     return Throughput(
         commands=n,
         workflows=WORKFLOWS,
@@ -157,6 +169,12 @@ def throughput(bootstrap_servers: str, quick: bool) -> Throughput:
         round_ratios=tuple(ratios),
         processor_2_instances_per_s=round(two),
         scale_out_ratio=round(two / one, 3),
+        passthrough_cpu_us=cpu["passthrough_processes_us"],
+        processor_cpu_us=cpu["processor_processes_us"],
+        passthrough_machine_cpu_us=cpu["passthrough_machine_us"],
+        processor_machine_cpu_us=cpu["processor_machine_us"],
+        passthrough_machine_busy=cpu["passthrough_machine_busy"],
+        processor_machine_busy=cpu["processor_machine_busy"],
     )
 
 
