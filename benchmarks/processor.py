@@ -133,7 +133,8 @@ def throughput(bootstrap_servers: str, quick: bool) -> Throughput:
     drain(bootstrap_servers, commands, workflows, lambda p: p.start_processors(1), "warm-up")
     passthrough = one = 0.0
     ratios: list[float] = []
-    cpus: dict[str, list[CpuPerCommand]] = {"passthrough": [], "processor": []}
+    passthrough_cpus: list[CpuPerCommand] = []
+    one_cpus: list[CpuPerCommand] = []
     for _ in range(rounds):
         this_passthrough = drain(
             bootstrap_servers, commands, workflows, passthrough_set, "pass-through"
@@ -149,17 +150,13 @@ def throughput(bootstrap_servers: str, quick: bool) -> Throughput:
         ratios.append(round(this_one.sustained_rate / this_passthrough.sustained_rate, 3))
         passthrough = max(passthrough, this_passthrough.sustained_rate)
         one = max(one, this_one.sustained_rate)
-        cpus["passthrough"].append(this_passthrough.cpu)
-        cpus["processor"].append(this_one.cpu)
+        passthrough_cpus.append(this_passthrough.cpu)
+        one_cpus.append(this_one.cpu)
     log(f"throughput: processor / pass-through per round {ratios}")
     two = drain(
         bootstrap_servers, commands, workflows, lambda p: p.start_processors(2), "processor x2"
     ).sustained_rate
-    cpu = {
-        f"{who}_{what}": statistics.median(getattr(c, what) for c in found)
-        for who, found in cpus.items()
-        for what in CpuPerCommand._fields
-    }
+    passthrough_cpu, one_cpu = _median_cpu(passthrough_cpus), _median_cpu(one_cpus)
     return Throughput(
         commands=n,
         workflows=WORKFLOWS,
@@ -169,13 +166,18 @@ def throughput(bootstrap_servers: str, quick: bool) -> Throughput:
         round_ratios=tuple(ratios),
         processor_2_instances_per_s=round(two),
         scale_out_ratio=round(two / one, 3),
-        passthrough_cpu_us=cpu["passthrough_processes_us"],
-        processor_cpu_us=cpu["processor_processes_us"],
-        passthrough_machine_cpu_us=cpu["passthrough_machine_us"],
-        processor_machine_cpu_us=cpu["processor_machine_us"],
-        passthrough_machine_busy=cpu["passthrough_machine_busy"],
-        processor_machine_busy=cpu["processor_machine_busy"],
+        passthrough_cpu_us=passthrough_cpu.processes_us,
+        processor_cpu_us=one_cpu.processes_us,
+        passthrough_machine_cpu_us=passthrough_cpu.machine_us,
+        processor_machine_cpu_us=one_cpu.machine_us,
+        passthrough_machine_busy=passthrough_cpu.machine_busy,
+        processor_machine_busy=one_cpu.machine_busy,
     )
+
+
+def _median_cpu(rounds: list[CpuPerCommand]) -> CpuPerCommand:
+    """Each figure's median over the rounds."""
+    return CpuPerCommand(*(statistics.median(figure) for figure in zip(*rounds, strict=True)))
 
 
 # --- 2: restore -----------------------------------------------------------------------------

@@ -341,8 +341,10 @@ def _next_ids(new_id: IdSource, previous: str, n: int) -> list[str]:
     """`n` ids, each greater than the one before, the first greater than `previous`.
     A source with a `many(floor, n)` (the processor's `MonotonicUlids`) gives them in
     one call, increasing by its contract; any other is asked once per id."""
-    if n <= 1:
-        return [_next_id(new_id, previous)] if n == 1 else []
+    if n == 0:
+        return []
+    if n == 1:
+        return [_next_id(new_id, previous)]
     many = getattr(new_id, "many", None)
     if many is None:
         out = []
